@@ -1,0 +1,59 @@
+"""The `speakerverify` command: a Click group whose subcommands are imported on first use.
+
+Each area keeps its commands in its own module under `speakerverify.cli`; heavy imports (torch,
+torchaudio, librosa) happen inside command bodies so that `speakerverify --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from speakerverify import __version__
+
+# command name -> "module:attribute" (module relative to speakerverify.cli)
+COMMANDS: dict[str, str] = {
+    "prepare": "prepare:prepare",
+    "train": "training:train",
+    "average": "training:average",
+    "embed": "evaluation:embed",
+    "score": "evaluation:score",
+    "calibrate": "evaluation:calibrate",
+    "evaluate": "evaluation:evaluate",
+    "enroll": "speakers:enroll",
+    "verify": "speakers:verify",
+    "identify": "speakers:identify",
+    "speakers": "speakers:speakers",
+    "adapt": "speakers:adapt",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a subcommand's module only when that subcommand is needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        module = importlib.import_module(f"speakerverify.cli.{module_name}")
+        return getattr(module, attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="speakerverify")
+def main() -> None:
+    """Speaker verification: prepare data, train, embed, score, enroll and verify speakers.
+
+    \b
+    Exit status: 0 success (verify: accepted), 1 rejected (verify), 2 usage or input error.
+    """
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""Helpers shared by the CLI modules: one-line errors, exit codes, JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import click
+
+EXIT_OK = 0
+EXIT_REJECTED = 1
+EXIT_ERROR = 2
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    """Print `error: message` on one stderr line and exit with `code` (no traceback)."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def warn(message: str) -> None:
+    """Print `warning: message` on stderr."""
+    click.echo(f"warning: {message}", err=True)
+
+
+def echo_json(payload: Any) -> None:
+    """Print `payload` as one JSON document on stdout."""
+    click.echo(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False))
