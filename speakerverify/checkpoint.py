@@ -1,0 +1,256 @@
+"""Self-describing checkpoints: save (atomic), load (`weights_only=True`), average, fingerprint.
+
+A checkpoint is a `torch.save` dict of tensors and plain types only, so `embed`, `enroll` and
+`verify` need nothing but its path:
+`{format_version, model_name, model_args, state_dict, features, config, versions, fingerprint,
+train_state}`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import speakerverify
+
+__all__ = [
+    "CheckpointError",
+    "LoadedModel",
+    "average_checkpoints",
+    "load_checkpoint",
+    "load_model",
+    "model_fingerprint",
+    "save_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("model_name", "model_args", "state_dict", "features", "fingerprint")
+
+
+class CheckpointError(Exception):
+    """A checkpoint cannot be written, read or used; the one-line message names the file."""
+
+
+def model_fingerprint(state_dict: dict[str, torch.Tensor], features: dict[str, Any]) -> str:
+    """16 hex chars identifying the weights and the front-end config (order independent).
+
+    Two checkpoints with equal weights and front-end give the same fingerprint, whatever their
+    training state; embedding and enrollment stores record it to refuse mixing models.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().to("cpu").contiguous().reshape(-1)
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    digest.update(json.dumps(features, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def _atomic_torch_save(obj: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model_name: str,
+    model_args: dict[str, Any],
+    model: nn.Module,
+    features: dict[str, Any],
+    config: dict[str, Any] | None = None,
+    train_state: dict[str, Any] | None = None,
+) -> str:
+    """Write a checkpoint atomically (temp file in the same dir + `os.replace`).
+
+    Args:
+        path: destination `.pt` file.
+        model_name: `speakerverify.models.MODELS` key that rebuilds the encoder.
+        model_args: JSON-able constructor arguments of that model.
+        model: the encoder (a DDP wrapper is unwrapped).
+        features: the front-end config (`FbankConfig.to_dict()`).
+        config: the resolved experiment config (`Config.to_dict()`), if any.
+        train_state: optimizer/scheduler state, epoch/step, sampler position, RNG states (tensors
+            and plain types only), if the checkpoint should allow resuming.
+
+    Returns:
+        The model fingerprint (16 hex chars).
+    """
+    module = getattr(model, "module", model)
+    state_dict = {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
+    fingerprint = model_fingerprint(state_dict, features)
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "model_name": model_name,
+        "model_args": dict(model_args),
+        "state_dict": state_dict,
+        "features": dict(features),
+        "config": config,
+        "versions": {"speakerverify": speakerverify.__version__, "torch": torch.__version__},
+        "fingerprint": fingerprint,
+        "train_state": train_state,
+    }
+    try:
+        _atomic_torch_save(payload, Path(path))
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot write checkpoint: {err.strerror or err}") from None
+    return fingerprint
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint with `torch.load(weights_only=True)` and check its keys.
+
+    Raises:
+        CheckpointError: missing/unreadable file, not a checkpoint, corrupt, or containing
+            pickled objects other than tensors and plain types (refused, never executed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        message = str(err)
+        if "weights_only" in message or "Unsupported global" in message:
+            cause = "refused: it contains pickled objects other than tensors and plain types"
+        else:
+            cause = f"not a readable checkpoint ({type(err).__name__}: {_first_line(err)})"
+        raise CheckpointError(f"{path}: {cause}") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: not a speakerverify checkpoint (not a dict)")
+    missing = [key for key in REQUIRED_KEYS if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: not a speakerverify checkpoint (missing {missing})")
+    if not isinstance(payload["state_dict"], dict):
+        raise CheckpointError(f"{path}: corrupt checkpoint (state_dict is not a dict)")
+    version = payload.get("format_version", 0)
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {version} is newer than this speakerverify "
+            f"({FORMAT_VERSION}); upgrade speakerverify"
+        )
+    return payload
+
+
+@dataclass
+class LoadedModel:
+    """An encoder and its front-end rebuilt from a checkpoint, both in eval mode."""
+
+    frontend: nn.Module
+    encoder: nn.Module
+    fingerprint: str
+    model_name: str
+    embed_dim: int
+    sample_rate: int
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the front-end (`Fbank`) and encoder from a checkpoint, ready for inference.
+
+    Raises:
+        CheckpointError: unreadable checkpoint, unknown model name or mismatching weights.
+    """
+    from speakerverify.features import Fbank, FbankConfig
+    from speakerverify.models import build_model
+
+    payload = load_checkpoint(path)
+    try:
+        encoder = build_model(payload["model_name"], **payload["model_args"])
+        encoder.load_state_dict(payload["state_dict"])
+        frontend = Fbank(FbankConfig.from_dict(payload["features"]))
+    except (ValueError, TypeError, RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{path}: cannot rebuild the model: {_first_line(err)}") from None
+    return LoadedModel(
+        frontend=frontend.to(device).eval(),
+        encoder=encoder.to(device).eval(),
+        fingerprint=payload["fingerprint"],
+        model_name=payload["model_name"],
+        embed_dim=int(encoder.embed_dim),
+        sample_rate=int(payload["features"].get("sample_rate", 16000)),
+    )
+
+
+def average_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> str:
+    """Average the weights of several checkpoints of one model (WeSpeaker-style model averaging).
+
+    Floating-point tensors are averaged in float64; integer buffers (e.g. BatchNorm's
+    `num_batches_tracked`) are taken from the last checkpoint. The output has no train state.
+
+    Returns:
+        The fingerprint of the averaged model.
+
+    Raises:
+        CheckpointError: no paths, or checkpoints of different models / front-ends.
+    """
+    if not paths:
+        raise CheckpointError(f"{out_path}: no checkpoints to average")
+    first = load_checkpoint(paths[0])
+    sums = {
+        k: v.to(torch.float64) if v.is_floating_point() else v
+        for k, v in first["state_dict"].items()
+    }
+    last = first
+    for path in paths[1:]:
+        payload = load_checkpoint(path)
+        for key in ("model_name", "model_args", "features"):
+            if payload[key] != first[key]:
+                raise CheckpointError(f"{path}: {key} differs from {paths[0]}; cannot average")
+        if set(payload["state_dict"]) != set(sums):
+            raise CheckpointError(f"{path}: parameter names differ from {paths[0]}")
+        for key, value in payload["state_dict"].items():
+            if value.is_floating_point():
+                sums[key] = sums[key] + value.to(torch.float64)
+            else:
+                sums[key] = value
+        last = payload
+    dtypes = {k: v.dtype for k, v in first["state_dict"].items()}
+    averaged = {
+        k: (v / len(paths)).to(dtypes[k]) if dtypes[k].is_floating_point else v
+        for k, v in sums.items()
+    }
+    fingerprint = model_fingerprint(averaged, first["features"])
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "model_name": first["model_name"],
+        "model_args": first["model_args"],
+        "state_dict": averaged,
+        "features": first["features"],
+        "config": last.get("config"),
+        "versions": {"speakerverify": speakerverify.__version__, "torch": torch.__version__},
+        "fingerprint": fingerprint,
+        "train_state": None,
+        "averaged_from": [str(p) for p in paths],
+    }
+    try:
+        _atomic_torch_save(payload, Path(out_path))
+    except OSError as err:
+        raise CheckpointError(
+            f"{out_path}: cannot write checkpoint: {err.strerror or err}"
+        ) from None
+    return fingerprint

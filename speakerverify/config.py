@@ -1,0 +1,477 @@
+"""Experiment configs: one YAML with sections data/features/augment/model/loss/optim/train.
+
+Loaded into frozen dataclasses; unknown keys and unknown registry names are errors that list the
+valid ones; `--set section.key=value` overrides are applied before validation.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "AugmentConfig",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "FeaturesConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "load_config",
+    "save_config",
+]
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("cosine", "exponential", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("none", "bf16", "fp16")
+SMALL_SPEAKERS = ("replace", "exclude")
+# Used only when speakerverify.losses cannot tell us its own list.
+_DEFAULT_MINING = (
+    "batch_all",
+    "batch_hard",
+    "semi_hard",
+    "semi_hard_all",
+    "hard_negative",
+    "random",
+)
+_DISTANCES = ("cosine", "euclidean", "squared_euclidean")
+
+
+class ConfigError(ValueError):
+    """A config file, section, key, value or override is invalid (one-line message)."""
+
+
+def _choice(section: str, name: str, value: Any, valid: tuple[str, ...] | list[str]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{section}.{name}: unknown value {value!r}; valid: {', '.join(valid)}")
+
+
+def _positive(section: str, name: str, value: float, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{section}.{name}: must be {bound}, got {value!r}")
+
+
+def _frozen_dict(value: Any, where: str) -> MappingProxyType:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict | MappingProxyType):
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return MappingProxyType(dict(value))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data and the P×K batch shape.
+
+    Attributes:
+        train_dir: Kaldi-style data dir (`wav.scp`, `utt2spk`) with the training utterances.
+        valid_trials: optional trial list for per-epoch validation EER/minDCF.
+        valid_dir: data dir holding the trial utterances (required with `valid_trials`).
+        chunk_seconds: crop length of every training example.
+        num_speakers: P, speakers per batch (per rank under DDP).
+        num_utts: K, utterances per speaker in a batch (>= 2, so positives exist).
+        small_speakers: speakers with fewer than K utterances: "replace" or "exclude".
+        num_workers: DataLoader worker processes (0 = load in the training process).
+        speed_perturb: add 0.9/1.1 speed-perturbed copies as new speakers.
+        musan_index: MUSAN index from `speakerverify prepare musan` (noise/music/babble), or None.
+        rir_index: RIR index from `speakerverify prepare rirs`, or None.
+        valid_max_seconds: longest validation audio embedded at once (longer files are cut).
+    """
+
+    train_dir: str = ""
+    valid_trials: str | None = None
+    valid_dir: str | None = None
+    chunk_seconds: float = 2.0
+    num_speakers: int = 32
+    num_utts: int = 2
+    small_speakers: str = "replace"
+    num_workers: int = 2
+    speed_perturb: bool = False
+    musan_index: str | None = None
+    rir_index: str | None = None
+    valid_max_seconds: float = 20.0
+
+    def __post_init__(self) -> None:
+        if not self.train_dir:
+            raise ConfigError("data.train_dir: required (a data dir with wav.scp and utt2spk)")
+        if self.valid_trials and not self.valid_dir:
+            raise ConfigError("data.valid_dir: required when data.valid_trials is set")
+        _positive("data", "chunk_seconds", self.chunk_seconds)
+        _positive("data", "valid_max_seconds", self.valid_max_seconds)
+        _positive("data", "num_speakers", self.num_speakers)
+        if self.num_utts < 2:
+            raise ConfigError(f"data.num_utts: must be >= 2 (K), got {self.num_utts!r}")
+        _positive("data", "num_workers", self.num_workers, allow_zero=True)
+        _choice("data", "small_speakers", self.small_speakers, SMALL_SPEAKERS)
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """Log-mel front-end (mirrors `speakerverify.features.FbankConfig`) plus SpecAugment.
+
+    `spec_augment_args` are keyword arguments of `speakerverify.features.SpecAugment`, checked
+    against its signature when training starts.
+    """
+
+    sample_rate: int = 16000
+    num_mel_bins: int = 80
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    dither: float = 0.0
+    preemphasis: float = 0.97
+    remove_dc_offset: bool = True
+    window_type: str = "povey"
+    low_freq: float = 20.0
+    high_freq: float = 0.0
+    snip_edges: bool = True
+    cmn: bool = True
+    spec_augment: bool = False
+    spec_augment_args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        _positive("features", "sample_rate", self.sample_rate)
+        _positive("features", "num_mel_bins", self.num_mel_bins)
+        _positive("features", "frame_length_ms", self.frame_length_ms)
+        _positive("features", "frame_shift_ms", self.frame_shift_ms)
+        _positive("features", "dither", self.dither, allow_zero=True)
+        args = _frozen_dict(self.spec_augment_args, "features.spec_augment_args")
+        object.__setattr__(self, "spec_augment_args", args)
+
+    def fbank_dict(self) -> dict[str, Any]:
+        """The `FbankConfig` fields only (what checkpoints store as the front-end config)."""
+        skip = {"spec_augment", "spec_augment_args"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """On-the-fly augmentation (active only when `data.musan_index` or `data.rir_index` is set).
+
+    `args` are extra keyword arguments of `speakerverify.augment.Augmenter` (SNR ranges, ...),
+    checked against its signature when training starts.
+    """
+
+    aug_prob: float = 0.6
+    args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.aug_prob <= 1.0:
+            raise ConfigError(f"augment.aug_prob: must be in [0, 1], got {self.aug_prob!r}")
+        object.__setattr__(self, "args", _frozen_dict(self.args, "augment.args"))
+
+
+def _model_names() -> list[str]:
+    from speakerverify.models import MODELS
+
+    return sorted(MODELS)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """An encoder from the `speakerverify.models.MODELS` registry and its constructor arguments.
+
+    `feat_dim` defaults to `features.num_mel_bins` when not given in `args`.
+    """
+
+    name: str = "xvector"
+    args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        _choice("model", "name", self.name, _model_names())
+        args = _frozen_dict(self.args, "model.args")
+        from speakerverify.models import MODELS
+
+        _check_kwargs(f"model.args ({self.name})", MODELS[self.name], args)
+        object.__setattr__(self, "args", args)
+
+
+def _check_kwargs(where: str, target: Any, args: dict | MappingProxyType) -> None:
+    """Reject keyword arguments that `target` (a class or function) does not accept."""
+    params = inspect.signature(target).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    valid = [n for n, p in params.items() if n != "self" and p.kind is not p.VAR_POSITIONAL]
+    unknown = sorted(set(args) - set(valid))
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; valid: {', '.join(valid)}")
+
+
+def _mining_names() -> tuple[str, ...]:
+    try:
+        from speakerverify.losses import MINING_STRATEGIES  # type: ignore[attr-defined]
+
+        return tuple(MINING_STRATEGIES)
+    except ImportError:
+        return _DEFAULT_MINING
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """The training loss (a `speakerverify.losses.LOSSES` name) and its schedules.
+
+    Attributes:
+        name: registry name, "triplet" by default.
+        margin: final margin; with `margin_start` set it rises linearly from `margin_start` over
+            `margin_warmup_epochs` epochs (per step).
+        mining: mining strategy; during the first `mining_warmup_epochs` epochs
+            `mining_warmup` is used instead (e.g. semi_hard before batch_hard).
+        gather_distributed: under DDP, mine over the global batch (all-gather with gradients).
+        args: extra keyword arguments of the loss class.
+    """
+
+    name: str = "triplet"
+    margin: float = 0.2
+    mining: str = "semi_hard"
+    distance: str = "cosine"
+    soft_margin: bool = False
+    reduction: str | None = None
+    gather_distributed: bool = False
+    margin_start: float | None = None
+    margin_warmup_epochs: float = 0.0
+    mining_warmup: str | None = None
+    mining_warmup_epochs: int = 0
+    args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        _positive("loss", "margin", self.margin, allow_zero=True)
+        _positive("loss", "margin_warmup_epochs", self.margin_warmup_epochs, allow_zero=True)
+        _positive("loss", "mining_warmup_epochs", self.mining_warmup_epochs, allow_zero=True)
+        if self.name == "triplet":
+            mining = _mining_names()
+            _choice("loss", "mining", self.mining, mining)
+            if self.mining_warmup is not None:
+                _choice("loss", "mining_warmup", self.mining_warmup, mining)
+            _choice("loss", "distance", self.distance, _DISTANCES)
+        if self.reduction is not None:
+            _choice("loss", "reduction", self.reduction, ("mean", "mean_active"))
+        if self.margin_start is not None and self.margin_warmup_epochs <= 0:
+            raise ConfigError("loss.margin_warmup_epochs: must be > 0 when margin_start is set")
+        object.__setattr__(self, "args", _frozen_dict(self.args, "loss.args"))
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimizer and learning-rate schedule (per step: linear warm-up, then decay to `final_lr`).
+
+    Give the warm-up as `warmup_epochs` (may be fractional) or `warmup_steps`, not both.
+    `grad_clip` is the max global gradient norm (0 = no clipping).
+    """
+
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    warmup_epochs: float = 0.0
+    warmup_steps: int = 0
+    scheduler: str = "cosine"
+    final_lr: float = 1e-5
+    grad_clip: float = 5.0
+
+    def __post_init__(self) -> None:
+        _choice("optim", "name", self.name, OPTIMIZERS)
+        _choice("optim", "scheduler", self.scheduler, SCHEDULERS)
+        _positive("optim", "lr", self.lr)
+        _positive("optim", "final_lr", self.final_lr)
+        _positive("optim", "weight_decay", self.weight_decay, allow_zero=True)
+        _positive("optim", "warmup_epochs", self.warmup_epochs, allow_zero=True)
+        _positive("optim", "warmup_steps", self.warmup_steps, allow_zero=True)
+        _positive("optim", "grad_clip", self.grad_clip, allow_zero=True)
+        if self.warmup_epochs and self.warmup_steps:
+            raise ConfigError("optim: give warmup_epochs or warmup_steps, not both")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The run itself.
+
+    Attributes:
+        epochs: passes over the sampler (its length sets steps per epoch).
+        seed: seeds model init, sampler and every RNG; CPU runs are deterministic.
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        amp: mixed precision on CUDA ("bf16" or "fp16"); ignored on CPU.
+        log_every: steps between `train_log.jsonl` records.
+        keep_last: end-of-epoch checkpoints kept (plus `best.pt`).
+        num_threads: torch intra-op threads (0 = leave torch's default).
+        max_steps: stop (with a checkpoint) after this many optimizer steps in total; the schedules
+            still follow `epochs`, so a run can be continued with `--resume`.
+        tensorboard: also write TensorBoard events when `tensorboard` is installed.
+    """
+
+    epochs: int = 10
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "none"
+    log_every: int = 20
+    keep_last: int = 3
+    num_threads: int = 0
+    max_steps: int | None = None
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("train", "epochs", self.epochs)
+        _choice("train", "device", self.device, DEVICES)
+        _choice("train", "amp", self.amp, AMP_MODES)
+        _positive("train", "log_every", self.log_every)
+        _positive("train", "keep_last", self.keep_last)
+        _positive("train", "num_threads", self.num_threads, allow_zero=True)
+        if self.max_steps is not None:
+            _positive("train", "max_steps", self.max_steps)
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "features": FeaturesConfig,
+    "augment": AugmentConfig,
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, MappingProxyType | dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment; build with `load_config` or `Config.from_dict`."""
+
+    data: DataConfig
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "config") -> Config:
+        """Build and validate from nested plain dicts (unknown sections/keys -> ConfigError)."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+        unknown = sorted(set(raw) - set(_SECTIONS))
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown sections {unknown}; valid: {', '.join(_SECTIONS)}"
+            )
+        sections = {}
+        for name, section_cls in _SECTIONS.items():
+            values = raw.get(name) or {}
+            if not isinstance(values, dict):
+                raise ConfigError(f"{source}: section {name!r} must be a mapping")
+            valid = [f.name for f in fields(section_cls)]
+            bad = sorted(set(values) - set(valid))
+            if bad:
+                raise ConfigError(
+                    f"{source}: unknown keys in {name}: {bad}; valid: {', '.join(valid)}"
+                )
+            try:
+                sections[name] = section_cls(**values)
+            except ConfigError as err:
+                raise ConfigError(f"{source}: {err}") from None
+            except TypeError as err:  # e.g. a list where a number belongs
+                raise ConfigError(f"{source}: section {name}: {err}") from None
+        return cls(**sections)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dicts (YAML/JSON-able), the inverse of `from_dict`."""
+        return {
+            name: {f.name: _plain(getattr(section, f.name)) for f in fields(section)}
+            for name, section in ((n, getattr(self, n)) for n in _SECTIONS)
+        }
+
+    def replace(self, overrides: list[str]) -> Config:
+        """A new config with `section.key=value` overrides applied (self is unchanged)."""
+        return Config.from_dict(apply_overrides(self.to_dict(), overrides), "overrides")
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply `a.b=value` / `a.b.c=value` strings to nested dicts; values parsed as YAML scalars.
+
+    >>> apply_overrides({"optim": {"lr": 0.1}}, ["optim.lr=0.01", "model.args.embed_dim=64"])
+    {'optim': {'lr': 0.01}, 'model': {'args': {'embed_dim': 64}}}
+    """
+    raw = _plain(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) < 2 or not all(parts):
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        if parts[0] not in _SECTIONS:
+            raise ConfigError(
+                f"override {item!r}: unknown section {parts[0]!r}; valid: {', '.join(_SECTIONS)}"
+            )
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: bad value: {str(err).splitlines()[0]}") from None
+        node = raw
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML experiment config, apply `section.key=value` overrides, validate.
+
+    Args:
+        path: YAML file with the sections data, features, augment, model, loss, optim, train.
+        overrides: e.g. `["optim.lr=0.01", "loss.margin=0.3"]`; values are parsed with
+            `yaml.safe_load`, so `true`, `null`, `[1, 2]` and numbers have their YAML types.
+
+    Raises:
+        ConfigError: unreadable YAML (with line number), unknown sections/keys/registry names
+            (listing the valid ones) or invalid values; the message names the file.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    return Config.from_dict(apply_overrides(raw, overrides), str(path))
+
+
+def save_config(config: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically (temp file in the same dir + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
