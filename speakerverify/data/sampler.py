@@ -1,0 +1,187 @@
+"""P×K batches for triplet mining: P distinct speakers × K utterances each, DDP-aware, resumable.
+
+An epoch's plan is a pure function of (seed, epoch): every rank builds the same global plan and
+takes its own P speakers of each step, so ranks never share a speaker within a step and all ranks
+get the same number of batches. Each item carries its own seed, so the crop and augmentation of an
+item do not depend on the worker that loads it or on where a run was resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SMALL_SPEAKER_POLICIES = ("replace", "exclude")
+Batch = list[tuple[int, int]]
+
+
+class PKSampler:
+    """Batch sampler yielding lists of P*K `(index, item_seed)` tuples.
+
+    Speakers are drawn without replacement within a step (P per rank, P*world_size in all), with
+    probability proportional to their number of K-groups, so over an epoch each utterance is seen
+    about once. A speaker's utterances are consumed as shuffled K-groups, reshuffled whenever they
+    run out. The epoch has `len(self)` batches, fixed from the label counts (the same every epoch).
+
+    Args:
+        labels: speaker label of each dataset item.
+        num_speakers: P, distinct speakers per batch (per rank).
+        num_utts: K >= 2, utterances per speaker.
+        seed: base seed; the plan of epoch e depends only on (seed, e).
+        rank: this process's rank under DDP.
+        world_size: number of DDP processes.
+        small_speakers: speakers with fewer than K utterances are sampled with replacement
+            ("replace") or left out ("exclude"); logged once.
+        num_batches: batches per epoch per rank; default: total K-groups / (P * world_size).
+        start_batch: first batch of the next iteration (for resuming mid-epoch); reset to 0 after
+            that iteration.
+
+    >>> sampler = PKSampler([0, 0, 1, 1, 2, 2, 2, 2], num_speakers=2, num_utts=2, seed=1)
+    >>> len(sampler), len(next(iter(sampler)))
+    (2, 4)
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int],
+        num_speakers: int,
+        num_utts: int = 2,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        small_speakers: str = "replace",
+        num_batches: int | None = None,
+        start_batch: int = 0,
+    ) -> None:
+        if num_utts < 2:
+            raise ValueError(f"num_utts (K) must be >= 2 for triplets, got {num_utts}")
+        if num_speakers < 1:
+            raise ValueError(f"num_speakers (P) must be >= 1, got {num_speakers}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} not in [0, world_size={world_size})")
+        if small_speakers not in SMALL_SPEAKER_POLICIES:
+            raise ValueError(
+                f"unknown small_speakers {small_speakers!r}; valid: "
+                f"{', '.join(SMALL_SPEAKER_POLICIES)}"
+            )
+        self.num_speakers = num_speakers
+        self.num_utts = num_utts
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.small_speakers = small_speakers
+        self.epoch = 0
+        self.start_batch = start_batch
+
+        labels_array = np.asarray(labels, dtype=np.int64)
+        order = np.argsort(labels_array, kind="stable")
+        speaker_ids, starts, counts = np.unique(
+            labels_array[order], return_index=True, return_counts=True
+        )
+        groups = [order[s : s + c] for s, c in zip(starts, counts, strict=True)]
+        small = counts < num_utts
+        if small.any():
+            action = "sampled with replacement" if small_speakers == "replace" else "excluded"
+            logger.warning(
+                "%d of %d speakers have fewer than K=%d utterances: %s",
+                int(small.sum()),
+                len(counts),
+                num_utts,
+                action,
+            )
+            if small_speakers == "exclude":
+                keep = ~small
+                speaker_ids, counts = speaker_ids[keep], counts[keep]
+                groups = [g for g, k in zip(groups, keep, strict=True) if k]
+        self.speaker_labels = speaker_ids
+        self._members = groups  # item indices of each eligible speaker
+        self._num_groups = np.maximum(counts // num_utts, 1)
+        step_speakers = num_speakers * world_size
+        if len(groups) < step_speakers:
+            raise ValueError(
+                f"{len(groups)} eligible speakers, but a step needs P*world_size = {step_speakers} "
+                "distinct speakers; lower num_speakers"
+            )
+        default_batches = int(self._num_groups.sum()) // step_speakers
+        self.num_batches = max(1, default_batches) if num_batches is None else num_batches
+        self._plan_epoch: int | None = None
+        self._plan: np.ndarray | None = None  # (num_batches, P*world_size*K, 2) index, seed
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (a resumed epoch yields `len - start_batch`)."""
+        return self.num_batches
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose (reproducible) plan the next iteration follows."""
+        self.epoch = epoch
+
+    def state_dict(self) -> dict[str, int]:
+        """Where we are: {"epoch", "start_batch", "seed"} (plain ints, checkpoint-safe)."""
+        return {"epoch": self.epoch, "start_batch": self.start_batch, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Resume: the next iteration yields epoch `state["epoch"]` from `state["start_batch"]`."""
+        if int(state["seed"]) != self.seed:
+            raise ValueError(f"sampler seed {self.seed} differs from the saved {state['seed']}")
+        self.epoch = int(state["epoch"])
+        self.start_batch = int(state["start_batch"])
+
+    def __iter__(self) -> Iterator[Batch]:
+        start, self.start_batch = self.start_batch, 0
+        return self.iter_from(start)
+
+    def iter_from(self, batch_index: int) -> Iterator[Batch]:
+        """Batches `batch_index, batch_index + 1, ...` of the current epoch on this rank."""
+        if not 0 <= batch_index <= self.num_batches:
+            raise ValueError(f"batch_index {batch_index} not in [0, {self.num_batches}]")
+        plan = self._epoch_plan()
+        per_rank = self.num_speakers * self.num_utts
+        lo, hi = self.rank * per_rank, (self.rank + 1) * per_rank
+        for b in range(batch_index, self.num_batches):
+            rows = plan[b, lo:hi]
+            yield [(int(i), int(s)) for i, s in rows]
+
+    def _epoch_plan(self) -> np.ndarray:
+        if self._plan_epoch == self.epoch and self._plan is not None:
+            return self._plan
+        rng = np.random.default_rng([self.seed, self.epoch])
+        step_speakers = self.num_speakers * self.world_size
+        k = self.num_utts
+        weights = self._num_groups.astype(np.float64)
+        # Weighted sampling without replacement (Efraimidis-Spirakis): top keys log(u)/w.
+        # Blocks of batches keep the key matrix small (VoxCeleb2: ~4k batches x 6k speakers).
+        chosen = np.empty((self.num_batches, step_speakers), dtype=np.int64)
+        for lo in range(0, self.num_batches, 256):
+            hi = min(lo + 256, self.num_batches)
+            keys = np.log(rng.random((hi - lo, len(weights)))) / weights
+            top = np.argpartition(-keys, step_speakers - 1, axis=1)[:, :step_speakers]
+            top.sort(axis=1)
+            chosen[lo:hi] = rng.permuted(top, axis=1)  # no speaker-id order inside a batch
+        streams: dict[int, list[np.ndarray]] = {}
+        indices = np.empty((self.num_batches, step_speakers * k), dtype=np.int64)
+        for b in range(self.num_batches):
+            for j, spk in enumerate(chosen[b]):
+                indices[b, j * k : (j + 1) * k] = self._next_group(int(spk), streams, rng)
+        seeds = rng.integers(0, 2**62, size=indices.shape, dtype=np.int64)
+        self._plan = np.stack([indices, seeds], axis=-1)
+        self._plan_epoch = self.epoch
+        return self._plan
+
+    def _next_group(
+        self, spk: int, streams: dict[int, list[np.ndarray]], rng: np.random.Generator
+    ) -> np.ndarray:
+        """The next K utterances of speaker `spk`: shuffled disjoint groups, refilled when empty."""
+        queue = streams.setdefault(spk, [])
+        if not queue:
+            members = self._members[spk]
+            k = self.num_utts
+            if len(members) < k:
+                queue.append(rng.choice(members, size=k, replace=True))
+            else:
+                shuffled = rng.permutation(members)
+                queue.extend(shuffled[: len(members) // k * k].reshape(-1, k)[::-1])
+        return queue.pop()

@@ -1,0 +1,180 @@
+"""Verification trial lists: VoxCeleb (`1 enroll.wav test.wav`) and Kaldi (`enroll test target`).
+
+The format is detected from the first line. The published VoxCeleb1 lists are recognised by file
+name and their trial counts checked, so a truncated download cannot pass as Vox1-O/E/H.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from speakerverify.data.datadir import DataDir, _write_lines
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("voxceleb", "kaldi")
+
+
+@dataclass(frozen=True)
+class KnownList:
+    name: str
+    num_trials: int
+    cleaned: bool
+
+
+# file name -> the published list (counts from the VoxCeleb meta pages)
+KNOWN_LISTS: dict[str, KnownList] = {
+    "veri_test2.txt": KnownList("vox1_o", 37611, True),
+    "list_test_all2.txt": KnownList("vox1_e", 579818, True),
+    "list_test_hard2.txt": KnownList("vox1_h", 550894, True),
+    "veri_test.txt": KnownList("vox1_o_uncleaned", 37720, False),
+    "list_test_all.txt": KnownList("vox1_e_uncleaned", 581480, False),
+    "list_test_hard.txt": KnownList("vox1_h_uncleaned", 552536, False),
+}
+
+_KALDI_LABELS = {"target": 1, "nontarget": 0}
+_STRIP_EXTENSIONS = (".wav", ".m4a", ".flac")
+
+
+class TrialsError(ValueError):
+    """A trial list is malformed or does not match the data; the message names file and line."""
+
+
+@dataclass
+class Trials:
+    """A list of (enroll, test, label) trials.
+
+    Attributes:
+        enroll: enrollment utt ids (no extension), one per trial.
+        test: test utt ids (no extension), one per trial.
+        labels: (N,) int8, 1 for target (same speaker), 0 for non-target.
+        name: "vox1_o", "vox1_e", "vox1_h" for the published lists, else the file stem.
+    """
+
+    enroll: list[str]
+    test: list[str]
+    labels: np.ndarray
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.enroll)
+
+    @property
+    def utt_ids(self) -> list[str]:
+        """Every utt id the trials name, each once, in first-use order."""
+        pairs = zip(self.enroll, self.test, strict=True)
+        return list(dict.fromkeys(u for pair in pairs for u in pair))
+
+
+def read_trials(
+    path: str | os.PathLike, data_dir: DataDir | None = None, *, check_known: bool = True
+) -> Trials:
+    """Read a VoxCeleb or Kaldi trial list (detected from the first non-empty line).
+
+    Args:
+        path: the trial list.
+        data_dir: when given, every utt id in the trials must be in it.
+        check_known: for the published VoxCeleb1 lists (by file name), check the trial count.
+
+    Raises:
+        TrialsError: malformed line (with line number), mixed formats, a count that differs from
+            the published list, or utterances missing from `data_dir` (how many, first few).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.txt"
+    >>> _ = p.write_text("1 id10270/a/00001.wav id10270/b/00002.wav\\n0 id10270/a/00001.wav id10300/c/00001.wav\\n")
+    >>> t = read_trials(p)
+    >>> t.enroll[0], t.test[1], t.labels.tolist(), t.name
+    ('id10270/a/00001', 'id10300/c/00001', [1, 0], 't')
+    """  # noqa: E501
+    path = Path(path)
+    enroll: list[str] = []
+    test: list[str] = []
+    labels: list[int] = []
+    fmt = None
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 3:
+                raise TrialsError(
+                    f"{path}:{lineno}: expected 3 fields, got {len(fields)}: {line.strip()!r}"
+                )
+            line_fmt = _detect(fields)
+            if line_fmt is None:
+                raise TrialsError(
+                    f"{path}:{lineno}: neither VoxCeleb '<0|1> <enroll> <test>' nor Kaldi "
+                    f"'<enroll> <test> <target|nontarget>': {line.strip()!r}"
+                )
+            if fmt is None:
+                fmt = line_fmt
+            elif line_fmt != fmt:
+                raise TrialsError(f"{path}:{lineno}: {line_fmt} line in a {fmt} trial list")
+            if fmt == "voxceleb":
+                labels.append(int(fields[0]))
+                enroll.append(_strip_extension(fields[1]))
+                test.append(_strip_extension(fields[2]))
+            else:
+                enroll.append(fields[0])
+                test.append(fields[1])
+                labels.append(_KALDI_LABELS[fields[2]])
+    if fmt is None:
+        raise TrialsError(f"{path}: no trials")
+    known = KNOWN_LISTS.get(path.name)
+    name = known.name if known else path.stem
+    if known and check_known:
+        if len(labels) != known.num_trials:
+            raise TrialsError(
+                f"{path}: {len(labels)} trials, but the published {path.name} has "
+                f"{known.num_trials} (truncated or edited copy?)"
+            )
+        if not known.cleaned:
+            logger.warning(
+                "%s is the uncleaned list with errors in its labels; use %s instead",
+                path,
+                path.name.replace(".txt", "2.txt"),
+            )
+    trials = Trials(enroll=enroll, test=test, labels=np.asarray(labels, dtype=np.int8), name=name)
+    if data_dir is not None:
+        missing = [u for u in trials.utt_ids if u not in data_dir.wav]
+        if missing:
+            raise TrialsError(
+                f"{path}: {len(missing)} utterances are not in the data dir "
+                f"(first: {', '.join(missing[:5])})"
+            )
+    return trials
+
+
+def write_trials(path: str | os.PathLike, trials: Trials, format: str = "voxceleb") -> None:
+    """Write `trials` atomically as VoxCeleb (`1 a.wav b.wav`) or Kaldi (`a b target`) lines."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown trial format {format!r}; valid: {', '.join(FORMATS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = zip(trials.enroll, trials.test, trials.labels.tolist(), strict=True)
+    if format == "voxceleb":
+        lines = (f"{int(lab)} {e}.wav {t}.wav" for e, t, lab in rows)
+    else:
+        lines = (f"{e} {t} {'target' if lab else 'nontarget'}" for e, t, lab in rows)
+    _write_lines(path, lines)
+
+
+def _detect(fields: list[str]) -> str | None:
+    if fields[0] in ("0", "1"):
+        return "voxceleb"
+    if fields[2] in _KALDI_LABELS:
+        return "kaldi"
+    return None
+
+
+def _strip_extension(name: str) -> str:
+    for ext in _STRIP_EXTENSIONS:
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
