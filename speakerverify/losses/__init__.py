@@ -1,0 +1,46 @@
+"""Metric-learning losses on speaker embeddings: triplet loss with online mining (the product).
+
+`build_loss(name, **args)` builds a loss from the `LOSSES` registry; every loss is called as
+`loss_fn(embeddings (B, D), labels (B,)) -> scalar` and exposes `loss_fn.stats` after each call.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from speakerverify.losses.distances import DISTANCES, distance_matrix, pair_distances
+from speakerverify.losses.mining import STRATEGIES, mine_triplets
+from speakerverify.losses.triplet import DEFAULT_REDUCTION, STAT_KEYS, TripletLoss
+
+LOSSES: dict[str, type[nn.Module]] = {
+    "triplet": TripletLoss,
+}
+
+
+def build_loss(name: str, **args: object) -> nn.Module:
+    """Build a registered loss by name.
+
+    Args:
+        name: a key of `LOSSES`.
+        **args: constructor arguments of that loss.
+
+    Raises:
+        ValueError: for an unknown name (listing the valid ones).
+    """
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; valid: {', '.join(sorted(LOSSES))}")
+    return LOSSES[name](**args)
+
+
+__all__ = [
+    "DEFAULT_REDUCTION",
+    "DISTANCES",
+    "LOSSES",
+    "STAT_KEYS",
+    "STRATEGIES",
+    "TripletLoss",
+    "build_loss",
+    "distance_matrix",
+    "mine_triplets",
+    "pair_distances",
+]

@@ -1,0 +1,75 @@
+"""Distance matrices and selected-pair distances for metric losses (never `F.pairwise_distance`).
+
+The matrix form is one matrix product; the pair form gathers rows, so a miner can decide on a
+matrix built without autograd and the loss recomputes only the distances it selected.
+"""
+
+from __future__ import annotations
+
+import torch
+
+DISTANCES: tuple[str, ...] = ("cosine", "euclidean", "squared_euclidean")
+
+
+def check_distance(distance: str) -> None:
+    """Raise `ValueError` naming the valid distances when `distance` is unknown."""
+    if distance not in DISTANCES:
+        raise ValueError(f"unknown distance {distance!r}; valid: {', '.join(DISTANCES)}")
+
+
+def _safe_sqrt(squared: torch.Tensor) -> torch.Tensor:
+    # sqrt has an infinite derivative at 0 (identical embeddings); give it 0 there, keep values.
+    positive = squared > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, squared, 1.0)), 0.0)
+
+
+def distance_matrix(embeddings: torch.Tensor, distance: str = "cosine") -> torch.Tensor:
+    """All pairwise distances of a batch with one matrix product.
+
+    Args:
+        embeddings: (N, D). For `cosine` they must already be L2-normalised.
+        distance: "cosine" (1 - cos), "euclidean" or "squared_euclidean".
+
+    Returns:
+        (N, N) distances; the diagonal is exactly 0.
+
+    >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> distance_matrix(x, "squared_euclidean")
+    tensor([[0., 2.],
+            [2., 0.]])
+    """
+    check_distance(distance)
+    gram = embeddings @ embeddings.T
+    if distance == "cosine":
+        matrix = 1.0 - gram
+    else:
+        norms = gram.diagonal()
+        matrix = (norms[:, None] + norms[None, :] - 2.0 * gram).clamp_min(0.0)
+        if distance == "euclidean":
+            matrix = _safe_sqrt(matrix)
+    return matrix.fill_diagonal_(0.0) if not matrix.requires_grad else _zero_diagonal(matrix)
+
+
+def _zero_diagonal(matrix: torch.Tensor) -> torch.Tensor:
+    eye = torch.eye(matrix.shape[0], dtype=torch.bool, device=matrix.device)
+    return matrix.masked_fill(eye, 0.0)
+
+
+def pair_distances(
+    first: torch.Tensor, second: torch.Tensor, distance: str = "cosine"
+) -> torch.Tensor:
+    """Row-wise distances between two equally long lists of embeddings.
+
+    Args:
+        first: (M, D) embeddings (L2-normalised for `cosine`).
+        second: (M, D) embeddings.
+        distance: as in `distance_matrix`.
+
+    Returns:
+        (M,) distances, differentiable (0 gradient where two euclidean embeddings coincide).
+    """
+    check_distance(distance)
+    if distance == "cosine":
+        return 1.0 - (first * second).sum(dim=-1)
+    squared = (first - second).square().sum(dim=-1)
+    return squared if distance == "squared_euclidean" else _safe_sqrt(squared)

@@ -1,0 +1,318 @@
+"""Triplet loss and miners against a brute-force loop over all (anchor, positive, negative)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import speakerverify.losses.triplet as triplet_module
+from speakerverify.losses import (
+    DEFAULT_REDUCTION,
+    STAT_KEYS,
+    STRATEGIES,
+    TripletLoss,
+    build_loss,
+    distance_matrix,
+    mine_triplets,
+)
+
+DETERMINISTIC = ["batch_all", "batch_hard", "semi_hard", "semi_hard_drop", "semi_hard_all"]
+DETERMINISTIC += ["hard_negative"]
+DISTANCES = ["cosine", "euclidean", "squared_euclidean"]
+
+
+# ---------------------------------------------------------------- brute-force reference
+def brute_distance(x: np.ndarray, y: np.ndarray, distance: str) -> float:
+    if distance == "cosine":
+        return 1.0 - float(sum(a * b for a, b in zip(x, y, strict=True)))
+    squared = float(sum((a - b) ** 2 for a, b in zip(x, y, strict=True)))
+    return squared if distance == "squared_euclidean" else math.sqrt(squared)
+
+
+def brute_triplets(emb, labels, strategy, distance, margin):
+    """Distances of the triplets a strategy keeps, enumerated by plain loops."""
+    e = [[v / math.sqrt(sum(w * w for w in row)) for v in row] for row in emb]
+    n_items = len(labels)
+    d = [[brute_distance(e[i], e[j], distance) for j in range(n_items)] for i in range(n_items)]
+    kept = []  # (d_ap, d_an)
+    for a in range(n_items):
+        positives = [p for p in range(n_items) if p != a and labels[p] == labels[a]]
+        negatives = [n for n in range(n_items) if labels[n] != labels[a]]
+        if not positives or not negatives:
+            continue
+        if strategy == "batch_hard":
+            kept.append((max(d[a][p] for p in positives), min(d[a][n] for n in negatives)))
+            continue
+        for p in positives:
+            if strategy == "batch_all":
+                kept += [(d[a][p], d[a][n]) for n in negatives]
+            elif strategy == "semi_hard_all":
+                kept += [
+                    (d[a][p], d[a][n]) for n in negatives if d[a][p] < d[a][n] < d[a][p] + margin
+                ]
+            elif strategy == "hard_negative":
+                kept.append((d[a][p], min(d[a][n] for n in negatives)))
+            else:  # semi_hard / semi_hard_drop
+                window = [d[a][n] for n in negatives if d[a][p] < d[a][n] < d[a][p] + margin]
+                if window:
+                    kept.append((d[a][p], min(window)))
+                elif strategy == "semi_hard":
+                    kept.append((d[a][p], min(d[a][n] for n in negatives)))
+    spread = sum(d[i][j] for i in range(n_items) for j in range(n_items) if i != j)
+    return kept, spread / (n_items * (n_items - 1))
+
+
+def brute_loss(emb, labels, strategy, distance, margin, soft, reduction):
+    kept, spread = brute_triplets(emb, labels, strategy, distance, margin)
+    losses = []
+    for d_ap, d_an in kept:
+        z = d_ap - d_an + margin
+        losses.append(math.log1p(math.exp(z)) if soft else max(0.0, z))
+    nonzero = sum(1 for value in losses if value > 0)
+    denominator = len(losses) if reduction == "mean" else nonzero
+    loss = sum(losses) / denominator if denominator else 0.0
+    stats = {
+        "num_valid": len(kept),
+        "num_active": sum(1 for d_ap, d_an in kept if d_ap - d_an + margin > 0),
+        "mean_d_ap": sum(k[0] for k in kept) / len(kept) if kept else 0.0,
+        "mean_d_an": sum(k[1] for k in kept) / len(kept) if kept else 0.0,
+        "frac_semi_hard": (
+            sum(1 for a, n in kept if a < n < a + margin) / len(kept) if kept else 0.0
+        ),
+        "frac_hard": sum(1 for a, n in kept if n < a) / len(kept) if kept else 0.0,
+        "embedding_spread": spread,
+    }
+    return loss, stats
+
+
+def make_loss(strategy, **args):
+    if strategy == "semi_hard_drop":
+        return TripletLoss(mining="semi_hard", semi_hard_fallback="drop", **args)
+    return TripletLoss(mining=strategy, **args)
+
+
+def random_batch(seed, num_items, num_speakers, dim=6, singleton=True):
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, num_speakers, (num_items,), generator=generator)
+    if singleton:  # one speaker with a single utterance
+        labels[0] = num_speakers
+    emb = torch.randn(num_items, dim, generator=generator, dtype=torch.float64)
+    return emb, labels
+
+
+def check_against_brute(emb, labels, strategy, distance, soft, reduction, margin=0.2):
+    loss_fn = make_loss(strategy, margin=margin, distance=distance, soft_margin=soft)
+    if reduction is not None:
+        loss_fn.reduction = reduction
+    value = loss_fn(emb, labels)
+    base = "semi_hard" if strategy == "semi_hard_drop" else strategy
+    expected, stats = brute_loss(
+        emb.tolist(), labels.tolist(), strategy, distance, margin, soft, loss_fn.reduction
+    )
+    assert loss_fn.reduction == (reduction or DEFAULT_REDUCTION[base])
+    assert value.item() == pytest.approx(expected, abs=1e-9, rel=0)
+    for key, reference in stats.items():
+        assert loss_fn.stats[key] == pytest.approx(reference, abs=1e-9), key
+    return value, loss_fn
+
+
+# ---------------------------------------------------------------- exact values
+@pytest.mark.parametrize("soft", [False, True], ids=["hinge", "soft"])
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("strategy", DETERMINISTIC)
+@pytest.mark.parametrize("reduction", [None, "mean", "mean_active"])
+def test_loss_equals_brute_force(strategy, distance, soft, reduction):
+    emb, labels = random_batch(seed=len(strategy) + len(distance), num_items=20, num_speakers=5)
+    check_against_brute(emb, labels, strategy, distance, soft, reduction)
+
+
+@pytest.mark.parametrize("path_ratio", [0, 10**9], ids=["matrix_path", "pair_path"])
+@pytest.mark.parametrize("strategy", DETERMINISTIC)
+def test_both_gradient_paths_equal_brute_force(monkeypatch, strategy, path_ratio):
+    monkeypatch.setattr(triplet_module, "PAIR_PATH_RATIO", path_ratio)
+    emb, labels = random_batch(seed=7, num_items=30, num_speakers=6)
+    emb.requires_grad_(True)
+    value, _ = check_against_brute(emb, labels, strategy, "euclidean", False, None)
+    value.backward()
+    assert torch.isfinite(emb.grad).all() and emb.grad.abs().sum() > 0
+
+
+def test_no_semi_hard_negative_falls_back_or_drops():
+    # Tiny margin: the semi-hard window d_ap < d_an < d_ap + m is empty for every pair.
+    emb, labels = random_batch(seed=3, num_items=16, num_speakers=4)
+    for strategy in ("semi_hard", "semi_hard_drop", "semi_hard_all"):
+        check_against_brute(emb, labels, strategy, "cosine", False, None, margin=1e-12)
+    dropped = make_loss("semi_hard_drop", margin=1e-12)
+    value = dropped(emb, labels)
+    assert dropped.stats["num_valid"] == 0 and value.item() == 0.0
+    fallback = make_loss("semi_hard", margin=1e-12)
+    fallback(emb, labels)
+    assert fallback.stats["num_valid"] > 0 and fallback.stats["frac_semi_hard"] == 0.0
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_all_zero_losses_give_zero_and_zero_gradient(strategy):
+    # Two tight, far-apart clusters: every triplet satisfies the margin.
+    centres = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    noise = 1e-3 * torch.randn(6, 3, generator=torch.Generator().manual_seed(0)).double()
+    emb = (centres[labels] + noise).requires_grad_(True)
+    loss_fn = TripletLoss(mining=strategy, margin=0.2, seed=0)
+    value = loss_fn(emb, labels)
+    value.backward()
+    assert value.item() == 0.0 and loss_fn.stats["num_active"] == 0
+    # semi_hard_all keeps only margin violators, so it mines nothing here
+    assert (loss_fn.stats["num_valid"] == 0) == (strategy == "semi_hard_all")
+    assert torch.equal(emb.grad, torch.zeros_like(emb))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_batch_without_triplets(strategy):
+    emb = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    for labels in (torch.zeros(5, dtype=torch.long), torch.arange(5)):  # no negative / positive
+        loss_fn = TripletLoss(mining=strategy, seed=0)
+        value = loss_fn(emb, labels)
+        value.backward()
+        assert value.item() == 0.0 and loss_fn.stats["num_valid"] == 0
+        assert set(STAT_KEYS) <= set(loss_fn.stats)
+
+
+def test_squared_euclidean_is_facenet_form():
+    a, p, n = torch.eye(3, dtype=torch.float64)
+    emb = torch.stack([a, p * 0.6 + a * 0.8, n])
+    loss_fn = TripletLoss(margin=1.8, mining="batch_all", distance="squared_euclidean")
+    value = loss_fn(emb, torch.tensor([0, 0, 1]))
+    d_ap, d_an = ((emb[0] - emb[1]) ** 2).sum(), ((emb[0] - emb[2]) ** 2).sum()
+    # batch_all over the two anchors with a positive: (0,1,2) and (1,0,2)
+    d_pn = ((emb[1] - emb[2]) ** 2).sum()
+    expected = (torch.relu(d_ap - d_an + 1.8) + torch.relu(d_ap - d_pn + 1.8)).item() / 2
+    assert d_ap.item() == pytest.approx(0.4) and d_an.item() == pytest.approx(2.0)
+    assert value.item() == pytest.approx(expected, abs=1e-12)
+    assert value.item() == pytest.approx(0.2, abs=1e-12)
+
+
+# ---------------------------------------------------------------- gradients
+@pytest.mark.parametrize("soft", [False, True], ids=["hinge", "soft"])
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("strategy", DETERMINISTIC)
+def test_gradcheck(strategy, distance, soft):
+    emb, labels = random_batch(seed=11, num_items=8, num_speakers=3, dim=4, singleton=False)
+    emb.requires_grad_(True)
+    loss_fn = make_loss(strategy, margin=0.3, distance=distance, soft_margin=soft)
+    assert torch.autograd.gradcheck(lambda x: loss_fn(x, labels), (emb,), eps=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- miners
+def valid_pairs(labels):
+    return {
+        (a, p)
+        for a in range(len(labels))
+        for p in range(len(labels))
+        if a != p and labels[a] == labels[p] and any(lab != labels[a] for lab in labels)
+    }
+
+
+@pytest.mark.parametrize("strategy", ["random", "hard_negative"])
+def test_random_miners_invariants_and_seeded_determinism(strategy):
+    emb, labels = random_batch(seed=5, num_items=24, num_speakers=5)
+    distances = distance_matrix(torch.nn.functional.normalize(emb, dim=1))
+    num_hardest = 3
+
+    def mine(seed):
+        generator = torch.Generator().manual_seed(seed)
+        return mine_triplets(
+            distances, labels, strategy, 0.2, num_hardest=num_hardest, generator=generator
+        )
+
+    anchor, positive, negative = mine(0)
+    lab = labels.tolist()
+    pairs = list(zip(anchor.tolist(), positive.tolist(), strict=True))
+    assert sorted(pairs) == sorted(valid_pairs(lab))  # each valid pair exactly once
+    for a, n in zip(anchor.tolist(), negative.tolist(), strict=True):
+        assert lab[n] != lab[a]
+        if strategy == "hard_negative":
+            negatives = sorted(distances[a, j].item() for j in range(len(lab)) if lab[j] != lab[a])
+            assert distances[a, n].item() <= negatives[num_hardest - 1]
+    again = mine(0)
+    assert all(torch.equal(x, y) for x, y in zip((anchor, positive, negative), again, strict=True))
+    others = [mine(seed)[2] for seed in range(1, 6)]
+    assert any(not torch.equal(negative, other) for other in others)
+
+
+def test_random_miner_covers_all_negatives():
+    labels = torch.tensor([0, 0, 1, 2, 3, 4])
+    distances = torch.rand(6, 6, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(1)
+    seen = set()
+    for _ in range(60):
+        seen |= set(
+            mine_triplets(distances, labels, "random", 0.2, generator=generator)[2].tolist()
+        )
+    assert seen == {2, 3, 4, 5}
+
+
+def test_loss_seed_makes_random_mining_reproducible():
+    emb, labels = random_batch(seed=2, num_items=24, num_speakers=4)
+    values = [TripletLoss(mining="random", seed=9)(emb, labels).item() for _ in range(2)]
+    assert values[0] == values[1]
+
+
+def test_batch_hard_doctest_case_and_batch_all_count():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    distances = torch.rand(6, 6, generator=torch.Generator().manual_seed(0))
+    anchor, positive, negative = mine_triplets(distances, labels, "batch_all", 0.2)
+    # anchors of speaker 0: 3×2 pairs × 3 negatives; speaker 1: 2×1 pairs × 4 negatives
+    assert len(anchor) == 3 * 2 * 3 + 2 * 1 * 4
+    assert len(set(zip(anchor.tolist(), positive.tolist(), negative.tolist(), strict=True))) == 26
+
+
+def test_margin_is_settable_and_validated():
+    loss_fn = TripletLoss(margin=0.1)
+    loss_fn.margin = 0.3
+    emb, labels = random_batch(seed=1, num_items=12, num_speakers=3)
+    loss_fn(emb, labels)
+    assert loss_fn.stats["margin"] == 0.3
+    with pytest.raises(ValueError, match="margin"):
+        loss_fn.margin = -1.0
+
+
+def test_unknown_names_are_rejected_with_valid_list():
+    with pytest.raises(ValueError, match="batch_hard"):
+        TripletLoss(mining="hardest")
+    with pytest.raises(ValueError, match="cosine"):
+        TripletLoss(distance="manhattan")
+    with pytest.raises(ValueError, match="mean_active"):
+        TripletLoss(reduction="sum")
+    with pytest.raises(ValueError, match="triplet"):
+        build_loss("arcface")
+    assert isinstance(build_loss("triplet", mining="batch_hard"), TripletLoss)
+
+
+# ---------------------------------------------------------------- pytorch-metric-learning
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("strategy", ["batch_all", "batch_hard", "semi_hard_all"])
+def test_matches_pytorch_metric_learning(strategy, distance):
+    pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
+    pml_miners = pytest.importorskip("pytorch_metric_learning.miners")
+    pml_distances = pytest.importorskip("pytorch_metric_learning.distances")
+    pml_distance = {
+        "cosine": pml_distances.CosineSimilarity(),
+        "euclidean": pml_distances.LpDistance(),
+        "squared_euclidean": pml_distances.LpDistance(power=2),
+    }[distance]
+    emb, labels = random_batch(seed=4, num_items=32, num_speakers=8, dim=8, singleton=False)
+    miner = {
+        "batch_all": None,
+        "batch_hard": pml_miners.BatchHardMiner(distance=pml_distance),
+        "semi_hard_all": pml_miners.TripletMarginMiner(
+            margin=0.2, type_of_triplets="semihard", distance=pml_distance
+        ),
+    }[strategy]
+    pml_loss = pml_losses.TripletMarginLoss(margin=0.2, distance=pml_distance)
+    indices = miner(emb, labels) if miner is not None else None
+    expected = pml_loss(emb, labels, indices).item()
+    ours = TripletLoss(margin=0.2, mining=strategy, distance=distance, reduction="mean_active")
+    assert ours(emb, labels).item() == pytest.approx(expected, abs=1e-9)
