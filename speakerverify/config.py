@@ -35,16 +35,6 @@ SCHEDULERS = ("cosine", "exponential", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("none", "bf16", "fp16")
 SMALL_SPEAKERS = ("replace", "exclude")
-# Used only when speakerverify.losses cannot tell us its own list.
-_DEFAULT_MINING = (
-    "batch_all",
-    "batch_hard",
-    "semi_hard",
-    "semi_hard_all",
-    "hard_negative",
-    "random",
-)
-_DISTANCES = ("cosine", "euclidean", "squared_euclidean")
 
 
 class ConfigError(ValueError):
@@ -207,13 +197,11 @@ def _check_kwargs(where: str, target: Any, args: dict | MappingProxyType) -> Non
         raise ConfigError(f"{where}: unknown keys {unknown}; valid: {', '.join(valid)}")
 
 
-def _mining_names() -> tuple[str, ...]:
-    try:
-        from speakerverify.losses import MINING_STRATEGIES  # type: ignore[attr-defined]
+def _loss_registry() -> tuple[list[str], tuple[str, ...], tuple[str, ...]]:
+    """(loss names, mining strategies, distances) as `speakerverify.losses` defines them."""
+    from speakerverify.losses import DISTANCES, LOSSES, STRATEGIES
 
-        return tuple(MINING_STRATEGIES)
-    except ImportError:
-        return _DEFAULT_MINING
+    return sorted(LOSSES), tuple(STRATEGIES), tuple(DISTANCES)
 
 
 @dataclass(frozen=True)
@@ -247,12 +235,13 @@ class LossConfig:
         _positive("loss", "margin", self.margin, allow_zero=True)
         _positive("loss", "margin_warmup_epochs", self.margin_warmup_epochs, allow_zero=True)
         _positive("loss", "mining_warmup_epochs", self.mining_warmup_epochs, allow_zero=True)
+        names, strategies, distances = _loss_registry()
+        _choice("loss", "name", self.name, names)
         if self.name == "triplet":
-            mining = _mining_names()
-            _choice("loss", "mining", self.mining, mining)
+            _choice("loss", "mining", self.mining, strategies)
             if self.mining_warmup is not None:
-                _choice("loss", "mining_warmup", self.mining_warmup, mining)
-            _choice("loss", "distance", self.distance, _DISTANCES)
+                _choice("loss", "mining_warmup", self.mining_warmup, strategies)
+            _choice("loss", "distance", self.distance, distances)
         if self.reduction is not None:
             _choice("loss", "reduction", self.reduction, ("mean", "mean_active"))
         if self.margin_start is not None and self.margin_warmup_epochs <= 0:

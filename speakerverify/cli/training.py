@@ -1,0 +1,86 @@
+"""`speakerverify train` and `speakerverify average`: thin wrappers over `train.fit` and
+`checkpoint.average_checkpoints` (torch is imported inside the command bodies)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from speakerverify.cli.common import fail
+
+
+@click.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("extra_overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@click.option("--exp-dir", required=True, type=click.Path(file_okay=False), help="Experiment dir.")
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set optim.lr=0.01 loss.margin=0.3 (repeatable).",
+)
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[PATH]",
+    help="Continue from the newest checkpoint in EXP_DIR/checkpoints, or from PATH.",
+)
+def train(
+    config: str,
+    extra_overrides: tuple[str, ...],
+    exp_dir: str,
+    overrides: tuple[str, ...],
+    resume: str | None,
+) -> None:
+    """Train an encoder from the YAML CONFIG into EXP_DIR.
+
+    \b
+    Writes EXP_DIR/config.yaml (the resolved config), train_log.jsonl and checkpoints/.
+    Under `torchrun --nproc_per_node N` the same command trains with DDP.
+    SIGINT/SIGTERM save a checkpoint at the next step and exit with 128 + signal.
+    """
+    from speakerverify.checkpoint import CheckpointError
+    from speakerverify.config import ConfigError, load_config
+    from speakerverify.data import DataDirError, TrialsError
+    from speakerverify.train import TrainingInterrupted, fit
+
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    bad = [item for item in extra_overrides if "=" not in item]
+    if bad:
+        fail(f"unexpected argument {bad[0]!r} (overrides look like section.key=value)")
+    try:
+        cfg = load_config(config, [*overrides, *extra_overrides])
+        result = fit(cfg, exp_dir, resume=True if resume == "auto" else resume)
+    except TrainingInterrupted as stop:
+        if rank == 0:
+            click.echo(f"interrupted: checkpoint saved to {stop.checkpoint}", err=True)
+            click.echo(f"resume with: speakerverify train {config} --exp-dir {exp_dir} --resume")
+        sys.exit(128 + stop.signum)
+    except (ConfigError, CheckpointError, DataDirError, TrialsError) as err:
+        fail(str(err))
+    if rank == 0:
+        click.echo(f"trained: {result}")
+
+
+@click.command()
+@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Averaged checkpoint.")
+def average(checkpoints: tuple[str, ...], out: str) -> None:
+    """Average the weights of CHECKPOINTS (e.g. the last N epochs) into one checkpoint."""
+    from speakerverify.checkpoint import CheckpointError, average_checkpoints
+
+    try:
+        fingerprint = average_checkpoints(list(checkpoints), out)
+    except CheckpointError as err:
+        fail(str(err))
+    click.echo(f"averaged {len(checkpoints)} checkpoints into {out} (fingerprint {fingerprint})")

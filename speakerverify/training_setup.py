@@ -1,0 +1,275 @@
+"""Building the pieces of a training run from a Config (model, front-end, data, optimizer, losses)
+and the RNG bookkeeping that makes resume exact. `speakerverify.train` runs them."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+from speakerverify.config import Config, ConfigError
+from speakerverify.distributed import DistEnv
+from speakerverify.schedules import LrSchedule, mining_at, warmup_steps_of
+
+__all__ = [
+    "build_loader",
+    "build_losses",
+    "build_parts",
+    "capture_rng",
+    "preserved_global_state",
+    "restore_rng",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _kwargs_for(where: str, target: Any, args: dict[str, Any]) -> dict[str, Any]:
+    params = inspect.signature(target).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(args) - set(params))
+        if unknown:
+            valid = ", ".join(n for n in params if n != "self")
+            raise ConfigError(f"{where}: unknown keys {unknown}; valid: {valid}")
+    return args
+
+
+def build_model_args(config: Config) -> dict[str, Any]:
+    """Constructor arguments of the encoder; `feat_dim` follows `features.num_mel_bins`."""
+    return {"feat_dim": config.features.num_mel_bins, **dict(config.model.args)}
+
+
+def build_parts(config: Config, env: DistEnv) -> tuple[Any, dict[str, Any], Any, Any]:
+    """Seed, then build encoder (DDP-wrapped when distributed), front-end, SpecAugment, dataset,
+    P×K sampler (sharded by rank), optimizer, LR scheduler and grad scaler.
+
+    Returns:
+        (parts, model_args, dataset, sampler)
+    """
+    from speakerverify.data import CropDataset, DataDir, PKSampler
+    from speakerverify.features import Fbank, FbankConfig, SpecAugment
+    from speakerverify.models import build_model
+    from speakerverify.train import Parts
+
+    device = env.device
+    torch.manual_seed(config.train.seed)  # identical initial weights on every rank
+    model_args = build_model_args(config)
+    encoder = build_model(config.model.name, **model_args).to(device)
+    frontend = Fbank(FbankConfig.from_dict(config.features.fbank_dict())).to(device)
+    spec_augment = None
+    if config.features.spec_augment:
+        args = dict(config.features.spec_augment_args)
+        spec_augment = SpecAugment(**_kwargs_for("features.spec_augment_args", SpecAugment, args))
+        spec_augment = spec_augment.to(device)
+
+    data = config.data
+    train_dir = DataDir.load(data.train_dir)
+    augmenter = None
+    if data.musan_index or data.rir_index:
+        from speakerverify.augment import Augmenter
+
+        extra = _kwargs_for("augment.args", Augmenter, dict(config.augment.args))
+        augmenter = Augmenter(
+            musan_index=data.musan_index,
+            rir_index=data.rir_index,
+            aug_prob=config.augment.aug_prob,
+            sample_rate=config.features.sample_rate,
+            **extra,
+        )
+    else:
+        logger.info("no musan_index/rir_index configured: training without noise/reverb")
+    dataset = CropDataset(
+        train_dir,
+        chunk_seconds=data.chunk_seconds,
+        sample_rate=config.features.sample_rate,
+        augmenter=augmenter,
+        speed_perturb=data.speed_perturb,
+    )
+    sampler = PKSampler(
+        dataset.labels,
+        num_speakers=data.num_speakers,
+        num_utts=data.num_utts,
+        seed=config.train.seed,
+        rank=env.rank,
+        world_size=env.world_size,
+        small_speakers=data.small_speakers,
+    )
+    if len(sampler) == 0:
+        raise ConfigError(
+            f"data: {data.train_dir} gives no P×K batch of {data.num_speakers}×{data.num_utts} "
+            f"per rank ({dataset.num_classes} speakers, world size {env.world_size})"
+        )
+
+    model: torch.nn.Module = encoder
+    if env.distributed:
+        device_ids = [device.index] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(encoder, device_ids=device_ids)
+    optimizer = build_optimizer(config, model.parameters())
+    total_steps = config.train.epochs * len(sampler)
+    schedule = LrSchedule(
+        total_steps,
+        warmup_steps_of(config.optim, len(sampler)),
+        config.optim.scheduler,
+        config.optim.final_lr / config.optim.lr,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    amp_dtype = None
+    if device.type == "cuda" and config.train.amp != "none":
+        amp_dtype = torch.bfloat16 if config.train.amp == "bf16" else torch.float16
+    elif config.train.amp != "none":
+        logger.info("train.amp=%s ignored on %s", config.train.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    # Per-rank randomness (SpecAugment, dither) after the shared initialisation.
+    torch.manual_seed(config.train.seed + 1_000_003 * env.rank + 1)
+    parts = Parts(
+        model=model,
+        frontend=frontend,
+        spec_augment=spec_augment,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        env=env,
+        amp_dtype=amp_dtype,
+    )
+    return parts, model_args, dataset, sampler
+
+
+def build_optimizer(config: Config, params: Any) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD (Nesterov momentum) from `config.optim`."""
+    optim = config.optim
+    if optim.name == "adam":
+        return torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    if optim.name == "adamw":
+        return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    return torch.optim.SGD(
+        params, lr=optim.lr, momentum=optim.momentum, nesterov=True, weight_decay=optim.weight_decay
+    )
+
+
+def build_losses(config: Config, env: DistEnv) -> dict[str, torch.nn.Module]:
+    """One loss module per mining strategy used during the run (warm-up and main)."""
+    from speakerverify.losses import build_loss
+
+    loss = config.loss
+    strategies = {mining_at(loss, 0), loss.mining}
+    losses = {}
+    for mining in strategies:
+        if loss.name == "triplet":
+            kwargs: dict[str, Any] = {
+                "margin": loss.margin,
+                "mining": mining,
+                "distance": loss.distance,
+                "soft_margin": loss.soft_margin,
+                "gather_distributed": loss.gather_distributed and env.distributed,
+            }
+            if loss.reduction is not None:
+                kwargs["reduction"] = loss.reduction
+        else:
+            kwargs = {}
+        kwargs.update(loss.args)
+        try:
+            losses[mining] = build_loss(loss.name, **kwargs).to(env.device)
+        except TypeError as err:
+            raise ConfigError(f"loss: {err}") from None
+    return losses
+
+
+class BatchesFrom:
+    """The batches of a sampler's current epoch from batch `start` on (exact resume)."""
+
+    def __init__(self, sampler: Any, start: int) -> None:
+        self.sampler = sampler
+        self.start = start
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.start)
+
+    def __iter__(self) -> Iterator[Any]:
+        if hasattr(self.sampler, "iter_from"):
+            return iter(self.sampler.iter_from(self.start))
+        iterator = iter(self.sampler)
+        for _ in range(self.start):
+            next(iterator)
+        return iterator
+
+
+def build_loader(dataset: Any, sampler: Any, start: int, config: Config, env: DistEnv) -> Any:
+    """A DataLoader over the P×K batches of the current epoch, skipping the first `start`."""
+    from speakerverify.data import collate_crops
+
+    workers = config.data.num_workers
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=BatchesFrom(sampler, start),
+        collate_fn=collate_crops,
+        num_workers=workers,
+        pin_memory=env.device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+    )
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every RNG state as tensors and plain types (so `weights_only=True` can load it)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the global state is what we save)
+    version, python_state, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": {"version": version, "state": list(python_state), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_host_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    keys = numpy_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(  # noqa: NPY002
+        (
+            numpy_state["kind"],
+            keys,
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached"],
+        )
+    )
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss_next"]))
+
+
+def restore_rng(state: dict[str, Any], env: DistEnv, seed: int, step: int) -> None:
+    """Restore `capture_rng()` output; ranks other than 0 reseed from (seed, rank, step) since
+    the checkpoint holds rank 0's states."""
+    _restore_host_rng(state)
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if env.rank > 0:
+        torch.manual_seed(seed + 1_000_003 * env.rank + 7919 * step + 1)
+
+
+@contextlib.contextmanager
+def preserved_global_state(num_threads: int = 0) -> Iterator[None]:
+    """Set torch's thread count (0 = unchanged) for the duration; restore it and every host RNG
+    afterwards, so calling `fit` leaves the caller's process as it found it."""
+    threads = torch.get_num_threads()
+    saved = capture_rng()
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        _restore_host_rng(saved)
