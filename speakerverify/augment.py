@@ -33,7 +33,7 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
         `(S,)` float32; `speech` unchanged if either signal is silent.
 
     >>> s = np.ones(4, dtype=np.float32); n = np.array([1, -1, 1, -1], dtype=np.float32)
-    >>> mix_at_snr(s, n, 20.0).round(2).tolist()
+    >>> [round(float(x), 2) for x in mix_at_snr(s, n, 20.0)]
     [1.1, 0.9, 1.1, 0.9]
     """
     speech_power = float(np.mean(np.square(speech, dtype=np.float64)))
