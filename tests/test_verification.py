@@ -1,0 +1,313 @@
+"""Tests for speakerverify.verification with a fake (spectral-envelope) embedder: decision rules,
+centred scoring, enroll/verify/identify/adapt over real audio files and a real store."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+
+import numpy as np
+import pytest
+import soundfile as sf
+from synth import random_speaker, speech_like
+
+from speakerverify.audio import AudioError
+from speakerverify.store import SpeakerStore, StoreError, UnknownSpeakerError
+from speakerverify.verification import (
+    DecisionRule,
+    SpeakerModel,
+    VerificationError,
+    adapt,
+    bayes_llr_threshold,
+    cosine_scores,
+    default_calibration_path,
+    embed_utterance,
+    enroll_speaker,
+    identify,
+    resolve_decision_rule,
+    verify_against,
+    verify_pair,
+)
+
+FP = "feedfacefeedface"
+
+
+class SpectrumEmbedder:
+    """Log band energies minus their mean: speakers with different formants differ."""
+
+    def embed_waveform(self, wave) -> np.ndarray:
+        x = np.asarray(wave, dtype=np.float64)
+        frames = np.lib.stride_tricks.sliding_window_view(x, 512)[::256] * np.hanning(512)
+        power = (np.abs(np.fft.rfft(frames, axis=1)) ** 2).mean(axis=0)[1:257]
+        bands = np.log(power.reshape(32, 8).sum(axis=1) + 1e-10)
+        return (bands - bands.mean()).astype(np.float32)
+
+
+class LinearCalibration:
+    def __init__(self, slope=10.0, offset=-5.0, model_fingerprint=FP):
+        self.slope, self.offset, self.model_fingerprint = slope, offset, model_fingerprint
+
+    def apply(self, scores):
+        return self.slope * np.asarray(scores) + self.offset
+
+    def score_threshold(self, p_target):
+        return (bayes_llr_threshold(p_target) - self.offset) / self.slope
+
+
+def fake_model(tmp_path) -> SpeakerModel:
+    return SpeakerModel(SpectrumEmbedder(), FP, 16000, str(tmp_path / "model.pt"))
+
+
+def rows(path):
+    conn = sqlite3.connect(str(path))
+    try:
+        return [
+            conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in ("meta", "speakers")
+        ]
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory):
+    """Three speakers x three 3-second files, plus near-silence and an 8 kHz file."""
+    root = tmp_path_factory.mktemp("voices")
+    rng = np.random.default_rng(7)
+    files = {}
+    for s, name in enumerate(["ann", "bo", "cy"]):
+        speaker = random_speaker(rng)
+        for u in range(3):
+            path = root / f"{name}{u}.wav"
+            sf.write(path, speech_like(3.0, 16000, speaker, seed=100 * s + u), 16000)
+            files[f"{name}{u}"] = path
+        if name == "ann":
+            path = root / "ann_8k.wav"
+            sf.write(path, speech_like(3.0, 8000, speaker, seed=99), 8000)
+            files["ann_8k"] = path
+    quiet = 1e-5 * np.random.default_rng(0).standard_normal(32000)
+    sf.write(root / "quiet.wav", quiet.astype(np.float32), 16000)
+    files["quiet"] = root / "quiet.wav"
+    return files
+
+
+# -- decision rules --------------------------------------------------------------------------
+
+
+def test_bayes_threshold_is_minus_logit():
+    for p in (0.5, 0.01, 0.9):
+        assert bayes_llr_threshold(p) == pytest.approx(-math.log(p / (1 - p)))
+
+
+def test_calibration_rule_accepts_at_llr_zero_for_p_half():
+    cal = LinearCalibration(slope=10.0, offset=-5.0)
+    rule = DecisionRule(
+        "calibration",
+        0.0,
+        "llr",
+        p_target=0.5,
+        calibration=cal,
+        calibration_path="c.json",
+        score_threshold=cal.score_threshold(0.5),
+    )
+    scores = np.array([0.2, 0.4999, 0.5, 0.8])
+    np.testing.assert_array_equal(rule.accept(scores), [False, False, True, True])
+    np.testing.assert_allclose(rule.llr(scores), 10 * scores - 5)
+    assert "p_target=0.5" in rule.describe() and "LLR >= 0.000" in rule.describe()
+    assert rule.to_json()["source"] == "calibration" and rule.to_json()["score_threshold"] == 0.5
+
+
+def test_threshold_rule_uses_raw_score_and_says_so():
+    rule = DecisionRule("threshold", 0.3, "score", score_threshold=0.3)
+    np.testing.assert_array_equal(rule.accept(np.array([0.29, 0.3, 0.9])), [False, True, True])
+    assert rule.llr(np.array([0.5])) is None
+    assert "--threshold" in rule.describe()
+
+
+def test_no_calibration_and_no_threshold_is_a_clear_error(tmp_path):
+    with pytest.raises(VerificationError, match=r"--calibration FILE.*--threshold"):
+        resolve_decision_rule(fake_model(tmp_path))
+
+
+def test_threshold_without_calibration(tmp_path):
+    rule = resolve_decision_rule(fake_model(tmp_path), threshold=0.25)
+    assert (rule.source, rule.scale, rule.threshold, rule.calibration) == (
+        "threshold",
+        "score",
+        0.25,
+        None,
+    )
+
+
+@pytest.mark.parametrize("p_target", [0.0, 1.0, -0.1, 2.0])
+def test_bad_p_target(tmp_path, p_target):
+    with pytest.raises(VerificationError, match="p-target"):
+        resolve_decision_rule(fake_model(tmp_path), threshold=0.1, p_target=p_target)
+
+
+def test_missing_explicit_calibration_file(tmp_path):
+    with pytest.raises(VerificationError, match=r"nope.json: calibration file not found"):
+        resolve_decision_rule(fake_model(tmp_path), calibration_path=tmp_path / "nope.json")
+
+
+def test_default_calibration_path_sits_next_to_checkpoint(tmp_path):
+    assert default_calibration_path(tmp_path / "exp" / "best.pt") == (
+        tmp_path / "exp" / "best.calibration.json"
+    )
+
+
+# -- scoring ---------------------------------------------------------------------------------
+
+
+def test_centred_cosine_matches_hand_computation(rng):
+    enroll, test, mean = rng.standard_normal((4, 6)), rng.standard_normal(6), rng.standard_normal(6)
+    got = cosine_scores(enroll, test, mean)
+    for i in range(4):
+        a, b = enroll[i] - mean, test - mean
+        assert got[i] == pytest.approx(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+    assert not np.allclose(got, cosine_scores(enroll, test))
+
+
+# -- operations on real files ----------------------------------------------------------------
+
+
+def test_embed_utterance_counts_speech_and_warns_on_8k(tmp_path, voices):
+    model = fake_model(tmp_path)
+    utt = embed_utterance(model, voices["ann0"])
+    assert 1.0 < utt.speech_seconds <= 3.0 and utt.sample_rate == 16000 and not utt.warnings
+    assert np.linalg.norm(utt.embedding) == pytest.approx(1.0, abs=1e-5)
+    narrow = embed_utterance(model, voices["ann_8k"])
+    assert narrow.sample_rate == 8000 and "accuracy drops" in narrow.warnings[0]
+
+
+def test_silence_only_and_too_little_speech(tmp_path, voices):
+    model = fake_model(tmp_path)
+    with pytest.raises(VerificationError, match=r"quiet.wav: no speech found"):
+        embed_utterance(model, voices["quiet"])
+    with pytest.raises(VerificationError, match=r"ann0.wav: only .* need at least 10 s"):
+        embed_utterance(model, voices["ann0"], min_speech_seconds=10.0)
+
+
+def enroll_all(store, model, voices):
+    for name in ("ann", "bo", "cy"):
+        enroll_speaker(store, model, name, [voices[f"{name}0"], voices[f"{name}1"]])
+
+
+def test_enroll_then_verify_and_identify(tmp_path, voices):
+    model, store = fake_model(tmp_path), tmp_path / "s.db"
+    enroll_all(store, model, voices)
+    with SpeakerStore(store) as opened:
+        assert [r.num_utterances for r in opened.speakers()] == [2, 2, 2]
+        assert opened.fingerprint == FP
+    same = verify_against(
+        store, model, DecisionRule("threshold", 0.0, "score"), "ann", voices["ann2"]
+    )
+    other = verify_against(
+        store, model, DecisionRule("threshold", 0.0, "score"), "ann", voices["bo2"]
+    )
+    assert same.score > other.score
+    threshold = (same.score + other.score) / 2
+    rule = DecisionRule("threshold", threshold, "score")
+    assert verify_against(store, model, rule, "ann", voices["ann2"]).accepted
+    assert not verify_against(store, model, rule, "ann", voices["bo2"]).accepted
+    result = identify(
+        store, model, DecisionRule("threshold", -1.0, "score"), voices["cy2"], top_k=2
+    )
+    assert result.identified == "cy" and [c["rank"] for c in result.candidates] == [1, 2]
+    assert result.candidates[0]["score"] >= result.candidates[1]["score"]
+    unknown = identify(store, model, DecisionRule("threshold", 1.01, "score"), voices["cy2"])
+    assert unknown.identified is None and unknown.to_json()["decision"] == "unknown"
+    assert len(unknown.candidates) == 3
+
+
+def test_enroll_more_files_updates_counts(tmp_path, voices):
+    model, store = fake_model(tmp_path), tmp_path / "s.db"
+    first = enroll_speaker(store, model, "ann", [voices["ann0"]], min_speech_seconds=1.0)
+    second = enroll_speaker(store, model, "ann", [voices["ann1"], voices["ann2"]])
+    assert first.speaker["num_utterances"] == 1 and second.speaker["num_utterances"] == 3
+    assert second.speaker["speech_seconds"] == pytest.approx(
+        first.speaker["speech_seconds"] + second.to_json()["added_speech_seconds"], abs=1e-2
+    )
+    replaced = enroll_speaker(
+        store, model, "ann", [voices["ann0"]], min_speech_seconds=1.0, replace=True
+    )
+    assert replaced.speaker["num_utterances"] == 1
+
+
+def test_failed_enroll_leaves_store_as_it_was(tmp_path, voices):
+    model, store = fake_model(tmp_path), tmp_path / "s.db"
+    with pytest.raises(VerificationError, match="in total"):
+        enroll_speaker(store, model, "ann", [voices["ann0"]], min_speech_seconds=30)
+    assert not store.exists()  # a store that did not exist is not created by a failure
+    enroll_speaker(store, model, "ann", [voices["ann0"], voices["ann1"]])
+    before = rows(store)
+    bad = [
+        ([voices["ann2"], tmp_path / "missing.wav"], AudioError, "missing.wav: file not found"),
+        ([voices["quiet"]], VerificationError, "quiet.wav: no speech"),
+        ([tmp_path], AudioError, "is a directory"),
+    ]
+    for paths, error, message in bad:
+        with pytest.raises(error, match=message):
+            enroll_speaker(store, model, "ann", paths)
+    with pytest.raises(VerificationError, match="control character"):
+        enroll_speaker(store, model, "a\x07b", [voices["ann2"]])
+    other = SpeakerModel(SpectrumEmbedder(), "0000000000000000", 16000, "other.pt")
+    with pytest.raises(StoreError, match=f"{FP}.*0000000000000000"):
+        enroll_speaker(store, other, "ann", [voices["ann2"]])
+    assert rows(store) == before
+
+
+def test_unknown_speaker(tmp_path, voices):
+    model, store = fake_model(tmp_path), tmp_path / "s.db"
+    enroll_speaker(store, model, "ann", [voices["ann0"], voices["ann1"]])
+    with pytest.raises(UnknownSpeakerError, match="'zed'"):
+        verify_against(store, model, DecisionRule("threshold", 0.0, "score"), "zed", voices["ann2"])
+
+
+def test_verify_pair_is_symmetric(tmp_path, voices):
+    model, rule = fake_model(tmp_path), DecisionRule("threshold", 0.0, "score")
+    ab = verify_pair(model, rule, voices["ann0"], voices["bo0"])
+    ba = verify_pair(model, rule, voices["bo0"], voices["ann0"])
+    assert ab.score == pytest.approx(ba.score) and ab.to_json()["mode"] == "pair"
+
+
+def test_adapt_saves_mean_and_verify_scores_centred(tmp_path, voices):
+    model, store = fake_model(tmp_path), tmp_path / "s.db"
+    enroll_all(store, model, voices)
+    domain_dir = tmp_path / "domain"
+    (domain_dir / "sub").mkdir(parents=True)
+    for key in ("ann2", "bo2"):
+        (domain_dir / "sub" / f"{key}.wav").write_bytes(voices[key].read_bytes())
+    (domain_dir / "notes.txt").write_text("not audio, ignored by extension")
+    result = adapt(store, model=model, audio_dir=domain_dir)
+    assert result.num_embeddings == 2 and "only 2 embeddings" in result.warnings[0]
+    expected_mean = np.mean(
+        [embed_utterance(model, voices[k]).embedding for k in ("ann2", "bo2")], axis=0
+    )
+    with SpeakerStore(store) as opened:
+        np.testing.assert_allclose(opened.domain_mean.mean, expected_mean, atol=1e-6)
+        ann = opened.get("ann").embedding
+    rule = DecisionRule("threshold", 0.0, "score")
+    verdict = verify_against(store, model, rule, "ann", voices["cy2"])
+    test = embed_utterance(model, voices["cy2"]).embedding
+    assert verdict.score == pytest.approx(
+        float(cosine_scores(ann, test, expected_mean)[0]), abs=1e-5
+    )
+    assert verdict.to_json()["score_kind"] == "centred_cosine"
+    assert verdict.to_json()["centring"]["num_embeddings"] == 2
+
+
+def test_adapt_bad_inputs_leave_store_alone(tmp_path, voices):
+    model, store = fake_model(tmp_path), tmp_path / "s.db"
+    enroll_speaker(store, model, "ann", [voices["ann0"], voices["ann1"]])
+    before = rows(store)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VerificationError, match="no audio files"):
+        adapt(store, model=model, audio_dir=tmp_path / "empty")
+    with pytest.raises(VerificationError, match="no such directory"):
+        adapt(store, model=model, audio_dir=tmp_path / "missing")
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "a.wav").write_bytes(voices["ann2"].read_bytes())
+    (tmp_path / "mixed" / "b.wav").write_bytes(b"not a wav at all")
+    with pytest.raises(AudioError, match=r"b.wav"):
+        adapt(store, model=model, audio_dir=tmp_path / "mixed")
+    assert rows(store) == before
