@@ -30,16 +30,21 @@ def find_audio_trees(root: str | os.PathLike) -> list[Path]:
     """The `wav/` or `aac/` directories of a VoxCeleb download under `root`.
 
     Looks at `root` itself and at `root/dev`, `root/test` (how VoxCeleb2 and split VoxCeleb1
-    downloads unpack); `root` may also be the `wav/` or `aac/` directory itself.
+    downloads unpack); `root` may also be the `wav/` or `aac/` directory itself. Where both `wav/`
+    and `aac/` exist (converted in place), `wav/` is used.
     """
     base = Path(root)
     if base.name in AUDIO_DIRS and base.is_dir():
         return [base]
     trees = []
     for parent in (base, base / "dev", base / "test"):
+        # A converted VoxCeleb2 tree (wav/ next to aac/) replaces the m4a one.
         for name in AUDIO_DIRS:
             if (parent / name).is_dir():
                 trees.append(parent / name)
+                if name == "wav" and (parent / "aac").is_dir():
+                    logger.info("using %s, not %s", parent / "wav", parent / "aac")
+                break
     return trees
 
 
@@ -133,8 +138,9 @@ def _in_split(speaker: str, split: str) -> bool:
 
 
 def _durations(wav: dict[str, str], progress: bool) -> dict[str, float] | None:
-    import soundfile as sf
     from tqdm import tqdm
+
+    from speakerverify.audio import AudioError, audio_info
 
     if any(p.lower().endswith(".m4a") for p in wav.values()):
         logger.info("m4a files: no utt2dur (convert to wav first for durations)")
@@ -142,8 +148,7 @@ def _durations(wav: dict[str, str], progress: bool) -> dict[str, float] | None:
     durations = {}
     for utt, path in tqdm(wav.items(), desc="durations", unit="file", disable=not progress):
         try:
-            info = sf.info(path)
-        except RuntimeError as exc:
-            raise DataDirError(f"{path}: cannot read audio header ({exc})") from None
-        durations[utt] = info.frames / info.samplerate
+            durations[utt] = audio_info(path).duration_seconds
+        except AudioError as error:
+            raise DataDirError(str(error)) from None
     return durations
