@@ -1,0 +1,318 @@
+"""Batched Kaldi-compatible log-mel filterbanks (equal to ``torchaudio.compliance.kaldi.fbank``),
+per-utterance CMN over the valid frames, and SpecAugment masking for training.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import nn
+
+WINDOW_TYPES = ("povey", "hanning", "hamming", "rectangular", "blackman")
+# Frames per chunk of the FFT -> power -> mel -> log stage: small enough to stay in cache.
+_CHUNK_FRAMES = 1024
+
+
+@dataclass
+class FbankConfig:
+    """Options of :class:`Fbank`; names follow Kaldi's ``compute-fbank-feats`` with units.
+
+    >>> FbankConfig(num_mel_bins=40).frame_length
+    400
+    >>> FbankConfig.from_dict({"num_mel_bins": 64}).num_mel_bins
+    64
+    """
+
+    sample_rate: int = 16000
+    num_mel_bins: int = 80
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    dither: float = 0.0
+    preemphasis: float = 0.97
+    remove_dc_offset: bool = True
+    window_type: str = "povey"
+    low_freq: float = 20.0
+    high_freq: float = 0.0
+    snip_edges: bool = True
+    cmn: bool = True
+
+    def __post_init__(self) -> None:
+        if self.window_type not in WINDOW_TYPES:
+            raise ValueError(f"window_type {self.window_type!r}: valid are {list(WINDOW_TYPES)}")
+        if self.num_mel_bins <= 3:
+            raise ValueError(f"num_mel_bins must be > 3, got {self.num_mel_bins}")
+        if not 0 < self.frame_shift <= self.frame_length:
+            raise ValueError(
+                f"need 0 < frame_shift_ms ({self.frame_shift_ms}) <= "
+                f"frame_length_ms ({self.frame_length_ms})"
+            )
+        nyquist = self.sample_rate / 2
+        high = self.high_freq if self.high_freq > 0 else nyquist + self.high_freq
+        if not (0 <= self.low_freq < high <= nyquist):
+            raise ValueError(
+                f"need 0 <= low_freq ({self.low_freq}) < high_freq ({high}) <= {nyquist} Hz"
+            )
+        if self.dither < 0 or not 0 <= self.preemphasis <= 1:
+            raise ValueError("dither must be >= 0 and preemphasis in [0, 1]")
+
+    @property
+    def frame_length(self) -> int:
+        """Window length in samples."""
+        return int(self.sample_rate * self.frame_length_ms * 0.001)
+
+    @property
+    def frame_shift(self) -> int:
+        """Hop in samples."""
+        return int(self.sample_rate * self.frame_shift_ms * 0.001)
+
+    @property
+    def fft_size(self) -> int:
+        """The window length rounded up to a power of two (Kaldi's round_to_power_of_two)."""
+        return 1 << (self.frame_length - 1).bit_length()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of the options."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FbankConfig:
+        """Build from a dict; unknown keys raise ValueError listing the valid ones."""
+        valid = [field.name for field in fields(cls)]
+        unknown = sorted(set(values) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown FbankConfig keys {unknown}; valid are {valid}")
+        return cls(**values)
+
+
+def _window(window_type: str, length: int) -> torch.Tensor:
+    """Kaldi's feature windows (symmetric), computed in float64."""
+    n = torch.arange(length, dtype=torch.float64)
+    hann = 0.5 - 0.5 * torch.cos(2 * math.pi * n / (length - 1))
+    if window_type == "povey":
+        return hann.pow(0.85)
+    if window_type == "hanning":
+        return hann
+    if window_type == "hamming":
+        return 0.54 - 0.46 * torch.cos(2 * math.pi * n / (length - 1))
+    if window_type == "blackman":
+        step = 2 * math.pi / (length - 1)
+        return 0.42 - 0.5 * torch.cos(step * n) + 0.08 * torch.cos(2 * step * n)
+    return torch.ones(length, dtype=torch.float64)
+
+
+class Fbank(nn.Module):
+    """Log-mel filterbank features of a padded batch in one vectorized pass.
+
+    Equals ``torchaudio.compliance.kaldi.fbank`` with the same options (``use_energy=False``,
+    ``dither=0``) on every utterance, up to float32 rounding. Pre-emphasis runs once on the
+    continuous signal and DC removal is folded in afterwards as a rank-one correction
+    (both are linear), so each frame is written exactly once before a real FFT; frames are
+    processed in cache-sized chunks. Dither is added only when ``self.training`` and
+    ``config.dither > 0``.
+
+    >>> import torch
+    >>> feats, lengths = Fbank()(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 8000]))
+    >>> tuple(feats.shape), lengths.tolist()
+    ((2, 98, 80), [98, 48])
+    """
+
+    def __init__(self, config: FbankConfig | None = None) -> None:
+        super().__init__()
+        from torchaudio.compliance.kaldi import get_mel_banks
+
+        self.config = config or FbankConfig()
+        cfg = self.config
+        banks, _ = get_mel_banks(
+            cfg.num_mel_bins, cfg.fft_size, float(cfg.sample_rate), cfg.low_freq,
+            cfg.high_freq, 100.0, -500.0, 1.0,
+        )  # fmt: skip
+        # (num_fft_bins + 1, F): Kaldi has no weight on the Nyquist bin.
+        mel = nn.functional.pad(banks.float(), (0, 1)).T.contiguous()
+        window = _window(cfg.window_type, cfg.frame_length)
+        # Pre-emphasised frame j>=1 is e[n] = x[n] - a x[n-1]; frame sample 0 is (1 - a) x[0].
+        # Removing the frame mean m before pre-emphasis equals subtracting m (1 - a) w after it.
+        dc_weight = (1 - cfg.preemphasis) * window if cfg.remove_dc_offset else 0 * window
+        self.register_buffer("mel_banks", mel, persistent=False)
+        self.register_buffer("window", window.float(), persistent=False)
+        self.register_buffer("dc_weight", dc_weight.float(), persistent=False)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames produced for `num_samples` samples (snip-edges or Kaldi's centred framing)."""
+        length, shift = self.config.frame_length, self.config.frame_shift
+        if not self.config.snip_edges:
+            return (num_samples + shift // 2) // shift
+        return 0 if num_samples < length else 1 + (num_samples - length) // shift
+
+    def _frame_counts(self, lengths: torch.Tensor) -> torch.Tensor:
+        length, shift = self.config.frame_length, self.config.frame_shift
+        if not self.config.snip_edges:
+            return torch.div(lengths + shift // 2, shift, rounding_mode="floor")
+        counts = torch.div(lengths - length, shift, rounding_mode="floor") + 1
+        return counts.clamp_min(0)
+
+    def forward(
+        self, waves: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Compute features.
+
+        Args:
+            waves: `(B, S)` padded batch or `(S,)` single waveform, float.
+            lengths: `(B,)` valid samples per row (None: all `S`).
+
+        Returns:
+            feats `(B, T, F)` (a `(S,)` input gives `B = 1`), zero on padded frames and
+            mean-normalised over the valid frames when ``config.cmn``; feat_lengths `(B,)`.
+        """
+        if waves.ndim == 1:
+            waves = waves[None]
+        if waves.ndim != 2:
+            raise ValueError(f"waves must be (B, S) or (S,), got shape {tuple(waves.shape)}")
+        batch, num_samples = waves.shape
+        if lengths is None:
+            lengths = torch.full((batch,), num_samples, dtype=torch.long, device=waves.device)
+        lengths = lengths.to(device=waves.device, dtype=torch.long)
+        if self.training and self.config.dither > 0:
+            waves = waves + self.config.dither * torch.randn_like(waves)
+        if not self.config.snip_edges:
+            waves = self._reflect_edges(waves, lengths)
+        feat_lengths = self._frame_counts(lengths)
+        num_frames = self.num_frames(num_samples)
+        if num_frames == 0:
+            empty = waves.new_zeros(batch, 0, self.config.num_mel_bins)
+            return empty, feat_lengths
+        frames = self._windowed_frames(waves, num_frames)
+        feats = self._log_mel(frames.view(batch * num_frames, -1))
+        feats = feats.view(batch, num_frames, -1)
+        valid = torch.arange(num_frames, device=waves.device)[None, :] < feat_lengths[:, None]
+        valid = valid[..., None]
+        if self.config.cmn:
+            counts = feat_lengths.clamp_min(1).to(feats.dtype)[:, None, None]
+            mean = torch.where(valid, feats, 0.0).sum(dim=1, keepdim=True) / counts
+            feats = feats - mean
+        return torch.where(valid, feats, 0.0), feat_lengths
+
+    def _reflect_edges(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Kaldi's snip_edges=False padding: mirror each row at its own start and end."""
+        length, shift = self.config.frame_length, self.config.frame_shift
+        pad = length // 2 - shift // 2
+        index = torch.arange(pad + 2 * waves.shape[1], device=waves.device)[None, :] - pad
+        last = lengths[:, None]
+        index = torch.where(index < 0, -index - 1, index)
+        index = torch.where(index >= last, 2 * last - 1 - index, index)
+        return torch.gather(waves, 1, index.clamp(min=0).expand(waves.shape[0], -1))
+
+    def _windowed_frames(self, waves: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """`(B, T, fft_size)` pre-emphasised, DC-removed, windowed, zero-padded frames."""
+        cfg = self.config
+        length, shift, fft_size = cfg.frame_length, cfg.frame_shift, cfg.fft_size
+        batch = waves.shape[0]
+        window = self.window.to(waves.dtype)
+        dc_weight = self.dc_weight.to(waves.dtype)
+        span = (num_frames - 1) * shift + length
+        waves = waves[:, :span]
+        first = waves[:, : (num_frames - 1) * shift + 1 : shift] * (
+            (1 - cfg.preemphasis) * window[0]
+        )
+        emphasised = torch.add(waves[:, 1:], waves[:, :-1], alpha=-cfg.preemphasis)
+        body = emphasised.unfold(-1, length - 1, shift)  # (B, T, L - 1) view
+        mean = None
+        if cfg.remove_dc_offset:
+            # Frame sums from block sums: frames start and end on multiples of gcd(L, H).
+            block = math.gcd(length, shift)
+            sums = waves.reshape(batch, span // block, block).sum(-1)
+            mean = sums.unfold(-1, length // block, shift // block).sum(-1) / length
+        if torch.is_grad_enabled() and waves.requires_grad:
+            frames = torch.cat([first[..., None], body * window[1:]], dim=-1)
+            if mean is not None:
+                frames = frames - mean[..., None] * dc_weight
+            return nn.functional.pad(frames, (0, fft_size - length))
+        frames = waves.new_zeros(batch, num_frames, fft_size)
+        torch.mul(body, window[1:], out=frames[..., 1:length])
+        frames[..., 0] = first
+        if mean is not None:
+            frames[..., :length].addcmul_(mean[..., None], dc_weight, value=-1)
+        return frames
+
+    def _log_mel(self, frames: torch.Tensor) -> torch.Tensor:
+        """`(R, fft_size)` frames -> `(R, F)` log mel energies, floored at float epsilon."""
+        mel_banks = self.mel_banks.to(frames.dtype)
+        floor = torch.finfo(frames.dtype).eps
+        outputs = []
+        for start in range(0, frames.shape[0], _CHUNK_FRAMES):
+            spectrum = torch.view_as_real(torch.fft.rfft(frames[start : start + _CHUNK_FRAMES]))
+            real, imag = spectrum[..., 0], spectrum[..., 1]
+            power = real * real + imag * imag
+            outputs.append(torch.matmul(power, mel_banks).clamp_min(floor).log())
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+class SpecAugment(nn.Module):
+    """Time and frequency masking (zeros, i.e. the CMN mean) of `(B, T, F)` features.
+
+    Active only in training mode; in eval mode the input is returned unchanged. Each utterance
+    gets `num_time_masks` spans of up to `max_time_mask_frames` frames inside its valid length
+    and `num_freq_masks` bands of up to `max_freq_mask_bins` bins, drawn independently.
+
+    >>> import torch
+    >>> augment = SpecAugment().train()
+    >>> feats = torch.ones(2, 50, 80)
+    >>> masked = augment(feats, generator=torch.Generator().manual_seed(0))
+    >>> bool((masked == 0).any()), bool(torch.equal(augment.eval()(feats), feats))
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        num_time_masks: int = 1,
+        max_time_mask_frames: int = 10,
+        num_freq_masks: int = 1,
+        max_freq_mask_bins: int = 8,
+    ) -> None:
+        super().__init__()
+        self.num_time_masks = num_time_masks
+        self.max_time_mask_frames = max_time_mask_frames
+        self.num_freq_masks = num_freq_masks
+        self.max_freq_mask_bins = max_freq_mask_bins
+
+    def forward(
+        self,
+        feats: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Mask `feats` `(B, T, F)`; `lengths` `(B,)` valid frames; `generator` for determinism."""
+        if not self.training:
+            return feats
+        batch, num_frames, num_bins = feats.shape
+        if lengths is None:
+            lengths = torch.full((batch,), num_frames, dtype=torch.long)
+        lengths = lengths.cpu()
+        time_mask = self._spans(num_frames, lengths, self.num_time_masks,
+                                self.max_time_mask_frames, generator)  # fmt: skip
+        freq_mask = self._spans(num_bins, torch.full((batch,), num_bins), self.num_freq_masks,
+                                self.max_freq_mask_bins, generator)  # fmt: skip
+        mask = time_mask[:, :, None] | freq_mask[:, None, :]
+        return feats.masked_fill(mask.to(feats.device), 0.0)
+
+    @staticmethod
+    def _spans(
+        size: int,
+        limits: torch.Tensor,
+        num_masks: int,
+        max_width: int,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        """`(B, size)` bool: `num_masks` random spans per row, each inside ``[0, limits[b])``."""
+        batch = limits.shape[0]
+        positions = torch.arange(size)
+        mask = torch.zeros(batch, size, dtype=torch.bool)
+        if num_masks <= 0 or max_width <= 0:
+            return mask
+        draws = torch.rand(2, batch, num_masks, generator=generator)
+        widths = (draws[0] * (max_width + 1)).long().clamp(max=limits[:, None])
+        starts = (draws[1] * (limits[:, None] - widths + 1)).long()
+        inside = (positions >= starts[..., None]) & (positions < (starts + widths)[..., None])
+        return mask | inside.any(dim=1)
