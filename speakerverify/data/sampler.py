@@ -161,27 +161,31 @@ class PKSampler:
             top = np.argpartition(-keys, step_speakers - 1, axis=1)[:, :step_speakers]
             top.sort(axis=1)
             chosen[lo:hi] = rng.permuted(top, axis=1)  # no speaker-id order inside a batch
-        streams: dict[int, list[np.ndarray]] = {}
-        indices = np.empty((self.num_batches, step_speakers * k), dtype=np.int64)
-        for b in range(self.num_batches):
-            for j, spk in enumerate(chosen[b]):
-                indices[b, j * k : (j + 1) * k] = self._next_group(int(spk), streams, rng)
+        # Each speaker's groups for the epoch at once, then scattered to its slots in batch order.
+        flat = chosen.ravel()
+        slots = np.argsort(flat, kind="stable")
+        counts = np.bincount(flat, minlength=len(weights))
+        groups = np.empty((flat.size, k), dtype=np.int64)
+        offset = 0
+        for spk in np.flatnonzero(counts):
+            count = int(counts[spk])
+            groups[slots[offset : offset + count]] = self._groups(int(spk), count, rng)
+            offset += count
+        indices = groups.reshape(self.num_batches, step_speakers * k)
         seeds = rng.integers(0, 2**62, size=indices.shape, dtype=np.int64)
         self._plan = np.stack([indices, seeds], axis=-1)
         self._plan_epoch = self.epoch
         return self._plan
 
-    def _next_group(
-        self, spk: int, streams: dict[int, list[np.ndarray]], rng: np.random.Generator
-    ) -> np.ndarray:
-        """The next K utterances of speaker `spk`: shuffled disjoint groups, refilled when empty."""
-        queue = streams.setdefault(spk, [])
-        if not queue:
-            members = self._members[spk]
-            k = self.num_utts
-            if len(members) < k:
-                queue.append(rng.choice(members, size=k, replace=True))
-            else:
-                shuffled = rng.permutation(members)
-                queue.extend(shuffled[: len(members) // k * k].reshape(-1, k)[::-1])
-        return queue.pop()
+    def _groups(self, spk: int, count: int, rng: np.random.Generator) -> np.ndarray:
+        """`count` K-groups of speaker `spk`: disjoint within each reshuffled pass over its utts."""
+        members = self._members[spk]
+        k = self.num_utts
+        if len(members) < k:
+            return rng.choice(members, size=(count, k), replace=True)
+        per_pass = len(members) // k
+        passes = [
+            rng.permutation(members)[: per_pass * k].reshape(per_pass, k)
+            for _ in range(-(-count // per_pass))
+        ]
+        return np.concatenate(passes)[:count]
