@@ -58,11 +58,12 @@ class SpeakerModel:
 def load_speaker_model(path: str | os.PathLike, device: str = "cpu") -> SpeakerModel:
     """Load a checkpoint for inference (`checkpoint.CheckpointError` when it is not usable)."""
     from speakerverify.checkpoint import CheckpointError, load_model
-    from speakerverify.embed import Embedder
 
     if Path(path).is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     loaded = load_model(path, device=device)
+    from speakerverify.embed import Embedder
+
     embedder = Embedder(
         loaded.frontend, loaded.encoder, fingerprint=loaded.fingerprint, device=device
     )

@@ -1,0 +1,510 @@
+"""Tests for the speaker commands: enroll, verify, identify, speakers list/remove/export, adapt.
+
+Most run in-process with Click's CliRunner and a fake spectral embedder in place of a checkpoint;
+the exit-code and --help timing tests run real `speakerverify` subprocesses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+from synth import random_speaker, speech_like
+
+import speakerverify.verification as verification
+from speakerverify.cli import main
+from speakerverify.verification import SpeakerModel
+
+FP = "feedfacefeedface"
+SPEAKERVERIFY = [str(Path(sys.executable).parent / "speakerverify")]
+
+
+class SpectrumEmbedder:
+    """Log band energies minus their mean: a deterministic stand-in for a trained encoder."""
+
+    def embed_waveform(self, wave) -> np.ndarray:
+        x = np.asarray(wave, dtype=np.float64)
+        frames = np.lib.stride_tricks.sliding_window_view(x, 512)[::256] * np.hanning(512)
+        power = (np.abs(np.fft.rfft(frames, axis=1)) ** 2).mean(axis=0)[1:257]
+        bands = np.log(power.reshape(32, 8).sum(axis=1) + 1e-10)
+        return (bands - bands.mean()).astype(np.float32)
+
+
+@pytest.fixture
+def fake_model(monkeypatch, tmp_path):
+    """`--model` paths load the fake embedder; their file name becomes the fingerprint tail."""
+
+    def load(path, device="cpu"):
+        fingerprint = FP if Path(path).name == "model.pt" else "0000000000000000"
+        return SpeakerModel(SpectrumEmbedder(), fingerprint, 16000, str(path))
+
+    monkeypatch.setattr(verification, "load_speaker_model", load)
+    return tmp_path / "model.pt"
+
+
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_voices")
+    rng = np.random.default_rng(3)
+    files = {}
+    for s, name in enumerate(["ann", "bo", "cy"]):
+        speaker = random_speaker(rng)
+        for u in range(3):
+            files[f"{name}{u}"] = root / f"{name}{u}.wav"
+            sf.write(files[f"{name}{u}"], speech_like(3.0, 16000, speaker, seed=10 * s + u), 16000)
+        if name == "ann":  # stereo 44.1 kHz and 8 kHz versions of ann
+            wave = speech_like(3.0, 44100, speaker, seed=77)
+            files["ann_stereo"] = root / "ann_stereo.flac"
+            sf.write(files["ann_stereo"], np.stack([wave, 0.5 * wave], axis=1), 44100)
+            files["ann_8k"] = root / "ann_8k.wav"
+            sf.write(files["ann_8k"], speech_like(3.0, 8000, speaker, seed=78), 8000)
+    files["quiet"] = root / "quiet.wav"
+    sf.write(files["quiet"], (1e-5 * rng.standard_normal(32000)).astype(np.float32), 16000)
+    files["short"] = root / "short.wav"
+    sf.write(files["short"], speech_like(0.6, 16000, random_speaker(rng), seed=5), 16000)
+    files["empty"] = root / "empty.wav"
+    files["empty"].write_bytes(b"")
+    files["text"] = root / "notes.wav"
+    files["text"].write_text("this is not audio\n" * 20)
+    files["truncated"] = root / "truncated.wav"
+    files["truncated"].write_bytes(files["ann0"].read_bytes()[:30])
+    return files
+
+
+def run(args, env=None):
+    return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def table_rows(path: Path) -> list:
+    conn = sqlite3.connect(str(path))
+    try:
+        return [
+            conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in ("meta", "speakers")
+        ]
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def enrolled(fake_model, voices, tmp_path):
+    """A store with ann, bo, cy (two files each)."""
+    store = tmp_path / "speakers.db"
+    for name in ("ann", "bo", "cy"):
+        result = run(
+            [
+                "enroll",
+                name,
+                voices[f"{name}0"],
+                voices[f"{name}1"],
+                "--model",
+                fake_model,
+                "--store",
+                store,
+            ]
+        )
+        assert result.exit_code == 0, result.output
+    return store
+
+
+ENROLL_KEYS = {
+    "command",
+    "version",
+    "store",
+    "model_fingerprint",
+    "speaker",
+    "added_utterances",
+    "added_speech_seconds",
+    "files",
+    "replaced",
+    "warnings",
+}
+SPEAKER_KEYS = {"name", "num_utterances", "speech_seconds", "created", "updated"}
+THRESHOLD_KEYS = {
+    "source",
+    "value",
+    "scale",
+    "p_target",
+    "calibration",
+    "score_threshold",
+    "description",
+}
+VERIFY_KEYS = {
+    "command",
+    "version",
+    "mode",
+    "enroll",
+    "test",
+    "score",
+    "score_kind",
+    "llr",
+    "threshold",
+    "decision",
+    "accepted",
+    "centring",
+    "model_fingerprint",
+    "warnings",
+}
+IDENTIFY_KEYS = {
+    "command",
+    "version",
+    "test",
+    "identified",
+    "decision",
+    "candidates",
+    "num_enrolled",
+    "score_kind",
+    "threshold",
+    "centring",
+    "model_fingerprint",
+    "warnings",
+}
+LIST_KEYS = {
+    "command",
+    "version",
+    "store",
+    "model_fingerprint",
+    "embed_dim",
+    "domain_mean",
+    "num_speakers",
+    "speakers",
+}
+ADAPT_KEYS = {
+    "command",
+    "version",
+    "store",
+    "source",
+    "num_embeddings",
+    "mean_norm",
+    "model_fingerprint",
+    "warnings",
+}
+
+
+def test_enroll_json_schema(fake_model, voices, tmp_path):
+    store = tmp_path / "s.db"
+    result = run(
+        [
+            "enroll",
+            "Zoë",
+            voices["ann0"],
+            voices["ann_stereo"],
+            "--model",
+            fake_model,
+            "--store",
+            store,
+            "--json",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert set(payload) == ENROLL_KEYS and set(payload["speaker"]) == SPEAKER_KEYS
+    assert payload["speaker"]["name"] == "Zoë" and payload["added_utterances"] == 2
+    assert payload["model_fingerprint"] == FP and payload["files"][1]["sample_rate"] == 44100
+    assert payload["speaker"]["speech_seconds"] == pytest.approx(
+        sum(f["speech_seconds"] for f in payload["files"]), abs=1e-2
+    )
+
+
+def test_enroll_human_output_and_8k_warning(fake_model, voices, tmp_path):
+    store = tmp_path / "s.db"
+    result = run(
+        ["enroll", "ann", voices["ann0"], voices["ann_8k"], "--model", fake_model, "--store", store]
+    )
+    assert result.exit_code == 0
+    assert "enrolled 'ann'" in result.stdout and "now 2 utterance(s)" in result.stdout
+    assert "warning:" in result.stderr and "8000 Hz" in result.stderr
+    assert "accuracy drops" in result.stderr
+
+
+def test_verify_store_mode_accepts_and_rejects(enrolled, fake_model, voices):
+    base = ["--model", fake_model, "--store", enrolled]
+    same = run(["verify", "ann", voices["ann2"], *base, "--threshold", "-1", "--json"])
+    assert same.exit_code == 0, same.output
+    payload = json.loads(same.stdout)
+    assert set(payload) == VERIFY_KEYS and set(payload["threshold"]) == THRESHOLD_KEYS
+    assert payload["mode"] == "store" and payload["decision"] == "accept"
+    assert payload["threshold"]["source"] == "threshold" and payload["llr"] is None
+    other = run(["verify", "ann", voices["bo2"], *base, "--threshold", "-1", "--json"])
+    threshold = (payload["score"] + json.loads(other.stdout)["score"]) / 2
+    accepted = run(["verify", "ann", voices["ann2"], *base, "--threshold", threshold])
+    rejected = run(["verify", "ann", voices["bo2"], *base, "--threshold", threshold])
+    assert (accepted.exit_code, rejected.exit_code) == (0, 1)
+    assert "decision:  ACCEPT" in accepted.stdout and "decision:  REJECT" in rejected.stdout
+    assert "--threshold: accept when cosine score >=" in rejected.stdout
+
+
+def test_verify_pair_mode(fake_model, voices):
+    result = run(
+        [
+            "verify",
+            voices["ann0"],
+            voices["ann1"],
+            "--model",
+            fake_model,
+            "--threshold",
+            "0.0",
+            "--json",
+        ]
+    )
+    assert result.exit_code in (0, 1)
+    payload = json.loads(result.stdout)
+    assert payload["mode"] == "pair" and payload["enroll"] == str(voices["ann0"])
+    assert payload["accepted"] == (result.exit_code == 0) == (payload["score"] >= 0.0)
+
+
+def test_verify_without_threshold_or_calibration_tells_what_to_pass(enrolled, fake_model, voices):
+    result = run(["verify", "ann", voices["ann2"], "--model", fake_model, "--store", enrolled])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "--calibration FILE" in result.stderr and "--threshold" in result.stderr
+
+
+def test_model_and_store_from_environment(enrolled, fake_model, voices):
+    env = {"SPEAKERVERIFY_MODEL": str(fake_model), "SPEAKERVERIFY_STORE": str(enrolled)}
+    result = run(["verify", "ann", voices["ann2"], "--threshold", "-1"], env=env)
+    assert result.exit_code == 0, result.output
+    missing = run(
+        ["verify", "ann", voices["ann2"], "--threshold", "-1"],
+        env={"SPEAKERVERIFY_MODEL": "", "SPEAKERVERIFY_STORE": str(enrolled)},
+    )
+    assert missing.exit_code == 2 and "SPEAKERVERIFY_MODEL" in missing.stderr
+
+
+def test_identify_ranks_and_answers_unknown(enrolled, fake_model, voices):
+    base = ["--model", fake_model, "--store", enrolled, "--json"]
+    found = run(["identify", voices["cy2"], "--top", "2", "--threshold", "-1", *base])
+    assert found.exit_code == 0, found.output
+    payload = json.loads(found.stdout)
+    assert set(payload) == IDENTIFY_KEYS and payload["identified"] == "cy"
+    assert [c["rank"] for c in payload["candidates"]] == [1, 2]
+    assert set(payload["candidates"][0]) == {"rank", "name", "score", "llr", "accepted"}
+    unknown = run(["identify", voices["cy2"], "--threshold", "1.01", *base[:-1]])
+    assert unknown.exit_code == 1 and "identified: unknown (of 3 enrolled)" in unknown.stdout
+
+
+def test_speakers_list_remove_export(enrolled, fake_model, tmp_path):
+    listed = run(["speakers", "list", "--store", enrolled, "--json"])
+    payload = json.loads(listed.stdout)
+    assert set(payload) == LIST_KEYS and payload["num_speakers"] == 3
+    assert [s["name"] for s in payload["speakers"]] == ["ann", "bo", "cy"]
+    assert all(set(s) == SPEAKER_KEYS for s in payload["speakers"])
+    human = run(["speakers", "list", "--store", enrolled])
+    assert "3 speaker(s)" in human.stdout and "bo" in human.stdout
+    removed = run(["speakers", "remove", "bo", "--store", enrolled, "--json"])
+    assert json.loads(removed.stdout)["removed"] == "bo"
+    out = tmp_path / "export.json"
+    exported = run(["speakers", "export", "--store", enrolled, "--out", out])
+    assert exported.exit_code == 0 and "exported 2 speaker(s)" in exported.stdout
+    document = json.loads(out.read_text())
+    assert document["num_speakers"] == 2 and len(document["speakers"][0]["embedding"]) == 32
+    assert np.linalg.norm(document["speakers"][0]["embedding"]) == pytest.approx(1.0, abs=1e-5)
+    stdout_doc = json.loads(run(["speakers", "export", "--store", enrolled]).stdout)
+    assert stdout_doc == document
+
+
+def test_adapt_then_verify_says_centred(enrolled, fake_model, voices, tmp_path):
+    domain = tmp_path / "domain"
+    domain.mkdir()
+    for key in ("ann2", "bo2", "cy2"):
+        shutil.copy(voices[key], domain / f"{key}.wav")
+    result = run(["adapt", domain, "--model", fake_model, "--store", enrolled, "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert set(payload) == ADAPT_KEYS and payload["num_embeddings"] == 3
+    verdict = run(
+        [
+            "verify",
+            "ann",
+            voices["ann2"],
+            "--model",
+            fake_model,
+            "--store",
+            enrolled,
+            "--threshold",
+            "-1",
+        ]
+    )
+    assert "cosine of centred embeddings (domain mean of 3 embeddings" in verdict.stdout
+    listed = json.loads(run(["speakers", "list", "--store", enrolled, "--json"]).stdout)
+    assert listed["domain_mean"]["num_embeddings"] == 3
+
+
+# -- bad input: one line on stderr naming the file, exit 2, store untouched -------------------
+
+
+def assert_clean_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert str(fragment) in result.stderr, (fragment, result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("missing", "file not found"),
+        ("empty", "empty file"),
+        ("text", "not an audio file"),
+        ("truncated", ""),
+        ("quiet", "no speech found"),
+        ("short", "need at least"),
+        ("directory", "is a directory"),
+    ],
+)
+def test_bad_audio_is_one_line_and_store_unchanged(enrolled, fake_model, voices, key, problem):
+    path = {"missing": enrolled.parent / "missing.wav", "directory": enrolled.parent}.get(key)
+    path = path or voices[key]
+    before, rows_before = digest(enrolled), table_rows(enrolled)
+    commands = [
+        ["enroll", "ann", path],
+        ["verify", "ann", path, "--threshold", "0"],
+        ["identify", path, "--threshold", "0"],
+    ]
+    if key != "short":  # with ann0, a short file has enough speech in total
+        commands.append(["enroll", "newbie", voices["ann0"], path])
+    if key != "directory":  # pair mode: a directory as the first argument is its own case
+        commands.append(["verify", path, voices["ann0"], "--threshold", "0"])
+    for command in commands:
+        result = run([*command, "--model", enrolled.parent / "model.pt", "--store", enrolled])
+        assert_clean_error(result, Path(path).name, problem)
+    assert digest(enrolled) == before and table_rows(enrolled) == rows_before
+
+
+def test_unknown_speaker(enrolled, fake_model, voices):
+    before = digest(enrolled)
+    for command in (
+        ["verify", "zed", voices["ann2"], "--threshold", "0", "--model", fake_model],
+        ["speakers", "remove", "zed"],
+    ):
+        assert_clean_error(run([*command, "--store", enrolled]), "'zed'", enrolled)
+    assert digest(enrolled) == before
+
+
+def test_store_made_by_another_model(enrolled, fake_model, voices):
+    other = enrolled.parent / "other.pt"
+    before = digest(enrolled)
+    for command in (
+        ["enroll", "ann", voices["ann2"]],
+        ["verify", "ann", voices["ann2"]],
+        ["identify", voices["ann2"]],
+    ):
+        result = run(
+            [*command, "--model", other, "--store", enrolled, "--threshold", "0"]
+            if command[0] != "enroll"
+            else [*command, "--model", other, "--store", enrolled]
+        )
+        assert_clean_error(result, enrolled, FP, "0000000000000000")
+    assert digest(enrolled) == before
+
+
+@pytest.mark.parametrize(
+    "content", [b"garbage, not sqlite" * 10, b"SQLite format 3\x00" + b"\x01" * 200]
+)
+def test_corrupt_store_file(fake_model, voices, tmp_path, content):
+    store = tmp_path / "broken.db"
+    store.write_bytes(content)
+    for command in (
+        ["enroll", "ann", voices["ann0"], "--model", fake_model],
+        ["verify", "ann", voices["ann0"], "--model", fake_model, "--threshold", "0"],
+        ["identify", voices["ann0"], "--model", fake_model, "--threshold", "0"],
+        ["speakers", "list"],
+        ["speakers", "export"],
+        ["adapt", tmp_path, "--model", fake_model],
+    ):
+        assert_clean_error(run([*command, "--store", store]), store)
+    assert store.read_bytes() == content
+
+
+def test_store_is_a_directory(fake_model, voices, tmp_path):
+    result = run(["enroll", "ann", voices["ann0"], "--model", fake_model, "--store", tmp_path])
+    assert_clean_error(result, tmp_path, "is a directory")
+
+
+def test_checkpoint_not_ours_or_with_pickled_code(voices, tmp_path):
+    """No fake here: the real loader refuses these files before building any model."""
+    store = tmp_path / "s.db"
+    pickled = tmp_path / "evil.pt"
+    torch.save({"model": Path("/tmp")}, pickled)  # a non-tensor object: refused by weights_only
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    cases = [
+        (pickled, "pickled"),
+        (foreign, "not a speakerverify checkpoint"),
+        (text, ""),
+        (tmp_path / "none.pt", "no such checkpoint"),
+        (tmp_path, "directory"),
+    ]
+    for checkpoint, problem in cases:
+        result = run(["enroll", "ann", voices["ann0"], "--model", checkpoint, "--store", store])
+        assert_clean_error(result, checkpoint, problem)
+    assert not store.exists()
+
+
+def test_missing_store_for_verify_and_list(fake_model, voices, tmp_path):
+    missing = tmp_path / "none.db"
+    assert_clean_error(run(["speakers", "list", "--store", missing]), missing, "no such")
+    assert_clean_error(
+        run(
+            [
+                "verify",
+                "ann",
+                voices["ann0"],
+                "--store",
+                missing,
+                "--model",
+                fake_model,
+                "--threshold",
+                "0",
+            ]
+        ),
+        missing,
+    )
+    assert_clean_error(
+        run(["speakers", "list"], env={"SPEAKERVERIFY_STORE": ""}), "SPEAKERVERIFY_STORE"
+    )
+    assert not missing.exists()
+
+
+# -- real processes ---------------------------------------------------------------------------
+
+
+def test_help_is_fast_and_documents_exit_status():
+    start = time.perf_counter()
+    proc = subprocess.run([*SPEAKERVERIFY, "--help"], capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 0 and "enroll" in proc.stdout and "verify" in proc.stdout
+    assert elapsed < 2.0, f"speakerverify --help took {elapsed:.2f} s"
+    verify_help = subprocess.run(
+        [*SPEAKERVERIFY, "verify", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert "0 accepted, 1 rejected, 2 usage or input error" in verify_help.stdout
+
+
+def test_subprocess_exit_code_for_errors(tmp_path):
+    store = tmp_path / "broken.db"
+    store.write_bytes(b"definitely not sqlite")
+    env = {**os.environ, "SPEAKERVERIFY_STORE": str(store)}
+    proc = subprocess.run(
+        [*SPEAKERVERIFY, "speakers", "list"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == f"error: {store}: not a speaker store (not an SQLite database)\n"
