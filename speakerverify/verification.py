@@ -221,7 +221,22 @@ def _load_calibration(path: Path, fingerprint: str) -> Any:
         raise VerificationError(
             f"{path}: calibration was fitted for model {bound}, but the model is {fingerprint}"
         )
+    norm = getattr(calibration, "norm", "none") or "none"
+    if norm != "none":
+        raise VerificationError(
+            f"{path}: calibration was fitted on {norm}-normalised scores, but verify scores plain "
+            "cosine; calibrate without score normalisation or pass --threshold"
+        )
     return calibration
+
+
+def _centring_caveat(rule: DecisionRule, domain: DomainMean | None) -> list[str]:
+    if domain is None or rule.calibration is None:
+        return []
+    return [
+        f"{rule.calibration_path}: the calibration was not fitted on scores centred on this "
+        "domain mean, so its LLRs are approximate; re-calibrate on in-domain trials if you can"
+    ]
 
 
 # -- scoring ---------------------------------------------------------------------------------
@@ -551,6 +566,7 @@ def _verify(mode, enroll, enroll_embedding, test, rule, domain, model, warnings)
     llr = rule.llr(np.array([score]))
     accepted = bool(rule.accept(np.array([score]))[0])
     llr_value = None if llr is None else float(llr[0])
+    warnings = warnings + _centring_caveat(rule, domain)
     return VerifyResult(
         mode,
         enroll,
@@ -621,7 +637,7 @@ def rank_speakers(
         rule,
         domain,
         fingerprint,
-        list(test.warnings),
+        list(test.warnings) + _centring_caveat(rule, domain),
     )
 
 

@@ -311,3 +311,58 @@ def test_adapt_bad_inputs_leave_store_alone(tmp_path, voices):
     with pytest.raises(AudioError, match=r"b.wav"):
         adapt(store, model=model, audio_dir=tmp_path / "mixed")
     assert rows(store) == before
+
+
+# -- real calibration files (speakerverify.scoring.Calibration) -------------------------------
+
+
+def write_calibration(path, **fields):
+    from speakerverify.scoring import Calibration
+
+    values = {"slope": 10.0, "offset": -5.0, "model_fingerprint": FP, **fields}
+    Calibration(**values).save(path)
+    return path
+
+
+def test_default_calibration_next_to_checkpoint_gives_bayes_decision(tmp_path):
+    model = fake_model(tmp_path)
+    write_calibration(default_calibration_path(model.path))
+    rule = resolve_decision_rule(model)
+    assert (rule.source, rule.scale, rule.threshold) == ("calibration", "llr", 0.0)
+    assert rule.score_threshold == pytest.approx(0.5)
+    np.testing.assert_array_equal(rule.accept(np.array([0.49, 0.51])), [False, True])
+    strict = resolve_decision_rule(model, p_target=0.01)
+    assert strict.threshold == pytest.approx(math.log(99))
+    assert strict.score_threshold == pytest.approx((math.log(99) + 5) / 10)
+    explicit = resolve_decision_rule(model, threshold=0.3)
+    assert explicit.source == "threshold" and explicit.llr(np.array([0.3]))[0] == pytest.approx(-2)
+
+
+def test_calibration_file_problems_are_one_line_errors(tmp_path):
+    model = fake_model(tmp_path)
+    foreign = write_calibration(tmp_path / "foreign.json", model_fingerprint="1" * 16)
+    with pytest.raises(VerificationError, match=f"foreign.json: .*{'1' * 16}.*{FP}"):
+        resolve_decision_rule(model, calibration_path=foreign)
+    normed = write_calibration(tmp_path / "asnorm.json", norm="asnorm")
+    with pytest.raises(VerificationError, match="asnorm-normalised"):
+        resolve_decision_rule(model, calibration_path=normed)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(VerificationError, match=r"broken.json: invalid JSON") as info:
+        resolve_decision_rule(model, calibration_path=broken)
+    assert "\n" not in str(info.value)
+
+
+def test_calibrated_verify_reports_llr_and_centring_caveat(tmp_path, voices):
+    model, store = fake_model(tmp_path), tmp_path / "s.db"
+    enroll_speaker(store, model, "ann", [voices["ann0"], voices["ann1"]])
+    rule = resolve_decision_rule(model, calibration_path=write_calibration(tmp_path / "c.json"))
+    plain = verify_against(store, model, rule, "ann", voices["ann2"])
+    assert plain.llr == pytest.approx(10 * plain.score - 5) and not plain.warnings
+    assert plain.accepted == (plain.llr >= 0)
+    (tmp_path / "domain").mkdir()
+    for key in ("bo0", "cy0"):
+        (tmp_path / "domain" / f"{key}.wav").write_bytes(voices[key].read_bytes())
+    adapt(store, model=model, audio_dir=tmp_path / "domain")
+    centred = verify_against(store, model, rule, "ann", voices["ann2"])
+    assert centred.centring is not None and "approximate" in centred.warnings[-1]
