@@ -1,0 +1,145 @@
+"""Encoders: registry, shapes at two lengths, padding, save/load, TorchScript and ONNX export."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from speakerverify.models import MODELS, EcapaTdnn, ResNet, XVector, build_model
+
+FEAT_DIM = 20
+SMALL = {
+    "xvector": {"feat_dim": FEAT_DIM, "embed_dim": 16, "channels": 32, "stats_channels": 48},
+    "ecapa_tdnn": {
+        "feat_dim": FEAT_DIM,
+        "embed_dim": 16,
+        "channels": 32,
+        "aggregate_channels": 48,
+        "scale": 4,
+        "se_channels": 8,
+        "attention_channels": 8,
+    },
+    "resnet34": {"feat_dim": FEAT_DIM, "embed_dim": 16, "base_channels": 4},
+}
+
+
+def small_model(name: str, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_model(name, **SMALL[name])
+    # Non-trivial BatchNorm statistics so eval mode is not the identity.
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def feats(batch: int, frames: int, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, frames, FEAT_DIM, generator=torch.Generator().manual_seed(seed))
+
+
+def test_registry_names_and_errors():
+    assert set(MODELS) == {"xvector", "ecapa_tdnn", "resnet34"}
+    with pytest.raises(ValueError, match="ecapa_tdnn, resnet34, xvector"):
+        build_model("tdnn")
+    with pytest.raises(ValueError, match="xvector"):
+        build_model("xvector", hidden=3)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_two_lengths_and_padding_mask(name):
+    model = small_model(name)
+    short, long = feats(1, 37, seed=2), feats(1, 64, seed=3)
+    for x in (short, long):
+        out = model(x)
+        assert out.shape == (1, model.embed_dim) == (1, 16)
+        assert torch.isfinite(out).all()
+    # A padded batch gives each utterance the embedding it gets alone, whatever the padding.
+    batch = torch.cat([torch.cat([short, 100 * feats(1, 27, seed=4)], dim=1), long])
+    out = model(batch, torch.tensor([37, 64]))
+    torch.testing.assert_close(out[0], model(short)[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out[1], model(long)[0], rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(out[0], out[1])
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_save_load_round_trip(name, tmp_path):
+    model = small_model(name, seed=0)
+    path = tmp_path / "model.pt"
+    torch.save(model.state_dict(), path)
+    other = small_model(name, seed=1)
+    x = feats(2, 45)
+    assert not torch.allclose(model(x), other(x))
+    other.load_state_dict(torch.load(path, weights_only=True))
+    other.eval()
+    torch.testing.assert_close(other(x), model(x), rtol=0, atol=0)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_torchscript_export_matches_eager(name, tmp_path):
+    model = small_model(name)
+    scripted = torch.jit.script(model)
+    path = tmp_path / "model.ts"
+    scripted.save(str(path))
+    loaded = torch.jit.load(str(path))
+    for frames in (33, 71):
+        x = feats(2, frames)
+        lengths = torch.tensor([frames, frames - 10])
+        torch.testing.assert_close(loaded(x, lengths), model(x, lengths), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxscript") is None,
+    reason="onnx/onnxscript not installed (optional; torch.onnx.export needs them)",
+)
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_onnx_export(name, tmp_path):
+    import onnx
+
+    model = small_model(name)
+    path = tmp_path / "model.onnx"
+    x = feats(2, 40)
+    torch.onnx.export(model, (x, torch.tensor([40, 30])), str(path))
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_training_mode_gradients_and_centred_embeddings(name):
+    model = small_model(name).train()
+    out = model(feats(6, 30))
+    # The affine-free BatchNorm on the embedding centres every dimension over the batch.
+    torch.testing.assert_close(out.mean(0), torch.zeros(16), rtol=0, atol=1e-5)
+    out.square().sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not missing
+
+
+def test_xvector_rejects_inputs_shorter_than_its_context():
+    model = small_model("xvector")
+    with pytest.raises(ValueError, match="14 frames"):
+        model(feats(1, 14))
+    assert model(feats(1, 15)).shape == (1, 16)
+
+
+def test_full_size_parameter_counts():
+    counts = {
+        "xvector": sum(p.numel() for p in XVector().parameters()),
+        "ecapa_512": sum(p.numel() for p in EcapaTdnn(channels=512).parameters()),
+        "ecapa_1024": sum(p.numel() for p in EcapaTdnn(channels=1024).parameters()),
+        "resnet34": sum(p.numel() for p in ResNet().parameters()),
+    }
+    # Snyder et al. 2018 report ~4.2 M (24-dim input); 80-dim fbank adds 0.17 M to layer 1.
+    assert counts["xvector"] == 4_354_964
+    assert counts == {
+        "xvector": 4_354_964,
+        "ecapa_512": 6_194_048,
+        "ecapa_1024": 14_660_416,
+        "resnet34": 6_634_336,
+    }
+    assert XVector().embed_dim == 512 and EcapaTdnn().embed_dim == 192
+    assert ResNet().embed_dim == 256
