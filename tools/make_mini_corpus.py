@@ -1,0 +1,457 @@
+#!/usr/bin/env python3
+"""Synthesise a small VoxCeleb1-like corpus of distinct synthetic speakers with eSpeak NG.
+
+Layout, as VoxCeleb1 (dev + test unpacked into one tree): `OUT/wav/idNNNNN/<session>/NNNNN.wav`,
+16 kHz mono 16-bit. Test speakers take the Vox1-O ids (id10270 onwards, at most 40) and training
+speakers the ids around them, so `speakerverify prepare voxceleb OUT DIR --split dev|test` splits
+the corpus like the real one; `OUT/trials.txt` is a VoxCeleb-format list (`1 enroll.wav test.wav`),
+half targets (across sessions), half non-targets. `OUT/speakers.tsv` describes each voice.
+
+Every speaker has their own eSpeak voice variant (vocal-tract scale on formants 1-8, formant
+heights and widths, pitch, breath, flutter, roughness, spectral tilt, sometimes the Klatt source);
+utterances jitter pitch, rate, formants and loudness; each session has its own channel (telephone
+band at 8 kHz, mu-law, synthetic room reverb, random EQ) and noise at 0-30 dB SNR; the text is
+random pseudo-words from one of many languages' letters, with numbers and punctuation.
+
+Deterministic for a seed (same seed -> identical bytes, whatever `--jobs`), resumable (each file is
+written atomically; finished files are kept), parallel over `--jobs` processes.
+
+    python tools/make_mini_corpus.py OUT --num-train-speakers 500 --num-test-speakers 40 --jobs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from espeak import Espeak, VoiceVariant
+
+SAMPLE_RATE = 16000
+TEST_FIRST_ID = 10270  # VoxCeleb1-O test speakers are id10270-id10309
+MAX_TEST_SPEAKERS = 40
+SESSION_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+# eSpeak voice -> (consonants, vowels) used to build pseudo-words; "" = inherent vowel.
+LANGUAGES: dict[str, tuple[str, list[str]]] = {
+    "en": ("bcdfghjklmnprstvwz", [*"aeiouy", "ee", "oo", "ai"]),
+    "de": ("bdfghjklmnprstwzß", [*"aeiouäöü", "ei", "au"]),
+    "fr": ("bcdfgjlmnprstvz", [*"aeiouéèàuy", "ou", "on", "an"]),
+    "es": ("bcdfgjlmnñprstvz", list("aeiouáéó")),
+    "it": ("bcdfglmnprstvz", list("aeiouàò")),
+    "pt": ("bcdfgjlmnprstvxz", list("aeiouãõáé")),
+    "nl": ("bdfghjklmnprstvwz", [*"aeiou", "ij", "oe"]),
+    "sv": ("bdfghjklmnprstv", list("aeiouyåäö")),
+    "pl": ("bcdfghjklmnprstwzłśćż", list("aeiouyąę")),
+    "cs": ("bcdfhjklmnprstvzčřšž", list("aeiouyáéíů")),
+    "fi": ("dhjklmnprstv", list("aeiouyäö")),
+    "hu": ("bcdfghjklmnprstvz", list("aeiouáéóöőüú")),
+    "tr": ("bcçdfgğhjklmnprsştvyz", list("aeıioöuü")),
+    "ro": ("bcdfghjlmnprsștțvz", list("aeiouăâî")),
+    "id": ("bcdghjklmnprstwy", list("aeiou")),
+    "sw": ("bdfghjklmnprstvwyz", list("aeiou")),
+    "vi": ("bcdghklmnpqrstvx", list("aăâeêioôơuưyáàảãạ")),
+    "ru": ("бвгджзклмнпрстфхцчшщ", list("аеиоуыэюя")),
+    "uk": ("бвгґджзклмнпрстфхцчшщ", list("аеєиіїоуюя")),
+    "el": ("βγδζθκλμνξπρστφχψ", list("αεηιουωάέήίόύώ")),
+    "hi": ("कखगघचजटडतदनपबमयरलवसह", ["", "ा", "ि", "ी", "ु", "ू", "े", "ो"]),
+    "ka": ("ბგდვზთკლმნპჟრსტფქღყშჩცძწჭხჯჰ", list("აეიოუ")),
+    "cmn-Latn-pinyin": ("bpmfdtnlgkhjqxzcsrwy", ["a", "o", "e", "i", "u", "ai", "ao", "ou", "an"]),
+}
+TONAL_DIGITS = {"cmn-Latn-pinyin"}  # tone numbers are part of the syllable, no digit strings
+ABUGIDAS = {"hi"}  # vowel signs need a consonant to sit on
+
+
+@dataclass
+class Utterance:
+    """Everything needed to synthesise one file."""
+
+    path: str  # relative to OUT: wav/idNNNNN/<session>/NNNNN.wav
+    seed: int
+
+
+def speaker_ids(num_train: int, num_test: int) -> tuple[list[str], list[str]]:
+    """Training ids id10001.. around the Vox1-O block id10270-id10309; test ids inside it."""
+    if not 0 < num_test <= MAX_TEST_SPEAKERS:
+        raise SystemExit(f"error: --num-test-speakers must be 1..{MAX_TEST_SPEAKERS} (Vox1-O ids)")
+    test = [f"id{TEST_FIRST_ID + i}" for i in range(num_test)]
+    train, number = [], 10001
+    while len(train) < num_train:
+        if not TEST_FIRST_ID <= number < TEST_FIRST_ID + MAX_TEST_SPEAKERS:
+            train.append(f"id{number}")
+        number += 1
+    return train, test
+
+
+def speaker_rng(seed: int, speaker: str, *extra: int) -> np.random.Generator:
+    return np.random.default_rng([seed, int(speaker[2:]), *extra])
+
+
+def make_voice(rng: np.random.Generator) -> tuple[VoiceVariant, dict]:
+    """A speaker's voice: eSpeak variant + speaking habits, drawn like people differ."""
+    female = rng.random() < 0.5
+    scale = rng.uniform(1.00, 1.22) if female else rng.uniform(0.88, 1.08)
+    formants = [(0, round(100 * scale * rng.uniform(0.95, 1.05)), 100, 100)]
+    for index in range(1, 9):
+        freq = 100 * scale * (1 + 0.03 * rng.standard_normal())
+        spread = 0.2 if index <= 3 else 0.35
+        height = 100 * np.exp(spread * rng.standard_normal())
+        width = 100 * np.exp(0.25 * rng.standard_normal())
+        formants.append((index, round(freq), round(height), round(width)))
+    low = rng.uniform(140, 215) if female else rng.uniform(68, 125)
+    top = low + (rng.uniform(40, 110) if female else rng.uniform(25, 70))
+    breath = [0] * 8
+    if rng.random() < 0.35:
+        breath = sorted(int(b) for b in rng.integers(0, 6, size=8))
+    tone = None
+    if rng.random() < 0.6:
+        amps = np.array([170, 135, 110, 110]) * np.exp(0.2 * rng.standard_normal(4))
+        points = zip((600, 1200, 2000, 3000), amps.round().astype(int).tolist(), strict=True)
+        tone = [value for pair in points for value in pair]
+    variant = VoiceVariant(
+        gender="female" if female else "male",
+        pitch_hz=(round(low), round(top)),
+        formants=formants,
+        breath=breath,
+        flutter=int(rng.integers(0, 30)),
+        roughness=int(rng.integers(0, 6)),
+        voicing=int(rng.integers(85, 116)),
+        consonants=(int(rng.integers(70, 131)), int(rng.integers(70, 131))),
+        tone=tone,
+        klatt=int(rng.integers(1, 5)) if rng.random() < 0.2 else 0,
+    )
+    habits = {
+        "rate_wpm": float(rng.uniform(130, 210)),
+        "pitch_range": float(rng.uniform(25, 80)),
+        "language": str(rng.choice(list(LANGUAGES))),
+    }
+    return variant, habits
+
+
+def jitter_voice(variant: VoiceVariant, rng: np.random.Generator) -> VoiceVariant:
+    """Per-utterance vocal-tract jitter: one common shift plus a little per formant."""
+    shift = 1 + 0.015 * rng.standard_normal()
+    formants = [
+        (i, round(f * shift * (1 + 0.005 * rng.standard_normal())), h, w)
+        for i, f, h, w in variant.formants
+    ]
+    return VoiceVariant(**{**variant.__dict__, "formants": formants})
+
+
+def make_text(rng: np.random.Generator, language: str, num_words: int) -> str:
+    """Random pseudo-words from the language's letters, with numbers and punctuation."""
+    consonants, vowels = LANGUAGES[language]
+    words = []
+    for position in range(num_words):
+        if language not in TONAL_DIGITS and rng.random() < 0.06:
+            words.append(str(int(rng.integers(1, 2000))))
+        else:
+            syllables = []
+            for _ in range(int(rng.integers(1, 4))):
+                bare = rng.random() < 0.15 and language not in ABUGIDAS
+                onset = "" if bare else str(rng.choice(list(consonants)))
+                codas = "nn" if language in TONAL_DIGITS else consonants
+                coda = str(rng.choice(list(codas))) if rng.random() < 0.25 else ""
+                syllable = onset + str(rng.choice(vowels)) + coda
+                if language in TONAL_DIGITS:
+                    syllable += str(int(rng.integers(1, 5)))
+                syllables.append(syllable)
+            word = "".join(syllables)
+            words.append(word.capitalize() if position == 0 else word)
+        if position < num_words - 1 and rng.random() < 0.12:
+            words[-1] += str(rng.choice([",", ",", ";", ":"]))
+        elif position < num_words - 1 and rng.random() < 0.05:
+            words[-1] += str(rng.choice([".", "?", "!"]))
+    return " ".join(words) + str(rng.choice([".", ".", "?", "!", "..."]))
+
+
+def make_session_channel(rng: np.random.Generator) -> dict:
+    """One recording condition, shared by the utterances of a session."""
+    telephone = rng.random() < 0.5
+    return {
+        "telephone": telephone,
+        "mulaw": rng.random() < (0.4 if telephone else 0.1),
+        "rt60": float(rng.uniform(0.15, 0.7)) if rng.random() < 0.35 else 0.0,
+        "eq_db": (4.0 * rng.standard_normal(6)).tolist() if rng.random() < 0.8 else None,
+        "lowpass_hz": float(rng.uniform(3800, 7000)) if rng.random() < 0.15 else None,
+        "noise": str(rng.choice(["white", "pink", "brown", "hum", "babble"]))
+        if rng.random() < 0.85
+        else None,
+        "snr_db": float(30 * np.sqrt(rng.random())),
+        "level_db": float(rng.uniform(-34, -18)),
+    }
+
+
+def colored_noise(rng: np.random.Generator, kind: str, num_samples: int) -> np.ndarray:
+    """White, pink, brown, mains hum or speech-shaped modulated noise, `(S,)`."""
+    from scipy.fft import irfft, next_fast_len, rfft
+
+    size = next_fast_len(num_samples, real=True)  # odd sizes make the FFT 10x slower
+    spectrum = rfft(rng.standard_normal(size))
+    freqs = np.fft.rfftfreq(size, 1 / SAMPLE_RATE)
+    if kind == "pink":
+        spectrum /= np.sqrt(np.maximum(freqs, 20.0))
+    elif kind == "brown":
+        spectrum /= np.maximum(freqs, 20.0)
+    elif kind == "babble":  # speech-shaped, syllable-rate modulated noise
+        spectrum *= np.exp(-(((np.log(np.maximum(freqs, 1.0)) - np.log(500)) / 1.0) ** 2))
+    noise = irfft(spectrum, size)[:num_samples]
+    if kind == "babble":
+        t = np.arange(num_samples) / SAMPLE_RATE
+        noise *= 1 + 0.8 * np.sin(2 * np.pi * rng.uniform(3, 6) * t + rng.uniform(0, 6.3))
+    if kind == "hum":
+        t = np.arange(num_samples) / SAMPLE_RATE
+        base = 50.0 if rng.random() < 0.5 else 60.0
+        noise = sum(np.sin(2 * np.pi * base * k * t) / k for k in range(1, 6))
+        noise = noise + 0.1 * rng.standard_normal(num_samples)
+    return noise
+
+
+def apply_channel(wave: np.ndarray, channel: dict, rng: np.random.Generator) -> np.ndarray:
+    """Room, EQ, band limits, telephone, mu-law, noise and level: `(S,)` float64 at 16 kHz."""
+    from scipy.fft import irfft, next_fast_len, rfft
+    from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
+
+    if channel["rt60"] > 0:
+        length = int(channel["rt60"] * SAMPLE_RATE)
+        t = np.arange(length) / SAMPLE_RATE
+        rir = rng.standard_normal(length) * np.exp(-6.9 * t / channel["rt60"])
+        rir[0] = rng.uniform(2, 8)  # direct path
+        wave = fftconvolve(wave, rir / np.sqrt(np.sum(rir**2)))[: len(wave)]
+    if channel["eq_db"] is not None:
+        size = next_fast_len(len(wave), real=True)
+        spectrum = rfft(wave, size)
+        freqs = np.fft.rfftfreq(size, 1 / SAMPLE_RATE)
+        points = np.log(np.geomspace(60, 7600, 6))
+        gains = np.asarray(channel["eq_db"]) + 1.0 * rng.standard_normal(6)
+        curve = np.interp(np.log(np.maximum(freqs, 60)), points, gains)
+        wave = irfft(spectrum * 10 ** (curve / 20), size)[: len(wave)]
+    if channel["lowpass_hz"]:
+        wave = sosfilt(butter(6, channel["lowpass_hz"], fs=SAMPLE_RATE, output="sos"), wave)
+    if channel["telephone"]:
+        wave = sosfilt(butter(4, [300, 3400], "bandpass", fs=SAMPLE_RATE, output="sos"), wave)
+        wave = resample_poly(wave, 1, 2)
+    if channel["mulaw"]:
+        peak = np.max(np.abs(wave)) + 1e-9
+        mu = 255.0
+        coded = np.sign(wave / peak) * np.log1p(mu * np.abs(wave / peak)) / np.log1p(mu)
+        coded = np.round(coded * 127) / 127
+        wave = peak * np.sign(coded) * np.expm1(np.abs(coded) * np.log1p(mu)) / mu
+    if channel["telephone"]:
+        wave = resample_poly(wave, 2, 1)
+    speech_power = np.mean(wave**2) + 1e-12
+    if channel["noise"]:
+        noise = colored_noise(rng, channel["noise"], len(wave))
+        snr_db = float(np.clip(channel["snr_db"] + 3 * rng.standard_normal(), 0, 30))
+        noise *= np.sqrt(speech_power / (np.mean(noise**2) + 1e-12) / 10 ** (snr_db / 10))
+        wave = wave + noise
+    level_db = channel["level_db"] + 2 * rng.standard_normal()
+    wave = wave * 10 ** (level_db / 20) / np.sqrt(np.mean(wave**2) + 1e-12)
+    peak = np.max(np.abs(wave))
+    if peak > 0.98 and rng.random() > 0.05:  # a few files keep their clipping, like real uploads
+        wave *= 0.98 / peak
+    return np.clip(wave, -1.0, 32767 / 32768)
+
+
+def plan_speaker(seed: int, speaker: str, num_utts: int) -> list[Utterance]:
+    """Sessions (random YouTube-like ids, 2-4 per speaker) and the utterance files in them."""
+    rng = speaker_rng(seed, speaker, 1)
+    num_sessions = int(min(num_utts, rng.integers(2, 5)))
+    sessions = ["".join(rng.choice(list(SESSION_CHARS), size=11)) for _ in range(num_sessions)]
+    extra = rng.integers(0, num_sessions, num_utts - num_sessions)
+    assignment = np.sort(np.concatenate([np.arange(num_sessions), extra]))
+    counts = dict.fromkeys(range(num_sessions), 0)
+    utterances = []
+    for session in assignment:
+        counts[session] += 1
+        path = f"wav/{speaker}/{sessions[session]}/{counts[session]:05d}.wav"
+        utterances.append(Utterance(path, seed=int(rng.integers(2**31))))
+    return utterances
+
+
+_ENGINE: Espeak | None = None
+
+
+def _init_worker() -> None:
+    # eSpeak's flutter keeps a phase that runs on across calls (not reset by any API), so each
+    # speaker is made in a fresh fork of a parent that initialised eSpeak but never spoke:
+    # the audio then depends only on the seed, not on which worker made what before.
+    assert _ENGINE is not None
+    _ENGINE.set_variant_name(f"speaker{os.getpid()}")
+
+
+def synthesize_speaker(task: tuple[str, int, str, int, float, bool]) -> tuple[str, int, float]:
+    """Write the missing files of one speaker; returns (speaker, files written, seconds written)."""
+    from scipy.signal import resample_poly
+
+    out_dir, seed, speaker, num_utts, seconds, clean = task
+    assert _ENGINE is not None
+    variant, habits = make_voice(speaker_rng(seed, speaker, 0))
+    utterances = plan_speaker(seed, speaker, num_utts)
+    channels: dict[str, dict] = {}
+    written, total_seconds = 0, 0.0
+    for utterance in utterances:
+        session = utterance.path.split("/")[2]
+        if session not in channels:
+            channels[session] = make_session_channel(speaker_rng(seed, speaker, 2, len(channels)))
+        path = os.path.join(out_dir, utterance.path)
+        done = os.path.exists(path)  # still synthesised: later utterances depend on eSpeak state
+        rng = np.random.default_rng(utterance.seed)
+        language = habits["language"] if rng.random() < 0.4 else str(rng.choice(list(LANGUAGES)))
+        rate = float(np.clip(habits["rate_wpm"] * (1 + 0.07 * rng.standard_normal()), 90, 300))
+        target = seconds * rng.uniform(0.7, 1.3)
+        pieces, duration = [], 0.0
+        while duration < target:
+            num_words = max(2, round((target - duration) * rate / 60 * 0.7))
+            samples = _ENGINE.synthesize(
+                make_text(rng, language, num_words),
+                language,
+                jitter_voice(variant, rng),
+                rate_wpm=round(rate),
+                pitch=int(np.clip(50 + 6 * rng.standard_normal(), 20, 80)),
+                pitch_range=int(np.clip(habits["pitch_range"] + 8 * rng.standard_normal(), 5, 100)),
+                seed=int(rng.integers(2**31)),
+            )
+            pieces.append(samples.astype(np.float64) / 32768)
+            duration += len(samples) / _ENGINE.sample_rate
+        wave = resample_poly(np.concatenate(pieces), SAMPLE_RATE, _ENGINE.sample_rate)
+        keep = int(target * SAMPLE_RATE)  # VoxCeleb clips also end mid-phrase
+        if len(wave) > keep:
+            wave = wave[:keep] * np.concatenate([np.ones(keep - 320), np.linspace(1, 0, 320)])
+        lead = np.zeros(int(rng.uniform(0.0, 0.3) * SAMPLE_RATE))
+        wave = np.concatenate([lead, wave])
+        if clean:
+            wave = wave * 0.1 / np.sqrt(np.mean(wave**2) + 1e-12)
+        else:
+            wave = apply_channel(wave, channels[session], rng)
+        if done:
+            continue
+        write_wav_atomic(path, wave)
+        written += 1
+        total_seconds += len(wave) / SAMPLE_RATE
+    return speaker, written, total_seconds
+
+
+def write_wav_atomic(path: str, wave: np.ndarray) -> None:
+    """16-bit PCM wav via a temp file in the same directory (not named *.wav) + os.replace."""
+    import soundfile as sf
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    sf.write(temporary, wave.astype(np.float32), SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    os.replace(temporary, path)
+
+
+def make_trials(seed: int, test_speakers: list[str], num_utts: int) -> list[tuple[int, str, str]]:
+    """All cross-session target pairs and as many random non-target pairs, shuffled."""
+    utts = {s: [u.path[4:] for u in plan_speaker(seed, s, num_utts)] for s in test_speakers}
+    targets = [
+        (1, a, b)
+        for paths in utts.values()
+        for i, a in enumerate(paths)
+        for b in paths[i + 1 :]
+        if a.split("/")[1] != b.split("/")[1]
+    ]
+    everything = [p for paths in utts.values() for p in paths]
+    rng = np.random.default_rng([seed, 3])
+    nontargets: set[tuple[str, str]] = set()
+    while len(nontargets) < len(targets) and len(test_speakers) > 1:
+        a, b = rng.choice(everything, size=2, replace=False)
+        if a.split("/")[0] != b.split("/")[0]:
+            nontargets.add((str(a), str(b)))
+    trials = targets + [(0, a, b) for a, b in sorted(nontargets)]
+    order = rng.permutation(len(trials))
+    return [trials[i] for i in order]
+
+
+def write_text_atomic(path: str, lines: list[str]) -> None:
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write("".join(line + "\n" for line in lines))
+    os.replace(temporary, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", help="corpus root (wav/, trials.txt, speakers.tsv)")
+    parser.add_argument("--num-train-speakers", type=int, default=500)
+    parser.add_argument("--num-test-speakers", type=int, default=40)
+    parser.add_argument("--utts-per-speaker", type=int, default=8)
+    parser.add_argument("--test-utts-per-speaker", type=int, default=None, help="default: same")
+    parser.add_argument("--seconds", type=float, default=3.0, help="mean utterance length")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--clean", action="store_true", help="no channel, noise or level change")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    train, test = speaker_ids(args.num_train_speakers, args.num_test_speakers)
+    test_utts = args.test_utts_per_speaker or args.utts_per_speaker
+    if min(args.utts_per_speaker, test_utts) < 2:
+        parser.error("each speaker needs at least 2 utterances")
+    os.makedirs(args.out_dir, exist_ok=True)
+    tasks = [
+        (args.out_dir, args.seed, speaker, num_utts, args.seconds, args.clean)
+        for speakers, num_utts in ((train, args.utts_per_speaker), (test, test_utts))
+        for speaker in speakers
+        if not all(
+            os.path.exists(os.path.join(args.out_dir, u.path))
+            for u in plan_speaker(args.seed, speaker, num_utts)
+        )
+    ]
+    start = time.perf_counter()
+    data_root = tempfile.mkdtemp(prefix="espeak-data-")
+    written, audio_seconds = 0, 0.0
+    global _ENGINE
+    # imported once here, not in every forked worker
+    import scipy.fft
+    import scipy.signal  # noqa: F401
+    import soundfile  # noqa: F401
+
+    try:
+        _ENGINE = Espeak(data_root)
+        context = multiprocessing.get_context("fork")
+        with context.Pool(args.jobs, initializer=_init_worker, maxtasksperchild=1) as pool:
+            results = pool.imap_unordered(synthesize_speaker, tasks)
+            bar = tqdm(results, total=len(tasks), unit="spk", desc="synthesis", disable=args.quiet)
+            for _speaker, count, seconds in bar:
+                written += count
+                audio_seconds += seconds
+    finally:
+        shutil.rmtree(data_root, ignore_errors=True)
+    trials = make_trials(args.seed, test, test_utts)
+    write_text_atomic(
+        os.path.join(args.out_dir, "trials.txt"), [f"{t} {a} {b}" for t, a, b in trials]
+    )
+    rows = ["spk_id\tsplit\tgender\tpitch_hz\tformant_scale\tlanguage\tklatt"]
+    for split, speakers in (("train", train), ("test", test)):
+        for speaker in speakers:
+            variant, habits = make_voice(speaker_rng(args.seed, speaker, 0))
+            rows.append(
+                f"{speaker}\t{split}\t{variant.gender}\t{variant.pitch_hz[0]}-{variant.pitch_hz[1]}"
+                f"\t{variant.formants[1][1] / 100:.3f}\t{habits['language']}\t{variant.klatt}"
+            )
+    write_text_atomic(os.path.join(args.out_dir, "speakers.tsv"), rows)
+    elapsed = time.perf_counter() - start
+    print(
+        f"{len(train)} train + {len(test)} test speakers, {written} new files "
+        f"({audio_seconds / 3600:.2f} h audio) in {elapsed:.1f} s "
+        f"({audio_seconds / max(elapsed, 1e-9):.0f}x real time); {len(trials)} trials "
+        f"-> {os.path.join(args.out_dir, 'trials.txt')}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
