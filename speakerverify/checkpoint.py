@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ def save_checkpoint(
         "state_dict": state_dict,
         "features": dict(features),
         "config": config,
-        "versions": {"speakerverify": speakerverify.__version__, "torch": torch.__version__},
+        "versions": {"speakerverify": speakerverify.__version__, "torch": str(torch.__version__)},
         "fingerprint": fingerprint,
         "train_state": train_state,
     }
@@ -138,7 +139,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     except Exception as err:
         message = str(err)
         if "weights_only" in message or "Unsupported global" in message:
-            cause = "refused: it contains pickled objects other than tensors and plain types"
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+            what = f" ({found.group(1)})" if found else ""
+            cause = f"refused: it contains a pickled object{what}, not only tensors and plain types"
         else:
             cause = f"not a readable checkpoint ({type(err).__name__}: {_first_line(err)})"
         raise CheckpointError(f"{path}: {cause}") from None
@@ -242,7 +245,7 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.P
         "state_dict": averaged,
         "features": first["features"],
         "config": last.get("config"),
-        "versions": {"speakerverify": speakerverify.__version__, "torch": torch.__version__},
+        "versions": {"speakerverify": speakerverify.__version__, "torch": str(torch.__version__)},
         "fingerprint": fingerprint,
         "train_state": None,
         "averaged_from": [str(p) for p in paths],

@@ -203,6 +203,9 @@ def build_loader(dataset: Any, sampler: Any, start: int, config: Config, env: Di
     from speakerverify.data import collate_crops
 
     workers = config.data.num_workers
+    # A private generator: creating a loader iterator would otherwise draw from the global torch
+    # RNG (worker base seed), shifting SpecAugment/dither randomness after a resume.
+    generator = torch.Generator().manual_seed(config.train.seed * 100_003 + sampler.epoch)
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=BatchesFrom(sampler, start),
@@ -210,6 +213,7 @@ def build_loader(dataset: Any, sampler: Any, start: int, config: Config, env: Di
         num_workers=workers,
         pin_memory=env.device.type == "cuda",
         prefetch_factor=4 if workers else None,
+        generator=generator,
     )
 
 

@@ -1,0 +1,157 @@
+"""Experiment configs: defaults, YAML round trip, overrides, and one-line errors naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from speakerverify.config import Config, ConfigError, apply_overrides, load_config, save_config
+
+MINIMAL = {"data": {"train_dir": "data/train"}}
+
+
+def write(tmp_path, payload, name="exp.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(payload) if not isinstance(payload, str) else payload)
+    return path
+
+
+def test_defaults_and_sections(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL))
+    assert cfg.data.train_dir == "data/train"
+    assert cfg.model.name == "xvector"
+    assert cfg.loss.name == "triplet" and cfg.loss.mining == "semi_hard"
+    assert cfg.optim.name == "adam" and cfg.optim.scheduler == "cosine"
+    assert cfg.train.device == "auto" and cfg.train.amp == "none"
+    assert set(cfg.to_dict()) == {"data", "features", "augment", "model", "loss", "optim", "train"}
+
+
+def test_round_trip_through_yaml(tmp_path):
+    raw = {
+        "data": {
+            "train_dir": "d",
+            "num_speakers": 8,
+            "num_utts": 3,
+            "valid_trials": "t",
+            "valid_dir": "v",
+        },
+        "features": {"num_mel_bins": 40, "spec_augment": True},
+        "model": {"name": "xvector", "args": {"embed_dim": 64}},
+        "loss": {
+            "margin": 0.3,
+            "mining": "batch_hard",
+            "mining_warmup": "semi_hard",
+            "mining_warmup_epochs": 2,
+            "margin_start": 0.1,
+            "margin_warmup_epochs": 1.5,
+        },
+        "optim": {"name": "sgd", "lr": 0.1, "warmup_epochs": 0.5, "scheduler": "exponential"},
+        "train": {"epochs": 3, "seed": 7, "amp": "bf16", "max_steps": 10},
+    }
+    cfg = load_config(write(tmp_path, raw))
+    out = tmp_path / "exp" / "config.yaml"
+    save_config(cfg, out)
+    again = load_config(out)
+    assert again == cfg
+    assert again.to_dict() == cfg.to_dict()
+    assert again.model.args["embed_dim"] == 64
+    assert cfg.features.fbank_dict()["num_mel_bins"] == 40
+    assert "spec_augment" not in cfg.features.fbank_dict()
+
+
+def test_frozen(tmp_path):
+    cfg = load_config(write(tmp_path, MINIMAL))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.optim.lr = 1.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        cfg.model.args["embed_dim"] = 3  # read-only mapping
+
+
+def test_overrides_are_yaml_typed(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    cfg = load_config(
+        path,
+        [
+            "optim.lr=0.01",
+            "loss.margin=0.3",
+            "train.max_steps=null",
+            "data.speed_perturb=true",
+            "model.args.embed_dim=96",
+        ],
+    )
+    assert cfg.optim.lr == 0.01 and isinstance(cfg.optim.lr, float)
+    assert cfg.loss.margin == 0.3
+    assert cfg.train.max_steps is None
+    assert cfg.data.speed_perturb is True
+    assert cfg.model.args == {"embed_dim": 96}
+    replaced = cfg.replace(["train.epochs=2"])
+    assert replaced.train.epochs == 2 and cfg.train.epochs == 10
+
+
+def test_apply_overrides_does_not_mutate_input():
+    raw = {"optim": {"lr": 0.1}}
+    out = apply_overrides(raw, ["optim.lr=0.5"])
+    assert raw == {"optim": {"lr": 0.1}} and out == {"optim": {"lr": 0.5}}
+
+
+@pytest.mark.parametrize(
+    ("payload", "overrides", "needle"),
+    [
+        ({**MINIMAL, "optimizer": {}}, [], "unknown sections ['optimizer']; valid: data, features"),
+        (
+            {**MINIMAL, "optim": {"learning_rate": 1}},
+            [],
+            "unknown keys in optim: ['learning_rate']",
+        ),
+        (
+            {**MINIMAL, "optim": {"name": "adagrad"}},
+            [],
+            "optim.name: unknown value 'adagrad'; valid: adam",
+        ),
+        (
+            {**MINIMAL, "model": {"name": "wav2vec"}},
+            [],
+            "model.name: unknown value 'wav2vec'; valid:",
+        ),
+        (
+            {**MINIMAL, "model": {"args": {"embed_dimension": 3}}},
+            [],
+            "model.args (xvector): unknown keys",
+        ),
+        ({**MINIMAL, "loss": {"mining": "hardest"}}, [], "loss.mining: unknown value 'hardest'"),
+        ({**MINIMAL, "loss": {"name": "arcface"}}, [], "loss.name: unknown value 'arcface'"),
+        ({**MINIMAL, "train": {"amp": "fp8"}}, [], "train.amp: unknown value 'fp8'"),
+        ({**MINIMAL, "data": {"train_dir": "d", "num_utts": 1}}, [], "data.num_utts: must be >= 2"),
+        ({**MINIMAL, "optim": {"warmup_steps": 5, "warmup_epochs": 1}}, [], "not both"),
+        ({"data": {}}, [], "data.train_dir: required"),
+        ({**MINIMAL, "data": {"train_dir": "d", "valid_trials": "t"}}, [], "data.valid_dir"),
+        (MINIMAL, ["optim.lr"], "expected section.key=value"),
+        (MINIMAL, ["trainer.epochs=3"], "unknown section 'trainer'"),
+        (MINIMAL, ["train.epochs=0"], "train.epochs: must be > 0"),
+        (MINIMAL, ["train.epochs=[1, 2]"], "train"),
+    ],
+)
+def test_errors_are_one_line_and_name_the_problem(tmp_path, payload, overrides, needle):
+    path = write(tmp_path, payload)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    message = str(info.value)
+    assert needle in message
+    assert "\n" not in message
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = write(tmp_path, "data:\n  train_dir: d\noptim:\n  lr: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"exp\.yaml:\d+: invalid YAML"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_from_dict_equals_load(tmp_path):
+    assert Config.from_dict(MINIMAL) == load_config(write(tmp_path, MINIMAL))
