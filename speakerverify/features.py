@@ -136,8 +136,9 @@ class Fbank(nn.Module):
         # Removing the frame mean m before pre-emphasis equals subtracting m (1 - a) w after it.
         dc_weight = (1 - cfg.preemphasis) * window if cfg.remove_dc_offset else 0 * window
         self.register_buffer("mel_banks", mel, persistent=False)
-        self.register_buffer("window", window.float(), persistent=False)
-        self.register_buffer("dc_weight", dc_weight.float(), persistent=False)
+        # Kept in float64 (cast per call) so float64 input reproduces Kaldi's float64 path too.
+        self.register_buffer("window", window, persistent=False)
+        self.register_buffer("dc_weight", dc_weight, persistent=False)
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for `num_samples` samples (snip-edges or Kaldi's centred framing)."""
@@ -239,7 +240,7 @@ class Fbank(nn.Module):
     def _log_mel(self, frames: torch.Tensor) -> torch.Tensor:
         """`(R, fft_size)` frames -> `(R, F)` log mel energies, floored at float epsilon."""
         mel_banks = self.mel_banks.to(frames.dtype)
-        floor = torch.finfo(frames.dtype).eps
+        floor = torch.finfo(torch.float32).eps  # Kaldi's floor, whatever the dtype
         outputs = []
         for start in range(0, frames.shape[0], _CHUNK_FRAMES):
             spectrum = torch.view_as_real(torch.fft.rfft(frames[start : start + _CHUNK_FRAMES]))

@@ -1,0 +1,209 @@
+"""Tests for speakerverify.features: Kaldi equality, batching, padding, CMN, gradients, masks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from synth import speech_like
+from torchaudio.compliance import kaldi
+
+from speakerverify.features import Fbank, FbankConfig, SpecAugment
+
+TOLERANCE = 1e-3  # max abs difference on log-mel, before CMN
+
+
+def speech(num_samples: int, seed: int) -> torch.Tensor:
+    return torch.from_numpy(speech_like(num_samples / 16000, seed=seed))[:num_samples]
+
+
+def kaldi_reference(wave: torch.Tensor, config: FbankConfig) -> torch.Tensor:
+    return kaldi.fbank(
+        wave[None],
+        num_mel_bins=config.num_mel_bins,
+        frame_length=config.frame_length_ms,
+        frame_shift=config.frame_shift_ms,
+        dither=0.0,
+        preemphasis_coefficient=config.preemphasis,
+        remove_dc_offset=config.remove_dc_offset,
+        window_type=config.window_type,
+        low_freq=config.low_freq,
+        high_freq=config.high_freq,
+        snip_edges=config.snip_edges,
+        sample_frequency=config.sample_rate,
+    )
+
+
+def padded_batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    waves = torch.zeros(len(lengths), max(lengths))
+    for row, length in enumerate(lengths):
+        waves[row, :length] = speech(length, seed + row)
+    return waves, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"snip_edges": False},
+        {"window_type": "hamming", "num_mel_bins": 40},
+        {"window_type": "hanning", "remove_dc_offset": False, "preemphasis": 0.0},
+        {"window_type": "blackman", "low_freq": 60.0, "high_freq": -400.0},
+        {"window_type": "rectangular", "frame_length_ms": 32.0, "frame_shift_ms": 12.0},
+    ],
+)
+def test_padded_batch_equals_kaldi_fbank_per_utterance(options):
+    config = FbankConfig(cmn=False, **options)
+    lengths = [16000, 12345, 8001, 4003]  # odd lengths, padded rows
+    waves, lengths_tensor = padded_batch(lengths)
+    feats, feat_lengths = Fbank(config)(waves, lengths_tensor)
+    assert feats.shape == (4, max(feat_lengths), config.num_mel_bins)
+    for row, length in enumerate(lengths):
+        reference = kaldi_reference(waves[row, :length], config)
+        assert int(feat_lengths[row]) == reference.shape[0]
+        difference = (feats[row, : reference.shape[0]] - reference).abs().max()
+        assert float(difference) <= TOLERANCE
+        assert bool((feats[row, reference.shape[0] :] == 0).all())
+
+
+def test_single_wave_and_odd_lengths_match_kaldi():
+    fbank = Fbank(FbankConfig(cmn=False))
+    for length in [400, 401, 559, 560, 7777]:
+        wave = speech(length, seed=length)
+        feats, feat_lengths = fbank(wave)
+        reference = kaldi_reference(wave, fbank.config)
+        assert feats.shape == (1, reference.shape[0], 80)
+        assert feat_lengths.tolist() == [reference.shape[0]] == [fbank.num_frames(length)]
+        assert float((feats[0] - reference).abs().max()) <= TOLERANCE
+
+
+def test_float64_input_matches_kaldi_closely():
+    wave = speech(9000, seed=3).double()
+    feats, _ = Fbank(FbankConfig(cmn=False))(wave)
+    reference = kaldi_reference(wave, FbankConfig())
+    assert feats.dtype == torch.float64
+    assert float((feats[0] - reference).abs().max()) < 1e-6
+
+
+def test_batch_equals_loop_of_singles_with_cmn():
+    fbank = Fbank()
+    lengths = [16000, 9999, 4800]
+    waves, lengths_tensor = padded_batch(lengths, seed=7)
+    feats, feat_lengths = fbank(waves, lengths_tensor)
+    for row, length in enumerate(lengths):
+        single, single_length = fbank(waves[row, :length])
+        assert int(single_length) == int(feat_lengths[row])
+        torch.testing.assert_close(feats[row, : int(single_length)], single[0], atol=1e-5, rtol=0)
+
+
+def test_padding_content_does_not_leak_into_valid_frames():
+    fbank = Fbank()
+    waves, lengths = padded_batch([16000, 8000], seed=2)
+    noisy = waves.clone()
+    noisy[1, 8000:] = torch.randn(8000)  # garbage in the padding
+    clean_feats, _ = fbank(waves, lengths)
+    noisy_feats, _ = fbank(noisy, lengths)
+    torch.testing.assert_close(clean_feats, noisy_feats, atol=0, rtol=0)
+
+
+def test_cmn_is_over_valid_frames_only():
+    fbank = Fbank()
+    waves, lengths = padded_batch([16000, 6000], seed=4)
+    feats, feat_lengths = fbank(waves, lengths)
+    raw, _ = Fbank(FbankConfig(cmn=False))(waves, lengths)
+    for row in range(2):
+        valid = int(feat_lengths[row])
+        assert float(feats[row, :valid].mean(dim=0).abs().max()) < 1e-4
+        expected = raw[row, :valid] - raw[row, :valid].mean(dim=0)
+        torch.testing.assert_close(feats[row, :valid], expected, atol=1e-5, rtol=0)
+        assert bool((feats[row, valid:] == 0).all())
+
+
+def test_too_short_rows_give_zero_frames():
+    feats, feat_lengths = Fbank()(torch.randn(2, 500), torch.tensor([500, 300]))
+    assert feat_lengths.tolist() == [1, 0]
+    assert bool((feats[1] == 0).all()) and bool(torch.isfinite(feats).all())
+    empty, empty_lengths = Fbank()(torch.randn(1, 100))
+    assert empty.shape == (1, 0, 80) and empty_lengths.tolist() == [0]
+
+
+def test_gradients_flow_to_the_waveform_and_match_no_grad_values():
+    fbank = Fbank()
+    waves, lengths = padded_batch([8000, 6001], seed=5)
+    with torch.no_grad():
+        expected, _ = fbank(waves, lengths)
+    waves.requires_grad_(True)
+    feats, _ = fbank(waves, lengths)
+    torch.testing.assert_close(feats, expected, atol=1e-4, rtol=0)
+    (feats * torch.linspace(-1, 1, 80)).sum().backward()
+    grad = waves.grad
+    assert grad is not None and bool(torch.isfinite(grad).all())
+    assert float(grad[0].abs().sum()) > 0 and float(grad[1, :6001].abs().sum()) > 0
+    assert float(grad[1, 6001:].abs().max()) == 0.0  # padding does not influence the output
+
+
+def test_gradcheck_on_a_tiny_input():
+    config = FbankConfig(num_mel_bins=23, cmn=True)
+    fbank = Fbank(config).double()
+    wave = (0.1 * torch.randn(1, 560, dtype=torch.float64)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda w: fbank(w)[0], (wave,), eps=1e-6, atol=1e-4)
+
+
+def test_buffers_follow_to_and_state_dict_stays_empty():
+    fbank = Fbank()
+    assert fbank.state_dict() == {}  # the config, not tensors, describes the front-end
+    moved = fbank.to(torch.float16)
+    assert moved.mel_banks.dtype == torch.float16 and moved.window.dtype == torch.float16
+    assert moved.mel_banks.shape == (257, 80)
+
+
+def test_dither_only_in_training():
+    fbank = Fbank(FbankConfig(dither=1e-3)).eval()
+    wave = speech(8000, seed=1)
+    first, _ = fbank(wave)
+    assert torch.equal(first, fbank(wave)[0])
+    fbank.train()
+    assert not torch.equal(fbank(wave)[0], fbank(wave)[0])
+
+
+def test_config_dict_round_trip_and_validation():
+    config = FbankConfig(num_mel_bins=64, cmn=False)
+    assert FbankConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="valid are"):
+        FbankConfig.from_dict({"num_mel_bin": 80})
+    with pytest.raises(ValueError, match="window_type"):
+        FbankConfig(window_type="kaiser")
+    with pytest.raises(ValueError, match="high_freq"):
+        FbankConfig(low_freq=9000.0)
+
+
+def test_specaugment_masks_only_in_training_and_is_reproducible():
+    augment = SpecAugment(num_time_masks=2, max_time_mask_frames=10, num_freq_masks=2)
+    feats = torch.randn(4, 100, 80) + 5.0
+    lengths = torch.tensor([100, 80, 50, 30])
+    assert augment.eval()(feats, lengths) is feats
+    augment.train()
+    first = augment(feats, lengths, generator=torch.Generator().manual_seed(3))
+    second = augment(feats, lengths, generator=torch.Generator().manual_seed(3))
+    other = augment(feats, lengths, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(first, second) and not torch.equal(first, other)
+    zeroed = first == 0
+    assert bool(zeroed.any())
+    kept = ~zeroed
+    assert torch.equal(first[kept], feats[kept])  # everything not masked is untouched
+    # Masks are whole time spans or frequency bands.
+    time_masked = zeroed.all(dim=2)
+    freq_masked = zeroed.all(dim=1)
+    assert torch.equal(zeroed, time_masked[:, :, None] | freq_masked[:, None, :])
+    assert int(time_masked.sum(dim=1).max()) <= 2 * 10
+    assert int(freq_masked.sum(dim=1).max()) <= 2 * 8
+    for row, length in enumerate(lengths.tolist()):
+        assert not bool(time_masked[row, length:].any())  # time masks stay inside valid frames
+
+
+def test_specaugment_keeps_gradients():
+    augment = SpecAugment().train()
+    feats = torch.randn(2, 40, 80, requires_grad=True)
+    augment(feats, generator=torch.Generator().manual_seed(0)).sum().backward()
+    assert feats.grad is not None
+    assert set(feats.grad.unique().tolist()) <= {0.0, 1.0}
+    assert float(feats.grad.sum()) > 0
