@@ -1,0 +1,409 @@
+"""Cosine scoring of trial lists, mean subtraction, S-Norm/AS-Norm, calibration, score files.
+
+All vectorized: rows are looked up once per distinct utterance, trials are scored in chunks by a
+row-wise dot product, and cohort statistics come from one matrix product per chunk of utterances.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from speakerverify.data import Trials
+    from speakerverify.embed import EmbeddingStore
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "NORMS",
+    "Calibration",
+    "CalibrationError",
+    "ScoresError",
+    "cohort_means",
+    "cosine_scores",
+    "fit_calibration",
+    "normalize_rows",
+    "read_scores",
+    "score_trials",
+    "trial_labels",
+    "write_scores",
+]
+
+NORMS = ("none", "snorm", "asnorm")
+_CHUNK = 8192
+
+
+class ScoresError(ValueError):
+    """A score file is malformed or does not match a trial list; the message names the file."""
+
+
+class CalibrationError(ValueError):
+    """A calibration cannot be fitted, loaded or inverted; the message names the file if any."""
+
+
+def normalize_rows(x: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
+    """`(x - mean) / ||x - mean||` per row, float32 `(N, D)`; zero rows stay zero.
+
+    >>> normalize_rows(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+    """
+    x = np.array(x, dtype=np.float32, copy=True)
+    if mean is not None:
+        x -= np.asarray(mean, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.divide(x, norms, out=x, where=norms > 0)
+    return x
+
+
+def cosine_scores(enroll: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two `(N, D)` arrays -> `(N,)` float32.
+
+    >>> cosine_scores(np.array([[1.0, 0.0], [1.0, 1.0]]), np.array([[2.0, 0.0], [-1.0, 1.0]]))
+    array([1., 0.], dtype=float32)
+    """
+    enroll, test = np.atleast_2d(enroll), np.atleast_2d(test)
+    if enroll.shape != test.shape:
+        raise ValueError(f"enroll {enroll.shape} and test {test.shape} must have the same shape")
+    return np.einsum("nd,nd->n", normalize_rows(enroll), normalize_rows(test))
+
+
+def cohort_means(
+    store: EmbeddingStore,
+    utt2spk: Mapping[str, str] | None = None,
+    mean: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per-speaker cohort embeddings `(C, D)`: normalize utterances, average per speaker, normalize.
+
+    Args:
+        store: cohort utterance embeddings.
+        utt2spk: utt_id -> speaker; None takes the speaker as the utt id up to the first "/"
+            (VoxCeleb ids `id10001/session/00001`), or each utterance as its own speaker.
+        mean: (D,) subtracted first (the same mean the trials get).
+    """
+    ids = store.utt_ids
+    if utt2spk is None:
+        speakers = [u.split("/", 1)[0] for u in ids]
+    else:
+        missing = [u for u in ids if u not in utt2spk]
+        if missing:
+            raise KeyError(
+                f"{len(missing)} cohort utterance(s) without a speaker, e.g. {missing[0]}"
+            )
+        speakers = [utt2spk[u] for u in ids]
+    names, inverse = np.unique(np.asarray(speakers), return_inverse=True)
+    sums = np.zeros((names.size, store.dim), np.float64)
+    for begin in range(0, len(ids), _CHUNK):
+        block = normalize_rows(store.embeddings[begin : begin + _CHUNK], mean)
+        np.add.at(sums, inverse[begin : begin + _CHUNK], block)
+    return normalize_rows(sums)
+
+
+def _cohort_stats(
+    embeddings: np.ndarray, cohort: np.ndarray, top_n: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std `(U,)` of each normalized embedding's scores against its top-n cohort."""
+    num_utts, num_cohort = embeddings.shape[0], cohort.shape[0]
+    means = np.empty(num_utts, np.float32)
+    stds = np.empty(num_utts, np.float32)
+    cohort_t = np.ascontiguousarray(cohort.T)
+    for begin in range(0, num_utts, 2048):
+        scores = embeddings[begin : begin + 2048] @ cohort_t  # (u, C)
+        if top_n is not None and top_n < num_cohort:
+            scores.partition(num_cohort - top_n, axis=1)  # in place: no copy of (u, C)
+            scores = scores[:, num_cohort - top_n :]
+        means[begin : begin + 2048] = scores.mean(axis=1)
+        stds[begin : begin + 2048] = scores.std(axis=1)
+    return means, stds
+
+
+def score_trials(
+    store: EmbeddingStore,
+    trials: Trials,
+    *,
+    mean: np.ndarray | None = None,
+    cohort: np.ndarray | None = None,
+    norm: str = "none",
+    top_n: int = 300,
+) -> np.ndarray:
+    """Cosine scores `(N,)` float32 of a trial list, optionally S-Norm/AS-Norm normalized.
+
+    Embeddings are centred by `mean`, L2-normalized and compared by dot product. With a cohort,
+    each side's score statistics (mean, std of its scores against the cohort; AS-Norm: only the
+    `top_n` highest) normalize the score: `0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)`.
+    S-Norm is AS-Norm with the whole cohort.
+
+    Args:
+        store: embeddings of every utterance in the trials.
+        trials: `.enroll`, `.test` utt id lists.
+        mean: (D,) embedding mean to subtract (e.g. of the training set), or None.
+        cohort: (C, D) cohort embeddings (per-speaker means, see `cohort_means`), for norm.
+        norm: "none", "snorm" or "asnorm".
+        top_n: AS-Norm cohort size per side (clamped to C).
+
+    Raises:
+        ValueError: unknown norm, or a norm without a cohort.
+        KeyError: trial utterances missing from the store.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+    if norm != "none" and cohort is None:
+        raise ValueError(f"norm {norm!r} needs a cohort")
+    if norm == "asnorm" and top_n < 2:
+        raise ValueError(f"top_n must be >= 2, got {top_n}")
+    num_trials = len(trials.enroll)
+    if len(trials.test) != num_trials:
+        raise ValueError("enroll and test lists differ in length")
+    # each distinct utterance once: gather, centre, normalize
+    utt_ids = list(dict.fromkeys(itertools.chain(trials.enroll, trials.test)))
+    embeddings = normalize_rows(store.embeddings[store.rows(utt_ids)], mean)
+    order = {u: i for i, u in enumerate(utt_ids)}
+    enroll_rows = np.fromiter(map(order.__getitem__, trials.enroll), np.int64, count=num_trials)
+    test_rows = np.fromiter(map(order.__getitem__, trials.test), np.int64, count=num_trials)
+    scores = np.empty(num_trials, np.float32)
+    for begin in range(0, num_trials, _CHUNK):
+        end = begin + _CHUNK
+        scores[begin:end] = np.einsum(
+            "nd,nd->n", embeddings[enroll_rows[begin:end]], embeddings[test_rows[begin:end]]
+        )
+    if norm == "none":
+        return scores
+    cohort_embeddings = normalize_rows(cohort)
+    means, stds = _cohort_stats(embeddings, cohort_embeddings, top_n if norm == "asnorm" else None)
+    stds = np.maximum(stds, np.float32(1e-6))
+    enroll_part = (scores - means[enroll_rows]) / stds[enroll_rows]
+    test_part = (scores - means[test_rows]) / stds[test_rows]
+    return (0.5 * (enroll_part + test_part)).astype(np.float32)
+
+
+# -- score files ------------------------------------------------------------------------------
+
+
+def write_scores(
+    path: str | os.PathLike, enroll: Sequence[str], test: Sequence[str], scores: np.ndarray
+) -> None:
+    """Write `enroll test score` lines in trial order (9 significant digits), atomically."""
+    scores = np.asarray(scores)
+    if not len(enroll) == len(test) == scores.shape[0]:
+        raise ValueError("enroll, test and scores differ in length")
+    text = "".join(
+        f"{e} {t} {s:.9g}\n" for e, t, s in zip(enroll, test, scores.tolist(), strict=True)
+    )
+    _atomic_write_text(Path(path), text)
+
+
+def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray]:
+    """Read an `enroll test score` file -> (enroll, test, scores float64 `(N,)`).
+
+    Raises:
+        ScoresError: missing file or a malformed line (with its number).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ScoresError(f"{path}: score file not found")
+    enroll: list[str] = []
+    test: list[str] = []
+    values: list[float] = []
+    with open(path) as stream:
+        for number, line in enumerate(stream, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 3:
+                raise ScoresError(f"{path}:{number}: expected 'enroll test score', got {line!r}")
+            try:
+                value = float(fields[2])
+            except ValueError:
+                raise ScoresError(f"{path}:{number}: score {fields[2]!r} is not a number") from None
+            if math.isnan(value):
+                raise ScoresError(f"{path}:{number}: score is NaN")
+            enroll.append(fields[0])
+            test.append(fields[1])
+            values.append(value)
+    if not values:
+        raise ScoresError(f"{path}: no scores")
+    return enroll, test, np.asarray(values, dtype=np.float64)
+
+
+def trial_labels(
+    trials: Trials, enroll: Sequence[str], test: Sequence[str], scores: np.ndarray, path: str = ""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores `(N,)` in trial order and labels `(N,)` for a score file read by `read_scores`.
+
+    The fast case is a score file in trial order; otherwise trials are matched by (enroll, test).
+
+    Raises:
+        ScoresError: a trial has no score (count and first example).
+    """
+    if list(enroll) == list(trials.enroll) and list(test) == list(trials.test):
+        return np.asarray(scores), np.asarray(trials.labels)
+    table = {(e, t): s for e, t, s in zip(enroll, test, np.asarray(scores).tolist(), strict=True)}
+    aligned = np.empty(len(trials.enroll), np.float64)
+    missing = 0
+    first = None
+    for i, pair in enumerate(zip(trials.enroll, trials.test, strict=True)):
+        value = table.get(pair)
+        if value is None:
+            missing += 1
+            first = first or pair
+            continue
+        aligned[i] = value
+    if missing:
+        raise ScoresError(
+            f"{path or 'scores'}: {missing} trial(s) have no score, e.g. '{first[0]} {first[1]}'"
+        )
+    return aligned, np.asarray(trials.labels)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temp, path)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+
+
+# -- calibration ------------------------------------------------------------------------------
+
+
+@dataclass
+class Calibration:
+    """Affine map from raw scores to log-likelihood ratios: `llr = slope * score + offset`.
+
+    Attributes:
+        slope: > 0 for a usable calibration.
+        offset: in LLR units.
+        model_fingerprint: fingerprint of the model whose scores were calibrated ("" unknown).
+        prior: effective target prior used to weight the training trials.
+        num_targets: target trials it was fitted on.
+        num_nontargets: non-target trials it was fitted on.
+        norm: the score normalization the calibration expects ("none", "snorm", "asnorm").
+    """
+
+    slope: float
+    offset: float
+    model_fingerprint: str = ""
+    prior: float = 0.5
+    num_targets: int = 0
+    num_nontargets: int = 0
+    norm: str = "none"
+
+    def apply(self, scores: np.ndarray) -> np.ndarray:
+        """LLRs `(N,)` float64 of raw scores `(N,)`.
+
+        >>> Calibration(2.0, -1.0).apply(np.array([0.0, 1.0])).tolist()
+        [-1.0, 1.0]
+        """
+        return self.slope * np.asarray(scores, dtype=np.float64) + self.offset
+
+    def score_threshold(self, p_target: float) -> float:
+        """Raw score at which the LLR equals the Bayes threshold −logit(p_target).
+
+        >>> Calibration(2.0, -1.0).score_threshold(0.5)
+        0.5
+        """
+        if not 0.0 < p_target < 1.0:
+            raise CalibrationError(f"p_target must be in (0, 1), got {p_target}")
+        if not self.slope > 0:
+            raise CalibrationError(f"calibration slope {self.slope} is not positive")
+        return (math.log((1.0 - p_target) / p_target) - self.offset) / self.slope
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write as a small JSON object, atomically."""
+        _atomic_write_text(Path(path), json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Calibration:
+        """Read a JSON calibration written by `save`.
+
+        Raises:
+            CalibrationError: missing file, bad JSON, missing/unknown keys, non-numbers.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise CalibrationError(f"{path}: calibration file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CalibrationError(f"{path}: invalid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise CalibrationError(f"{path}: expected a JSON object")
+        valid = set(cls.__dataclass_fields__)
+        unknown = set(data) - valid
+        if unknown:
+            raise CalibrationError(
+                f"{path}: unknown keys {sorted(unknown)}; valid: {', '.join(sorted(valid))}"
+            )
+        for key in ("slope", "offset"):
+            value = data.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise CalibrationError(f"{path}: '{key}' must be a number")
+            if not math.isfinite(value):
+                raise CalibrationError(f"{path}: '{key}' is not finite")
+        return cls(**data)
+
+
+def fit_calibration(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    *,
+    prior: float = 0.5,
+    model_fingerprint: str = "",
+    norm: str = "none",
+) -> Calibration:
+    """Fit `llr = slope * score + offset` by prior-weighted logistic regression (BOSARIS style).
+
+    Targets are weighted `prior / N_t` and non-targets `(1 - prior) / N_n`, so the fitted log-odds
+    are posterior log-odds at `prior`; subtracting logit(prior) leaves an LLR.
+
+    Args:
+        scores: (N,) raw development scores.
+        labels: (N,) 1 target / 0 non-target.
+        prior: effective target prior of the fit (0.5 = the usual balanced Cllr objective).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    if scores.shape != labels.shape or scores.ndim != 1:
+        raise CalibrationError("scores and labels must be 1-D arrays of equal length")
+    if not np.all(np.isfinite(scores)):
+        raise CalibrationError("scores must be finite")
+    num_targets = int(labels.sum())
+    num_nontargets = labels.size - num_targets
+    if num_targets == 0 or num_nontargets == 0:
+        raise CalibrationError("calibration needs both target and non-target trials")
+    if not 0.0 < prior < 1.0:
+        raise CalibrationError(f"prior must be in (0, 1), got {prior}")
+    weights = np.where(labels, prior / num_targets, (1.0 - prior) / num_nontargets)
+    weights *= labels.size  # keep the loss scale near the unweighted one for the solver
+    # centre/scale the input so lbfgs converges on tiny score ranges (cosines ~ 0.1 apart)
+    centre, scale = float(scores.mean()), float(scores.std()) or 1.0
+    model = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000)
+    model.fit(((scores - centre) / scale)[:, None], labels, sample_weight=weights)
+    slope = float(model.coef_[0, 0]) / scale
+    offset = float(model.intercept_[0]) - slope * centre - math.log(prior / (1.0 - prior))
+    return Calibration(
+        slope=slope,
+        offset=offset,
+        model_fingerprint=model_fingerprint,
+        prior=prior,
+        num_targets=num_targets,
+        num_nontargets=num_nontargets,
+        norm=norm,
+    )
