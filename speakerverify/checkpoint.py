@@ -138,10 +138,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         message = str(err)
-        if "weights_only" in message or "Unsupported global" in message:
-            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
-            what = f" ({found.group(1)})" if found else ""
-            cause = f"refused: it contains a pickled object{what}, not only tensors and plain types"
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+        if found:
+            cause = (
+                f"refused: it contains a pickled object ({found.group(1)}), "
+                "not only tensors and plain types"
+            )
+        elif "WeightsUnpickler error:" in message:
+            detail = message.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+            cause = f"not a readable checkpoint ({detail})"
         else:
             cause = f"not a readable checkpoint ({type(err).__name__}: {_first_line(err)})"
         raise CheckpointError(f"{path}: {cause}") from None

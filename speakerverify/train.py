@@ -295,6 +295,8 @@ def _fit(config: Config, exp_dir: Path, resume: Any, env: DistEnv, stop: Any) ->
                 "loss": progress.epoch_loss,
             }
             record.update(_validate_on_main(config, parts, env, fbank_dict))
+            if env.distributed:
+                record["ranks_in_sync"] = _ranks_in_sync(parts.model)
             improved = record.get("eer", math.inf) < progress.best_eer
             if improved:
                 progress.best_eer = record["eer"]
@@ -345,6 +347,23 @@ def _restore(
             state.get("world_size"),
             parts.env.world_size,
         )
+
+
+def _ranks_in_sync(model: nn.Module) -> bool:
+    """Whether every rank holds bit-identical parameters (DDP keeps them so; a cheap guard)."""
+    import hashlib
+
+    import torch.distributed as dist
+
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        digest.update(name.encode())
+        digest.update(param.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
+    digests: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, digest.hexdigest())
+    if len(set(digests)) > 1:
+        logger.warning("parameters differ across ranks: %s", digests)
+    return len(set(digests)) == 1
 
 
 def _validate_on_main(config: Config, parts: Parts, env: DistEnv, fbank: dict) -> dict[str, float]:
@@ -398,4 +417,7 @@ def validate(
     test = vectors[[row[u] for u in trials.test]]
     scores = np.sum(enroll * test, axis=1)
     metrics = compute_metrics(scores, np.asarray(trials.labels))
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float | np.number)}
+    result = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float | np.number)}
+    if "min_dcf" not in result and "min_dcf_0.01" in result:
+        result["min_dcf"] = result["min_dcf_0.01"]
+    return result
