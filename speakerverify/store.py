@@ -152,10 +152,14 @@ class SpeakerStore:
         2
     """
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = False, timeout_seconds=60.0):
+    # Test hook (class-wide or per instance): called inside a write transaction before COMMIT,
+    # so tests can kill the process at the worst moment.
+    before_commit: Callable[[], None] | None = None
+
+    def __init__(
+        self, path: str | os.PathLike, *, create: bool = False, timeout_seconds: float = 60.0
+    ):
         self.path = Path(path)
-        # Test hook: called inside a write transaction just before COMMIT.
-        self.before_commit: Callable[[], None] | None = None
         self._check_file(create)
         try:
             self._conn = sqlite3.connect(

@@ -27,7 +27,6 @@ from speakerverify.store import (
 logger = logging.getLogger(__name__)
 
 RECOMMENDED_SAMPLE_RATE = 16000
-FRAME_SHIFT_SECONDS = 0.01  # the VAD decides per 10 ms frame
 
 
 class VerificationError(Exception):
@@ -314,16 +313,16 @@ def embed_utterance(
                 "was trained on wideband speech, so accuracy drops"
             )
     wave = load_audio(path, model.sample_rate)
-    voiced = int(speech_mask(wave, model.sample_rate).sum())
-    speech_seconds = voiced * FRAME_SHIFT_SECONDS
-    if voiced == 0:
+    if not bool(speech_mask(wave, model.sample_rate).any()):
         raise VerificationError(f"{path}: no speech found (silence or noise only)")
+    speech = trim_silence(wave, model.sample_rate)
+    speech_seconds = speech.shape[0] / model.sample_rate
     if speech_seconds < min_speech_seconds:
         raise VerificationError(
             f"{path}: only {speech_seconds:.2f} s of speech, need at least "
             f"{min_speech_seconds:g} s (--min-speech)"
         )
-    embedding = model.embedder.embed_waveform(trim_silence(wave, model.sample_rate))
+    embedding = model.embedder.embed_waveform(speech)
     embedding = np.asarray(embedding, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(embedding)) or not np.any(embedding):
         raise VerificationError(f"{path}: the model produced an unusable (zero/NaN) embedding")

@@ -340,7 +340,7 @@ def test_adapt_then_verify_says_centred(enrolled, fake_model, voices, tmp_path):
             "-1",
         ]
     )
-    assert "cosine of centred embeddings (domain mean of 3 embeddings" in verdict.stdout
+    assert "cosine of centred embeddings; domain mean of 3 embeddings" in verdict.stdout
     listed = json.loads(run(["speakers", "list", "--store", enrolled, "--json"]).stdout)
     assert listed["domain_mean"]["num_embeddings"] == 3
 
@@ -508,3 +508,165 @@ def test_subprocess_exit_code_for_errors(tmp_path):
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr == f"error: {store}: not a speaker store (not an SQLite database)\n"
+
+
+# -- a real (tiny, untrained) checkpoint, in-process and in real processes -------------------
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny x-vector saved through the training engineer's API (random but fixed weights)."""
+    import speakerverify.embed
+
+    if not hasattr(speakerverify.embed, "Embedder"):  # being written in parallel
+        pytest.skip("speakerverify.embed.Embedder not available yet")
+    from speakerverify.checkpoint import save_checkpoint
+    from speakerverify.features import FbankConfig
+    from speakerverify.models import build_model
+
+    torch.manual_seed(0)
+    args = {"embed_dim": 16, "channels": 32, "stats_channels": 64}
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    fingerprint = save_checkpoint(
+        path,
+        model_name="xvector",
+        model_args=args,
+        model=build_model("xvector", **args),
+        features=FbankConfig().to_dict(),
+    )
+    return path, fingerprint
+
+
+def test_real_checkpoint_enroll_verify_with_calibration(checkpoint, voices, tmp_path):
+    from speakerverify.scoring import Calibration
+
+    model, fingerprint = checkpoint
+    store = tmp_path / "s.db"
+    enrolled = run(
+        [
+            "enroll",
+            "ann",
+            voices["ann0"],
+            voices["ann1"],
+            "--model",
+            model,
+            "--store",
+            store,
+            "--json",
+        ]
+    )
+    assert enrolled.exit_code == 0, enrolled.output
+    assert json.loads(enrolled.stdout)["model_fingerprint"] == fingerprint
+    calibration = tmp_path / "cal.json"
+    Calibration(slope=4.0, offset=-2.0, model_fingerprint=fingerprint).save(calibration)
+    result = run(
+        [
+            "verify",
+            "ann",
+            voices["ann2"],
+            "--model",
+            model,
+            "--store",
+            store,
+            "--calibration",
+            calibration,
+            "--json",
+        ]
+    )
+    payload = json.loads(result.stdout)
+    assert (
+        payload["threshold"]["source"] == "calibration" and payload["threshold"]["p_target"] == 0.5
+    )
+    assert payload["llr"] == pytest.approx(4.0 * payload["score"] - 2.0)
+    assert result.exit_code == (0 if payload["llr"] >= 0 else 1)
+    # The same file twice gives the same score: no randomness at inference.
+    again = json.loads(
+        run(
+            [
+                "verify",
+                "ann",
+                voices["ann2"],
+                "--model",
+                model,
+                "--store",
+                store,
+                "--calibration",
+                calibration,
+                "--json",
+            ]
+        ).stdout
+    )
+    assert again["score"] == payload["score"]
+
+
+def test_real_processes_exit_codes(checkpoint, voices, tmp_path):
+    model, _ = checkpoint
+    store = tmp_path / "s.db"
+    env = {**os.environ, "SPEAKERVERIFY_MODEL": str(model), "SPEAKERVERIFY_STORE": str(store)}
+
+    def speakerverify(*args):
+        return subprocess.run(
+            [*SPEAKERVERIFY, *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+        )
+
+    assert speakerverify("enroll", "ann", voices["ann0"], voices["ann1"]).returncode == 0
+    accepted = speakerverify("verify", "ann", voices["ann2"], "--threshold", "-1")
+    rejected = speakerverify("verify", "ann", voices["ann2"], "--threshold", "1.01")
+    broken = speakerverify("verify", "ann", voices["text"], "--threshold", "0")
+    assert (accepted.returncode, rejected.returncode, broken.returncode) == (0, 1, 2)
+    assert "decision:  ACCEPT" in accepted.stdout and "decision:  REJECT" in rejected.stdout
+    assert broken.stderr.startswith(f"error: {voices['text']}: ") and broken.stdout == ""
+    assert "Traceback" not in broken.stderr and broken.stderr.count("\n") == 1
+
+
+KILL_IN_TRANSACTION = """
+import os, signal, sys
+from speakerverify.cli import main
+from speakerverify.store import SpeakerStore
+SpeakerStore.before_commit = staticmethod(lambda: os.kill(os.getpid(), signal.SIGKILL))
+main(sys.argv[1:])
+"""
+
+
+def test_enroll_killed_inside_its_transaction_leaves_store_as_before(checkpoint, voices, tmp_path):
+    model, _ = checkpoint
+    store = tmp_path / "s.db"
+    assert (
+        run(
+            [
+                "enroll",
+                "ann",
+                voices["ann0"],
+                "--model",
+                model,
+                "--store",
+                store,
+                "--min-speech",
+                "1",
+            ]
+        ).exit_code
+        == 0
+    )
+    before = table_rows(store)
+    for name in ("ann", "bo"):  # an update of an existing speaker, and a new one
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                KILL_IN_TRANSACTION,
+                "enroll",
+                name,
+                str(voices["bo0"]),
+                str(voices["bo1"]),
+                "--model",
+                str(model),
+                "--store",
+                str(store),
+            ],
+            capture_output=True,
+            timeout=300,
+        )
+        assert proc.returncode == -9, proc.stderr
+        assert table_rows(store) == before
+    listed = json.loads(run(["speakers", "list", "--store", store, "--json"]).stdout)
+    assert [(s["name"], s["num_utterances"]) for s in listed["speakers"]] == [("ann", 1)]

@@ -125,10 +125,10 @@ def _print_warnings(warnings: list[str]) -> None:
 
 def _centring_line(centring: dict | None) -> str:
     if centring is None:
-        return "cosine (no domain mean; run `speakerverify adapt` to centre on your domain)"
+        return "cosine; no domain mean: run `speakerverify adapt` to centre on your domain"
     return (
-        f"cosine of centred embeddings (domain mean of {centring['num_embeddings']} "
-        f"embeddings from {centring['source']})"
+        f"cosine of centred embeddings; domain mean of {centring['num_embeddings']} "
+        f"embeddings from {centring['source']}"
     )
 
 
@@ -381,11 +381,11 @@ def list_speakers(store_path, as_json) -> None:
     )
     if payload["speakers"]:
         width = max(4, *(len(s["name"]) for s in payload["speakers"]))
-        click.echo(f"{'name':<{width}}  {'utts':>5}  {'speech_s':>9}  {'updated':<25}")
+        click.echo(f"{'name':<{width}}  {'utts':>5}  {'speech_s':>9}  updated")
         for s in payload["speakers"]:
             click.echo(
                 f"{s['name']:<{width}}  {s['num_utterances']:>5}  "
-                f"{s['speech_seconds']:>9.1f}  {s['updated']:<25}"
+                f"{s['speech_seconds']:>9.1f}  {s['updated']}"
             )
 
 
