@@ -76,6 +76,31 @@ def test_single_wave_and_odd_lengths_match_kaldi():
         assert float((feats[0] - reference).abs().max()) <= TOLERANCE
 
 
+@pytest.mark.parametrize("chunk_frames", [7, 50, 1024])
+def test_chunk_boundaries_do_not_change_the_result(monkeypatch, chunk_frames):
+    # Rows longer than a chunk are split into frame ranges, shorter rows grouped: both exact.
+    import speakerverify.features as features
+
+    fbank = Fbank(FbankConfig(cmn=False))
+    lengths = [16000, 12345, 3001]
+    waves, lengths_tensor = padded_batch(lengths, seed=11)
+    expected = [kaldi_reference(waves[row, :n], fbank.config) for row, n in enumerate(lengths)]
+    monkeypatch.setattr(features, "_CHUNK_FRAMES", chunk_frames)
+    feats, feat_lengths = fbank(waves, lengths_tensor)
+    for row, reference in enumerate(expected):
+        assert int(feat_lengths[row]) == reference.shape[0]
+        assert float((feats[row, : reference.shape[0]] - reference).abs().max()) <= TOLERANCE
+
+
+def test_long_utterance_matches_kaldi():
+    wave = speech(16000 * 25 + 241, seed=9)  # 2,500 frames: several chunks
+    fbank = Fbank(FbankConfig(cmn=False))
+    feats, _ = fbank(wave)
+    reference = kaldi_reference(wave, fbank.config)
+    assert feats.shape[1] == reference.shape[0] == 2500
+    assert float((feats[0] - reference).abs().max()) <= TOLERANCE
+
+
 def test_float64_input_matches_kaldi_closely():
     wave = speech(9000, seed=3).double()
     feats, _ = Fbank(FbankConfig(cmn=False))(wave)
