@@ -1,0 +1,349 @@
+"""`speakerverify embed | score | calibrate | evaluate`: thin wrappers over embed.py, scoring.py and
+metrics.py (numpy/torch/sklearn/matplotlib are imported inside the command bodies)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any
+
+import click
+
+from speakerverify.cli.common import echo_json, fail
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input (reported as one `error:` line), imported lazily."""
+    from speakerverify.audio import AudioError
+    from speakerverify.checkpoint import CheckpointError
+    from speakerverify.data import DataDirError, TrialsError
+    from speakerverify.embed import EmbeddingStoreError, EmbedError
+    from speakerverify.scoring import CalibrationError, ScoresError
+
+    return (
+        AudioError,
+        CheckpointError,
+        DataDirError,
+        TrialsError,
+        EmbeddingStoreError,
+        EmbedError,
+        CalibrationError,
+        ScoresError,
+        KeyError,
+        ValueError,
+        OSError,
+    )
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    if isinstance(error, OSError) and error.filename:
+        return f"{error.filename}: {error.strerror or error}"
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+@click.command()
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--model", required=True, type=click.Path(dir_okay=False), help="Checkpoint.")
+@click.option(
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Local worker processes (under torchrun each rank is one worker).",
+)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--max-seconds",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Longer files are embedded in overlapping windows and averaged.",
+)
+@click.option("--no-resume", is_flag=True, help="Recompute shards left by an earlier run.")
+def embed(
+    data_dir: str,
+    out: str,
+    model: str,
+    jobs: int,
+    device: str,
+    batch_size: int,
+    max_seconds: float,
+    no_resume: bool,
+) -> None:
+    """Embed every utterance of DATA_DIR (wav.scp, utt2spk) into the store OUT.
+
+    \b
+    OUT gets embeddings.npy (float32, N x D), utt_ids.txt and meta.json (model fingerprint,
+    dim, front-end config). Interrupted runs resume from finished shards.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from speakerverify.data import DataDir
+        from speakerverify.embed import Embedder, extract_embeddings
+
+        data = DataDir.load(data_dir)
+        embedder = Embedder.from_checkpoint(model, device=device, max_seconds=max_seconds)
+        store = extract_embeddings(
+            data, out, embedder, batch_size=batch_size, resume=not no_resume, num_jobs=jobs
+        )
+    except _input_errors() as error:
+        fail(_message(error))
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"wrote {len(store)} embeddings ({store.dim} dims) to {out}")
+
+
+def _mean_of_store(path: str) -> Any:
+    import numpy as np
+
+    from speakerverify.embed import load_embeddings
+
+    store = load_embeddings(path)
+    total = np.zeros(store.dim, np.float64)
+    for begin in range(0, len(store), 65536):
+        total += store.embeddings[begin : begin + 65536].sum(axis=0, dtype=np.float64)
+    return (total / len(store)).astype(np.float32), store.meta.get("model_fingerprint", "")
+
+
+def _check_same_model(name: str, fingerprint: str, expected: str) -> None:
+    if fingerprint and expected and fingerprint != expected:
+        raise ValueError(
+            f"{name} was made by model {fingerprint}, but the embeddings by model {expected}"
+        )
+
+
+@click.command()
+@click.argument("trials_path", metavar="TRIALS", type=click.Path(dir_okay=False))
+@click.argument("store_path", metavar="STORE", type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Score file.")
+@click.option(
+    "--mean-store",
+    type=click.Path(file_okay=False),
+    help="Subtract the mean embedding of this store (e.g. the training set).",
+)
+@click.option(
+    "--cohort-store",
+    type=click.Path(file_okay=False),
+    help="Cohort utterances for score normalization (averaged per speaker).",
+)
+@click.option(
+    "--norm",
+    type=click.Choice(["none", "snorm", "asnorm"]),
+    default=None,
+    help="Score normalization [default: asnorm with a cohort, else none].",
+)
+@click.option(
+    "--top-n",
+    default=300,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="AS-Norm: cohort scores kept per side.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(dir_okay=False),
+    help="Write calibrated LLRs instead of raw scores.",
+)
+def score(
+    trials_path: str,
+    store_path: str,
+    out: str,
+    mean_store: str | None,
+    cohort_store: str | None,
+    norm: str | None,
+    top_n: int,
+    calibration: str | None,
+) -> None:
+    """Cosine-score TRIALS with the embeddings in STORE; write `enroll test score` lines."""
+    norm = norm or ("asnorm" if cohort_store else "none")
+    if norm != "none" and not cohort_store:
+        fail(f"--norm {norm} needs --cohort-store")
+    try:
+        from speakerverify.data import read_trials
+        from speakerverify.embed import load_embeddings
+        from speakerverify.scoring import (
+            Calibration,
+            cohort_means,
+            score_trials,
+            write_scores,
+        )
+
+        trials = read_trials(trials_path)
+        store = load_embeddings(store_path)
+        fingerprint = store.meta.get("model_fingerprint", "")
+        mean = None
+        if mean_store:
+            mean, mean_fingerprint = _mean_of_store(mean_store)
+            _check_same_model(f"--mean-store {mean_store}", mean_fingerprint, fingerprint)
+        cohort = None
+        if cohort_store and norm != "none":
+            cohort_embeddings = load_embeddings(cohort_store)
+            _check_same_model(
+                f"--cohort-store {cohort_store}",
+                cohort_embeddings.meta.get("model_fingerprint", ""),
+                fingerprint,
+            )
+            cohort = cohort_means(cohort_embeddings, mean=mean)
+        calib = None
+        if calibration:
+            calib = Calibration.load(calibration)
+            _check_same_model(f"calibration {calibration}", calib.model_fingerprint, fingerprint)
+            if calib.norm != norm:
+                raise ValueError(
+                    f"{calibration}: fitted on {calib.norm} scores, but --norm is {norm}"
+                )
+        scores = score_trials(store, trials, mean=mean, cohort=cohort, norm=norm, top_n=top_n)
+        if calib is not None:
+            scores = calib.apply(scores)
+        write_scores(out, trials.enroll, trials.test, scores)
+    except _input_errors() as error:
+        fail(_message(error))
+    kind = "LLRs" if calibration else f"scores (norm: {norm})"
+    click.echo(f"wrote {len(trials)} {kind} to {out}")
+
+
+def _load_scored_trials(trials_path: str, scores_path: str) -> tuple[Any, Any]:
+    from speakerverify.data import read_trials
+    from speakerverify.scoring import read_scores, trial_labels
+
+    trials = read_trials(trials_path)
+    enroll, test, values = read_scores(scores_path)
+    return trial_labels(trials, enroll, test, values, path=scores_path)
+
+
+@click.command()
+@click.argument("trials_path", metavar="TRIALS", type=click.Path(dir_okay=False))
+@click.argument("scores_path", metavar="SCORES", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Calibration JSON.")
+@click.option(
+    "--model",
+    type=click.Path(dir_okay=False),
+    help="Checkpoint that made the scores (binds the calibration to it).",
+)
+@click.option(
+    "--norm",
+    type=click.Choice(["none", "snorm", "asnorm"]),
+    default="none",
+    show_default=True,
+    help="Normalization the scores were made with.",
+)
+@click.option(
+    "--prior",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Effective target prior of the logistic-regression fit.",
+)
+def calibrate(
+    trials_path: str,
+    scores_path: str,
+    out: str,
+    model: str | None,
+    norm: str,
+    prior: float,
+) -> None:
+    """Fit score -> LLR calibration (logistic regression) on development TRIALS and SCORES."""
+    try:
+        from speakerverify.metrics import cllr, min_cllr
+        from speakerverify.scoring import fit_calibration
+
+        fingerprint = ""
+        if model:
+            from speakerverify.checkpoint import load_checkpoint
+
+            fingerprint = str(load_checkpoint(model)["fingerprint"])
+        scores, labels = _load_scored_trials(trials_path, scores_path)
+        calibration = fit_calibration(
+            scores, labels, prior=prior, model_fingerprint=fingerprint, norm=norm
+        )
+        calibration.save(out)
+        after = cllr(calibration.apply(scores), labels)
+        floor = min_cllr(scores, labels)
+    except _input_errors() as error:
+        fail(_message(error))
+    click.echo(
+        f"llr = {calibration.slope:.6g} * score {calibration.offset:+.6g}  "
+        f"(Cllr {after:.4f}, minCllr {floor:.4f} on {len(scores)} trials)"
+    )
+    click.echo(f"wrote {out}")
+
+
+def _number(value: float | None) -> str:
+    return "inf" if value is None else f"{value:.6g}"
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+@click.command()
+@click.argument("trials_path", metavar="TRIALS", type=click.Path(dir_okay=False))
+@click.argument("scores_path", metavar="SCORES", type=click.Path(dir_okay=False))
+@click.option(
+    "--plot", "plot_dir", type=click.Path(file_okay=False), help="Write det.png and hist.png here."
+)
+@click.option("--llr", is_flag=True, help="Scores are calibrated LLRs: also Cllr and actual DCF.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def evaluate(
+    trials_path: str, scores_path: str, plot_dir: str | None, llr: bool, as_json: bool
+) -> None:
+    """EER, minDCF (p_target 0.01 and 0.05) and minCllr of SCORES against TRIALS labels."""
+    try:
+        from speakerverify.metrics import act_dcf, cllr, compute_metrics, det_curve, min_cllr
+
+        scores, labels = _load_scored_trials(trials_path, scores_path)
+        result: dict[str, Any] = compute_metrics(scores, labels)
+        result["min_cllr"] = min_cllr(scores, labels)
+        if llr:
+            result["cllr"] = cllr(scores, labels)
+            for p_target in (0.01, 0.05):
+                result[f"act_dcf_{p_target:g}"] = act_dcf(scores, labels, p_target=p_target)
+        if plot_dir:
+            from pathlib import Path
+
+            from speakerverify.plotting import plot_det, plot_histogram
+
+            p_miss, p_fa, _ = det_curve(scores, labels)
+            det = plot_det(
+                p_miss,
+                p_fa,
+                Path(plot_dir) / "det.png",
+                label=Path(scores_path).name,
+                eer=result["eer"],
+            )
+            thresholds = {
+                "EER": result["eer_threshold"],
+                "minDCF(0.01)": result["min_dcf_0.01_threshold"],
+            }
+            hist = plot_histogram(
+                scores, labels, Path(plot_dir) / "hist.png", thresholds=thresholds
+            )
+            result["plots"] = [str(det), str(hist)]
+    except _input_errors() as error:
+        fail(_message(error))
+    result = {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in result.items()}
+    if as_json:
+        echo_json(result)
+        return
+    click.echo(
+        f"trials        {result['num_trials']} ({result['num_targets']} target, "
+        f"{result['num_nontargets']} non-target)"
+    )
+    click.echo(
+        f"EER           {100 * result['eer']:.3f} %  (threshold {_number(result['eer_threshold'])})"
+    )
+    for p_target in (0.01, 0.05):
+        key = f"min_dcf_{p_target:g}"
+        threshold = _number(result[f"{key}_threshold"])
+        click.echo(f"minDCF({p_target:g})  {result[key]:.4f}   (threshold {threshold})")
+    click.echo(f"minCllr       {result['min_cllr']:.4f}")
+    if llr:
+        click.echo(f"Cllr          {result['cllr']:.4f}")
+        for p_target in (0.01, 0.05):
+            click.echo(f"actDCF({p_target:g})  {result[f'act_dcf_{p_target:g}']:.4f}")
+    for path in result.get("plots", []):
+        click.echo(f"wrote {path}")

@@ -1,0 +1,151 @@
+"""`speakerverify embed | score | calibrate | evaluate` through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+from synth import random_speaker, speech_like
+
+import speakerverify.cli
+from speakerverify.checkpoint import save_checkpoint
+from speakerverify.data import DataDir, Trials, write_trials
+from speakerverify.embed import load_embeddings, save_embeddings
+from speakerverify.features import FbankConfig
+from speakerverify.metrics import compute_metrics
+from speakerverify.models import build_model
+from speakerverify.scoring import Calibration, read_scores
+
+
+def run(*args: str):
+    return CliRunner().invoke(speakerverify.cli.main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """A synthetic store (3 speakers' clusters in 16-D), a trial list, and a cohort store."""
+    root = tmp_path_factory.mktemp("scored")
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((12, 16))
+    ids, rows = [], []
+    for s in range(12):
+        for u in range(6):
+            ids.append(f"id{s:05d}/x/{u:05d}")
+            rows.append(centres[s] + 0.8 * rng.standard_normal(16))
+    save_embeddings(root / "store", ids, np.asarray(rows), {"model_fingerprint": "abcd"})
+    cohort_ids = [f"id9{s:04d}/c/{u:05d}" for s in range(10) for u in range(3)]
+    save_embeddings(
+        root / "cohort", cohort_ids, rng.standard_normal((30, 16)), {"model_fingerprint": "abcd"}
+    )
+    pairs = rng.integers(0, len(ids), (400, 2))
+    labels = np.array([ids[a][:7] == ids[b][:7] for a, b in pairs], np.int8)
+    pairs[:40, 1] = pairs[:40, 0] // 6 * 6 + (pairs[:40, 0] + 1) % 6  # more targets
+    labels[:40] = 1
+    trials = Trials([ids[a] for a, _ in pairs], [ids[b] for _, b in pairs], labels, "t")
+    write_trials(root / "trials.txt", trials)
+    return root
+
+
+def test_score_evaluate_calibrate_round_trip(scored, tmp_path):
+    scores = tmp_path / "scores.txt"
+    result = run("score", scored / "trials.txt", scored / "store", "--out", scores)
+    assert result.exit_code == 0, result.output
+    enroll, _, values = read_scores(scores)
+    assert len(enroll) == 400 and np.all(np.abs(values) <= 1.0 + 1e-6)
+
+    result = run("evaluate", scored / "trials.txt", scores, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    labels = np.loadtxt(scored / "trials.txt", usecols=0)
+    expected = compute_metrics(values, labels.astype(np.int8))
+    assert report["eer"] == pytest.approx(expected["eer"])
+    assert report["min_dcf_0.01"] == pytest.approx(expected["min_dcf_0.01"])
+    assert 0 < report["eer"] < 0.3 and report["num_trials"] == 400
+
+    calibration = tmp_path / "calib.json"
+    result = run("calibrate", scored / "trials.txt", scores, "--out", calibration)
+    assert result.exit_code == 0, result.output
+    assert "Cllr" in result.output
+    assert Calibration.load(calibration).slope > 0
+
+    llrs = tmp_path / "llrs.txt"
+    result = run(
+        "score", scored / "trials.txt", scored / "store", "--out", llrs, "--calibration",
+        calibration,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = run("evaluate", scored / "trials.txt", llrs, "--llr", "--plot", tmp_path / "plots")
+    assert result.exit_code == 0, result.output
+    assert "Cllr" in result.output and "actDCF(0.01)" in result.output
+    for name in ("det.png", "hist.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # calibration is monotone: EER unchanged
+    again = json.loads(run("evaluate", scored / "trials.txt", llrs, "--json").output)
+    assert again["eer"] == pytest.approx(report["eer"], abs=1e-9)
+
+
+def test_score_with_mean_and_asnorm(scored, tmp_path):
+    plain, normed = tmp_path / "plain.txt", tmp_path / "asnorm.txt"
+    assert run("score", scored / "trials.txt", scored / "store", "--out", plain).exit_code == 0
+    result = run(
+        "score", scored / "trials.txt", scored / "store", "--out", normed,
+        "--mean-store", scored / "store", "--cohort-store", scored / "cohort", "--top-n", "5",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "asnorm" in result.output
+    a, b = read_scores(plain)[2], read_scores(normed)[2]
+    assert not np.allclose(a, b) and np.corrcoef(a, b)[0, 1] > 0.8
+
+
+def test_input_errors_exit_2_with_one_line(scored, tmp_path):
+    store = load_embeddings(scored / "store")
+    save_embeddings(tmp_path / "other", store.utt_ids, store.embeddings, {"model_fingerprint": "z"})
+    cases = [
+        ("score", scored / "trials.txt", tmp_path / "nope", "--out", tmp_path / "s.txt"),
+        ("score", scored / "trials.txt", scored / "store", "--out", tmp_path / "s.txt",
+         "--norm", "snorm"),
+        ("score", scored / "trials.txt", scored / "store", "--out", tmp_path / "s.txt",
+         "--cohort-store", tmp_path / "other"),
+        ("evaluate", scored / "trials.txt", tmp_path / "missing.txt"),
+    ]  # fmt: skip
+    for args in cases:
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    bad = tmp_path / "bad.txt"
+    bad.write_text("a b 0.1\nc d zero\n")
+    result = run("evaluate", scored / "trials.txt", bad)
+    assert result.exit_code == 2 and "bad.txt:2" in result.output
+
+
+def test_embed_command_writes_a_store(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("xvector", feat_dim=80, embed_dim=8, channels=16, stats_channels=24)
+    checkpoint = tmp_path / "model.pt"
+    fingerprint = save_checkpoint(
+        checkpoint, model_name="xvector",
+        model_args={"feat_dim": 80, "embed_dim": 8, "channels": 16, "stats_channels": 24},
+        model=model, features=FbankConfig().to_dict(),
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    speaker = random_speaker(rng)
+    wav, utt2spk = {}, {}
+    for i in range(3):
+        path = tmp_path / "wav" / f"u{i}.wav"
+        path.parent.mkdir(exist_ok=True)
+        sf.write(path, speech_like(0.6 + 0.3 * i, 16000, speaker, seed=i), 16000)
+        wav[f"spk/u{i}"] = str(path)
+        utt2spk[f"spk/u{i}"] = "spk"
+    DataDir(wav, utt2spk).save(tmp_path / "data")
+    result = run("embed", "--model", checkpoint, tmp_path / "data", tmp_path / "emb")
+    assert result.exit_code == 0, result.output
+    store = load_embeddings(tmp_path / "emb")
+    assert store.utt_ids == list(wav) and store.embeddings.shape == (3, 8)
+    assert store.meta["model_fingerprint"] == fingerprint
+    result = run("embed", "--model", tmp_path / "nope.pt", tmp_path / "data", tmp_path / "e2")
+    assert result.exit_code == 2 and result.output.startswith("error: ")
