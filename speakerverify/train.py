@@ -122,6 +122,7 @@ def train_one_epoch(
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         parts.scaler.step(parts.optimizer)
         parts.scaler.update()
+        lr = parts.optimizer.param_groups[0]["lr"]  # the rate this step used
         parts.scheduler.step()
         progress.step += 1
         progress.batch += 1
@@ -140,7 +141,8 @@ def train_one_epoch(
                 "loss": window_loss / window_steps,
                 **{k: float(v) for k, v in getattr(loss_fn, "stats", {}).items()},
                 "margin": float(loss_fn.margin),
-                "lr": parts.optimizer.param_groups[0]["lr"],
+                "mining": getattr(loss_fn, "mining", None),
+                "lr": lr,
                 "utt_per_second": window_utts / max(elapsed, 1e-9),
                 "grad_norm": float(grad_norm),
             }
@@ -398,8 +400,8 @@ def validate(
     Returns:
         `compute_metrics` output as plain floats (at least "eer" and "min_dcf").
     """
+    from speakerverify.audio import load_audio
     from speakerverify.data import DataDir, read_trials
-    from speakerverify.embed import Embedder
     from speakerverify.features import Fbank, FbankConfig
     from speakerverify.metrics import compute_metrics
 
@@ -407,10 +409,15 @@ def validate(
     trials = read_trials(valid_trials, data_dir)
     frontend = Fbank(FbankConfig.from_dict(features)).to(device).eval()
     encoder.eval()
-    embedder = Embedder(frontend, encoder, device=device, max_seconds=max_seconds)
     utt_ids = sorted(set(trials.enroll) | set(trials.test))
+    sample_rate = frontend.config.sample_rate
+    rows = []
     with torch.no_grad():
-        vectors = np.stack([embedder.embed_file(data_dir.wav[u]) for u in utt_ids])
+        for utt in utt_ids:
+            wave = load_audio(data_dir.wav[utt], sample_rate, duration_seconds=max_seconds)
+            feats, _ = frontend(wave.to(device)[None])
+            rows.append(encoder(feats)[0].float().cpu().numpy())
+    vectors = np.stack(rows)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
     row = {u: i for i, u in enumerate(utt_ids)}
     enroll = vectors[[row[u] for u in trials.enroll]]
