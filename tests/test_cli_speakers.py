@@ -510,6 +510,20 @@ def test_subprocess_exit_code_for_errors(tmp_path):
     assert proc.stderr == f"error: {store}: not a speaker store (not an SQLite database)\n"
 
 
+def test_speakers_list_does_not_import_torch(enrolled):
+    code = (
+        "import sys; from speakerverify.cli import main\n"
+        "try:\n    main(['speakers', 'list', '--store', sys.argv[1]])\n"
+        "except SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(enrolled)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "3 speaker(s)" in proc.stdout
+
+
 # -- a real (tiny, untrained) checkpoint, in-process and in real processes -------------------
 
 
@@ -609,7 +623,8 @@ def test_real_processes_exit_codes(checkpoint, voices, tmp_path):
             [*SPEAKERVERIFY, *map(str, args)], capture_output=True, text=True, env=env, timeout=300
         )
 
-    assert speakerverify("enroll", "ann", voices["ann0"], voices["ann1"]).returncode == 0
+    enrolled = run(["enroll", "ann", voices["ann0"], voices["ann1"]], env=env)
+    assert enrolled.exit_code == 0, enrolled.output
     accepted = speakerverify("verify", "ann", voices["ann2"], "--threshold", "-1")
     rejected = speakerverify("verify", "ann", voices["ann2"], "--threshold", "1.01")
     broken = speakerverify("verify", "ann", voices["text"], "--threshold", "0")

@@ -25,17 +25,30 @@ Exit status: 0 accepted, 1 rejected, 2 usage or input error (like grep).
 """
 
 
+# The library's input errors: (module, class). Only modules already imported can have raised
+# one, so matching does not import torch for commands that never needed it (`speakers list`).
+INPUT_ERRORS = (
+    ("speakerverify.audio", "AudioError"),
+    ("speakerverify.checkpoint", "CheckpointError"),
+    ("speakerverify.store", "StoreError"),
+    ("speakerverify.verification", "VerificationError"),
+    ("speakerverify.scoring", "CalibrationError"),
+)
+
+
 @contextmanager
 def _one_line_errors() -> Iterator[None]:
     """Turn the library's input errors into `error: ...` + exit 2, without a traceback."""
-    from speakerverify.audio import AudioError
-    from speakerverify.checkpoint import CheckpointError
-    from speakerverify.store import StoreError
-    from speakerverify.verification import VerificationError
-
     try:
         yield
-    except (AudioError, CheckpointError, StoreError, VerificationError) as error:
+    except Exception as error:
+        loaded = tuple(
+            getattr(sys.modules[module], name)
+            for module, name in INPUT_ERRORS
+            if module in sys.modules and hasattr(sys.modules[module], name)
+        )
+        if not isinstance(error, loaded):
+            raise
         fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
 
 
