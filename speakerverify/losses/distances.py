@@ -40,6 +40,8 @@ def distance_matrix(embeddings: torch.Tensor, distance: str = "cosine") -> torch
     """
     check_distance(distance)
     gram = embeddings @ embeddings.T
+    if not (torch.is_grad_enabled() and embeddings.requires_grad):
+        return _distances_in_place(gram, distance)
     if distance == "cosine":
         matrix = 1.0 - gram
     else:
@@ -47,7 +49,19 @@ def distance_matrix(embeddings: torch.Tensor, distance: str = "cosine") -> torch
         matrix = (norms[:, None] + norms[None, :] - 2.0 * gram).clamp_min(0.0)
         if distance == "euclidean":
             matrix = _safe_sqrt(matrix)
-    return matrix.fill_diagonal_(0.0) if not matrix.requires_grad else _zero_diagonal(matrix)
+    return _zero_diagonal(matrix)
+
+
+def _distances_in_place(gram: torch.Tensor, distance: str) -> torch.Tensor:
+    # Without autograd every B² pass counts (mining is bandwidth-bound): reuse the gram buffer.
+    if distance == "cosine":
+        matrix = gram.neg_().add_(1.0)
+    else:
+        norms = gram.diagonal().clone()
+        matrix = gram.mul_(-2.0).add_(norms[:, None]).add_(norms[None, :]).clamp_min_(0.0)
+        if distance == "euclidean":
+            matrix.sqrt_()
+    return matrix.fill_diagonal_(0.0)
 
 
 def _zero_diagonal(matrix: torch.Tensor) -> torch.Tensor:
@@ -73,3 +87,30 @@ def pair_distances(
         return 1.0 - (first * second).sum(dim=-1)
     squared = (first - second).square().sum(dim=-1)
     return squared if distance == "squared_euclidean" else _safe_sqrt(squared)
+
+
+def weighted_distance_sum(
+    embeddings: torch.Tensor, weights: torch.Tensor, distance: str = "cosine"
+) -> torch.Tensor:
+    """Σ_ij W_ij d(e_i, e_j), differentiable, with one matrix product forward and one backward.
+
+    For cosine and squared euclidean d is linear in the gram matrix, so the sum is
+    Σ W (1 - e_i·e_j) or Σ W (|e_i|² + |e_j|² - 2 e_i·e_j) and needs only `W @ E`; euclidean
+    goes through the distance matrix.
+
+    Args:
+        embeddings: (N, D) (L2-normalised for `cosine`).
+        weights: (N, N) weights, no gradient.
+        distance: as in `distance_matrix`.
+
+    Returns:
+        Scalar.
+    """
+    check_distance(distance)
+    if distance == "euclidean":
+        return (weights * distance_matrix(embeddings, distance)).sum()
+    cross = (embeddings * (weights @ embeddings)).sum()
+    if distance == "cosine":
+        return weights.sum() - cross
+    norms = embeddings.square().sum(dim=1)
+    return (norms * (weights.sum(dim=1) + weights.sum(dim=0))).sum() - 2.0 * cross

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 
@@ -38,7 +40,10 @@ def gather_batch(
             f"gather_distributed needs the same batch size on every rank, got "
             f"{[int(size) for size in sizes]}"
         )
-    gathered_embeddings = torch.cat(all_gather(embeddings.contiguous()), dim=0)
+    with warnings.catch_warnings():
+        # Deprecated in favour of a private API in torch 2.14; still the public autograd gather.
+        warnings.simplefilter("ignore", FutureWarning)
+        gathered_embeddings = torch.cat(all_gather(embeddings.contiguous()), dim=0)
     gathered_labels = [torch.empty_like(labels) for _ in range(world_size)]
     dist.all_gather(gathered_labels, labels.contiguous())
     return gathered_embeddings, torch.cat(gathered_labels, dim=0)

@@ -1,7 +1,7 @@
 """Online triplet mining inside a mini-batch: pure functions of a distance matrix and labels.
 
-Every strategy works on each anchor's negatives sorted by distance once, so the work and memory
-are O(B²) plus the size of the returned triplets (no (B, B, B) tensor is ever built).
+Every strategy works on (B, B) matrices only (semi-hard ones once per positive rank, i.e. K - 1
+times in a P×K batch), so memory is O(B²) plus the returned triplets: no (B, B, B) tensor.
 """
 
 from __future__ import annotations
@@ -37,18 +37,17 @@ def _expand_ranges(
     positive: torch.Tensor,
     start: torch.Tensor,
     stop: torch.Tensor,
-    order: torch.Tensor,
+    candidates: torch.Tensor,
 ) -> Triplets:
-    """One triplet per sorted-negative position in [start, stop) of each (anchor, positive) pair."""
+    """One triplet per entry of `candidates[start:stop]` of each (anchor, positive) pair."""
     counts = (stop - start).clamp_min(0)
     total = int(counts.sum())
     if total == 0:
         return _empty(anchor.device)
     pair = torch.repeat_interleave(torch.arange(len(counts), device=anchor.device), counts)
     first = torch.cumsum(counts, 0) - counts
-    position = start[pair] + torch.arange(total, device=anchor.device) - first[pair]
-    pair_anchor = anchor[pair]
-    return pair_anchor, positive[pair], order[pair_anchor, position]
+    position = (start - first)[pair] + torch.arange(total, device=anchor.device)
+    return anchor[pair], positive[pair], candidates[position]
 
 
 def _uniform_positions(limits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -117,46 +116,99 @@ def mine_triplets(
     batch = len(labels)
     device = distances.device
     same = labels[:, None] == labels[None, :]
-    negative_mask = ~same
-    positive_mask = same.clone().fill_diagonal_(False)
-    num_negatives = negative_mask.sum(1)
+    _, inverse, class_sizes = torch.unique(labels, return_inverse=True, return_counts=True)
+    num_negatives = batch - class_sizes[inverse]
     has_negative = num_negatives > 0
 
     if strategy == "batch_hard":
-        keep = positive_mask.any(1) & has_negative
+        keep = (class_sizes[inverse] > 1) & has_negative
         anchor = torch.arange(batch, device=device)[keep]
-        far = distances.masked_fill(~positive_mask, float("-inf")).argmax(1)
-        near = distances.masked_fill(~negative_mask, float("inf")).argmin(1)
+        positives = torch.where(same, distances, float("-inf")).fill_diagonal_(float("-inf"))
+        far = positives.argmax(1)
+        near = torch.where(same, float("inf"), distances).argmin(1)
         return anchor, far[keep], near[keep]
 
-    positive_mask &= has_negative[:, None]
-    anchor, positive = positive_mask.nonzero(as_tuple=True)
+    # Distances to negatives only (+inf elsewhere), then `same` becomes the positive mask.
+    negative_distances = torch.where(same, float("inf"), distances)
+    anchor, positive = same.fill_diagonal_(False).nonzero(as_tuple=True)
+    keep = has_negative[anchor]
+    anchor, positive = anchor[keep], positive[keep]
     if len(anchor) == 0:
         return _empty(device)
-    # Each anchor's negatives by increasing distance; non-negatives sort last as +inf.
-    sorted_negatives, order = distances.masked_fill(~negative_mask, float("inf")).sort(1)
     count = num_negatives[anchor]
 
     if strategy == "batch_all":
-        return _expand_ranges(anchor, positive, torch.zeros_like(count), count, order)
+        # Negatives of each anchor form one contiguous run of the row-major nonzero list.
+        negative_list = (~same).fill_diagonal_(False).nonzero(as_tuple=True)[1]
+        run_start = torch.cumsum(num_negatives, 0) - num_negatives
+        return _expand_ranges(
+            anchor, positive, run_start[anchor], run_start[anchor] + count, negative_list
+        )
     if strategy == "random":
-        position = _uniform_positions(count, generator)
-        return anchor, positive, order[anchor, position]
+        # The r-th negative of the anchor (index order) for a uniform r in [0, count).
+        rank = _uniform_positions(count, generator)
+        running = (~same).fill_diagonal_(False).cumsum(1)
+        return anchor, positive, _row_search(running, anchor, rank, right=True)
     if strategy == "hard_negative":
         if num_hardest == 1:
-            return anchor, positive, order[anchor, 0]
-        position = _uniform_positions(count.clamp_max(num_hardest), generator)
-        return anchor, positive, order[anchor, position]
+            return anchor, positive, negative_distances.argmin(1)[anchor]
+        k = min(num_hardest, batch)
+        hardest = negative_distances.topk(k, dim=1, largest=False, sorted=True).indices
+        position = _uniform_positions(count.clamp_max(k), generator)
+        return anchor, positive, hardest[anchor, position]
 
-    # First negative farther than d(a,p), and first one at or beyond d(a,p) + m.
-    d_ap = distances.contiguous()
-    start = torch.searchsorted(sorted_negatives, d_ap, right=True)[anchor, positive]
-    stop = torch.searchsorted(sorted_negatives, d_ap + margin, right=False)[anchor, positive]
+    # Semi-hard window d(a,p) < d(a,n) < d(a,p) + m, one (B, B) comparison per positive rank:
+    # O(B²) memory and O(B²·K) time, never a (pairs, B) or (B, B, B) tensor.
+    column, num_ranks = _pair_ranks(anchor, batch)
     if strategy == "semi_hard_all":
-        return _expand_ranges(anchor, positive, start, stop, order)
-    # semi_hard
-    found = start < stop
+        found_anchor, found_positive, found_negative = [], [], []
+    else:
+        chosen = torch.zeros_like(anchor)
+        found = torch.zeros_like(anchor, dtype=torch.bool)
+    for rank in range(num_ranks):
+        in_rank = column == rank
+        rank_anchor, rank_positive = anchor[in_rank], positive[in_rank]
+        d_ap = torch.full((batch, 1), float("inf"), dtype=distances.dtype, device=device)
+        d_ap[rank_anchor, 0] = distances[rank_anchor, rank_positive]
+        window = (negative_distances > d_ap) & (negative_distances < d_ap + margin)
+        if strategy == "semi_hard_all":
+            window_anchor, window_negative = window.nonzero(as_tuple=True)
+            found_anchor.append(window_anchor)
+            found_negative.append(window_negative)
+            positive_of = torch.zeros(batch, dtype=torch.long, device=device)
+            positive_of[rank_anchor] = rank_positive
+            found_positive.append(positive_of[window_anchor])
+            continue
+        closest, closest_index = torch.where(window, negative_distances, float("inf")).min(1)
+        chosen[in_rank] = closest_index[rank_anchor]
+        found[in_rank] = torch.isfinite(closest[rank_anchor])
+    if strategy == "semi_hard_all":
+        return torch.cat(found_anchor), torch.cat(found_positive), torch.cat(found_negative)
     if semi_hard_fallback == "drop":
-        return anchor[found], positive[found], order[anchor[found], start[found]]
-    position = torch.where(found, start, 0)
-    return anchor, positive, order[anchor, position]
+        return anchor[found], positive[found], chosen[found]
+    hardest = negative_distances.min(1).indices
+    return anchor, positive, torch.where(found, chosen, hardest[anchor])
+
+
+def _pair_ranks(anchor: torch.Tensor, batch: int) -> tuple[torch.Tensor, int]:
+    """Rank of each pair among its anchor's pairs (`anchor` non-decreasing), and the max count."""
+    per_row = torch.bincount(anchor, minlength=batch)
+    first = torch.cumsum(per_row, 0) - per_row
+    column = torch.arange(len(anchor), device=anchor.device) - first[anchor]
+    return column, int(per_row.max())
+
+
+def _row_search(
+    rows: torch.Tensor, anchor: torch.Tensor, values: torch.Tensor, *, right: bool
+) -> torch.Tensor:
+    """Insertion position of values[i] in the sorted row rows[anchor[i]], without row copies.
+
+    `anchor` must be non-decreasing (row-major pairs): the values are laid out as a
+    (B, max_per_row) table so that one batched `torch.searchsorted` covers them all.
+    """
+    batch = rows.shape[0]
+    column, width = _pair_ranks(anchor, batch)
+    table = torch.zeros(batch, width, dtype=values.dtype, device=values.device)
+    table[anchor, column] = values
+    found = torch.searchsorted(rows.contiguous(), table, right=right)
+    return found[anchor, column]

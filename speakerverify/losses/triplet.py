@@ -11,7 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speakerverify.losses.distances import check_distance, distance_matrix, pair_distances
+from speakerverify.losses.distances import (
+    check_distance,
+    distance_matrix,
+    pair_distances,
+    weighted_distance_sum,
+)
 from speakerverify.losses.distributed import gather_batch
 from speakerverify.losses.mining import check_strategy, mine_triplets
 
@@ -163,18 +168,29 @@ class TripletLoss(nn.Module):
         self._record_stats(distances, d_ap, d_an, z, margin)
 
         denominator = num_mined if self.reduction == "mean" else num_nonzero
-        if denominator == 0:
-            return embeddings.sum() * 0.0
         anchor = anchor[needs_gradient]
         positive = positive[needs_gradient]
         negative = negative[needs_gradient]
+        if denominator == 0 or len(anchor) == 0:
+            return embeddings.sum() * 0.0
         batch = len(labels)
         if PAIR_PATH_RATIO * len(anchor) <= batch * batch:
+            # One gather (and one scatter in backward) for the three roles.
+            rows = embeddings[torch.cat([anchor, positive, negative])]
+            anchors, positives, negatives = rows.split(len(anchor))
             z_grad = (
-                pair_distances(embeddings[anchor], embeddings[positive], self.distance)
-                - pair_distances(embeddings[anchor], embeddings[negative], self.distance)
+                pair_distances(anchors, positives, self.distance)
+                - pair_distances(anchors, negatives, self.distance)
                 + margin
             )
+        elif not self.soft_margin:
+            # Σ over active triplets of d(a,p) - d(a,n) + m is linear in the distances: count
+            # each pair's uses once (bincount) instead of gathering and scattering T entries.
+            uses = torch.bincount(anchor * batch + positive, minlength=batch * batch)
+            uses -= torch.bincount(anchor * batch + negative, minlength=batch * batch)
+            weights = uses.view(batch, batch).to(embeddings.dtype)
+            total = weighted_distance_sum(embeddings, weights, self.distance)
+            return (total + margin * len(anchor)) / denominator
         else:
             matrix = distance_matrix(embeddings, self.distance)
             z_grad = matrix[anchor, positive] - matrix[anchor, negative] + margin
