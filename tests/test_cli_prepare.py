@@ -130,7 +130,10 @@ def test_convert_m4a_parallel_resumable_atomic(tmp_path, m4a_tree):
     # resume: finished files are skipped, only the missing one is redone
     before = (dst / f"{utts[1]}.wav").stat().st_mtime_ns
     (dst / f"{utts[2]}.wav").unlink()
+    stale = dst / "id00015" / "0fijmz4vTVU" / ".00001.wav.999.tmp"  # left by a killed run
+    stale.write_bytes(b"half a file")
     again = convert_m4a_tree(src, dst, jobs=2)
+    assert not stale.exists()
     assert (again.converted, again.skipped, again.failed) == (1, 2, [])
     assert (dst / f"{utts[1]}.wav").stat().st_mtime_ns == before
     # the converted tree is a VoxCeleb2 tree with the same utt ids

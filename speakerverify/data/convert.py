@@ -81,6 +81,9 @@ def convert_m4a_tree(
     if not src.is_dir():
         raise ConvertError(f"{src}: not a directory")
     result = ConvertResult()
+    if dst.is_dir():  # temp files of an interrupted run are never valid outputs
+        for stale in dst.rglob(".*.tmp"):
+            stale.unlink()
     todo = []
     for path in sorted(src.rglob("*.m4a")):
         out = dst / path.relative_to(src).with_suffix(".wav")
@@ -96,14 +99,17 @@ def convert_m4a_tree(
             return pair[0], str(error)
         return pair[0], None
 
+    # Chunks bound the number of pending futures (VoxCeleb2 dev has 1.09 M files).
+    chunk = max(1, jobs) * 64
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         bar = tqdm(total=len(todo), desc="m4a->wav", unit="file", disable=not progress)
-        for path, error in pool.map(run, todo):
-            if error is None:
-                result.converted += 1
-            else:
-                result.failed.append((str(path), error))
-            bar.update(1)
+        for lo in range(0, len(todo), chunk):
+            for path, error in pool.map(run, todo[lo : lo + chunk]):
+                if error is None:
+                    result.converted += 1
+                else:
+                    result.failed.append((str(path), error))
+                bar.update(1)
         bar.close()
     logger.info(
         "converted %d, skipped %d existing, %d failed",

@@ -82,6 +82,7 @@ def scan_voxceleb(
     wav: dict[str, str] = {}
     skipped = 0
     for tree in trees:
+        tree_path = str(tree.resolve())  # resolved once: per-file resolve() costs ~8 syscalls
         for speaker in sorted(os.listdir(tree)):
             if not SPEAKER_PATTERN.match(speaker) or not (tree / speaker).is_dir():
                 skipped += 1
@@ -99,7 +100,7 @@ def scan_voxceleb(
                         skipped += 1
                         continue
                     utt_id = f"{speaker}/{session}/{stem}"
-                    path = str((session_dir / name).resolve())
+                    path = os.path.join(tree_path, speaker, session, name)
                     if utt_id in wav:
                         raise DataDirError(
                             f"{path}: utterance {utt_id} also exists as {wav[utt_id]}"
