@@ -466,6 +466,16 @@ class AdaptResult:
 # -- the operations --------------------------------------------------------------------------
 
 
+def _check_store_early(store_path: str | os.PathLike, fingerprint: str, source: str) -> None:
+    """Fail on a foreign, corrupt or unwritable store before the slow embedding work."""
+    path = Path(store_path)
+    if path.exists():
+        with SpeakerStore(path) as store:
+            store.check_model(fingerprint, source=source)
+    elif not path.parent.is_dir():
+        raise StoreError(f"{path}: directory {path.parent} does not exist")
+
+
 def _open_existing(store_path: str | os.PathLike, model: SpeakerModel) -> SpeakerStore:
     store = SpeakerStore(store_path, create=False)
     try:
@@ -499,8 +509,7 @@ def enroll_speaker(
         raise VerificationError(f"{store_path}: {error}") from None
     if not audio_paths:
         raise VerificationError("no audio files to enroll")
-    if Path(store_path).exists():  # fail on a foreign/corrupt store before the slow part
-        _open_existing(store_path, model).close()
+    _check_store_early(store_path, model.fingerprint, f"checkpoint {model.path}")
     utterances = [embed_utterance(model, path) for path in audio_paths]
     total = sum(u.speech_seconds for u in utterances)
     if total < min_speech_seconds:
@@ -694,8 +703,7 @@ def adapt(
     if audio_dir is not None:
         if model is None:
             raise VerificationError("adapt AUDIO_DIR needs a model (--model)")
-        if Path(store_path).exists():
-            _open_existing(store_path, model).close()
+        _check_store_early(store_path, model.fingerprint, f"checkpoint {model.path}")
         paths = find_audio_files(audio_dir)
         if not paths:
             raise VerificationError(f"{audio_dir}: no audio files found")

@@ -345,6 +345,46 @@ def test_adapt_then_verify_says_centred(enrolled, fake_model, voices, tmp_path):
     assert listed["domain_mean"]["num_embeddings"] == 3
 
 
+def test_adapt_from_embeddings_needs_no_model(enrolled, tmp_path):
+    from speakerverify.embed import save_embeddings
+
+    vectors = np.random.default_rng(0).standard_normal((25, 32)).astype(np.float32)
+    save_embeddings(
+        tmp_path / "emb", [f"u{i}" for i in range(25)], vectors, {"model_fingerprint": FP}
+    )
+    result = run(
+        ["adapt", "--embeddings", tmp_path / "emb", "--store", enrolled, "--json"],
+        env={"SPEAKERVERIFY_MODEL": ""},
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["num_embeddings"] == 25 and result.stderr == ""
+    both = run(["adapt", tmp_path, "--embeddings", tmp_path / "emb", "--store", enrolled])
+    assert_clean_error(both, "either AUDIO_DIR or --embeddings")
+
+
+def test_export_json_summary_and_remove_json(enrolled, tmp_path):
+    out = tmp_path / "e.json"
+    summary = json.loads(
+        run(["speakers", "export", "--store", enrolled, "--out", out, "--json"]).stdout
+    )
+    assert summary == {
+        "command": "speakers export",
+        "version": 1,
+        "store": str(enrolled),
+        "out": str(out),
+        "num_speakers": 3,
+    }
+    assert set(json.loads(out.read_text())) == LIST_KEYS
+    removed = json.loads(run(["speakers", "remove", "cy", "--store", enrolled, "--json"]).stdout)
+    assert removed == {
+        "command": "speakers remove",
+        "version": 1,
+        "store": str(enrolled),
+        "removed": "cy",
+        "num_speakers": 2,
+    }
+
+
 # -- bad input: one line on stderr naming the file, exit 2, store untouched -------------------
 
 
@@ -482,6 +522,22 @@ def test_missing_store_for_verify_and_list(fake_model, voices, tmp_path):
         run(["speakers", "list"], env={"SPEAKERVERIFY_STORE": ""}), "SPEAKERVERIFY_STORE"
     )
     assert not missing.exists()
+
+
+def test_pair_with_directory_and_bad_names(enrolled, fake_model, voices):
+    before = digest(enrolled)
+    pair = run(
+        ["verify", enrolled.parent, voices["ann0"], "--model", fake_model, "--threshold", "0"]
+    )
+    assert_clean_error(pair, enrolled.parent, "is a directory")
+    for name, problem in (
+        ("x" * 129, "129 characters"),
+        ("a\tb", "control character"),
+        ("", "empty"),
+    ):
+        result = run(["enroll", name, voices["ann0"], "--model", fake_model, "--store", enrolled])
+        assert_clean_error(result, problem)
+    assert digest(enrolled) == before
 
 
 # -- real processes ---------------------------------------------------------------------------

@@ -366,3 +366,39 @@ def test_calibrated_verify_reports_llr_and_centring_caveat(tmp_path, voices):
     adapt(store, model=model, audio_dir=tmp_path / "domain")
     centred = verify_against(store, model, rule, "ann", voices["ann2"])
     assert centred.centring is not None and "approximate" in centred.warnings[-1]
+
+
+def test_adapt_from_embedding_store(tmp_path, rng):
+    from speakerverify.embed import save_embeddings
+
+    vectors = rng.standard_normal((30, 8)).astype(np.float32) + 3.0
+    save_embeddings(
+        tmp_path / "emb", [f"u{i}" for i in range(30)], vectors, {"model_fingerprint": FP}
+    )
+    store = tmp_path / "s.db"
+    result = adapt(store, embeddings_dir=tmp_path / "emb")
+    assert result.num_embeddings == 30 and result.model_fingerprint == FP and not result.warnings
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    with SpeakerStore(store) as opened:
+        np.testing.assert_allclose(opened.domain_mean.mean, unit.mean(axis=0), atol=1e-6)
+        assert opened.fingerprint == FP
+    before = rows(store)
+    save_embeddings(tmp_path / "other", ["a"], vectors[:1], {"model_fingerprint": "2" * 16})
+    with pytest.raises(StoreError, match=f"{FP}.*{'2' * 16}"):
+        adapt(store, embeddings_dir=tmp_path / "other")
+    with pytest.raises(VerificationError, match="not an embedding directory"):
+        adapt(store, embeddings_dir=tmp_path / "nothing")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(VerificationError, match="half: cannot read embeddings"):
+        adapt(store, embeddings_dir=tmp_path / "half")
+    assert rows(store) == before
+
+
+def test_store_in_missing_directory_fails_before_embedding(tmp_path, voices):
+    class Exploding:
+        def embed_waveform(self, wave):
+            raise AssertionError("embedding should not start")
+
+    model = SpeakerModel(Exploding(), FP, 16000, "m.pt")
+    with pytest.raises(StoreError, match="does not exist"):
+        enroll_speaker(tmp_path / "no" / "s.db", model, "ann", [voices["ann0"]])
