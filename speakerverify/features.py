@@ -189,19 +189,42 @@ class Fbank(nn.Module):
         if num_frames == 0:
             empty = waves.new_zeros(batch, 0, self.config.num_mel_bins)
             return empty, feat_lengths
-        if torch.is_grad_enabled() and waves.requires_grad:
+        differentiable = torch.is_grad_enabled() and waves.requires_grad
+        if differentiable:
             frames = self._windowed_frames(waves, num_frames)
             feats = self._log_mel(frames.view(batch * num_frames, -1))
             feats = feats.view(batch, num_frames, -1)
         else:
             feats = self._log_mel_chunked(waves, num_frames)
-        valid = torch.arange(num_frames, device=waves.device)[None, :] < feat_lengths[:, None]
-        valid = valid[..., None]
+        # Frames past a row's length saw padding: zero them (before the CMN sums and after).
+        short_rows = (feat_lengths < num_frames).nonzero().flatten().tolist()
+        valid = (
+            torch.arange(num_frames, device=waves.device)[None, :, None]
+            < (feat_lengths[:, None, None])
+        )
+        feats = self._zero_padding(feats, feat_lengths, short_rows, valid, differentiable)
         if self.config.cmn:
             counts = feat_lengths.clamp_min(1).to(feats.dtype)[:, None, None]
-            mean = torch.where(valid, feats, 0.0).sum(dim=1, keepdim=True) / counts
-            feats = feats - mean
-        return torch.where(valid, feats, 0.0), feat_lengths
+            mean = feats.sum(dim=1, keepdim=True) / counts
+            feats = feats - mean if differentiable else feats.sub_(mean)
+            feats = self._zero_padding(feats, feat_lengths, short_rows, valid, differentiable)
+        return feats, feat_lengths
+
+    @staticmethod
+    def _zero_padding(
+        feats: torch.Tensor,
+        feat_lengths: torch.Tensor,
+        short_rows: list[int],
+        valid: torch.Tensor,
+        differentiable: bool,
+    ) -> torch.Tensor:
+        if not short_rows:
+            return feats
+        if differentiable:
+            return torch.where(valid, feats, 0.0)
+        for row in short_rows:  # in place, touching only the padded frames
+            feats[row, int(feat_lengths[row]) :] = 0.0
+        return feats
 
     def _reflect_edges(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Kaldi's snip_edges=False padding: mirror each row at its own start and end."""
@@ -271,6 +294,7 @@ class Fbank(nn.Module):
             capacity, cfg.fft_size // 2 + 1, dtype=complex_dtype, device=waves.device
         )
         power = waves.new_empty(capacity, cfg.fft_size // 2 + 1)
+        squares = waves.new_empty(capacity, 2 * power.shape[1])
         window = self.window.to(waves.dtype)[1:]
         dc_weight = self.dc_weight.to(waves.dtype)
         mel_banks = self.mel_banks.to(waves.dtype)
@@ -288,9 +312,10 @@ class Fbank(nn.Module):
                 if mean is not None:
                     chunk[..., :length].addcmul_(mean[..., None], dc_weight, value=-1)
                 torch.fft.rfft(frames[:count], out=spectrum[:count])
-                parts = torch.view_as_real(spectrum[:count])
-                torch.mul(parts[..., 0], parts[..., 0], out=power[:count])
-                power[:count].addcmul_(parts[..., 1], parts[..., 1])
+                # Squaring contiguously, then adding the pairs, is ~2x faster than strided re/im.
+                parts = torch.view_as_real(spectrum[:count]).view(count, -1)
+                torch.square(parts, out=squares[:count])
+                torch.add(squares[:count, 0::2], squares[:count, 1::2], out=power[:count])
                 out = feats[row : row + rows_per_chunk, start:stop].view(count, -1)
                 torch.mm(power[:count], mel_banks, out=out)
                 out.clamp_min_(floor).log_()
