@@ -377,3 +377,62 @@ def test_distributed_global_mining_equals_single_process(tmp_path):
             torch.testing.assert_close(got["grad"] / world_size, local_grad, rtol=0, atol=1e-12)
             assert got["num_valid"] == loss_fn.stats["num_valid"]
             assert got["mean_d_an"] == pytest.approx(loss_fn.stats["mean_d_an"], abs=1e-12)
+
+
+# ---------------------------------------------------------------- training stability
+def _synthetic_log_mel(num_speakers, utts_per_speaker, seconds, seed):
+    import synth
+    import torchaudio
+
+    rng = np.random.default_rng(seed)
+    speakers = [synth.random_speaker(rng) for _ in range(num_speakers)]
+    waves = [
+        synth.speech_like(seconds, speaker=speaker, seed=seed + 100 * index + utt)
+        for index, speaker in enumerate(speakers)
+        for utt in range(utts_per_speaker)
+    ]
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=16000, n_fft=400, hop_length=160, n_mels=24
+    )
+    feats = (mel(torch.from_numpy(np.stack(waves))) + 1e-6).log().transpose(1, 2)
+    labels = torch.arange(num_speakers).repeat_interleave(utts_per_speaker)
+    return feats - feats.mean(dim=1, keepdim=True), labels
+
+
+def test_batch_hard_training_from_scratch_does_not_collapse():
+    """Regression: batch-hard from scratch collapsed a small TDNN (all embeddings parallel).
+
+    The encoder's affine-free BatchNorm on the embedding keeps the batch spread; the stats make
+    collapse visible (embedding_spread -> 0, d_ap ≈ d_an, loss stuck at the margin).
+    """
+    from speakerverify.models import XVector
+
+    torch.manual_seed(0)
+    feats, labels = _synthetic_log_mel(num_speakers=10, utts_per_speaker=5, seconds=0.8, seed=0)
+    model = XVector(feat_dim=24, embed_dim=32, channels=64, stats_channels=128)
+    loss_fn = TripletLoss(margin=0.2, mining="batch_hard")
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    spreads, losses = [], []
+    for _ in range(40):
+        speakers = torch.randperm(10, generator=generator)[:6]
+        utts = torch.stack([torch.randperm(5, generator=generator)[:4] for _ in speakers])
+        index = (speakers[:, None] * 5 + utts).flatten()
+        crop = int(torch.randint(0, 15, (1,), generator=generator))
+        loss = loss_fn(model(feats[index, crop : crop + 64]), labels[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        spreads.append(loss_fn.stats["embedding_spread"])
+        losses.append(loss.item())
+    assert min(spreads) > 0.3, spreads
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5]), losses
+    # Held-out check on all utterances: same-speaker pairs are closer than different-speaker ones.
+    model.eval()
+    with torch.no_grad():
+        emb = torch.nn.functional.normalize(model(feats), dim=1)
+    distances = distance_matrix(emb)
+    same = labels[:, None] == labels[None, :]
+    off_diagonal = ~torch.eye(len(labels), dtype=torch.bool)
+    assert distances[same & off_diagonal].mean() + 0.2 < distances[~same].mean()
+    assert distances[~same].mean() > 0.5  # not collapsed at inference either
