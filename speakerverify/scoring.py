@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 NORMS = ("none", "snorm", "asnorm")
-_CHUNK = 8192
+_CHUNK = 4096
 
 
 class ScoresError(ValueError):
@@ -63,6 +63,15 @@ def normalize_rows(x: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
         x -= np.asarray(mean, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     np.divide(x, norms, out=x, where=norms > 0)
+    return x
+
+
+def _normalize_in_place(x: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
+    if mean is not None:
+        x -= np.asarray(mean, dtype=np.float32)
+    norms = np.sqrt(np.einsum("nd,nd->n", x, x))
+    scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+    x *= scale[:, None]
     return x
 
 
@@ -164,12 +173,18 @@ def score_trials(
     num_trials = len(trials.enroll)
     if len(trials.test) != num_trials:
         raise ValueError("enroll and test lists differ in length")
-    # each distinct utterance once: gather, centre, normalize
-    utt_ids = list(dict.fromkeys(itertools.chain(trials.enroll, trials.test)))
-    embeddings = normalize_rows(store.embeddings[store.rows(utt_ids)], mean)
-    order = {u: i for i, u in enumerate(utt_ids)}
-    enroll_rows = np.fromiter(map(order.__getitem__, trials.enroll), np.int64, count=num_trials)
-    test_rows = np.fromiter(map(order.__getitem__, trials.test), np.int64, count=num_trials)
+    # each distinct utterance once: code the trial sides in one pass, then gather and normalize
+    codes: dict[str, int] = {}
+    setdefault = codes.setdefault
+    sides = np.fromiter(
+        (setdefault(u, len(codes)) for u in itertools.chain(trials.enroll, trials.test)),
+        np.int64,
+        count=2 * num_trials,
+    )
+    enroll_rows, test_rows = sides[:num_trials], sides[num_trials:]
+    embeddings = _normalize_in_place(
+        np.asarray(store.embeddings[store.rows(list(codes))], dtype=np.float32), mean
+    )
     scores = np.empty(num_trials, np.float32)
     for begin in range(0, num_trials, _CHUNK):
         end = begin + _CHUNK

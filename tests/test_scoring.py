@@ -190,7 +190,11 @@ def test_calibration_lowers_cllr_on_held_out_trials(rng, tmp_path):
         Calibration(-1.0, 0.0).score_threshold(0.5)
 
 
-def test_two_gaussian_scores_through_scoring_give_expected_eer(rng):
-    # embeddings whose cosine scores are ~Gaussian: EER of the scores ~ Phi(-d'/2)
+def test_two_gaussian_scores_give_phi_eer_and_calibration_keeps_it(rng):
+    # targets ~ N(d', 1), non-targets ~ N(0, 1) (in an affine "cosine" scale): EER = Phi(-d'/2);
+    # calibration is monotone, so EER is unchanged by it
     scores, labels = gaussian_scores(rng, 100_000, 2.0)
-    assert eer(scores, labels)[0] == pytest.approx(0.5 * math.erfc(1 / math.sqrt(2)), abs=0.006)
+    value = eer(scores, labels)[0]
+    assert value == pytest.approx(0.5 * math.erfc(1 / math.sqrt(2)), abs=0.006)
+    calibration = fit_calibration(scores, labels)
+    assert eer(calibration.apply(scores), labels)[0] == pytest.approx(value, abs=1e-12)
