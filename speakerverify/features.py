@@ -116,6 +116,20 @@ def _mel_blocks(mel_banks: torch.Tensor, num_groups: int) -> list[tuple[int, int
     return blocks
 
 
+def _zero_padding(feats: torch.Tensor, lengths: torch.Tensor, differentiable: bool) -> torch.Tensor:
+    """Zero frames `t >= lengths[b]`; in place without autograd, touching only short rows."""
+    num_frames = feats.shape[1]
+    short_rows = (lengths < num_frames).nonzero().flatten().tolist()
+    if not short_rows:
+        return feats
+    if differentiable:
+        frame_index = torch.arange(num_frames, device=feats.device)[None, :, None]
+        return torch.where(frame_index < lengths[:, None, None], feats, 0.0)
+    for row in short_rows:
+        feats[row, int(lengths[row]) :] = 0.0
+    return feats
+
+
 class Fbank(nn.Module):
     """Log-mel filterbank features of a padded batch in one vectorized pass.
 
@@ -212,34 +226,13 @@ class Fbank(nn.Module):
         else:
             feats = self._log_mel_chunked(waves, num_frames)
         # Frames past a row's length saw padding: zero them (before the CMN sums and after).
-        short_rows = (feat_lengths < num_frames).nonzero().flatten().tolist()
-        valid = (
-            torch.arange(num_frames, device=waves.device)[None, :, None]
-            < (feat_lengths[:, None, None])
-        )
-        feats = self._zero_padding(feats, feat_lengths, short_rows, valid, differentiable)
+        feats = _zero_padding(feats, feat_lengths, differentiable)
         if self.config.cmn:
             counts = feat_lengths.clamp_min(1).to(feats.dtype)[:, None, None]
             mean = feats.sum(dim=1, keepdim=True) / counts
             feats = feats - mean if differentiable else feats.sub_(mean)
-            feats = self._zero_padding(feats, feat_lengths, short_rows, valid, differentiable)
+            feats = _zero_padding(feats, feat_lengths, differentiable)
         return feats, feat_lengths
-
-    @staticmethod
-    def _zero_padding(
-        feats: torch.Tensor,
-        feat_lengths: torch.Tensor,
-        short_rows: list[int],
-        valid: torch.Tensor,
-        differentiable: bool,
-    ) -> torch.Tensor:
-        if not short_rows:
-            return feats
-        if differentiable:
-            return torch.where(valid, feats, 0.0)
-        for row in short_rows:  # in place, touching only the padded frames
-            feats[row, int(feat_lengths[row]) :] = 0.0
-        return feats
 
     def _reflect_edges(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Kaldi's snip_edges=False padding: mirror each row at its own start and end."""
