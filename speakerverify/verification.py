@@ -27,6 +27,8 @@ from speakerverify.store import (
 logger = logging.getLogger(__name__)
 
 RECOMMENDED_SAMPLE_RATE = 16000
+# Shorter speech makes a meaningless embedding (and may be shorter than the encoder's context).
+MIN_FILE_SPEECH_SECONDS = 0.5
 
 
 class VerificationError(Exception):
@@ -287,7 +289,10 @@ class Utterance:
 
 
 def embed_utterance(
-    model: SpeakerModel, path: str | os.PathLike, *, min_speech_seconds: float = 0.0
+    model: SpeakerModel,
+    path: str | os.PathLike,
+    *,
+    min_speech_seconds: float = MIN_FILE_SPEECH_SECONDS,
 ) -> Utterance:
     """Load `path`, keep its voiced frames and embed them.
 
@@ -317,12 +322,17 @@ def embed_utterance(
         raise VerificationError(f"{path}: no speech found (silence or noise only)")
     speech = trim_silence(wave, model.sample_rate)
     speech_seconds = speech.shape[0] / model.sample_rate
+    min_speech_seconds = max(min_speech_seconds, MIN_FILE_SPEECH_SECONDS)
     if speech_seconds < min_speech_seconds:
         raise VerificationError(
             f"{path}: only {speech_seconds:.2f} s of speech, need at least "
             f"{min_speech_seconds:g} s (--min-speech)"
         )
-    embedding = model.embedder.embed_waveform(speech)
+    try:
+        embedding = model.embedder.embed_waveform(speech)
+    except (ValueError, RuntimeError) as error:  # EmbedError, or too short for the encoder
+        cause = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise VerificationError(f"{path}: cannot embed ({cause})") from None
     embedding = np.asarray(embedding, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(embedding)) or not np.any(embedding):
         raise VerificationError(f"{path}: the model produced an unusable (zero/NaN) embedding")

@@ -544,11 +544,19 @@ def test_pair_with_directory_and_bad_names(enrolled, fake_model, voices):
 
 
 def test_help_is_fast_and_documents_exit_status():
+    import resource
+
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run([*SPEAKERVERIFY, "--help"], capture_output=True, text=True, timeout=60)
     elapsed = time.perf_counter() - start
-    assert proc.returncode == 0 and "enroll" in proc.stdout and "verify" in proc.stdout
-    assert elapsed < 2.0, f"speakerverify --help took {elapsed:.2f} s"
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    assert proc.returncode == 0, proc.stderr
+    assert "enroll" in proc.stdout and "verify" in proc.stdout
+    # CPU time is what we control; wall time also counts the other jobs sharing the machine.
+    assert cpu < 0.5, f"speakerverify --help used {cpu:.2f} s of CPU"
+    assert elapsed < 5.0, f"speakerverify --help took {elapsed:.2f} s"
     verify_help = subprocess.run(
         [*SPEAKERVERIFY, "verify", "--help"], capture_output=True, text=True, timeout=60
     )

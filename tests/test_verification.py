@@ -402,3 +402,13 @@ def test_store_in_missing_directory_fails_before_embedding(tmp_path, voices):
     model = SpeakerModel(Exploding(), FP, 16000, "m.pt")
     with pytest.raises(StoreError, match="does not exist"):
         enroll_speaker(tmp_path / "no" / "s.db", model, "ann", [voices["ann0"]])
+
+
+def test_each_enrollment_file_needs_half_a_second_of_speech(tmp_path, voices):
+    blip = tmp_path / "blip.wav"
+    wave = np.concatenate([speech_like(0.25, 16000, seed=3), np.zeros(16000, np.float32)])
+    sf.write(blip, wave + 1e-5 * np.random.default_rng(0).standard_normal(wave.size), 16000)
+    model, store = fake_model(tmp_path), tmp_path / "s.db"
+    with pytest.raises(VerificationError, match=r"blip.wav: only 0\.\d+ s of speech"):
+        enroll_speaker(store, model, "ann", [voices["ann0"], voices["ann1"], blip])
+    assert not store.exists()

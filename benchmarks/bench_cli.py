@@ -1,0 +1,188 @@
+"""Cold-start cost of the speaker commands, against the floor of importing torch and torchaudio.
+
+Each repetition runs, in turn, in fresh processes:
+  import_floor   python -c "import torch, torchaudio"        (the peer: what any torch CLI pays)
+  verify         speakerverify verify NAME five_seconds.wav --threshold 0.5
+  help           speakerverify --help
+and the medians are compared: our overhead = verify - import_floor (target < 0.5 s). A final
+in-process run splits the verify path into imports, model load, audio + VAD, and embedding.
+The model has the default x-vector size (4.6 M parameters, 512-dim embeddings) with untrained
+weights: the timing does not depend on what the weights are.
+
+    python benchmarks/bench_cli.py [--repeats 7] [--model xvector|ecapa_tdnn|resnet34]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SPEAKERVERIFY = str(Path(sys.executable).parent / "speakerverify")
+
+BREAKDOWN = r"""
+import json, sys, time
+def now():
+    return time.perf_counter(), time.process_time()
+t0 = now()
+import torch, torchaudio
+t1 = now()
+from speakerverify.cli import speakers  # noqa: F401
+from speakerverify import verification
+from speakerverify.store import SpeakerStore
+t2 = now()
+model = verification.load_speaker_model(sys.argv[1])
+t3 = now()
+from speakerverify.audio import load_audio, speech_mask, trim_silence
+wave = load_audio(sys.argv[2], model.sample_rate)
+speech_mask(wave, model.sample_rate)
+trimmed = trim_silence(wave, model.sample_rate)
+t4 = now()
+model.embedder.embed_waveform(trimmed)
+t5 = now()
+with SpeakerStore(sys.argv[3]) as store:
+    store.get("alice")
+t6 = now()
+names = ["import torch+torchaudio", "import speakerverify", "load model", "audio + VAD",
+         "embed", "store lookup"]
+marks = [t0, t1, t2, t3, t4, t5, t6]
+print(json.dumps({n: [b[0] - a[0], b[1] - a[1]] for n, a, b in zip(names, marks, marks[1:])}))
+"""
+
+
+def timed(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + sys, all threads) of one fresh process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(command)} failed:\n{proc.stderr}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return elapsed, cpu
+
+
+def prepare(root: Path, model_name: str) -> tuple[Path, Path, Path]:
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from synth import random_speaker, speech_like
+
+    from speakerverify.checkpoint import save_checkpoint
+    from speakerverify.features import FbankConfig
+    from speakerverify.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(model_name)
+    checkpoint = root / "model.pt"
+    save_checkpoint(
+        checkpoint,
+        model_name=model_name,
+        model_args={},
+        model=model,
+        features=FbankConfig().to_dict(),
+    )
+    speaker = random_speaker(np.random.default_rng(0))
+    enroll, test = root / "enroll.wav", root / "five_seconds.wav"
+    sf.write(enroll, speech_like(8.0, 16000, speaker, seed=1), 16000)
+    sf.write(test, speech_like(5.0, 16000, speaker, seed=2), 16000)
+    store = root / "speakers.db"
+    subprocess.run(
+        [
+            SPEAKERVERIFY,
+            "enroll",
+            "alice",
+            str(enroll),
+            "--model",
+            str(checkpoint),
+            "--store",
+            str(store),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return checkpoint, test, store
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--model", default="xvector")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint, test, store = prepare(Path(tmp), args.model)
+        commands = {
+            "import_floor": [sys.executable, "-c", "import torch, torchaudio"],
+            "verify": [
+                SPEAKERVERIFY,
+                "verify",
+                "alice",
+                str(test),
+                "--model",
+                str(checkpoint),
+                "--store",
+                str(store),
+                "--threshold",
+                "0.5",
+            ],
+            "help": [SPEAKERVERIFY, "--help"],
+        }
+        wall: dict[str, list[float]] = {name: [] for name in commands}
+        cpu: dict[str, list[float]] = {name: [] for name in commands}
+        timed(commands["verify"])  # warm the page cache once; every timed run is a new process
+        for _ in range(args.repeats):
+            for name, command in commands.items():
+                elapsed, used = timed(command)
+                wall[name].append(elapsed)
+                cpu[name].append(used)
+        breakdowns = [
+            json.loads(
+                subprocess.run(
+                    [sys.executable, "-c", BREAKDOWN, str(checkpoint), str(test), str(store)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            )
+            for _ in range(3)
+        ]
+    print(f"model: {args.model} (default size), test file: 5.0 s, repeats: {args.repeats}")
+    print(f"{'':>13}  {'wall median':>11}  {'(min)':>7}  {'CPU median':>10}  {'(min)':>7}")
+    for name in commands:
+        print(
+            f"{name:>13}  {statistics.median(wall[name]):>10.3f}s  {min(wall[name]):>6.3f}s  "
+            f"{statistics.median(cpu[name]):>9.3f}s  {min(cpu[name]):>6.3f}s"
+        )
+    for kind, values in (("wall", wall), ("CPU", cpu)):
+        verify, floor = (
+            statistics.median(values["verify"]),
+            statistics.median(values["import_floor"]),
+        )
+        print(
+            f"{kind}: verify / import_floor = {verify / floor:.2f}x; our overhead above the "
+            f"floor = {verify - floor:.3f} s (target < 0.5 s): "
+            + ("PASS" if verify - floor < 0.5 else "FAIL")
+        )
+    print(
+        f"speakerverify --help: wall {statistics.median(wall['help']):.3f} s, CPU "
+        f"{statistics.median(cpu['help']):.3f} s (target < 0.5 s)"
+    )
+    print("in-process breakdown of verify (median of 3 runs): wall s, CPU s")
+    for key in breakdowns[0]:
+        w = statistics.median(b[key][0] for b in breakdowns)
+        c = statistics.median(b[key][1] for b in breakdowns)
+        print(f"  {key:>24}: {w:.3f}  {c:.3f}")
+
+
+if __name__ == "__main__":
+    main()
