@@ -117,6 +117,26 @@ def test_offset_and_duration_read_the_same_samples_as_a_slice(tmp_path):
         assert load_audio(path, offset_seconds=2.9, duration_seconds=1.0).shape[0] == 1600
 
 
+def test_crop_seeks_and_reads_only_its_frames(tmp_path, monkeypatch):
+    path = tmp_path / "seek.flac"
+    sf.write(path, speech_like(3.0, 16000, seed=8), 16000)
+    calls = []
+    original_seek, original_read = sf.SoundFile.seek, sf.SoundFile.read
+
+    def seek(self, frames, *args, **kwargs):
+        calls.append(("seek", frames))
+        return original_seek(self, frames, *args, **kwargs)
+
+    def read(self, frames=-1, *args, **kwargs):
+        calls.append(("read", frames))
+        return original_read(self, frames, *args, **kwargs)
+
+    monkeypatch.setattr(sf.SoundFile, "seek", seek)
+    monkeypatch.setattr(sf.SoundFile, "read", read)
+    assert load_audio(path, offset_seconds=2.0, duration_seconds=0.25).shape == (4000,)
+    assert calls == [("seek", 32000), ("read", 4000)]
+
+
 def test_crop_of_a_resampled_file_matches_the_full_read_inside(tmp_path):
     path = tmp_path / "rate48k.wav"
     sf.write(path, speech_like(2.0, 48000, seed=6), 48000, subtype="FLOAT")
