@@ -134,7 +134,8 @@ def test_crop_seeks_and_reads_only_its_frames(tmp_path, monkeypatch):
     monkeypatch.setattr(sf.SoundFile, "seek", seek)
     monkeypatch.setattr(sf.SoundFile, "read", read)
     assert load_audio(path, offset_seconds=2.0, duration_seconds=0.25).shape == (4000,)
-    assert calls == [("seek", 32000), ("read", 4000)]
+    assert calls[0] == ("seek", 32000)  # soundfile itself also seeks (0, SEEK_CUR) to tell
+    assert [call for call in calls if call[0] == "read"] == [("read", 4000)]
 
 
 def test_crop_of_a_resampled_file_matches_the_full_read_inside(tmp_path):
