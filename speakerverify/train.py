@@ -395,29 +395,26 @@ def validate(
     device: str | torch.device = "cpu",
     max_seconds: float = 20.0,
 ) -> dict[str, float]:
-    """EER/minDCF of `encoder` (put in eval mode) on a trial list by cosine scoring.
+    """EER/minDCF of `encoder` (left in eval mode) on a trial list by cosine scoring.
+
+    Files longer than `max_seconds` are embedded in windows (`speakerverify.embed.Embedder`).
 
     Returns:
         `compute_metrics` output as plain floats (at least "eer" and "min_dcf").
     """
-    from speakerverify.audio import load_audio
     from speakerverify.data import DataDir, read_trials
+    from speakerverify.embed import Embedder
     from speakerverify.features import Fbank, FbankConfig
     from speakerverify.metrics import compute_metrics
 
     data_dir = DataDir.load(valid_dir)
     trials = read_trials(valid_trials, data_dir)
-    frontend = Fbank(FbankConfig.from_dict(features)).to(device).eval()
-    encoder.eval()
+    frontend = Fbank(FbankConfig.from_dict(features))
+    # The evaluation embedder (eval mode, no dither, long files in windows), so validation EER
+    # matches `speakerverify evaluate` on the same checkpoint.
+    embedder = Embedder(frontend, encoder, device=str(device), max_seconds=max_seconds)
     utt_ids = sorted(set(trials.enroll) | set(trials.test))
-    sample_rate = frontend.config.sample_rate
-    rows = []
-    with torch.no_grad():
-        for utt in utt_ids:
-            wave = load_audio(data_dir.wav[utt], sample_rate, duration_seconds=max_seconds)
-            feats, _ = frontend(wave.to(device)[None])
-            rows.append(encoder(feats)[0].float().cpu().numpy())
-    vectors = np.stack(rows)
+    vectors = np.stack([embedder.embed_file(data_dir.wav[u]) for u in utt_ids])
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
     row = {u: i for i, u in enumerate(utt_ids)}
     enroll = vectors[[row[u] for u in trials.enroll]]

@@ -214,7 +214,16 @@ def build_loader(dataset: Any, sampler: Any, start: int, config: Config, env: Di
         pin_memory=env.device.type == "cuda",
         prefetch_factor=4 if workers else None,
         generator=generator,
+        worker_init_fn=_ignore_sigint if workers else None,
     )
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """Ctrl-C reaches the whole process group; workers leave it to the main process, which saves
+    a checkpoint at the next step (a worker dying on SIGINT would abort the fetch instead)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def capture_rng() -> dict[str, Any]:
