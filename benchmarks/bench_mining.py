@@ -4,11 +4,11 @@ Run: python benchmarks/bench_mining.py [--sizes 128 512 2048] [--budget-seconds 
 
 For each batch size B, utterances per speaker K and strategy, both implementations see the same
 embeddings (D = 256) and labels. The script first checks in float64 that both mine the same
-number of triplets and give the same loss and gradients, then times fwd+bwd in float32 (the two
-interleaved so CPU contention hits them alike; the minimum over repeats is reported because it
-is the figure least distorted by other jobs on the machine, the median is printed too), and
-measures the peak memory allocated during one fwd+bwd (torch profiler memory events: the running
-sum of allocations and frees). Ratios are PML / ours.
+number of triplets and give the same loss and gradients, then times fwd+bwd in float32 at one
+thread as process CPU time (`time.process_time`: on a machine shared with other jobs, wall
+time mostly measures waiting for a core), the two implementations interleaved; it prints the
+minimum and the median over repeats. Peak memory is the maximum of the running sum of
+allocations and frees during one fwd+bwd (torch profiler memory events). Ratios are PML / ours.
 """
 
 from __future__ import annotations
@@ -100,9 +100,9 @@ def time_runs(runs, embeddings, labels, budget_seconds: float) -> list[list[floa
         time.perf_counter() - start < budget_seconds and len(times[0]) < 100
     ):
         for index, run in enumerate(runs):
-            begin = time.perf_counter()
+            begin = time.process_time()
             forward_backward(run, embeddings, labels)
-            times[index].append(time.perf_counter() - begin)
+            times[index].append(time.process_time() - begin)
     return times
 
 

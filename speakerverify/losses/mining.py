@@ -115,19 +115,21 @@ def mine_triplets(
     distances = distances.detach()
     batch = len(labels)
     device = distances.device
-    same = labels[:, None] == labels[None, :]
     _, inverse, class_sizes = torch.unique(labels, return_inverse=True, return_counts=True)
     num_negatives = batch - class_sizes[inverse]
     has_negative = num_negatives > 0
 
     if strategy == "batch_hard":
+        # Positives through a (B, largest class) table: no (B, B) mask for the label test.
+        mates = _class_mates(inverse, class_sizes)
+        rows = torch.arange(batch, device=device)[:, None]
+        positive_distances = distances.gather(1, mates).masked_fill(mates == rows, float("-inf"))
+        far = mates.gather(1, positive_distances.argmax(1, keepdim=True)).squeeze(1)
+        near = distances.clone().scatter_(1, mates, float("inf")).argmin(1)
         keep = (class_sizes[inverse] > 1) & has_negative
-        anchor = torch.arange(batch, device=device)[keep]
-        positives = torch.where(same, distances, float("-inf")).fill_diagonal_(float("-inf"))
-        far = positives.argmax(1)
-        near = torch.where(same, float("inf"), distances).argmin(1)
-        return anchor, far[keep], near[keep]
+        return rows.squeeze(1)[keep], far[keep], near[keep]
 
+    same = labels[:, None] == labels[None, :]
     # Distances to negatives only (+inf elsewhere), then `same` becomes the positive mask.
     negative_distances = torch.where(same, float("inf"), distances)
     anchor, positive = same.fill_diagonal_(False).nonzero(as_tuple=True)
@@ -188,6 +190,21 @@ def mine_triplets(
         return anchor[found], positive[found], chosen[found]
     hardest = negative_distances.min(1).indices
     return anchor, positive, torch.where(found, chosen, hardest[anchor])
+
+
+def _class_mates(inverse: torch.Tensor, class_sizes: torch.Tensor) -> torch.Tensor:
+    """(B, largest class) indices of the items sharing each item's label, padded with itself."""
+    batch = len(inverse)
+    order = torch.argsort(inverse, stable=True)
+    class_start = torch.cumsum(class_sizes, 0) - class_sizes
+    slot = torch.arange(batch, device=inverse.device) - class_start[inverse[order]]
+    table = torch.full(
+        (len(class_sizes), int(class_sizes.max())), -1, dtype=torch.long, device=inverse.device
+    )
+    table[inverse[order], slot] = order
+    mates = table[inverse]
+    itself = torch.arange(batch, device=inverse.device)[:, None].expand_as(mates)
+    return torch.where(mates >= 0, mates, itself)
 
 
 def _pair_ranks(anchor: torch.Tensor, batch: int) -> tuple[torch.Tensor, int]:
