@@ -289,7 +289,7 @@ class Fbank(nn.Module):
         """The no-grad path: `(B, T, F)` log-mel, framing and FFT fused per cache-sized chunk.
 
         A chunk is a group of whole utterances (short rows) or a frame range of one utterance
-        (long rows); its frames, spectrum and power live in buffers reused across chunks.
+        (long rows); its frames and power live in buffers reused across chunks.
         """
         cfg = self.config
         batch, length, shift = waves.shape[0], cfg.frame_length, cfg.frame_shift
@@ -297,10 +297,6 @@ class Fbank(nn.Module):
         frames_per_chunk = min(num_frames, _CHUNK_FRAMES)
         capacity = rows_per_chunk * frames_per_chunk
         frames = waves.new_zeros(capacity, cfg.fft_size)
-        complex_dtype = torch.complex128 if waves.dtype == torch.float64 else torch.complex64
-        spectrum = torch.empty(
-            capacity, cfg.fft_size // 2 + 1, dtype=complex_dtype, device=waves.device
-        )
         power = waves.new_empty(capacity, cfg.fft_size // 2 + 1)
         window = self.window.to(waves.dtype)[1:]
         dc_weight = self.dc_weight.to(waves.dtype)
@@ -318,9 +314,9 @@ class Fbank(nn.Module):
                 chunk[..., 0] = first
                 if mean is not None:
                     chunk[..., :length].addcmul_(mean[..., None], dc_weight, value=-1)
-                torch.fft.rfft(frames[:count], out=spectrum[:count])
+                spectrum = torch.fft.rfft(frames[:count])  # out= was slower: it copies
                 # Squaring contiguously, then adding the pairs, is ~2x faster than strided re/im.
-                parts = torch.view_as_real(spectrum[:count]).view(count, -1).square_()
+                parts = torch.view_as_real(spectrum).view(count, -1).square_()
                 torch.add(parts[:, 0::2], parts[:, 1::2], out=power[:count])
                 out = feats[row : row + rows_per_chunk, start:stop].view(count, -1)
                 for low, high, first_bin, last_bin in self._mel_blocks:
