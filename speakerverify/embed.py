@@ -558,7 +558,7 @@ def extract_embeddings(
     num_jobs: int = 1,
     rank: int | None = None,
     world_size: int | None = None,
-    shard_size: int = 1000,
+    shard_size: int = 256,
     progress: bool = True,
     wait_seconds: float = 7 * 24 * 3600.0,
 ) -> EmbeddingStore:

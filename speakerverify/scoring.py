@@ -111,10 +111,19 @@ def cohort_means(
             )
         speakers = [utt2spk[u] for u in ids]
     names, inverse = np.unique(np.asarray(speakers), return_inverse=True)
+    from scipy.sparse import csr_matrix
+
     sums = np.zeros((names.size, store.dim), np.float64)
-    for begin in range(0, len(ids), _CHUNK):
-        block = normalize_rows(store.embeddings[begin : begin + _CHUNK], mean)
-        np.add.at(sums, inverse[begin : begin + _CHUNK], block)
+    chunk = 65536
+    for begin in range(0, len(ids), chunk):
+        block = normalize_rows(store.embeddings[begin : begin + chunk], mean)
+        owners = inverse[begin : begin + chunk]
+        # (C, n) 0/1 speaker-membership matrix times the block: per-speaker sums in one product
+        membership = csr_matrix(
+            (np.ones(owners.size, np.float32), (owners, np.arange(owners.size))),
+            shape=(names.size, owners.size),
+        )
+        sums += membership @ block
     return normalize_rows(sums)
 
 
