@@ -1,6 +1,7 @@
 """Metric-learning losses on speaker embeddings: triplet loss with online mining (the product).
 
-`build_loss(name, **args)` builds a loss from the `LOSSES` registry; every loss is called as
+`build_loss(name, **args)` builds a loss from the `LOSSES` registry ("triplet", and for ablations
+"contrastive", "info_nce", "angular_prototypical"); every loss is called as
 `loss_fn(embeddings (B, D), labels (B,)) -> scalar` and exposes `loss_fn.stats` after each call.
 """
 
@@ -8,12 +9,20 @@ from __future__ import annotations
 
 from torch import nn
 
+from speakerverify.losses.comparison import (
+    AngularPrototypicalLoss,
+    ContrastiveLoss,
+    InfoNceLoss,
+)
 from speakerverify.losses.distances import DISTANCES, distance_matrix, pair_distances
 from speakerverify.losses.mining import STRATEGIES, mine_triplets
 from speakerverify.losses.triplet import DEFAULT_REDUCTION, STAT_KEYS, TripletLoss
 
 LOSSES: dict[str, type[nn.Module]] = {
     "triplet": TripletLoss,
+    "contrastive": ContrastiveLoss,
+    "info_nce": InfoNceLoss,
+    "angular_prototypical": AngularPrototypicalLoss,
 }
 
 
@@ -38,6 +47,9 @@ __all__ = [
     "LOSSES",
     "STAT_KEYS",
     "STRATEGIES",
+    "AngularPrototypicalLoss",
+    "ContrastiveLoss",
+    "InfoNceLoss",
     "TripletLoss",
     "build_loss",
     "distance_matrix",
