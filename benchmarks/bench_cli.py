@@ -28,12 +28,14 @@ HERE = Path(__file__).resolve().parent
 SPEAKERVERIFY = str(Path(sys.executable).parent / "speakerverify")
 
 BREAKDOWN = r"""
-import json, sys, time
+import json, os, sys, time
 def now():
     return time.perf_counter(), time.process_time()
 t0 = now()
 import torch, torchaudio
 t1 = now()
+if "OMP_NUM_THREADS" not in os.environ:  # as the speaker commands do
+    torch.set_num_threads(1)
 from speakerverify.cli import speakers  # noqa: F401
 from speakerverify import verification
 from speakerverify.store import SpeakerStore

@@ -118,12 +118,19 @@ def _decision_options(function: Callable) -> Callable:
 def _require(value: str | None, what: str, option: str, envvar: str) -> str:
     if not value:
         fail(f"no {what}: pass {option} or set {envvar}")
-    return value
+    return os.path.expanduser(value)  # environment values reach us without shell expansion
 
 
 def _load_model(model_path: str | None):
+    import torch
+
     from speakerverify.verification import load_speaker_model
 
+    if "OMP_NUM_THREADS" not in os.environ:
+        # One utterance is a small forward pass: on 2 shared cores the second thread's
+        # synchronisation cost more than it saved (embed CPU 0.15-0.5 s -> 0.06 s, VAD 0.15 ->
+        # 0.004 s in bench_cli.py's breakdown).
+        torch.set_num_threads(1)
     return load_speaker_model(_require(model_path, "model", "--model CKPT", "SPEAKERVERIFY_MODEL"))
 
 
@@ -214,6 +221,7 @@ def verify(
     When FIRST is an existing file the two files are compared (no store needed; a store's
     domain mean is used if --store is given). Otherwise FIRST is a speaker name in the store.
     The decision comes from the model's calibration at --p-target, or from --threshold.
+    Runs on one CPU thread unless OMP_NUM_THREADS is set.
     """
     from speakerverify.verification import VerificationError, resolve_decision_rule, verify_pair
 
