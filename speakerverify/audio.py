@@ -234,7 +234,8 @@ def load_audio(
         data, file_rate = _read_soundfile(path, offset_seconds, duration_seconds)
         mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     else:
-        mono, file_rate, _ = _ffmpeg_decode(path, sample_rate, offset_seconds, duration_seconds)
+        # Decode at the file's rate so every format is resampled by the same (torchaudio) filter.
+        mono, file_rate, _ = _ffmpeg_decode(path, None, offset_seconds, duration_seconds)
     if mono.size == 0:
         raise AudioError(f"{path}: contains no audio samples (zero length)")
     wave = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
