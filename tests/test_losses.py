@@ -505,3 +505,20 @@ def test_comparison_losses_gradcheck(name):
     loss_fn = build_loss(name).double()
     emb.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x: loss_fn(x, labels), (emb,), eps=1e-6, atol=1e-6)
+
+
+def test_mining_is_switchable_for_warm_up_and_default_reduction_follows():
+    loss_fn = TripletLoss(mining="batch_all")
+    assert loss_fn.reduction == "mean_active"
+    loss_fn.mining = "batch_hard"
+    assert loss_fn.reduction == "mean"
+    emb, labels = random_batch(seed=1, num_items=12, num_speakers=3)
+    expected, _ = brute_loss(
+        emb.tolist(), labels.tolist(), "batch_hard", "cosine", 0.2, False, "mean"
+    )
+    assert loss_fn(emb, labels).item() == pytest.approx(expected, abs=1e-9)
+    pinned = TripletLoss(mining="batch_all", reduction="mean")
+    pinned.mining = "semi_hard_all"
+    assert pinned.reduction == "mean"
+    with pytest.raises(ValueError, match="batch_hard"):
+        loss_fn.mining = "hardest"

@@ -55,7 +55,8 @@ class TripletLoss(nn.Module):
 
     Args:
         margin: m, settable between calls (margin schedules write `loss_fn.margin`).
-        mining: a strategy of `mine_triplets` ("semi_hard" by default).
+        mining: a strategy of `mine_triplets` ("semi_hard" by default); settable between calls
+            (a warm-up schedule writes `loss_fn.mining`; a defaulted reduction follows it).
         distance: "cosine" (1 - cos), "euclidean" or "squared_euclidean" (FaceNet).
         soft_margin: softplus instead of hinge.
         reduction: "mean" over all mined triplets or "mean_active" over triplets with non-zero
@@ -89,16 +90,14 @@ class TripletLoss(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        check_strategy(mining)
         check_distance(distance)
-        reduction = DEFAULT_REDUCTION[mining] if reduction is None else reduction
-        if reduction not in REDUCTIONS:
+        if reduction is not None and reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+        self._explicit_reduction = reduction
         self.margin = margin
         self.mining = mining
         self.distance = distance
         self.soft_margin = soft_margin
-        self.reduction = reduction
         self.semi_hard_fallback = semi_hard_fallback
         self.num_hardest = num_hardest
         self.normalize = normalize
@@ -117,6 +116,17 @@ class TripletLoss(nn.Module):
         if value < 0:
             raise ValueError(f"margin must be >= 0, got {value}")
         self._margin = float(value)
+
+    @property
+    def mining(self) -> str:
+        return self._mining
+
+    @mining.setter
+    def mining(self, strategy: str) -> None:
+        """Switch strategy between calls (e.g. a semi_hard warm-up, then batch_hard)."""
+        check_strategy(strategy)
+        self._mining = strategy
+        self.reduction = self._explicit_reduction or DEFAULT_REDUCTION[strategy]
 
     def extra_repr(self) -> str:
         return (
