@@ -64,6 +64,8 @@ def _check_path(path: str | os.PathLike) -> Path:
         raise AudioError(f"{path}: is a directory, not an audio file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise AudioError(f"{path}: permission denied")
     return path
 
 
@@ -202,7 +204,8 @@ def load_audio(
     """Read a file as mono float32 at `sample_rate`, optionally only a crop of it.
 
     Channels are averaged; other rates are resampled with ``torchaudio.functional.resample``.
-    A crop reads only its own frames (soundfile seeks; ffmpeg seeks on input).
+    A crop reads only its own frames with soundfile (seek + read); ffmpeg decodes from the start
+    and cuts on its output side, which is sample-exact.
 
     Args:
         path: audio file (wav, flac, ogg, mp3 via soundfile; m4a, aac, ... via ffmpeg).
