@@ -209,6 +209,8 @@ class Fbank(nn.Module):
         if lengths is None:
             lengths = torch.full((batch,), num_samples, dtype=torch.long, device=waves.device)
         lengths = lengths.to(device=waves.device, dtype=torch.long)
+        if lengths.shape != (batch,) or bool((lengths > num_samples).any()):
+            raise ValueError(f"lengths must be (B,) = ({batch},) and <= S = {num_samples}")
         if self.training and self.config.dither > 0:
             waves = waves + self.config.dither * torch.randn_like(waves)
         if not self.config.snip_edges:

@@ -143,6 +143,11 @@ def test_cmn_is_over_valid_frames_only():
         assert bool((feats[row, valid:] == 0).all())
 
 
+def test_lengths_longer_than_the_batch_are_rejected():
+    with pytest.raises(ValueError, match="lengths"):
+        Fbank()(torch.randn(2, 1000), torch.tensor([1000, 1001]))
+
+
 def test_too_short_rows_give_zero_frames():
     feats, feat_lengths = Fbank()(torch.randn(2, 500), torch.tensor([500, 300]))
     assert feat_lengths.tolist() == [1, 0]
