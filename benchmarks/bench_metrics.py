@@ -79,7 +79,8 @@ def bench_metrics(sizes: list[int], repeats: int) -> None:
     print(f"SpeechBrain EER/minDCF: {'installed' if speechbrain else 'not installed (skipped)'}")
     header = (
         f"{'trials':>10} {'ours s':>8} {'sklearn s':>10} {'np.sort s':>10} {'sklearn/ours':>13} "
-        f"{'ours/sort':>10} {'ours B/trial':>13} {'sklearn B/trial':>16}"
+        f"{'ours/sort':>10} {'ours B/trial':>13} {'sklearn B/trial':>16} {'ours CPU s':>11} "
+        f"{'sort CPU s':>11}"
     )
     print(header)
     rng = np.random.default_rng(0)
@@ -92,16 +93,18 @@ def bench_metrics(sizes: list[int], repeats: int) -> None:
             assert abs(ours[key] - value) < 1e-9, (key, ours[key], value)
         with threadpool_limits(1):
             t_ours, _ = timed(lambda s=scores, y=labels: compute_metrics(s, y), repeats)
+            cpu_ours = LAST_CPU
             t_sklearn, _ = timed(
                 lambda s=scores, y=labels: sklearn_metrics(s, y), max(1, repeats - 1)
             )
             t_sort, _ = timed(lambda s=scores: np.sort(s), repeats)
+            cpu_sort = LAST_CPU
         m_ours = peak_bytes(lambda s=scores, y=labels: compute_metrics(s, y)) / n
         m_sklearn = peak_bytes(lambda s=scores, y=labels: sklearn_metrics(s, y)) / n
         print(
             f"{n:>10} {t_ours:>8.3f} {t_sklearn:>10.3f} {t_sort:>10.3f} "
             f"{t_sklearn / t_ours:>12.1f}x {t_ours / t_sort:>9.2f}x {m_ours:>13.1f} "
-            f"{m_sklearn:>16.1f}"
+            f"{m_sklearn:>16.1f} {cpu_ours:>11.3f} {cpu_sort:>11.3f}"
         )
     if speechbrain:  # pragma: no cover - not installed on the reference machine
         import torch
