@@ -46,14 +46,26 @@ def _check_inputs(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
         if labels.size and (labels.min() < 0 or labels.max() > 1):
             raise ValueError("labels must be 1 (target) or 0 (non-target)")
         labels = labels.astype(np.bool_)
-    if scores.dtype.kind == "f" and scores.size and np.isnan(scores.min()):
-        raise ValueError(f"scores contain {int(np.isnan(scores).sum())} NaN value(s)")
+    return scores, labels
+
+
+def _check_trials(
+    scores: np.ndarray, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """Validated (scores, boolean labels, number of targets, whether any score is infinite)."""
+    scores, labels = _check_inputs(scores, labels)
+    has_inf = False
+    if scores.dtype.kind == "f" and scores.size:
+        low, high = scores.min(), scores.max()  # NaN propagates through min
+        if np.isnan(low) or np.isnan(high):
+            raise ValueError(f"scores contain {int(np.isnan(scores).sum())} NaN value(s)")
+        has_inf = bool(np.isinf(low) or np.isinf(high))
     num_targets = int(np.count_nonzero(labels))
     if num_targets == 0:
         raise ValueError("no target trials (label 1): EER and DCF are undefined")
     if num_targets == labels.size:
         raise ValueError("no non-target trials (label 0): EER and DCF are undefined")
-    return scores, labels
+    return scores, labels, num_targets, has_inf
 
 
 @dataclass
@@ -74,9 +86,8 @@ class _Sweep:
 
     @classmethod
     def build(cls, scores: np.ndarray, labels: np.ndarray) -> _Sweep:
-        scores, labels = _check_inputs(scores, labels)
+        scores, labels, num_targets, has_inf = _check_trials(scores, labels)
         n = scores.size
-        num_targets = int(np.count_nonzero(labels))
         small_int = scores.dtype.kind in "iub" and scores.dtype.itemsize <= 2
         if scores.dtype == np.float32 or small_int:
             exact32 = True
@@ -89,7 +100,7 @@ class _Sweep:
             scores32 = scores if scores.dtype == np.float32 else scores.astype(np.float32)
             keys = np.empty(n, np.float64)
             np.add(scores32, np.float32(0.0), out=keys)  # widen, and -0.0 -> +0.0 (one tie)
-            if np.isinf(scores32.min()) or np.isinf(scores32.max()):
+            if has_inf:
                 np.clip(keys, -_BIG, _BIG, out=keys)
             label_bit = np.equal(labels, scores32 < 0)  # == (not target) XOR negative
             np.bitwise_or(keys.view(np.uint64), label_bit, out=keys.view(np.uint64))
@@ -320,7 +331,7 @@ def act_dcf(
     >>> act_dcf(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]), 0.3, p_target=0.5)
     0.5
     """
-    scores, labels = _check_inputs(scores, labels)
+    scores, labels, _, _ = _check_trials(scores, labels)
     _check_prior(p_target)
     if threshold is None:
         threshold = math.log(c_fa * (1.0 - p_target) / (c_miss * p_target))
@@ -339,7 +350,7 @@ def cllr(llrs: np.ndarray, labels: np.ndarray) -> float:
     >>> cllr(np.zeros(4), np.array([0, 1, 0, 1]))
     1.0
     """
-    llrs, labels = _check_inputs(llrs, labels)
+    llrs, labels, _, _ = _check_trials(llrs, labels)
     llrs = llrs.astype(np.float64)
     target_cost = np.logaddexp(0.0, -llrs[labels]).mean()
     nontarget_cost = np.logaddexp(0.0, llrs[~labels]).mean()
@@ -354,7 +365,7 @@ def min_cllr(scores: np.ndarray, labels: np.ndarray) -> float:
     """
     from sklearn.isotonic import IsotonicRegression
 
-    scores, labels = _check_inputs(scores, labels)
+    scores, labels, _, _ = _check_trials(scores, labels)
     posterior = IsotonicRegression(out_of_bounds="clip").fit_transform(
         scores.astype(np.float64), labels.astype(np.float64)
     )
