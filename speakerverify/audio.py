@@ -221,12 +221,14 @@ def load_audio(
             NaN/Inf samples, an all-zero signal, or ffmpeg missing for a format that needs it.
 
     >>> import tempfile, numpy as np, soundfile as sf
-    >>> path = tempfile.mkdtemp() + "/tone.wav"
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = folder.name + "/tone.wav"
     >>> sf.write(path, 0.5 * np.sin(np.arange(8000) * 0.1), 8000)
     >>> load_audio(path).shape
     torch.Size([16000])
     >>> load_audio(path, 8000, offset_seconds=0.25, duration_seconds=0.5).shape
     torch.Size([4000])
+    >>> folder.cleanup()
     """
     path = _check_path(path)
     if offset_seconds < 0 or (duration_seconds is not None and duration_seconds <= 0):
