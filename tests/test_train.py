@@ -259,3 +259,19 @@ def test_margin_and_mining_schedules():
     assert [mining_at(loss, e) for e in (0, 1, 5)] == ["semi_hard", "batch_hard", "batch_hard"]
     plain = LossConfig(margin=0.2)
     assert margin_at(plain, 0) == 0.2 and mining_at(plain, 0) == "semi_hard"
+
+
+OPTIMIZERS = [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)]
+
+
+@pytest.mark.parametrize(("name", "kind"), OPTIMIZERS)
+def test_build_optimizer(name, kind):
+    from speakerverify.training_setup import build_optimizer
+
+    cfg = load_config(TINY, [f"optim.name={name}", "optim.lr=0.3", "optim.weight_decay=0.01"])
+    optimizer = build_optimizer(cfg, torch.nn.Linear(2, 2).parameters())
+    assert type(optimizer) is kind
+    group = optimizer.param_groups[0]
+    assert group["lr"] == 0.3 and group["weight_decay"] == 0.01
+    if name == "sgd":
+        assert group["momentum"] == 0.9 and group["nesterov"]
