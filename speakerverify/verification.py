@@ -516,7 +516,7 @@ def enroll_speaker(
     try:
         name = validate_name(name)
     except ValueError as error:
-        raise VerificationError(f"{store_path}: {error}") from None
+        raise VerificationError(str(error)) from None
     if not audio_paths:
         raise VerificationError("no audio files to enroll")
     _check_store_early(store_path, model.fingerprint, f"checkpoint {model.path}")
