@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -449,34 +450,45 @@ def _make_plan(
 
 
 def _embed_shard(embedder: Embedder, data_dir: DataDir, batches: list[list[int]]) -> np.ndarray:
-    import torch
 
     from speakerverify.audio import load_audio
 
     paths = list(data_dir.wav.values())
     utt_ids = data_dir.utt_ids
+
+    def read(batch: list[int]) -> list[torch.Tensor] | None:
+        if len(batch) == 1:  # alone: possibly long, read window by window by embed_file
+            return None
+        return [load_audio(paths[i], embedder.sample_rate) for i in batch]
+
     rows = []
-    for batch in batches:
-        if len(batch) == 1:
-            try:
-                rows.append(embedder.embed_file(paths[batch[0]])[None])
-            except EmbedError as error:
-                raise EmbedError(f"{paths[batch[0]]} ({utt_ids[batch[0]]}): {error}") from None
-            continue
-        waves = [load_audio(paths[i], embedder.sample_rate) for i in batch]
-        lengths = torch.tensor([w.shape[0] for w in waves])
-        if int(lengths.min()) < 1:
-            short = batch[int(lengths.argmin())]
-            raise EmbedError(f"{paths[short]} ({utt_ids[short]}): empty audio")
-        try:
-            rows.append(embedder._embed_batch(waves))
-        except EmbedError:  # name the offending file
-            for i, wave in zip(batch, waves, strict=True):
+    # decoding the next batch (a thread: file reads and resampling release the GIL) overlaps
+    # the forward pass of the current one
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(read, batches[0]) if batches else None
+        for number, batch in enumerate(batches):
+            waves = pending.result()
+            if number + 1 < len(batches):
+                pending = reader.submit(read, batches[number + 1])
+            if waves is None:
                 try:
-                    embedder.embed_waveform(wave)
+                    rows.append(embedder.embed_file(paths[batch[0]])[None])
                 except EmbedError as error:
-                    raise EmbedError(f"{paths[i]} ({utt_ids[i]}): {error}") from None
-            raise
+                    raise EmbedError(f"{paths[batch[0]]} ({utt_ids[batch[0]]}): {error}") from None
+                continue
+            lengths = [w.shape[0] for w in waves]
+            if min(lengths) < 1:
+                short = batch[int(np.argmin(lengths))]
+                raise EmbedError(f"{paths[short]} ({utt_ids[short]}): empty audio")
+            try:
+                rows.append(embedder._embed_batch(waves))
+            except EmbedError:  # name the offending file
+                for i, wave in zip(batch, waves, strict=True):
+                    try:
+                        embedder.embed_waveform(wave)
+                    except EmbedError as error:
+                        raise EmbedError(f"{paths[i]} ({utt_ids[i]}): {error}") from None
+                raise
     return np.concatenate(rows).astype(np.float32)
 
 
