@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import speakerverify.losses.triplet as triplet_module
+import speakerverify.losses.objective as objective_module
 from speakerverify.losses import (
     DEFAULT_REDUCTION,
     STAT_KEYS,
@@ -17,6 +17,7 @@ from speakerverify.losses import (
     build_loss,
     distance_matrix,
     mine_triplets,
+    pair_distances,
 )
 
 DETERMINISTIC = ["batch_all", "batch_hard", "semi_hard", "semi_hard_drop", "semi_hard_all"]
@@ -132,7 +133,7 @@ def test_loss_equals_brute_force(strategy, distance, soft, reduction):
 @pytest.mark.parametrize("path_ratio", [0, 10**9], ids=["matrix_path", "pair_path"])
 @pytest.mark.parametrize("strategy", DETERMINISTIC)
 def test_both_gradient_paths_equal_brute_force(monkeypatch, strategy, path_ratio):
-    monkeypatch.setattr(triplet_module, "PAIR_PATH_RATIO", path_ratio)
+    monkeypatch.setattr(objective_module, "PAIR_PATH_RATIO", path_ratio)
     emb, labels = random_batch(seed=7, num_items=30, num_speakers=6)
     emb.requires_grad_(True)
     value, _ = check_against_brute(emb, labels, strategy, "euclidean", False, None)
@@ -180,6 +181,16 @@ def test_batch_without_triplets(strategy):
         assert set(STAT_KEYS) <= set(loss_fn.stats)
 
 
+def test_pair_distances_match_the_matrix():
+    emb = torch.nn.functional.normalize(torch.randn(6, 5, dtype=torch.float64), dim=1)
+    first, second = torch.tensor([0, 1, 2, 5]), torch.tensor([3, 1, 4, 0])
+    for distance in DISTANCES:
+        matrix = distance_matrix(emb, distance)
+        torch.testing.assert_close(
+            pair_distances(emb[first], emb[second], distance), matrix[first, second]
+        )
+
+
 def test_squared_euclidean_is_facenet_form():
     a, p, n = torch.eye(3, dtype=torch.float64)
     emb = torch.stack([a, p * 0.6 + a * 0.8, n])
@@ -195,10 +206,12 @@ def test_squared_euclidean_is_facenet_form():
 
 
 # ---------------------------------------------------------------- gradients
+@pytest.mark.parametrize("path_ratio", [0, 10**9], ids=["matrix_path", "pair_path"])
 @pytest.mark.parametrize("soft", [False, True], ids=["hinge", "soft"])
 @pytest.mark.parametrize("distance", DISTANCES)
 @pytest.mark.parametrize("strategy", DETERMINISTIC)
-def test_gradcheck(strategy, distance, soft):
+def test_gradcheck(monkeypatch, strategy, distance, soft, path_ratio):
+    monkeypatch.setattr(objective_module, "PAIR_PATH_RATIO", path_ratio)
     emb, labels = random_batch(seed=11, num_items=8, num_speakers=3, dim=4, singleton=False)
     emb.requires_grad_(True)
     loss_fn = make_loss(strategy, margin=0.3, distance=distance, soft_margin=soft)

@@ -87,30 +87,3 @@ def pair_distances(
         return 1.0 - (first * second).sum(dim=-1)
     squared = (first - second).square().sum(dim=-1)
     return squared if distance == "squared_euclidean" else _safe_sqrt(squared)
-
-
-def weighted_distance_sum(
-    embeddings: torch.Tensor, weights: torch.Tensor, distance: str = "cosine"
-) -> torch.Tensor:
-    """Σ_ij W_ij d(e_i, e_j), differentiable, with one matrix product forward and one backward.
-
-    For cosine and squared euclidean d is linear in the gram matrix, so the sum is
-    Σ W (1 - e_i·e_j) or Σ W (|e_i|² + |e_j|² - 2 e_i·e_j) and needs only `W @ E`; euclidean
-    goes through the distance matrix.
-
-    Args:
-        embeddings: (N, D) (L2-normalised for `cosine`).
-        weights: (N, N) weights, no gradient.
-        distance: as in `distance_matrix`.
-
-    Returns:
-        Scalar.
-    """
-    check_distance(distance)
-    if distance == "euclidean":
-        return (weights * distance_matrix(embeddings, distance)).sum()
-    cross = (embeddings * (weights @ embeddings)).sum()
-    if distance == "cosine":
-        return weights.sum() - cross
-    norms = embeddings.square().sum(dim=1)
-    return (norms * (weights.sum(dim=1) + weights.sum(dim=0))).sum() - 2.0 * cross

@@ -1,8 +1,7 @@
 """Triplet loss with online mining and mining statistics (the training objective of the project).
 
-Mining decides on a distance matrix built without autograd; the loss then recomputes with
-gradients only what it needs: the selected pairs (sparse strategies) or one distance matrix
-(dense strategies), and only the triplets that carry a gradient.
+Mining decides on a distance matrix built without autograd; the loss value comes from that
+matrix and the gradient flows only through the mined triplets that carry one (see objective.py).
 """
 
 from __future__ import annotations
@@ -11,14 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speakerverify.losses.distances import (
-    check_distance,
-    distance_matrix,
-    pair_distances,
-    weighted_distance_sum,
-)
+from speakerverify.losses.distances import check_distance, distance_matrix
 from speakerverify.losses.distributed import gather_batch
 from speakerverify.losses.mining import check_strategy, mine_triplets
+from speakerverify.losses.objective import triplet_objective
 
 REDUCTIONS: tuple[str, ...] = ("mean", "mean_active")
 # Strategies that keep many triplets per anchor average over the active ones (pytorch-metric-
@@ -32,9 +27,6 @@ DEFAULT_REDUCTION: dict[str, str] = {
     "hard_negative": "mean",
     "random": "mean",
 }
-# Recompute selected pairs (~2·T·D work) while 32·T <= B², else one matrix product (B²·D at
-# BLAS speed); measured by benchmarks/bench_mining.py.
-PAIR_PATH_RATIO = 32
 STAT_KEYS: tuple[str, ...] = (
     "num_valid",
     "num_active",
@@ -169,43 +161,26 @@ class TripletLoss(nn.Module):
         d_an = distances[anchor, negative]
         z = d_ap - d_an + margin
         if self.soft_margin:
-            needs_gradient = torch.ones_like(z, dtype=torch.bool)
-            num_nonzero = int((F.softplus(z) > 0).sum())
+            per_triplet = F.softplus(z)
+            slope = torch.sigmoid(z)  # d softplus / dz; every triplet carries a gradient
         else:
-            needs_gradient = z > 0
-            num_nonzero = int(needs_gradient.sum())
-        num_mined = len(z)
+            per_triplet = F.relu(z)
+            slope = (z > 0).to(z.dtype)
+        nonzero = per_triplet > 0
         self._record_stats(distances, d_ap, d_an, z, margin)
-
-        denominator = num_mined if self.reduction == "mean" else num_nonzero
-        anchor = anchor[needs_gradient]
-        positive = positive[needs_gradient]
-        negative = negative[needs_gradient]
-        if denominator == 0 or len(anchor) == 0:
-            return embeddings.sum() * 0.0
-        batch = len(labels)
-        if PAIR_PATH_RATIO * len(anchor) <= batch * batch:
-            # One gather (and one scatter in backward) for the three roles.
-            rows = embeddings[torch.cat([anchor, positive, negative])]
-            anchors, positives, negatives = rows.split(len(anchor))
-            z_grad = (
-                pair_distances(anchors, positives, self.distance)
-                - pair_distances(anchors, negatives, self.distance)
-                + margin
-            )
-        elif not self.soft_margin:
-            # Σ over active triplets of d(a,p) - d(a,n) + m is linear in the distances: count
-            # each pair's uses once (bincount) instead of gathering and scattering T entries.
-            uses = torch.bincount(anchor * batch + positive, minlength=batch * batch)
-            uses -= torch.bincount(anchor * batch + negative, minlength=batch * batch)
-            weights = uses.view(batch, batch).to(embeddings.dtype)
-            total = weighted_distance_sum(embeddings, weights, self.distance)
-            return (total + margin * len(anchor)) / denominator
-        else:
-            matrix = distance_matrix(embeddings, self.distance)
-            z_grad = matrix[anchor, positive] - matrix[anchor, negative] + margin
-        per_triplet = F.softplus(z_grad) if self.soft_margin else F.relu(z_grad)
-        return per_triplet.sum() / denominator
+        denominator = len(z) if self.reduction == "mean" else int(nonzero.sum())
+        denominator = max(denominator, 1)  # nothing mined or active: the loss is 0
+        carries = slope > 0
+        return triplet_objective(
+            embeddings,
+            distances,
+            anchor[carries],
+            positive[carries],
+            negative[carries],
+            slope[carries] / denominator,
+            per_triplet.sum() / denominator,
+            self.distance,
+        )
 
     @torch.no_grad()
     def _record_stats(
