@@ -285,7 +285,8 @@ def speech_mask(
     A frame is voiced when at least `proportion_threshold` of the frames within `frames_context`
     of it have log-energy above ``energy_threshold + energy_mean_scale * mean(log-energy)``.
     Frames are the snip-edges frames of :class:`speakerverify.features.Fbank`, so the mask lines
-    up with the feature frames.
+    up with the feature frames. Energies are on Kaldi's 16-bit scale, so Kaldi's defaults apply;
+    as in Kaldi, steady noise well above digital silence counts as voiced.
 
     Args:
         wave: waveform `(S,)`, float in [-1, 1].
