@@ -199,6 +199,13 @@ class Fbank(nn.Module):
             feats `(B, T, F)` (a `(S,)` input gives `B = 1`), zero on padded frames and
             mean-normalised over the valid frames when ``config.cmn``; feat_lengths `(B,)`.
         """
+        # Always full precision: under fp16 autocast a loud frame's mel energy overflows.
+        with torch.autocast(waves.device.type, enabled=False):
+            return self._features(waves, lengths)
+
+    def _features(
+        self, waves: torch.Tensor, lengths: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if waves.ndim == 1:
             waves = waves[None]
         if waves.ndim != 2:

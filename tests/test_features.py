@@ -186,6 +186,16 @@ def test_buffers_follow_to_and_state_dict_stays_empty():
     assert moved.mel_banks.shape == (257, 80)
 
 
+def test_autocast_does_not_lower_the_precision():
+    fbank = Fbank()
+    wave = speech(8000, seed=2)
+    expected, _ = fbank(wave)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        feats, _ = fbank(wave)
+    assert feats.dtype == torch.float32
+    torch.testing.assert_close(feats, expected, atol=1e-5, rtol=0)
+
+
 def test_dither_only_in_training():
     fbank = Fbank(FbankConfig(dither=1e-3)).eval()
     wave = speech(8000, seed=1)
