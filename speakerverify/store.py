@@ -385,12 +385,15 @@ class SpeakerStore:
         logger.info("enrolled %r: %d utterances, %.1f s", name, count, seconds)
         return SpeakerRecord(name, mean.astype(np.float32), count, seconds, created, stamp)
 
-    def _record(self, row: tuple) -> SpeakerRecord:
-        embedding = np.frombuffer(row[1], dtype="<f4").astype(np.float32)
-        dim = self.embed_dim
-        if dim is not None and embedding.shape[0] != dim:
+    def _record(self, row: tuple, dim: int | None) -> SpeakerRecord:
+        try:
+            embedding = np.frombuffer(row[1], dtype="<f4").astype(np.float32)
+            record = SpeakerRecord(row[0], embedding, int(row[2]), float(row[3]), row[4], row[5])
+        except (TypeError, ValueError):
+            raise StoreError(f"{self.path}: speaker {row[0]!r} has a corrupt row") from None
+        if (dim is not None and embedding.shape[0] != dim) or not np.all(np.isfinite(embedding)):
             raise StoreError(f"{self.path}: speaker {row[0]!r} has a corrupt embedding")
-        return SpeakerRecord(row[0], embedding, int(row[2]), float(row[3]), row[4], row[5])
+        return record
 
     def get(self, name: str) -> SpeakerRecord:
         """The record for `name`; UnknownSpeakerError naming the store when absent."""
@@ -401,7 +404,7 @@ class SpeakerStore:
         rows = self._read(f"SELECT {_SPEAKER_COLUMNS} FROM speakers WHERE name = ?", (name,))
         if not rows:
             raise UnknownSpeakerError(f"{self.path}: no enrolled speaker named {name!r}")
-        return self._record(rows[0])
+        return self._record(rows[0], self.embed_dim)
 
     def __contains__(self, name: str) -> bool:
         try:
@@ -416,7 +419,8 @@ class SpeakerStore:
     def speakers(self) -> list[SpeakerRecord]:
         """All records, sorted by name."""
         rows = self._read(f"SELECT {_SPEAKER_COLUMNS} FROM speakers ORDER BY name")
-        return [self._record(row) for row in rows]
+        dim = self.embed_dim
+        return [self._record(row, dim) for row in rows]
 
     def matrix(self) -> tuple[list[str], np.ndarray]:
         """Names and their embeddings stacked as (N, D) float32, sorted by name."""

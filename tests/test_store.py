@@ -271,3 +271,19 @@ def test_sigkill_on_first_write_to_new_store_leaves_no_speaker(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     with SpeakerStore(path) as store:
         assert len(store) == 0 and store.fingerprint is None
+
+
+@pytest.mark.parametrize("blob", ["x'0000'", "x'000000000000000000000000'", "'text'"])
+def test_corrupt_embedding_row_is_a_store_error(tmp_path, blob):
+    path = tmp_path / "s.db"
+    with SpeakerStore(path, create=True) as store:
+        store.add("ann", np.ones((1, 4)), 3.0, fingerprint=FP)
+        store.add("bo", -np.ones((1, 4)), 3.0, fingerprint=FP)
+    conn = sqlite3.connect(str(path))
+    conn.execute(f"UPDATE speakers SET embedding = {blob} WHERE name = 'bo'")
+    conn.commit()
+    conn.close()
+    with SpeakerStore(path) as store:
+        assert store.get("ann").num_utterances == 1
+        with pytest.raises(StoreError, match="'bo' has a corrupt"):
+            store.speakers()
