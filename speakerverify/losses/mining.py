@@ -6,6 +6,8 @@ times in a P×K batch), so memory is O(B²) plus the returned triplets: no (B, B
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 STRATEGIES: tuple[str, ...] = (
@@ -17,6 +19,8 @@ STRATEGIES: tuple[str, ...] = (
     "random",
 )
 SEMI_HARD_FALLBACKS: tuple[str, ...] = ("hardest", "drop")
+# Strategies keeping O(B²·K) triplets; `dense_windows` gives them as per-rank (B, B) masks.
+DENSE_STRATEGIES: tuple[str, ...] = ("batch_all", "semi_hard_all")
 
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -30,24 +34,6 @@ def check_strategy(strategy: str) -> None:
 def _empty(device: torch.device) -> Triplets:
     empty = torch.zeros(0, dtype=torch.long, device=device)
     return empty, empty.clone(), empty.clone()
-
-
-def _expand_ranges(
-    anchor: torch.Tensor,
-    positive: torch.Tensor,
-    start: torch.Tensor,
-    stop: torch.Tensor,
-    candidates: torch.Tensor,
-) -> Triplets:
-    """One triplet per entry of `candidates[start:stop]` of each (anchor, positive) pair."""
-    counts = (stop - start).clamp_min(0)
-    total = int(counts.sum())
-    if total == 0:
-        return _empty(anchor.device)
-    pair = torch.repeat_interleave(torch.arange(len(counts), device=anchor.device), counts)
-    first = torch.cumsum(counts, 0) - counts
-    position = (start - first)[pair] + torch.arange(total, device=anchor.device)
-    return anchor[pair], positive[pair], candidates[position]
 
 
 def _uniform_positions(limits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -129,27 +115,28 @@ def mine_triplets(
         keep = (class_sizes[inverse] > 1) & has_negative
         return rows.squeeze(1)[keep], far[keep], near[keep]
 
+    if strategy in DENSE_STRATEGIES:
+        found_anchor, found_positive, found_negative = [], [], []
+        for _, positive_of, window in dense_windows(distances, labels, strategy, margin):
+            window_anchor, window_negative = window.nonzero(as_tuple=True)
+            found_anchor.append(window_anchor)
+            found_positive.append(positive_of[window_anchor])
+            found_negative.append(window_negative)
+        if not found_anchor:
+            return _empty(device)
+        return torch.cat(found_anchor), torch.cat(found_positive), torch.cat(found_negative)
+
     same = labels[:, None] == labels[None, :]
-    # Distances to negatives only (+inf elsewhere), then `same` becomes the positive mask.
-    negative_distances = torch.where(same, float("inf"), distances)
-    anchor, positive = same.fill_diagonal_(False).nonzero(as_tuple=True)
-    keep = has_negative[anchor]
-    anchor, positive = anchor[keep], positive[keep]
+    negative_distances = distances.masked_fill(same, float("inf"))
+    anchor, positive = _positive_pairs(inverse, class_sizes, has_negative)
     if len(anchor) == 0:
         return _empty(device)
     count = num_negatives[anchor]
 
-    if strategy == "batch_all":
-        # Negatives of each anchor form one contiguous run of the row-major nonzero list.
-        negative_list = (~same).fill_diagonal_(False).nonzero(as_tuple=True)[1]
-        run_start = torch.cumsum(num_negatives, 0) - num_negatives
-        return _expand_ranges(
-            anchor, positive, run_start[anchor], run_start[anchor] + count, negative_list
-        )
     if strategy == "random":
         # The r-th negative of the anchor (index order) for a uniform r in [0, count).
         rank = _uniform_positions(count, generator)
-        running = (~same).fill_diagonal_(False).cumsum(1)
+        running = (~same).cumsum(1)
         return anchor, positive, _row_search(running, anchor, rank, right=True)
     if strategy == "hard_negative":
         if num_hardest == 1:
@@ -159,37 +146,82 @@ def mine_triplets(
         position = _uniform_positions(count.clamp_max(k), generator)
         return anchor, positive, hardest[anchor, position]
 
-    # Semi-hard window d(a,p) < d(a,n) < d(a,p) + m, one (B, B) comparison per positive rank:
-    # O(B²) memory and O(B²·K) time, never a (pairs, B) or (B, B, B) tensor.
+    # semi_hard: the closest negative inside the window, one (B, B) pass per positive rank.
+    chosen = torch.zeros_like(anchor)
+    found = torch.zeros_like(anchor, dtype=torch.bool)
     column, num_ranks = _pair_ranks(anchor, batch)
-    if strategy == "semi_hard_all":
-        found_anchor, found_positive, found_negative = [], [], []
-    else:
-        chosen = torch.zeros_like(anchor)
-        found = torch.zeros_like(anchor, dtype=torch.bool)
     for rank in range(num_ranks):
         in_rank = column == rank
         rank_anchor, rank_positive = anchor[in_rank], positive[in_rank]
         d_ap = torch.full((batch, 1), float("inf"), dtype=distances.dtype, device=device)
         d_ap[rank_anchor, 0] = distances[rank_anchor, rank_positive]
         window = (negative_distances > d_ap) & (negative_distances < d_ap + margin)
-        if strategy == "semi_hard_all":
-            window_anchor, window_negative = window.nonzero(as_tuple=True)
-            found_anchor.append(window_anchor)
-            found_negative.append(window_negative)
-            positive_of = torch.zeros(batch, dtype=torch.long, device=device)
-            positive_of[rank_anchor] = rank_positive
-            found_positive.append(positive_of[window_anchor])
-            continue
         closest, closest_index = torch.where(window, negative_distances, float("inf")).min(1)
         chosen[in_rank] = closest_index[rank_anchor]
         found[in_rank] = torch.isfinite(closest[rank_anchor])
-    if strategy == "semi_hard_all":
-        return torch.cat(found_anchor), torch.cat(found_positive), torch.cat(found_negative)
     if semi_hard_fallback == "drop":
         return anchor[found], positive[found], chosen[found]
     hardest = negative_distances.min(1).indices
     return anchor, positive, torch.where(found, chosen, hardest[anchor])
+
+
+def dense_windows(
+    distances: torch.Tensor, labels: torch.Tensor, strategy: str, margin: float
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The triplets of `batch_all` / `semi_hard_all` as (B, B) masks, one per positive rank.
+
+    Rank r holds, for every anchor, its r-th positive p_r(a) (anchors are rows); the window
+    marks the negatives n forming a kept triplet (a, p_r(a), n). K - 1 ranks in a P×K batch, so
+    time is O(B²·K) and memory O(B²), and a loss can reduce over the masks without ever listing
+    the O(B²·K) triplets.
+
+    Args:
+        distances: (B, B), no gradient.
+        labels: (B,).
+        strategy: "batch_all" or "semi_hard_all".
+        margin: m of the semi-hard window.
+
+    Yields:
+        d_ap (B, 1) with +inf in rows without a rank-r positive, positive_of (B,) the rank-r
+        positive of each row (0 where none), window (B, B) bool.
+    """
+    if strategy not in DENSE_STRATEGIES:
+        raise ValueError(f"dense_windows takes {', '.join(DENSE_STRATEGIES)}, got {strategy!r}")
+    distances = distances.detach()
+    batch = len(labels)
+    _, inverse, class_sizes = torch.unique(labels, return_inverse=True, return_counts=True)
+    anchor, positive = _positive_pairs(inverse, class_sizes, class_sizes[inverse] < batch)
+    if len(anchor) == 0:
+        return
+    negative_mask = labels[:, None] != labels[None, :]
+    column, num_ranks = _pair_ranks(anchor, batch)
+    for rank in range(num_ranks):
+        in_rank = column == rank
+        rank_anchor, rank_positive = anchor[in_rank], positive[in_rank]
+        d_ap = torch.full((batch, 1), float("inf"), dtype=distances.dtype, device=distances.device)
+        d_ap[rank_anchor, 0] = distances[rank_anchor, rank_positive]
+        positive_of = torch.zeros(batch, dtype=torch.long, device=distances.device)
+        positive_of[rank_anchor] = rank_positive
+        if strategy == "batch_all":
+            has_pair = torch.zeros(batch, 1, dtype=torch.bool, device=distances.device)
+            has_pair[rank_anchor] = True
+            window = negative_mask & has_pair
+        else:
+            window = negative_mask & (distances > d_ap) & (distances < d_ap + margin)
+        yield d_ap, positive_of, window
+
+
+def _positive_pairs(
+    inverse: torch.Tensor, class_sizes: torch.Tensor, has_negative: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All (anchor, positive) pairs, anchor-major, of anchors that have a negative.
+
+    Built from the (B, largest class) mates table, not from a (B, B) mask.
+    """
+    mates = _class_mates(inverse, class_sizes)
+    rows = torch.arange(len(inverse), device=inverse.device)[:, None]
+    row, slot = ((mates != rows) & has_negative[:, None]).nonzero(as_tuple=True)
+    return row, mates[row, slot]
 
 
 def _class_mates(inverse: torch.Tensor, class_sizes: torch.Tensor) -> torch.Tensor:

@@ -18,28 +18,41 @@ PAIR_PATH_RATIO = 32
 
 class _TripletObjective(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, embeddings, value, distances, anchor, positive, negative, weights, distance):
+    def forward(
+        ctx,
+        embeddings,
+        value,
+        distances,
+        anchor,
+        positive,
+        negative,
+        weights,
+        pair_weights,
+        distance,
+    ):
         batch = embeddings.shape[0]
-        ctx.use_matrix = PAIR_PATH_RATIO * len(anchor) > batch * batch
+        ctx.use_matrix = pair_weights is not None or PAIR_PATH_RATIO * len(anchor) > batch * batch
         # Keep the (B, B) matrix alive until backward only where the backward reads it.
         keep = distances if ctx.use_matrix and distance == "euclidean" else None
-        ctx.save_for_backward(embeddings, keep, anchor, positive, negative, weights)
+        ctx.save_for_backward(embeddings, keep, anchor, positive, negative, weights, pair_weights)
         ctx.distance = distance
         return value.clone()
 
     @staticmethod
     def backward(ctx, grad_output):
-        embeddings, distances, anchor, positive, negative, weights = ctx.saved_tensors
+        embeddings, distances, anchor, positive, negative, weights, pair_weights = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
-            return (None,) * 8
-        weights = weights * grad_output
+            return (None,) * 9
         if not ctx.use_matrix:
+            weights = weights * grad_output
             grad = _pair_backward(embeddings, anchor, positive, negative, weights, ctx.distance)
         else:
-            grad = _matrix_backward(
-                embeddings, distances, anchor, positive, negative, weights, ctx.distance
-            )
-        return grad, None, None, None, None, None, None, None
+            if pair_weights is None:
+                pair_weights = _accumulate_pair_weights(
+                    anchor, positive, negative, weights, embeddings
+                )
+            grad = _matrix_backward(embeddings, distances, pair_weights * grad_output, ctx.distance)
+        return (grad,) + (None,) * 8
 
 
 def _pair_backward(x, anchor, positive, negative, weights, distance):
@@ -65,13 +78,17 @@ def _pair_backward(x, anchor, positive, negative, weights, distance):
     return grad
 
 
-def _matrix_backward(x, distances, anchor, positive, negative, weights, distance):
-    # L = Σ_ij W_ij d_ij with W accumulated per pair; S = W + Wᵀ because d is symmetric.
+def _accumulate_pair_weights(anchor, positive, negative, weights, x):
+    # W_ij = Σ of the weights of triplets using (i, j) as (a, p) minus those using it as (a, n).
     batch = x.shape[0]
     uses = torch.bincount(anchor * batch + positive, weights=weights, minlength=batch * batch)
     uses -= torch.bincount(anchor * batch + negative, weights=weights, minlength=batch * batch)
-    uses = uses.view(batch, batch).to(x.dtype)
-    symmetric = uses + uses.T
+    return uses.view(batch, batch).to(x.dtype)
+
+
+def _matrix_backward(x, distances, pair_weights, distance):
+    # ∇ Σ_ij W_ij d_ij with S = W + Wᵀ because d is symmetric.
+    symmetric = pair_weights + pair_weights.T
     if distance == "cosine":
         return -(symmetric @ x)
     if distance == "euclidean":
@@ -87,27 +104,38 @@ def _matrix_backward(x, distances, anchor, positive, negative, weights, distance
 def triplet_objective(
     embeddings: torch.Tensor,
     distances: torch.Tensor,
-    anchor: torch.Tensor,
-    positive: torch.Tensor,
-    negative: torch.Tensor,
-    weights: torch.Tensor,
     value: torch.Tensor,
     distance: str,
+    *,
+    triplets: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    weights: torch.Tensor | None = None,
+    pair_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attach a precomputed triplet loss value to `embeddings` with its exact gradient.
 
+    The loss is L = Σ_t w_t (d(a_t,p_t) - d(a_t,n_t)) + const around the current point, given
+    either as triplets with weights w_t = dL/dz_t, or directly as pair weights
+    W_ij = Σ_t w_t ([i,j] = [a_t,p_t]) - Σ_t w_t ([i,j] = [a_t,n_t]).
+
     Args:
         embeddings: (B, D) the embeddings the distances were computed from (with grad).
-        distances: (B, B) their distance matrix, no grad (used by the euclidean backward).
-        anchor, positive, negative: (T,) the triplets that carry a gradient.
-        weights: (T,) dL/dz of each, z = d(a,p) - d(a,n) + m.
+        distances: (B, B) their distance matrix, no grad (read by the euclidean backward).
         value: scalar loss value (no grad).
         distance: "cosine", "euclidean" or "squared_euclidean".
+        triplets: (anchor, positive, negative), each (T,), the triplets carrying a gradient.
+        weights: (T,) their dL/dz.
+        pair_weights: (B, B) W instead of triplets and weights.
 
     Returns:
-        Scalar equal to `value` whose backward is Σ_t w_t ∇(d(a_t,p_t) - d(a_t,n_t)).
-        First-order only (no double backward).
+        Scalar equal to `value`; first-order gradients only (no double backward).
     """
+    if pair_weights is None:
+        if triplets is None or weights is None:
+            raise ValueError("triplet_objective needs triplets and weights, or pair_weights")
+        anchor, positive, negative = triplets
+    else:
+        anchor = positive = negative = torch.zeros(0, dtype=torch.long, device=value.device)
+        weights = torch.zeros(0, dtype=value.dtype, device=value.device)
     return _TripletObjective.apply(
-        embeddings, value, distances, anchor, positive, negative, weights, distance
+        embeddings, value, distances, anchor, positive, negative, weights, pair_weights, distance
     )

@@ -12,7 +12,12 @@ from torch import nn
 
 from speakerverify.losses.distances import check_distance, distance_matrix
 from speakerverify.losses.distributed import gather_batch
-from speakerverify.losses.mining import check_strategy, mine_triplets
+from speakerverify.losses.mining import (
+    DENSE_STRATEGIES,
+    check_strategy,
+    dense_windows,
+    mine_triplets,
+)
 from speakerverify.losses.objective import triplet_objective
 
 REDUCTIONS: tuple[str, ...] = ("mean", "mean_active")
@@ -148,6 +153,8 @@ class TripletLoss(nn.Module):
         margin = self.margin
         with torch.no_grad():
             distances = distance_matrix(embeddings.detach(), self.distance)
+        if self.mining in DENSE_STRATEGIES:
+            return self._dense_loss(embeddings, distances, labels, margin)
         anchor, positive, negative = mine_triplets(
             distances,
             labels,
@@ -160,26 +167,86 @@ class TripletLoss(nn.Module):
         d_ap = distances[anchor, positive]
         d_an = distances[anchor, negative]
         z = d_ap - d_an + margin
-        if self.soft_margin:
-            per_triplet = F.softplus(z)
-            slope = torch.sigmoid(z)  # d softplus / dz; every triplet carries a gradient
-        else:
-            per_triplet = F.relu(z)
-            slope = (z > 0).to(z.dtype)
-        nonzero = per_triplet > 0
+        per_triplet, slope = self._per_triplet(z)
         self._record_stats(distances, d_ap, d_an, z, margin)
-        denominator = len(z) if self.reduction == "mean" else int(nonzero.sum())
+        denominator = len(z) if self.reduction == "mean" else int((per_triplet > 0).sum())
         denominator = max(denominator, 1)  # nothing mined or active: the loss is 0
-        carries = slope > 0
+        carries = (slope > 0).nonzero().squeeze(1)
         return triplet_objective(
             embeddings,
             distances,
-            anchor[carries],
-            positive[carries],
-            negative[carries],
-            slope[carries] / denominator,
             per_triplet.sum() / denominator,
             self.distance,
+            triplets=(anchor[carries], positive[carries], negative[carries]),
+            weights=slope[carries] / denominator,
+        )
+
+    def _per_triplet(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss of each z = d(a,p) - d(a,n) + m and its slope dloss/dz."""
+        if self.soft_margin:
+            return F.softplus(z), torch.sigmoid(z)
+        return F.relu(z), (z > 0).to(z.dtype)
+
+    def _dense_loss(
+        self,
+        embeddings: torch.Tensor,
+        distances: torch.Tensor,
+        labels: torch.Tensor,
+        margin: float,
+    ) -> torch.Tensor:
+        """batch_all / semi_hard_all reduced over per-rank (B, B) windows, no triplet list."""
+        batch = len(labels)
+        dtype = distances.dtype
+        pair_weights = torch.zeros_like(distances)
+        # total loss, num_valid, num_nonzero, num_active, Σd_ap, Σd_an, num_semi_hard, num_hard
+        sums = torch.zeros(8, dtype=torch.float64, device=distances.device)
+        rows = torch.arange(batch, device=distances.device)
+        # Float masks and count_nonzero: masked where() and bool sums are several times slower
+        # on (B, B) tensors than multiplies by a 0/1 float mask.
+        semi_hard_only = self.mining == "semi_hard_all"
+        for d_ap, positive_of, window in dense_windows(distances, labels, self.mining, margin):
+            has_pair = torch.isfinite(d_ap)
+            d_ap = torch.where(has_pair, d_ap, 0.0)  # finite z everywhere; masks zero the rest
+            z = (d_ap + margin) - distances
+            in_window = window.to(dtype)
+            # A semi-hard window lies inside z > 0: every kept triplet is active, none is hard.
+            active = window if semi_hard_only else window & (z > 0)
+            num_active = torch.count_nonzero(active)
+            if self.soft_margin:
+                per_triplet = F.softplus(z) * in_window
+                slope = torch.sigmoid(z) * in_window
+                num_nonzero = torch.count_nonzero(per_triplet)
+            else:
+                slope = in_window if semi_hard_only else active.to(dtype)
+                per_triplet = z * slope
+                num_nonzero = num_active
+            # Each kept triplet adds w to W[a, p_r(a)] and subtracts it from W[a, n].
+            pair_weights -= slope
+            pair_weights.index_put_((rows, positive_of), slope.sum(1), accumulate=True)
+            per_row = in_window.sum(1)
+            if semi_hard_only:
+                num_semi_hard, num_hard = num_active, torch.zeros_like(num_active)
+            else:
+                num_semi_hard = torch.count_nonzero(active & (distances > d_ap))
+                num_hard = torch.count_nonzero(window & (distances < d_ap))
+            sums += torch.stack(
+                [
+                    per_triplet.sum().double(),
+                    per_row.sum().double(),
+                    num_nonzero.double(),
+                    num_active.double(),
+                    (per_row * d_ap.squeeze(1)).sum().double(),
+                    (distances * in_window).sum().double(),
+                    num_semi_hard.double(),
+                    num_hard.double(),
+                ]
+            )
+        total, num_valid, num_nonzero, num_active, sum_ap, sum_an, semi, hard = sums.tolist()
+        denominator = max(num_valid if self.reduction == "mean" else num_nonzero, 1.0)
+        self._set_stats(distances, num_valid, num_active, sum_ap, sum_an, semi, hard, margin)
+        value = torch.tensor(total / denominator, dtype=distances.dtype, device=distances.device)
+        return triplet_objective(
+            embeddings, distances, value, self.distance, pair_weights=pair_weights / denominator
         )
 
     @torch.no_grad()
@@ -191,32 +258,40 @@ class TripletLoss(nn.Module):
         z: torch.Tensor,
         margin: float,
     ) -> None:
+        counts = torch.stack(
+            [
+                (z > 0).sum().to(z.dtype),
+                d_ap.sum(),
+                d_an.sum(),
+                ((d_an > d_ap) & (d_an < d_ap + margin)).sum().to(z.dtype),
+                (d_an < d_ap).sum().to(z.dtype),
+            ]
+        ).tolist()
+        self._set_stats(distances, float(len(z)), *counts, margin)
+
+    @torch.no_grad()
+    def _set_stats(
+        self,
+        distances: torch.Tensor,
+        num_valid: float,
+        num_active: float,
+        sum_d_ap: float,
+        sum_d_an: float,
+        num_semi_hard: float,
+        num_hard: float,
+        margin: float,
+    ) -> None:
         batch = distances.shape[0]
-        num_pairs = max(batch * (batch - 1), 1)
-        spread = distances.sum() / num_pairs  # the diagonal is exactly 0
-        if len(z):
-            values = torch.stack(
-                [
-                    (z > 0).sum().to(z.dtype),
-                    d_ap.mean(),
-                    d_an.mean(),
-                    ((d_an > d_ap) & (d_an < d_ap + margin)).to(z.dtype).mean(),
-                    (d_an < d_ap).to(z.dtype).mean(),
-                    spread.to(z.dtype),
-                ]
-            ).tolist()
-        else:
-            values = [0.0, 0.0, 0.0, 0.0, 0.0, float(spread)]
-        num_active, mean_d_ap, mean_d_an, frac_semi_hard, frac_hard, spread_value = values
-        num_valid = float(len(z))
+        spread = float(distances.sum()) / max(batch * (batch - 1), 1)  # the diagonal is 0
+        per_triplet = 1.0 / num_valid if num_valid else 0.0
         self.stats = {
             "num_valid": num_valid,
             "num_active": num_active,
-            "active_fraction": num_active / num_valid if num_valid else 0.0,
-            "mean_d_ap": mean_d_ap,
-            "mean_d_an": mean_d_an,
-            "frac_semi_hard": frac_semi_hard,
-            "frac_hard": frac_hard,
-            "embedding_spread": spread_value,
+            "active_fraction": num_active * per_triplet,
+            "mean_d_ap": sum_d_ap * per_triplet,
+            "mean_d_an": sum_d_an * per_triplet,
+            "frac_semi_hard": num_semi_hard * per_triplet,
+            "frac_hard": num_hard * per_triplet,
+            "embedding_spread": spread,
             "margin": margin,
         }
