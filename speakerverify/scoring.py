@@ -13,6 +13,7 @@ import math
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -135,13 +136,27 @@ def _cohort_stats(
     means = np.empty(num_utts, np.float32)
     stds = np.empty(num_utts, np.float32)
     cohort_t = np.ascontiguousarray(cohort.T)
-    for begin in range(0, num_utts, 2048):
-        scores = embeddings[begin : begin + 2048] @ cohort_t  # (u, C)
-        if top_n is not None and top_n < num_cohort:
-            scores.partition(num_cohort - top_n, axis=1)  # in place: no copy of (u, C)
-            scores = scores[:, num_cohort - top_n :]
-        means[begin : begin + 2048] = scores.mean(axis=1)
-        stds[begin : begin + 2048] = scores.std(axis=1)
+    keep = num_cohort if top_n is None else min(top_n, num_cohort)
+
+    def summarize(begin: int, scores: np.ndarray) -> None:
+        if keep < num_cohort:
+            scores.partition(num_cohort - keep, axis=1)  # in place: no copy of (u, C)
+            scores = scores[:, num_cohort - keep :]
+        means[begin : begin + scores.shape[0]] = scores.mean(axis=1)
+        stds[begin : begin + scores.shape[0]] = scores.std(axis=1)
+
+    # np.partition releases the GIL: select the top-n of one block in a thread while the next
+    # block's matrix product runs
+    chunk = 2048
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        pending = None
+        for begin in range(0, num_utts, chunk):
+            scores = embeddings[begin : begin + chunk] @ cohort_t  # (u, C)
+            if pending is not None:
+                pending.result()
+            pending = worker.submit(summarize, begin, scores)
+        if pending is not None:
+            pending.result()
     return means, stds
 
 
