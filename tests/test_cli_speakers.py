@@ -574,18 +574,26 @@ def test_subprocess_exit_code_for_errors(tmp_path):
     assert proc.stderr == f"error: {store}: not a speaker store (not an SQLite database)\n"
 
 
-def test_speakers_list_does_not_import_torch(enrolled):
+@pytest.mark.parametrize(
+    "command",
+    [["speakers", "list"], ["verify", "zed", "x.wav", "--model", "m.pt", "--threshold", "0"]],
+)
+def test_store_only_work_does_not_import_torch(enrolled, command):
+    """Listing, and refusing an unknown speaker, answer before any model is loaded."""
     code = (
         "import sys; from speakerverify.cli import main\n"
-        "try:\n    main(['speakers', 'list', '--store', sys.argv[1]])\n"
+        "try:\n    main(sys.argv[2:] + ['--store', sys.argv[1]])\n"
         "except SystemExit:\n    pass\n"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(enrolled)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code, str(enrolled), *command],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "3 speaker(s)" in proc.stdout
+    assert "3 speaker(s)" in proc.stdout or "no enrolled speaker named 'zed'" in proc.stderr
 
 
 # -- a real (tiny, untrained) checkpoint, in-process and in real processes -------------------

@@ -235,6 +235,7 @@ def verify(
                 raise VerificationError(
                     f"{first}: no such file, and no speaker store {store_path} to look it up in"
                 )
+            _check_speaker(store_path, first)  # before the model: bad names fail in 0.2 s
         model = _load_model(model_path)
         rule = resolve_decision_rule(
             model, threshold=threshold, calibration_path=calibration_path, p_target=p_target
@@ -262,19 +263,26 @@ def verify(
     sys.exit(EXIT_OK if result.accepted else EXIT_REJECTED)
 
 
-def _verify_name(store_path, model, rule, name, test, min_speech):
-    """Verify against an enrolled name; a path-like unknown name is reported as a missing file."""
-    from speakerverify.store import UnknownSpeakerError
-    from speakerverify.verification import AUDIO_EXTENSIONS, VerificationError, verify_against
+def _check_speaker(store_path: str, name: str) -> None:
+    """Open the store and find `name`; a path-like unknown name is reported as a missing file."""
+    from speakerverify.store import SpeakerStore, UnknownSpeakerError
+    from speakerverify.verification import AUDIO_EXTENSIONS, VerificationError
 
-    try:
-        return verify_against(store_path, model, rule, name, test, min_speech_seconds=min_speech)
-    except UnknownSpeakerError:
-        if os.sep in name or Path(name).suffix.lower() in AUDIO_EXTENSIONS:
-            raise VerificationError(
-                f"{name}: file not found (and no enrolled speaker of that name in {store_path})"
-            ) from None
-        raise
+    with SpeakerStore(store_path) as store:
+        try:
+            store.get(name)
+        except UnknownSpeakerError:
+            if os.sep in name or Path(name).suffix.lower() in AUDIO_EXTENSIONS:
+                raise VerificationError(
+                    f"{name}: file not found (and no enrolled speaker of that name in {store_path})"
+                ) from None
+            raise
+
+
+def _verify_name(store_path, model, rule, name, test, min_speech):
+    from speakerverify.verification import verify_against
+
+    return verify_against(store_path, model, rule, name, test, min_speech_seconds=min_speech)
 
 
 def _pair_domain(store_path: str | None, model: Any):
@@ -311,6 +319,7 @@ def identify(
 
     store_path = _store(store_path)
     with _one_line_errors():
+        _open_store(store_path).close()  # before the model: a bad store fails in 0.2 s
         model = _load_model(model_path)
         rule = resolve_decision_rule(
             model, threshold=threshold, calibration_path=calibration_path, p_target=p_target
