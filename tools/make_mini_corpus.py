@@ -289,10 +289,20 @@ def _init_worker() -> None:
 
 def synthesize_speaker(task: tuple[str, int, str, int, float, bool]) -> tuple[str, int, float]:
     """Write the missing files of one speaker; returns (speaker, files written, seconds written)."""
-    from scipy.signal import resample_poly
-
     out_dir, seed, speaker, num_utts, seconds, clean = task
     assert _ENGINE is not None
+    try:
+        return _synthesize_speaker(out_dir, seed, speaker, num_utts, seconds, clean)
+    finally:  # eSpeak lists every file in voices/!v (349 at most): leave none behind
+        if _ENGINE is not None and os.path.exists(_ENGINE.variant_path):
+            os.unlink(_ENGINE.variant_path)
+
+
+def _synthesize_speaker(
+    out_dir: str, seed: int, speaker: str, num_utts: int, seconds: float, clean: bool
+) -> tuple[str, int, float]:
+    from scipy.signal import resample_poly
+
     variant, habits = make_voice(speaker_rng(seed, speaker, 0))
     utterances = plan_speaker(seed, speaker, num_utts)
     channels: dict[str, dict] = {}

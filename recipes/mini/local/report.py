@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Markdown table of the mini recipe: MFCC baseline, untrained and trained encoder, each scored
+raw and centred on the test audio's mean, from the `speakerverify evaluate --json` outputs.
+
+    python local/report.py exp/xvector_mini > exp/xvector_mini/results.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SYSTEMS = {
+    "mfcc": "MFCC mean/std + cosine",
+    "untrained": "untrained encoder",
+    "final": "trained encoder (triplet)",
+}
+VARIANTS = {"scores": "no", "scores_centred": "yes"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("exp_dir")
+    args = parser.parse_args(argv)
+    exp = Path(args.exp_dir)
+    rows = [
+        f"Mini corpus test trials ({exp.name})",
+        "",
+        "| system | centred on test mean | EER % | minDCF 0.01 | minDCF 0.05 |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for system, label in SYSTEMS.items():
+        for variant, centred in VARIANTS.items():
+            path = exp / system / f"{variant}.json"
+            if not path.is_file():
+                print(f"error: {path}: missing (run stage 6)", file=sys.stderr)
+                return 2
+            metrics = json.loads(path.read_text())
+            rows.append(
+                f"| {label} | {centred} | {100 * metrics['eer']:.2f} | "
+                f"{metrics['min_dcf_0.01']:.3f} | {metrics['min_dcf_0.05']:.3f} |"
+            )
+    trials = json.loads((exp / "final" / "scores.json").read_text())
+    rows += ["", f"{trials['num_trials']} trials ({trials['num_targets']} target)."]
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
