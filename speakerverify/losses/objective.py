@@ -56,25 +56,24 @@ class _TripletObjective(torch.autograd.Function):
 
 
 def _pair_backward(x, anchor, positive, negative, weights, distance):
-    # L = Σ_t w_t (d(a_t, p_t) - d(a_t, n_t)): pair (i, j) carries coefficient ±w.
-    first = torch.cat([anchor, anchor])
-    second = torch.cat([positive, negative])
-    coefficient = torch.cat([weights, -weights])[:, None]
-    x_first, x_second = x[first], x[second]
-    if distance == "cosine":  # d = 1 - x_i·x_j
-        grad_first, grad_second = -coefficient * x_second, -coefficient * x_first
-    else:
-        difference = x_first - x_second
-        if distance == "squared_euclidean":  # d = |x_i - x_j|²
-            grad_first = 2.0 * coefficient * difference
-        else:  # d = |x_i - x_j|, gradient 0 where the two coincide
-            length = difference.norm(dim=1, keepdim=True)
-            scale = torch.where(length > 0, coefficient / torch.where(length > 0, length, 1.0), 0)
-            grad_first = scale * difference
-        grad_second = -grad_first
+    # L = Σ_t w_t (d(a_t, p_t) - d(a_t, n_t)); one (T, D) temporary at a time, updated in place.
     grad = torch.zeros_like(x)
-    grad.index_add_(0, first, grad_first)
-    grad.index_add_(0, second, grad_second)
+    for other, sign in ((positive, 1.0), (negative, -1.0)):
+        coefficient = (sign * weights)[:, None]
+        if distance == "cosine":  # d = 1 - x_a·x_o
+            grad.index_add_(0, anchor, x[other].mul_(-coefficient))
+            grad.index_add_(0, other, x[anchor].mul_(-coefficient))
+            continue
+        difference = x[anchor].sub_(x[other])
+        if distance == "squared_euclidean":  # d = |x_a - x_o|²
+            difference.mul_(2.0 * coefficient)
+        else:  # d = |x_a - x_o|, gradient 0 where the two coincide
+            length = difference.norm(dim=1, keepdim=True)
+            difference.mul_(
+                torch.where(length > 0, coefficient / torch.where(length > 0, length, 1.0), 0.0)
+            )
+        grad.index_add_(0, anchor, difference)
+        grad.index_add_(0, other, difference.neg_())
     return grad
 
 
