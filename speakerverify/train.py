@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,6 +278,8 @@ def _fit(config: Config, exp_dir: Path, resume: Any, env: DistEnv, stop: Any) ->
         while progress.epoch < config.train.epochs:
             if config.train.max_steps is not None and progress.step >= config.train.max_steps:
                 break
+            if last_path is not None and any_rank(env, stop()):  # signal during validation/save
+                raise TrainingInterrupted(last_path, stop.signum or signal.SIGTERM)
             epoch = progress.epoch
             sampler.set_epoch(epoch)
             loader = build_loader(dataset, sampler, progress.batch, config, env)
@@ -287,7 +290,7 @@ def _fit(config: Config, exp_dir: Path, resume: Any, env: DistEnv, stop: Any) ->
                     checkpoint_dir / f"epoch_{epoch + 1:04d}_step_{progress.step:08d}.pt"
                 )
                 if outcome == "signal":
-                    raise TrainingInterrupted(last_path, stop.signum)
+                    raise TrainingInterrupted(last_path, stop.signum or signal.SIGTERM)
                 break
             progress.epoch, progress.batch = epoch + 1, 0
             record = {
@@ -309,7 +312,7 @@ def _fit(config: Config, exp_dir: Path, resume: Any, env: DistEnv, stop: Any) ->
                 prune_checkpoints(checkpoint_dir, config.train.keep_last)
                 parts.log(record)
             if outcome == "done_signal":
-                raise TrainingInterrupted(last_path, stop.signum)
+                raise TrainingInterrupted(last_path, stop.signum or signal.SIGTERM)
     finally:
         if parts.log is not None:
             parts.log.close()

@@ -45,6 +45,7 @@ def train(
     Under `torchrun --nproc_per_node N` the same command trains with DDP.
     SIGINT/SIGTERM save a checkpoint at the next step and exit with 128 + signal.
     """
+    from speakerverify.audio import AudioError
     from speakerverify.checkpoint import CheckpointError
     from speakerverify.config import ConfigError, load_config
     from speakerverify.data import DataDirError, TrialsError
@@ -66,7 +67,7 @@ def train(
             click.echo(f"interrupted: checkpoint saved to {stop.checkpoint}", err=True)
             click.echo(f"resume with: speakerverify train {config} --exp-dir {exp_dir} --resume")
         sys.exit(128 + stop.signum)
-    except (ConfigError, CheckpointError, DataDirError, TrialsError) as err:
+    except (ConfigError, CheckpointError, DataDirError, TrialsError, AudioError) as err:
         fail(str(err))
     if rank == 0:
         click.echo(f"trained: {result}")
