@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistEnv", "any_rank", "barrier", "init_distributed", "shutdown_distributed"]
+__all__ = [
+    "DistEnv",
+    "any_rank",
+    "barrier",
+    "init_distributed",
+    "params_in_sync",
+    "shutdown_distributed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -83,3 +92,16 @@ def any_rank(env: DistEnv, flag: bool) -> bool:
     value = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item() > 0)
+
+
+def params_in_sync(model: torch.nn.Module) -> bool:
+    """Whether every rank holds bit-identical parameters (DDP keeps them so; a cheap guard)."""
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        digest.update(name.encode())
+        digest.update(param.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
+    digests: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, digest.hexdigest())
+    if len(set(digests)) > 1:
+        logger.warning("parameters differ across ranks: %s", digests)
+    return len(set(digests)) == 1

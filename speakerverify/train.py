@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -27,6 +26,7 @@ from speakerverify.distributed import (
     any_rank,
     barrier,
     init_distributed,
+    params_in_sync,
     shutdown_distributed,
 )
 from speakerverify.experiment import (
@@ -38,6 +38,7 @@ from speakerverify.experiment import (
     stop_on_signals,
 )
 from speakerverify.schedules import margin_at, mining_at
+from speakerverify.validation import validate
 
 __all__ = ["TrainingInterrupted", "find_checkpoint", "fit", "train_one_epoch", "validate"]
 
@@ -301,7 +302,7 @@ def _fit(config: Config, exp_dir: Path, resume: Any, env: DistEnv, stop: Any) ->
             }
             record.update(_validate_on_main(config, parts, env, fbank_dict))
             if env.distributed:
-                record["ranks_in_sync"] = _ranks_in_sync(parts.model)
+                record["ranks_in_sync"] = params_in_sync(parts.model)
             improved = record.get("eer", math.inf) < progress.best_eer
             if improved:
                 progress.best_eer = record["eer"]
@@ -354,23 +355,6 @@ def _restore(
         )
 
 
-def _ranks_in_sync(model: nn.Module) -> bool:
-    """Whether every rank holds bit-identical parameters (DDP keeps them so; a cheap guard)."""
-    import hashlib
-
-    import torch.distributed as dist
-
-    digest = hashlib.sha256()
-    for name, param in model.named_parameters():
-        digest.update(name.encode())
-        digest.update(param.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
-    digests: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(digests, digest.hexdigest())
-    if len(set(digests)) > 1:
-        logger.warning("parameters differ across ranks: %s", digests)
-    return len(set(digests)) == 1
-
-
 def _validate_on_main(config: Config, parts: Parts, env: DistEnv, fbank: dict) -> dict[str, float]:
     if not config.data.valid_trials:
         return {}
@@ -388,43 +372,3 @@ def _validate_on_main(config: Config, parts: Parts, env: DistEnv, fbank: dict) -
         module.train()
     barrier(env)
     return metrics
-
-
-def validate(
-    encoder: nn.Module,
-    features: dict[str, Any],
-    valid_dir: str | os.PathLike,
-    valid_trials: str | os.PathLike,
-    device: str | torch.device = "cpu",
-    max_seconds: float = 20.0,
-) -> dict[str, float]:
-    """EER/minDCF of `encoder` (left in eval mode) on a trial list by cosine scoring.
-
-    Files longer than `max_seconds` are embedded in windows (`speakerverify.embed.Embedder`).
-
-    Returns:
-        `compute_metrics` output as plain floats (at least "eer" and "min_dcf").
-    """
-    from speakerverify.data import DataDir, read_trials
-    from speakerverify.embed import Embedder
-    from speakerverify.features import Fbank, FbankConfig
-    from speakerverify.metrics import compute_metrics
-
-    data_dir = DataDir.load(valid_dir)
-    trials = read_trials(valid_trials, data_dir)
-    frontend = Fbank(FbankConfig.from_dict(features))
-    # The evaluation embedder (eval mode, no dither, long files in windows), so validation EER
-    # matches `speakerverify evaluate` on the same checkpoint.
-    embedder = Embedder(frontend, encoder, device=str(device), max_seconds=max_seconds)
-    utt_ids = sorted(set(trials.enroll) | set(trials.test))
-    vectors = np.stack([embedder.embed_file(data_dir.wav[u]) for u in utt_ids])
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
-    row = {u: i for i, u in enumerate(utt_ids)}
-    enroll = vectors[[row[u] for u in trials.enroll]]
-    test = vectors[[row[u] for u in trials.test]]
-    scores = np.sum(enroll * test, axis=1)
-    metrics = compute_metrics(scores, np.asarray(trials.labels))
-    result = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float | np.number)}
-    if "min_dcf" not in result and "min_dcf_0.01" in result:
-        result["min_dcf"] = result["min_dcf_0.01"]
-    return result
