@@ -220,7 +220,8 @@ def build_loader(dataset: Any, sampler: Any, start: int, config: Config, env: Di
 
 def _ignore_sigint(worker_id: int) -> None:
     """Ctrl-C reaches the whole process group; workers leave it to the main process, which saves
-    a checkpoint at the next step (a worker dying on SIGINT would abort the fetch instead)."""
+    a checkpoint at the next step (defensive: workers that quit on SIGINT could fail a fetch that
+    is still in flight)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)

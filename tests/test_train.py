@@ -173,28 +173,39 @@ def test_fresh_run_refuses_a_used_exp_dir_and_resume_needs_a_checkpoint(corpus, 
         fit(other, tmp_path / "exp", resume=True)
 
 
-def test_sigterm_saves_a_loadable_checkpoint_and_exits_143(corpus, tmp_path):
+@pytest.mark.parametrize(
+    ("signum", "workers", "whole_group"),
+    [(signal.SIGTERM, 0, False), (signal.SIGINT, 2, True)],  # kill; Ctrl-C reaches the workers too
+)
+def test_signal_saves_a_loadable_checkpoint(corpus, tmp_path, signum, workers, whole_group):
     exp_dir = tmp_path / "exp"
     command = [sys.executable, "-c", "from speakerverify.cli import main; main()", "train",
                str(TINY), "--exp-dir", str(exp_dir), "--set", *overrides(corpus),
-               "train.epochs=1000", "train.log_every=1"]  # fmt: skip
+               "train.epochs=1000", "train.log_every=1", f"data.num_workers={workers}"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                               start_new_session=True)  # fmt: skip
     log = exp_dir / "train_log.jsonl"
     deadline = time.monotonic() + 120
     while not (log.exists() and log.read_text().count("\n") >= 2):
         assert process.poll() is None, process.communicate()
         assert time.monotonic() < deadline, "training never logged a step"
         time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
+    if whole_group:
+        os.killpg(process.pid, signum)
+    else:
+        process.send_signal(signum)
     _out, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + signal.SIGTERM, err.decode()
+    assert process.returncode == 128 + signum, err.decode()
     assert b"interrupted: checkpoint saved to" in err
+    assert b"Traceback" not in err
     found = find_checkpoint(exp_dir / "checkpoints")
     assert found is not None and found.name.startswith("epoch_")
     state = load_checkpoint(found)["train_state"]
     assert state["global_step"] >= 2
     assert load_model(found).embed_dim == 32
+    if whole_group:
+        return
     # ... and training continues from it.
     steps = state["global_step"] + 2
     result = CliRunner().invoke(main, ["train", str(TINY), "--exp-dir", str(exp_dir), "--resume",
