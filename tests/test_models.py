@@ -93,6 +93,17 @@ def test_torchscript_export_matches_eager(name, tmp_path):
         torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-5)
 
 
+def test_torch_export_with_dynamic_length():
+    # torch.export is what torch.onnx.export (dynamo) builds on; one model keeps the suite fast.
+    model = small_model("xvector")
+    frames = torch.export.Dim("frames", min=20, max=2000)
+    program = torch.export.export(
+        model, (feats(2, 50), torch.tensor([50, 40])), dynamic_shapes=({1: frames}, None)
+    )
+    x, lengths = feats(2, 77), torch.tensor([77, 60])
+    torch.testing.assert_close(program.module()(x, lengths), model(x, lengths))
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxscript") is None,
     reason="onnx/onnxscript not installed (optional; torch.onnx.export needs them)",
