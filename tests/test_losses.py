@@ -535,3 +535,14 @@ def test_mining_is_switchable_for_warm_up_and_default_reduction_follows():
     assert pinned.reduction == "mean"
     with pytest.raises(ValueError, match="batch_hard"):
         loss_fn.mining = "hardest"
+
+
+@pytest.mark.parametrize("strategy", ["batch_hard", "semi_hard", "semi_hard_all"])
+def test_half_precision_embeddings_are_mined_in_float32(strategy):
+    emb, labels = random_batch(seed=13, num_items=24, num_speakers=6)
+    half = emb.to(torch.bfloat16).requires_grad_(True)
+    value = TripletLoss(mining=strategy)(half, labels)
+    value.backward()
+    expected = TripletLoss(mining=strategy)(half.detach().float(), labels)
+    assert value.dtype == torch.float32 and value.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert half.grad.dtype == torch.bfloat16 and torch.isfinite(half.grad.float()).all()

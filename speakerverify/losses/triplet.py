@@ -146,6 +146,8 @@ class TripletLoss(nn.Module):
                 f"expected embeddings (B, D) and labels (B,), got {tuple(embeddings.shape)} "
                 f"and {tuple(labels.shape)}"
             )
+        if embeddings.dtype in (torch.float16, torch.bfloat16):
+            embeddings = embeddings.float()  # mining compares distances that differ by < 1e-3
         if self.normalize:
             embeddings = F.normalize(embeddings, dim=1)
         if self.gather_distributed:
