@@ -546,3 +546,28 @@ def test_half_precision_embeddings_are_mined_in_float32(strategy):
     expected = TripletLoss(mining=strategy)(half.detach().float(), labels)
     assert value.dtype == torch.float32 and value.item() == pytest.approx(expected.item(), abs=1e-6)
     assert half.grad.dtype == torch.bfloat16 and torch.isfinite(half.grad.float()).all()
+
+
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("strategy", DETERMINISTIC)
+def test_mine_triplets_selects_the_brute_force_triplets(strategy, distance):
+    emb, labels = random_batch(seed=17, num_items=22, num_speakers=5)
+    normalized = torch.nn.functional.normalize(emb, dim=1)
+    distances = distance_matrix(normalized, distance)
+    fallback = "drop" if strategy == "semi_hard_drop" else "hardest"
+    base = "semi_hard" if strategy == "semi_hard_drop" else strategy
+    anchor, positive, negative = mine_triplets(
+        distances, labels, base, 0.2, semi_hard_fallback=fallback
+    )
+    lab = labels.tolist()
+    for a, p, n in zip(anchor.tolist(), positive.tolist(), negative.tolist(), strict=True):
+        assert a != p and lab[a] == lab[p] and lab[n] != lab[a]
+    mined = sorted(
+        (round(distances[a, p].item(), 9), round(distances[a, n].item(), 9))
+        for a, p, n in zip(anchor.tolist(), positive.tolist(), negative.tolist(), strict=True)
+    )
+    kept, _ = brute_triplets(emb.tolist(), lab, strategy, distance, 0.2)
+    assert mined == sorted((round(d_ap, 9), round(d_an, 9)) for d_ap, d_an in kept)
+    if base in ("batch_all", "semi_hard_all"):  # no ties to break: the exact index triplets
+        triplets = set(zip(anchor.tolist(), positive.tolist(), negative.tolist(), strict=True))
+        assert len(triplets) == len(anchor)
