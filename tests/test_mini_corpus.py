@@ -92,6 +92,18 @@ def test_same_seed_same_bytes_whatever_the_jobs_and_resume_restores(tiny, tmp_pa
     assert victim.read_bytes() == reference[next(iter(reference))]
     assert keep.stat().st_mtime_ns == before
     assert not list(again.rglob("*.tmp"))
+    # other per-speaker settings on the same tree would mix two plans: refused
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        str(again),
+        "--quiet",
+        *TINY[:4],
+        "--utts-per-speaker",
+        "5",
+    ]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "utts_per_speaker 4 -> 5" in refused.stderr
 
 
 def test_other_seed_other_audio(tiny, tmp_path):

@@ -388,6 +388,25 @@ def write_text_atomic(path: str, lines: list[str]) -> None:
     os.replace(temporary, path)
 
 
+def check_settings(out_dir: str, settings: dict) -> None:
+    """Resuming with other per-speaker settings would mix two plans in one tree: refuse."""
+    import json
+
+    path = os.path.join(out_dir, "corpus.json")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            before = json.load(handle)
+        changed = sorted(k for k in settings if before.get(k) != settings[k])
+        if changed:
+            raise SystemExit(
+                f"error: {path}: {out_dir} was made with other settings ("
+                + ", ".join(f"{k} {before.get(k)} -> {settings[k]}" for k in changed)
+                + "); use a new directory (speaker counts may change freely)"
+            )
+        return
+    write_text_atomic(path, [json.dumps(settings, sort_keys=True)])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", help="corpus root (wav/, trials.txt, speakers.tsv)")
@@ -411,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.utts_per_speaker, test_utts) < 2:
         parser.error("each speaker needs at least 2 utterances")
     os.makedirs(args.out_dir, exist_ok=True)
+    check_settings(args.out_dir, {
+        "seed": args.seed, "utts_per_speaker": args.utts_per_speaker,
+        "test_utts_per_speaker": test_utts, "seconds": args.seconds, "clean": args.clean,
+    })  # fmt: skip
     tasks = [
         (args.out_dir, args.seed, speaker, num_utts, args.seconds, args.clean)
         for speakers, num_utts in ((train, args.utts_per_speaker), (test, test_utts))
