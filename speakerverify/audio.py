@@ -200,6 +200,7 @@ def load_audio(
     *,
     offset_seconds: float = 0.0,
     duration_seconds: float | None = None,
+    allow_silence: bool = False,
 ) -> torch.Tensor:
     """Read a file as mono float32 at `sample_rate`, optionally only a crop of it.
 
@@ -212,13 +213,16 @@ def load_audio(
         sample_rate: rate of the returned waveform in Hz.
         offset_seconds: start of the crop, in seconds of the file.
         duration_seconds: length of the crop (None: to the end); shorter if the file ends first.
+        allow_silence: return digital silence instead of raising (a silent crop inside an
+            otherwise fine training file is normal; a silent enrollment file is not).
 
     Returns:
         Waveform `(S,)` float32; integer files are in [-1, 1].
 
     Raises:
         AudioError: missing file, directory, empty or zero-length file, corrupt header, not audio,
-            NaN/Inf samples, an all-zero signal, or ffmpeg missing for a format that needs it.
+            NaN/Inf samples, an all-zero signal (unless `allow_silence`), or ffmpeg missing for a
+            format that needs it.
 
     >>> import tempfile, numpy as np, soundfile as sf
     >>> folder = tempfile.TemporaryDirectory()
@@ -246,7 +250,7 @@ def load_audio(
     wave = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
     if not bool(torch.isfinite(wave).all()):
         raise AudioError(f"{path}: contains NaN or Inf samples")
-    if not bool(wave.abs().max() > 0):
+    if not allow_silence and not bool(wave.abs().max() > 0):
         raise AudioError(f"{path}: all-zero signal (digital silence)")
     if file_rate != sample_rate:
         import torchaudio.functional as taf

@@ -285,3 +285,20 @@ def test_trim_silence_keeps_only_the_speech():
     # Nothing voiced keeps the whole wave instead of returning nothing.
     quiet = torch.zeros(8000)
     assert torch.equal(trim_silence(quiet), quiet)
+
+
+def test_silence_is_allowed_on_request_and_crops_of_silence_read_as_zeros(tmp_path):
+    # Regression: a silent 2 s stretch inside a training file used to surface as an error
+    # (and the crop reader had to match the error text to recover).
+    from speakerverify.data.reading import read_segment
+
+    wave = np.concatenate([np.zeros(32000, np.float32), 0.1 * np.ones(16000, np.float32)])
+    sf.write(tmp_path / "gap.wav", wave, 16000, subtype="PCM_16")
+    silent = load_audio(
+        tmp_path / "gap.wav", offset_seconds=0.5, duration_seconds=1.0, allow_silence=True
+    )
+    assert silent.shape == (16000,) and not bool(silent.any())
+    with pytest.raises(AudioError, match="all-zero"):
+        load_audio(tmp_path / "gap.wav", offset_seconds=0.5, duration_seconds=1.0)
+    crop = read_segment(tmp_path / "gap.wav", 8000, 16000)
+    assert crop.shape == (16000,) and not crop.any()
