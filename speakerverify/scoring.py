@@ -172,8 +172,9 @@ def score_trials(
     """Cosine scores `(N,)` float32 of a trial list, optionally S-Norm/AS-Norm normalized.
 
     Embeddings are centred by `mean`, L2-normalized and compared by dot product. With a cohort,
-    each side's score statistics (mean, std of its scores against the cohort; AS-Norm: only the
-    `top_n` highest) normalize the score: `0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)`.
+    each side's score statistics (mean and population std of its scores against the cohort;
+    AS-Norm: only the `top_n` highest) normalize the score:
+    `0.5 * ((s - mu_e) / sd_e + (s - mu_t) / sd_t)`.
     S-Norm is AS-Norm with the whole cohort.
 
     Args:
