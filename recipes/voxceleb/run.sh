@@ -94,9 +94,9 @@ fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   echo "stage 2: data dirs (train = $train_set minus $heldout_speakers held-out speakers), trial lists, noise indexes"
-  vox2_root=$VOX2_WAV
-  [ -d "$VOX2/dev/wav" ] && vox2_root=$VOX2
-  speakerverify prepare voxceleb "$vox2_root" data/vox2_dev
+  vox2_wav=$VOX2_WAV/dev/wav  # the wav tree itself: an m4a tree next to it is not scanned
+  [ -d "$VOX2/dev/wav" ] && vox2_wav=$VOX2/dev/wav
+  speakerverify prepare voxceleb "$vox2_wav" data/vox2_dev
   speakerverify prepare voxceleb "$VOX1" data/vox1
   extra=()
   if [ "$train_set" = vox2+vox1 ]; then
