@@ -116,7 +116,7 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
         > "$exp/$system/$variant.json"
     done
   done
-  speakerverify evaluate "$corpus/trials.txt" "$exp/final/scores_centred.txt" \
+  speakerverify evaluate "$corpus/trials.txt" "$exp/final/scores.txt" \
     --plot "$exp/final/plots" > /dev/null
   python "$local"/report.py "$exp" > "$exp/results.md"
   cat "$exp/results.md"
