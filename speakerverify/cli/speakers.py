@@ -31,7 +31,7 @@ INPUT_ERRORS = (
     ("speakerverify.audio", "AudioError"),
     ("speakerverify.checkpoint", "CheckpointError"),
     ("speakerverify.store", "StoreError"),
-    ("speakerverify.verification", "VerificationError"),
+    ("speakerverify.utterance", "VerificationError"),
     ("speakerverify.scoring", "CalibrationError"),
 )
 
@@ -223,7 +223,9 @@ def verify(
     The decision comes from the model's calibration at --p-target, or from --threshold.
     Runs on one CPU thread unless OMP_NUM_THREADS is set.
     """
-    from speakerverify.verification import VerificationError, resolve_decision_rule, verify_pair
+    from speakerverify.decision import resolve_decision_rule
+    from speakerverify.utterance import VerificationError
+    from speakerverify.verification import verify_pair
 
     pair = Path(first).exists()
     if pair and Path(first).is_dir():
@@ -266,7 +268,7 @@ def verify(
 def _check_speaker(store_path: str, name: str) -> None:
     """Open the store and find `name`; a path-like unknown name is reported as a missing file."""
     from speakerverify.store import SpeakerStore, UnknownSpeakerError
-    from speakerverify.verification import AUDIO_EXTENSIONS, VerificationError
+    from speakerverify.utterance import AUDIO_EXTENSIONS, VerificationError
 
     with SpeakerStore(store_path) as store:
         try:
@@ -314,8 +316,8 @@ def identify(
     \b
     Exit status: 0 identified, 1 unknown, 2 usage or input error.
     """
+    from speakerverify.decision import resolve_decision_rule
     from speakerverify.verification import identify as identify_speaker
-    from speakerverify.verification import resolve_decision_rule
 
     store_path = _store(store_path)
     with _one_line_errors():
