@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,25 +20,14 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
+from speaker_helpers import FP, SpectrumEmbedder, store_rows
 from synth import random_speaker, speech_like
 
 import speakerverify.verification as verification
 from speakerverify.cli import main
 from speakerverify.verification import SpeakerModel
 
-FP = "feedfacefeedface"
 SPEAKERVERIFY = [str(Path(sys.executable).parent / "speakerverify")]
-
-
-class SpectrumEmbedder:
-    """Log band energies minus their mean: a deterministic stand-in for a trained encoder."""
-
-    def embed_waveform(self, wave) -> np.ndarray:
-        x = np.asarray(wave, dtype=np.float64)
-        frames = np.lib.stride_tricks.sliding_window_view(x, 512)[::256] * np.hanning(512)
-        power = (np.abs(np.fft.rfft(frames, axis=1)) ** 2).mean(axis=0)[1:257]
-        bands = np.log(power.reshape(32, 8).sum(axis=1) + 1e-10)
-        return (bands - bands.mean()).astype(np.float32)
 
 
 @pytest.fixture
@@ -89,16 +77,6 @@ def run(args, env=None):
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def table_rows(path: Path) -> list:
-    conn = sqlite3.connect(str(path))
-    try:
-        return [
-            conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in ("meta", "speakers")
-        ]
-    finally:
-        conn.close()
 
 
 @pytest.fixture
@@ -411,7 +389,7 @@ def assert_clean_error(result, *fragments):
 def test_bad_audio_is_one_line_and_store_unchanged(enrolled, fake_model, voices, key, problem):
     path = {"missing": enrolled.parent / "missing.wav", "directory": enrolled.parent}.get(key)
     path = path or voices[key]
-    before, rows_before = digest(enrolled), table_rows(enrolled)
+    before, rows_before = digest(enrolled), store_rows(enrolled)
     commands = [
         ["enroll", "ann", path],
         ["verify", "ann", path, "--threshold", "0"],
@@ -424,7 +402,7 @@ def test_bad_audio_is_one_line_and_store_unchanged(enrolled, fake_model, voices,
     for command in commands:
         result = run([*command, "--model", enrolled.parent / "model.pt", "--store", enrolled])
         assert_clean_error(result, Path(path).name, problem)
-    assert digest(enrolled) == before and table_rows(enrolled) == rows_before
+    assert digest(enrolled) == before and store_rows(enrolled) == rows_before
 
 
 def test_unknown_speaker(enrolled, fake_model, voices):
@@ -730,7 +708,7 @@ def test_enroll_killed_inside_its_transaction_leaves_store_as_before(checkpoint,
         ).exit_code
         == 0
     )
-    before = table_rows(store)
+    before = store_rows(store)
     for name in ("ann", "bo"):  # an update of an existing speaker, and a new one
         proc = subprocess.run(
             [
@@ -750,6 +728,6 @@ def test_enroll_killed_inside_its_transaction_leaves_store_as_before(checkpoint,
             timeout=300,
         )
         assert proc.returncode == -9, proc.stderr
-        assert table_rows(store) == before
+        assert store_rows(store) == before
     listed = json.loads(run(["speakers", "list", "--store", store, "--json"]).stdout)
     assert [(s["name"], s["num_utterances"]) for s in listed["speakers"]] == [("ann", 1)]

@@ -4,11 +4,11 @@ centred scoring, enroll/verify/identify/adapt over real audio files and a real s
 from __future__ import annotations
 
 import math
-import sqlite3
 
 import numpy as np
 import pytest
 import soundfile as sf
+from speaker_helpers import FP, SpectrumEmbedder, store_rows
 from synth import random_speaker, speech_like
 
 from speakerverify.audio import AudioError
@@ -29,19 +29,6 @@ from speakerverify.verification import (
     verify_pair,
 )
 
-FP = "feedfacefeedface"
-
-
-class SpectrumEmbedder:
-    """Log band energies minus their mean: speakers with different formants differ."""
-
-    def embed_waveform(self, wave) -> np.ndarray:
-        x = np.asarray(wave, dtype=np.float64)
-        frames = np.lib.stride_tricks.sliding_window_view(x, 512)[::256] * np.hanning(512)
-        power = (np.abs(np.fft.rfft(frames, axis=1)) ** 2).mean(axis=0)[1:257]
-        bands = np.log(power.reshape(32, 8).sum(axis=1) + 1e-10)
-        return (bands - bands.mean()).astype(np.float32)
-
 
 class LinearCalibration:
     def __init__(self, slope=10.0, offset=-5.0, model_fingerprint=FP):
@@ -56,16 +43,6 @@ class LinearCalibration:
 
 def fake_model(tmp_path) -> SpeakerModel:
     return SpeakerModel(SpectrumEmbedder(), FP, 16000, str(tmp_path / "model.pt"))
-
-
-def rows(path):
-    conn = sqlite3.connect(str(path))
-    try:
-        return [
-            conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in ("meta", "speakers")
-        ]
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +216,7 @@ def test_failed_enroll_leaves_store_as_it_was(tmp_path, voices):
         enroll_speaker(store, model, "ann", [voices["ann0"]], min_speech_seconds=30)
     assert not store.exists()  # a store that did not exist is not created by a failure
     enroll_speaker(store, model, "ann", [voices["ann0"], voices["ann1"]])
-    before = rows(store)
+    before = store_rows(store)
     bad = [
         ([voices["ann2"], tmp_path / "missing.wav"], AudioError, "missing.wav: file not found"),
         ([voices["quiet"]], VerificationError, "quiet.wav: no speech"),
@@ -253,7 +230,7 @@ def test_failed_enroll_leaves_store_as_it_was(tmp_path, voices):
     other = SpeakerModel(SpectrumEmbedder(), "0000000000000000", 16000, "other.pt")
     with pytest.raises(StoreError, match=f"{FP}.*0000000000000000"):
         enroll_speaker(store, other, "ann", [voices["ann2"]])
-    assert rows(store) == before
+    assert store_rows(store) == before
 
 
 def test_unknown_speaker(tmp_path, voices):
@@ -299,7 +276,7 @@ def test_adapt_saves_mean_and_verify_scores_centred(tmp_path, voices):
 def test_adapt_bad_inputs_leave_store_alone(tmp_path, voices):
     model, store = fake_model(tmp_path), tmp_path / "s.db"
     enroll_speaker(store, model, "ann", [voices["ann0"], voices["ann1"]])
-    before = rows(store)
+    before = store_rows(store)
     (tmp_path / "empty").mkdir()
     with pytest.raises(VerificationError, match="no audio files"):
         adapt(store, model=model, audio_dir=tmp_path / "empty")
@@ -310,7 +287,7 @@ def test_adapt_bad_inputs_leave_store_alone(tmp_path, voices):
     (tmp_path / "mixed" / "b.wav").write_bytes(b"not a wav at all")
     with pytest.raises(AudioError, match=r"b.wav"):
         adapt(store, model=model, audio_dir=tmp_path / "mixed")
-    assert rows(store) == before
+    assert store_rows(store) == before
 
 
 # -- real calibration files (speakerverify.scoring.Calibration) -------------------------------
@@ -382,7 +359,7 @@ def test_adapt_from_embedding_store(tmp_path, rng):
     with SpeakerStore(store) as opened:
         np.testing.assert_allclose(opened.domain_mean.mean, unit.mean(axis=0), atol=1e-6)
         assert opened.fingerprint == FP
-    before = rows(store)
+    before = store_rows(store)
     save_embeddings(tmp_path / "other", ["a"], vectors[:1], {"model_fingerprint": "2" * 16})
     with pytest.raises(StoreError, match=f"{FP}.*{'2' * 16}"):
         adapt(store, embeddings_dir=tmp_path / "other")
@@ -391,7 +368,7 @@ def test_adapt_from_embedding_store(tmp_path, rng):
     (tmp_path / "half").mkdir()
     with pytest.raises(VerificationError, match="half: cannot read embeddings"):
         adapt(store, embeddings_dir=tmp_path / "half")
-    assert rows(store) == before
+    assert store_rows(store) == before
 
 
 def test_store_in_missing_directory_fails_before_embedding(tmp_path, voices):

@@ -12,6 +12,11 @@ import click
 
 from speakerverify.cli.common import echo_json, fail
 
+# Shared by score, calibrate and evaluate.
+_trials_argument = click.argument("trials_path", metavar="TRIALS", type=click.Path(dir_okay=False))
+_scores_argument = click.argument("scores_path", metavar="SCORES", type=click.Path(dir_okay=False))
+_NORM_CHOICE = click.Choice(["none", "snorm", "asnorm"])
+
 
 def _input_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input (reported as one `error:` line), imported lazily."""
@@ -117,7 +122,7 @@ def _check_same_model(name: str, fingerprint: str, expected: str) -> None:
 
 
 @click.command()
-@click.argument("trials_path", metavar="TRIALS", type=click.Path(dir_okay=False))
+@_trials_argument
 @click.argument("store_path", metavar="STORE", type=click.Path(file_okay=False))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Score file.")
 @click.option(
@@ -132,7 +137,7 @@ def _check_same_model(name: str, fingerprint: str, expected: str) -> None:
 )
 @click.option(
     "--norm",
-    type=click.Choice(["none", "snorm", "asnorm"]),
+    type=_NORM_CHOICE,
     default=None,
     help="Score normalization [default: asnorm with a cohort, else none].",
 )
@@ -216,8 +221,8 @@ def _load_scored_trials(trials_path: str, scores_path: str) -> tuple[Any, Any]:
 
 
 @click.command()
-@click.argument("trials_path", metavar="TRIALS", type=click.Path(dir_okay=False))
-@click.argument("scores_path", metavar="SCORES", type=click.Path(dir_okay=False))
+@_trials_argument
+@_scores_argument
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Calibration JSON.")
 @click.option(
     "--model",
@@ -226,7 +231,7 @@ def _load_scored_trials(trials_path: str, scores_path: str) -> tuple[Any, Any]:
 )
 @click.option(
     "--norm",
-    type=click.Choice(["none", "snorm", "asnorm"]),
+    type=_NORM_CHOICE,
     default="none",
     show_default=True,
     help="Normalization the scores were made with.",
@@ -281,8 +286,8 @@ def _finite_or_none(value: float) -> float | None:
 
 
 @click.command()
-@click.argument("trials_path", metavar="TRIALS", type=click.Path(dir_okay=False))
-@click.argument("scores_path", metavar="SCORES", type=click.Path(dir_okay=False))
+@_trials_argument
+@_scores_argument
 @click.option(
     "--plot", "plot_dir", type=click.Path(file_okay=False), help="Write det.png and hist.png here."
 )
