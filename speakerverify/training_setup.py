@@ -90,20 +90,18 @@ def build_parts(config: Config, env: DistEnv) -> tuple[Any, dict[str, Any], Any,
         augmenter=augmenter,
         speed_perturb=data.speed_perturb,
     )
-    sampler = PKSampler(
-        dataset.labels,
-        num_speakers=data.num_speakers,
-        num_utts=data.num_utts,
-        seed=config.train.seed,
-        rank=env.rank,
-        world_size=env.world_size,
-        small_speakers=data.small_speakers,
-    )
-    if len(sampler) == 0:
-        raise ConfigError(
-            f"data: {data.train_dir} gives no P×K batch of {data.num_speakers}×{data.num_utts} "
-            f"per rank ({dataset.num_classes} speakers, world size {env.world_size})"
+    try:
+        sampler = PKSampler(
+            dataset.labels,
+            num_speakers=data.num_speakers,
+            num_utts=data.num_utts,
+            seed=config.train.seed,
+            rank=env.rank,
+            world_size=env.world_size,
+            small_speakers=data.small_speakers,
         )
+    except ValueError as error:  # too few speakers for one P×K step across the ranks
+        raise ConfigError(f"data: {data.train_dir}: {error}") from None
 
     model: torch.nn.Module = encoder
     if env.distributed:

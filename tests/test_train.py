@@ -286,3 +286,13 @@ def test_build_optimizer(name, kind):
     assert group["lr"] == 0.3 and group["weight_decay"] == 0.01
     if name == "sgd":
         assert group["momentum"] == 0.9 and group["nesterov"]
+
+
+def test_too_few_speakers_for_a_batch_is_a_config_error(corpus, tmp_path):
+    # Regression: the sampler's ValueError escaped as a traceback instead of a one-line error.
+    args = ["--set", *overrides(corpus), "data.num_speakers=9"]
+    result = CliRunner().invoke(main, ["train", str(TINY), "--exp-dir", str(tmp_path / "e"), *args])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "8 eligible speakers" in lines[0], result.output
+    assert str(corpus / "train") in lines[0]
