@@ -155,3 +155,12 @@ def test_missing_file(tmp_path):
 
 def test_from_dict_equals_load(tmp_path):
     assert Config.from_dict(MINIMAL) == load_config(write(tmp_path, MINIMAL))
+
+
+def test_features_section_mirrors_fbank_config_exactly():
+    # config.py mirrors FbankConfig instead of importing it (loading a config must not import
+    # torch); this pins the two together so a new or changed front-end default cannot drift.
+    from speakerverify.config import FeaturesConfig
+    from speakerverify.features import FbankConfig
+
+    assert FeaturesConfig().fbank_dict() == FbankConfig().to_dict()
