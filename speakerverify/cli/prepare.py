@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -70,13 +71,9 @@ def convert_m4a(src: str, dst: str, jobs: int, sample_rate: int) -> None:
 @click.argument("out", type=click.Path(dir_okay=False))
 def musan(root: str, out: str) -> None:
     """Index MUSAN (ROOT is musan/ or its parent) into OUT: `kind path` lines."""
-    from speakerverify.data.noise import NoiseIndexError, prepare_musan
+    from speakerverify.data.noise import prepare_musan
 
-    try:
-        counts = prepare_musan(root, out)
-    except NoiseIndexError as error:
-        fail(str(error))
-    click.echo(f"{out}: " + ", ".join(f"{n} {kind}" for kind, n in counts.items()))
+    _write_noise_index(prepare_musan, root, out)
 
 
 @prepare.command("rirs")
@@ -84,10 +81,19 @@ def musan(root: str, out: str) -> None:
 @click.argument("out", type=click.Path(dir_okay=False))
 def rirs(root: str, out: str) -> None:
     """Index RIRS_NOISES simulated RIRs (ROOT is RIRS_NOISES/ or its parent) into OUT."""
-    from speakerverify.data.noise import NoiseIndexError, prepare_rirs
+    from speakerverify.data.noise import prepare_rirs
+
+    _write_noise_index(prepare_rirs, root, out)
+
+
+def _write_noise_index(
+    prepare_index: Callable[[str, str], dict[str, int]], root: str, out: str
+) -> None:
+    """Run one of `speakerverify.data.noise.prepare_*` and print what it indexed."""
+    from speakerverify.data.noise import NoiseIndexError
 
     try:
-        counts = prepare_rirs(root, out)
+        counts = prepare_index(root, out)
     except NoiseIndexError as error:
         fail(str(error))
     click.echo(f"{out}: " + ", ".join(f"{n} {kind}" for kind, n in counts.items()))
