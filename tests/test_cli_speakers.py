@@ -619,20 +619,9 @@ def test_real_checkpoint_enroll_verify_with_calibration(checkpoint, voices, tmp_
     assert json.loads(enrolled.stdout)["model_fingerprint"] == fingerprint
     calibration = tmp_path / "cal.json"
     Calibration(slope=4.0, offset=-2.0, model_fingerprint=fingerprint).save(calibration)
-    result = run(
-        [
-            "verify",
-            "ann",
-            voices["ann2"],
-            "--model",
-            model,
-            "--store",
-            store,
-            "--calibration",
-            calibration,
-            "--json",
-        ]
-    )
+    argv = ["verify", "ann", voices["ann2"], "--model", model, "--store", store,
+            "--calibration", calibration, "--json"]  # fmt: skip
+    result = run(argv)
     payload = json.loads(result.stdout)
     assert (
         payload["threshold"]["source"] == "calibration" and payload["threshold"]["p_target"] == 0.5
@@ -640,22 +629,7 @@ def test_real_checkpoint_enroll_verify_with_calibration(checkpoint, voices, tmp_
     assert payload["llr"] == pytest.approx(4.0 * payload["score"] - 2.0)
     assert result.exit_code == (0 if payload["llr"] >= 0 else 1)
     # The same file twice gives the same score: no randomness at inference.
-    again = json.loads(
-        run(
-            [
-                "verify",
-                "ann",
-                voices["ann2"],
-                "--model",
-                model,
-                "--store",
-                store,
-                "--calibration",
-                calibration,
-                "--json",
-            ]
-        ).stdout
-    )
+    again = json.loads(run(argv).stdout)
     assert again["score"] == payload["score"]
 
 
