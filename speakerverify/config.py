@@ -126,6 +126,7 @@ class FeaturesConfig:
     high_freq: float = 0.0
     snip_edges: bool = True
     cmn: bool = True
+    noise_floor_db: float | None = None
     spec_augment: bool = False
     spec_augment_args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 

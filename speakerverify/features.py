@@ -21,6 +21,13 @@ _CHUNK_FRAMES = 1024
 class FbankConfig:
     """Options of :class:`Fbank`; names follow Kaldi's ``compute-fbank-feats`` with units.
 
+    ``noise_floor_db`` is ours, not Kaldi's: the level, in dB relative to each utterance's own
+    mean power, of a white noise whose *expected* mel energy is added before the log. It is
+    dither without the randomness, and without a dependence on gain: bands a recording leaves
+    empty (above a telephone band, below a high-pass) get the same floor in training and at
+    test, instead of log-energies of quantisation noise that differ from one recording chain to
+    the next. None (the default) keeps the features equal to Kaldi's.
+
     >>> FbankConfig(num_mel_bins=40).frame_length
     400
     >>> FbankConfig.from_dict({"num_mel_bins": 64}).num_mel_bins
@@ -39,6 +46,7 @@ class FbankConfig:
     high_freq: float = 0.0
     snip_edges: bool = True
     cmn: bool = True
+    noise_floor_db: float | None = None
 
     def __post_init__(self) -> None:
         if self.window_type not in WINDOW_TYPES:
@@ -171,6 +179,28 @@ class Fbank(nn.Module):
         # Kept in float64 (cast per call) so float64 input reproduces Kaldi's float64 path too.
         self.register_buffer("window", window, persistent=False)
         self.register_buffer("dc_weight", dc_weight, persistent=False)
+        self.register_buffer("noise_mel_energy", self._noise_mel_energy(mel), persistent=False)
+        # Kaldi clamps mel energies at float32 epsilon (for any dtype) before the log; with a
+        # noise floor that clamp would undo its gain invariance, so it only guards log(0) then.
+        finfo = torch.finfo(torch.float32)
+        self._log_floor = finfo.eps if cfg.noise_floor_db is None else finfo.tiny
+
+    def _noise_mel_energy(self, mel_banks: torch.Tensor) -> torch.Tensor:
+        """`(F,)` expected mel energy of unit-variance white noise after this front-end.
+
+        A frame goes through a linear map A (DC removal, pre-emphasis, window), so for white
+        noise of variance 1, E|FFT(A x)_k|^2 = sum_j |FFT(A e_j)_k|^2 over the unit impulses e_j.
+        """
+        cfg = self.config
+        length = cfg.frame_length
+        eye = torch.eye(length, dtype=torch.float64)
+        if cfg.remove_dc_offset:
+            eye = eye - 1.0 / length
+        previous = torch.cat([eye[:1], eye[:-1]])  # Kaldi uses x[0] as its own predecessor
+        emphasised = eye - cfg.preemphasis * previous
+        framed = emphasised * _window(cfg.window_type, length)[:, None]
+        power = torch.fft.rfft(framed, n=cfg.fft_size, dim=0).abs().square().sum(dim=1)
+        return (power @ mel_banks.double()).float()
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for `num_samples` samples (snip-edges or Kaldi's centred framing)."""
@@ -218,6 +248,7 @@ class Fbank(nn.Module):
         lengths = lengths.to(device=waves.device, dtype=torch.long)
         if lengths.shape != (batch,) or bool((lengths > num_samples).any()):
             raise ValueError(f"lengths must be (B,) = ({batch},) and <= S = {num_samples}")
+        mel_floor = self._mel_floor(waves, lengths)  # of the signal as given
         if self.training and self.config.dither > 0:
             waves = waves + self.config.dither * torch.randn_like(waves)
         if not self.config.snip_edges:
@@ -230,11 +261,9 @@ class Fbank(nn.Module):
         differentiable = torch.is_grad_enabled() and waves.requires_grad
         # Cache-sized chunks pay off on CPU; a GPU wants few large kernels.
         if differentiable or waves.device.type != "cpu":
-            frames = self._windowed_frames(waves, num_frames)
-            feats = self._log_mel(frames.view(batch * num_frames, -1))
-            feats = feats.view(batch, num_frames, -1)
+            feats = self._log_mel(self._windowed_frames(waves, num_frames), mel_floor)
         else:
-            feats = self._log_mel_chunked(waves, num_frames)
+            feats = self._log_mel_chunked(waves, num_frames, mel_floor)
         # Frames past a row's length saw padding: zero them (before the CMN sums and after).
         feats = _zero_padding(feats, feat_lengths, differentiable)
         if self.config.cmn:
@@ -288,14 +317,28 @@ class Fbank(nn.Module):
             frames = frames - mean[..., None] * self.dc_weight.to(waves.dtype)
         return nn.functional.pad(frames, (0, self.config.fft_size - self.config.frame_length))
 
-    def _log_mel(self, frames: torch.Tensor) -> torch.Tensor:
-        """`(R, fft_size)` frames -> `(R, F)` log mel energies, floored at float32 epsilon."""
+    def _log_mel(self, frames: torch.Tensor, mel_floor: torch.Tensor | None) -> torch.Tensor:
+        """`(B, T, fft_size)` frames -> `(B, T, F)` log mel energies (+ `mel_floor` `(B, F)`),
+        floored at float32 epsilon."""
         spectrum = torch.view_as_real(torch.fft.rfft(frames))
         power = spectrum[..., 0].square() + spectrum[..., 1].square()
         mel = torch.matmul(power, self.mel_banks.to(frames.dtype))
-        return mel.clamp_min(torch.finfo(torch.float32).eps).log()  # Kaldi's floor for any dtype
+        if mel_floor is not None:
+            mel = mel + mel_floor[:, None]
+        return mel.clamp_min(self._log_floor).log()
 
-    def _log_mel_chunked(self, waves: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def _mel_floor(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | None:
+        """`(B, F)` mel energy of white noise `noise_floor_db` below each row's mean power."""
+        if self.config.noise_floor_db is None:
+            return None
+        valid = torch.arange(waves.shape[1], device=waves.device) < lengths[:, None]
+        power = (waves.square() * valid).sum(1) / lengths.clamp_min(1).to(waves.dtype)
+        power = power * 10.0 ** (self.config.noise_floor_db / 10.0)
+        return power[:, None] * self.noise_mel_energy.to(waves.dtype)
+
+    def _log_mel_chunked(
+        self, waves: torch.Tensor, num_frames: int, mel_floor: torch.Tensor | None
+    ) -> torch.Tensor:
         """The no-grad path: `(B, T, F)` log-mel, framing and FFT fused per cache-sized chunk.
 
         A chunk is a group of whole utterances (short rows) or a frame range of one utterance
@@ -311,7 +354,7 @@ class Fbank(nn.Module):
         window = self.window.to(waves.dtype)[1:]
         dc_weight = self.dc_weight.to(waves.dtype)
         mel_banks = self.mel_banks.to(waves.dtype)
-        floor = torch.finfo(torch.float32).eps
+        floor = self._log_floor
         feats = waves.new_empty(batch, num_frames, cfg.num_mel_bins)
         for row in range(0, batch, rows_per_chunk):
             for start in range(0, num_frames, frames_per_chunk):
@@ -333,6 +376,9 @@ class Fbank(nn.Module):
                     out[:, first_bin:last_bin] = torch.mm(
                         power[:count, low:high], mel_banks[low:high, first_bin:last_bin]
                     )
+                if mel_floor is not None:
+                    rows = out.view(-1, stop - start, cfg.num_mel_bins)
+                    rows.add_(mel_floor[row : row + rows.shape[0], None])
                 out.clamp_min_(floor).log_()
         return feats
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from synth import speech_like
@@ -247,3 +248,52 @@ def test_specaugment_keeps_gradients():
     assert feats.grad is not None
     assert set(feats.grad.unique().tolist()) <= {0.0, 1.0}
     assert float(feats.grad.sum()) > 0
+
+
+def test_noise_floor_energy_equals_the_mean_fbank_energy_of_white_noise():
+    # The floor is the *expected* mel energy of white noise: check it against a Monte Carlo mean.
+    frontend = Fbank(FbankConfig(cmn=False)).eval()
+    noise = torch.randn(4, 160000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    feats, _ = frontend(noise)
+    measured = feats.exp().mean(dim=(0, 1))
+    expected = frontend.noise_mel_energy.double()
+    assert torch.allclose(measured, expected, rtol=0.08)
+
+
+def test_noise_floor_is_relative_to_each_utterance_so_gain_changes_nothing():
+    frontend = Fbank(FbankConfig(noise_floor_db=-40.0)).eval()
+    waves = torch.randn(2, 16000, generator=torch.Generator().manual_seed(1)) * 0.1
+    lengths = torch.tensor([16000, 11000])
+    feats, _ = frontend(waves, lengths)
+    louder, _ = frontend(waves * torch.tensor([[30.0], [0.01]]), lengths)
+    assert torch.allclose(feats, louder, atol=1e-3)
+    plain, _ = Fbank(FbankConfig()).eval()(waves * torch.tensor([[30.0], [0.01]]), lengths)
+    assert not torch.allclose(feats, plain, atol=1e-2)  # the floor does change the features
+
+
+def test_noise_floor_fills_an_empty_band_with_the_same_value_whatever_the_recording():
+    # A telephone-band signal leaves the top bands empty: without the floor their log energies
+    # sit on Kaldi's epsilon clamp or on quantisation noise; with it they sit on the floor.
+    from scipy.signal import butter, sosfilt
+
+    rng = np.random.default_rng(2)
+    band = butter(8, 3000, fs=16000, output="sos")
+    narrow = sosfilt(band, rng.standard_normal(32000)) * 0.05
+    quantised = np.round(narrow * 32768) / 32768
+    config = FbankConfig(cmn=False, noise_floor_db=-30.0)
+    frontend = Fbank(config).eval()
+    for wave in (narrow, quantised):
+        feats, _ = frontend(torch.from_numpy(wave))
+        power = float(np.mean(wave**2)) * 10 ** (-30.0 / 10)
+        floor = torch.log(frontend.noise_mel_energy.double() * power)
+        top = feats[0, :, -10:].double()  # mel bins far above 3 kHz
+        assert torch.allclose(top, floor[-10:].expand_as(top), atol=0.05)
+
+
+def test_noise_floor_gradients_match_the_no_grad_path():
+    frontend = Fbank(FbankConfig(noise_floor_db=-35.0)).eval()
+    waves = torch.randn(2, 8000, generator=torch.Generator().manual_seed(3)) * 0.2
+    lengths = torch.tensor([8000, 6000])
+    fast, _ = frontend(waves, lengths)
+    slow, _ = frontend(waves.clone().requires_grad_(True), lengths)
+    assert torch.allclose(fast, slow.detach(), atol=1e-4)
