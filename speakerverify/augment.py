@@ -1,5 +1,7 @@
 """On-the-fly augmentation of training crops: MUSAN noise, music and babble at a drawn SNR, and
-reverberation with RIRS_NOISES simulated room impulse responses (the Kaldi/WeSpeaker recipe).
+reverberation with RIRS_NOISES simulated room impulse responses (the Kaldi/WeSpeaker recipe),
+then optionally a recording channel simulated per crop (`speakerverify.simulate`), which needs no
+download.
 
 Speed perturbation is not here: it makes new speakers, so it lives in `CropDataset`.
 """
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -90,6 +92,8 @@ class Augmenter:
         noise_snr_db, music_snr_db, babble_snr_db: (low, high) uniform SNR ranges in dB.
         babble_speakers: (low, high) inclusive range of babble talkers summed.
         rir_rooms: room sizes to draw RIRs from (RIRS_NOISES: smallroom, mediumroom, largeroom).
+        channel: called as `channel(wave (S,), rng) -> (S,)` on every crop after the MUSAN/RIR
+            step (normally a `simulate.ChannelSimulator`, which draws its own stages), or None.
     """
 
     def __init__(
@@ -104,6 +108,7 @@ class Augmenter:
         babble_snr_db: tuple[float, float] = (13.0, 20.0),
         babble_speakers: tuple[int, int] = (3, 7),
         rir_rooms: Sequence[str] = ("smallroom", "mediumroom"),
+        channel: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     ) -> None:
         if not 0.0 <= aug_prob <= 1.0:
             raise ValueError(f"aug_prob must be in [0, 1], got {aug_prob}")
@@ -125,8 +130,9 @@ class Augmenter:
             "reverb": [p for room in rir_rooms for p in rirs.get(room, [])],
         }
         self.methods = [m for m in METHODS if self.sources[m]]
+        self.channel = channel
         missing = [m for m in METHODS if not self.sources[m]]
-        if missing:
+        if missing and channel is None:
             logger.warning(
                 "augmentation without %s (no source configured)%s",
                 ", ".join(missing),
@@ -135,10 +141,10 @@ class Augmenter:
 
     def __call__(self, wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Augment one crop `(S,)` float32; returns `(S,)` float32 (peak kept within [-1, 1])."""
-        if not self.methods or rng.random() >= self.aug_prob:
-            return wave
-        method = self.methods[int(rng.integers(len(self.methods)))]
-        return self.apply(method, wave, rng)
+        if self.methods and rng.random() < self.aug_prob:
+            method = self.methods[int(rng.integers(len(self.methods)))]
+            wave = self.apply(method, wave, rng)
+        return wave if self.channel is None else self.channel(wave, rng)
 
     def apply(self, method: str, wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Apply `method` ("noise", "music", "babble", "reverb") unconditionally."""

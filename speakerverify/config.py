@@ -147,19 +147,25 @@ class FeaturesConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """On-the-fly augmentation (active only when `data.musan_index` or `data.rir_index` is set).
+    """On-the-fly augmentation: MUSAN/RIRs when `data.musan_index` or `data.rir_index` is set,
+    and a simulated recording channel per crop when `channel` is true (no download needed).
 
     `args` are extra keyword arguments of `speakerverify.augment.Augmenter` (SNR ranges, ...),
-    checked against its signature when training starts.
+    `channel_args` of `speakerverify.simulate.ChannelSimulator` (stage probabilities and
+    ranges); both are checked against their signatures when training starts.
     """
 
     aug_prob: float = 0.6
     args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    channel: bool = False
+    channel_args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.aug_prob <= 1.0:
             raise ConfigError(f"augment.aug_prob: must be in [0, 1], got {self.aug_prob!r}")
         object.__setattr__(self, "args", _frozen_dict(self.args, "augment.args"))
+        args = _frozen_dict(self.channel_args, "augment.channel_args")
+        object.__setattr__(self, "channel_args", args)
 
 
 def _model_names() -> list[str]:

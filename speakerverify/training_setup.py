@@ -70,19 +70,27 @@ def build_parts(config: Config, env: DistEnv) -> tuple[Any, dict[str, Any], Any,
     data = config.data
     train_dir = DataDir.load(data.train_dir)
     augmenter = None
-    if data.musan_index or data.rir_index:
+    if data.musan_index or data.rir_index or config.augment.channel:
         from speakerverify.augment import Augmenter
+        from speakerverify.simulate import ChannelSimulator
 
+        channel = None
+        if config.augment.channel:
+            args = dict(config.augment.channel_args)
+            channel = ChannelSimulator(
+                **_kwargs_for("augment.channel_args", ChannelSimulator, args)
+            )
         extra = _kwargs_for("augment.args", Augmenter, dict(config.augment.args))
         augmenter = Augmenter(
             musan_index=data.musan_index,
             rir_index=data.rir_index,
             aug_prob=config.augment.aug_prob,
             sample_rate=config.features.sample_rate,
+            channel=channel,
             **extra,
         )
     else:
-        logger.info("no musan_index/rir_index configured: training without noise/reverb")
+        logger.info("no musan_index/rir_index/augment.channel configured: no augmentation")
     dataset = CropDataset(
         train_dir,
         chunk_seconds=data.chunk_seconds,
