@@ -27,13 +27,14 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from channel import apply_channel, make_session_channel
 from espeak import Espeak, VoiceVariant
+
+from speakerverify.simulate import Channel, ChannelSimulator, apply_channel
 
 SAMPLE_RATE = 16000
 TEST_FIRST_ID = 10270  # VoxCeleb1-O test speakers are id10270-id10309
@@ -65,9 +66,43 @@ LANGUAGES: dict[str, tuple[str, list[str]]] = {
     "hi": ("कखगघचजटडतदनपबमयरलवसह", ["", "ा", "ि", "ी", "ु", "ू", "े", "ो"]),
     "ka": ("ბგდვზთკლმნპჟრსტფქღყშჩცძწჭხჯჰ", list("აეიოუ")),
     "cmn-Latn-pinyin": ("bpmfdtnlgkhjqxzcsrwy", ["a", "o", "e", "i", "u", "ai", "ao", "ou", "an"]),
+    "da": ("bdfghjklmnprstv", list("aeiouyæøå")),
+    "nb": ("bdfghjklmnprstv", list("aeiouyæøå")),
+    "af": ("bdfghjklmnprstvw", [*"aeiou", "ee", "oe"]),
+    "ca": ("bcdfgjlmnprstvx", list("aeiouàèéíòóú")),
+    "sk": ("bcdfhjklmnprstvzčšžľ", list("aeiouyáéíóú")),
+    "sl": ("bcdfghjklmnprstvzčšž", list("aeiou")),
+    "hr": ("bcdfghjklmnprstvzčćšž", list("aeiou")),
+    "lt": ("bcdfghjklmnprstvzčšž", list("aeiouyąęėįųū")),
+    "lv": ("bcdfghjklmnprstvzčšžķļņ", list("aeiouāēīū")),
+    "et": ("dhjklmnprstv", list("aeiouõäöü")),
+    "cy": ("bcdfghlmnprstw", [*"aeiouwy", "ae", "yw"]),
+    "bg": ("бвгджзклмнпрстфхцчшщ", list("аеиоуъюя")),
 }
 TONAL_DIGITS = {"cmn-Latn-pinyin"}  # tone numbers are part of the syllable, no digit strings
 ABUGIDAS = {"hi"}  # vowel signs need a consonant to sit on
+
+
+# One recording condition per session (like a YouTube video), from the same simulator that
+# augments training crops; each utterance varies it a little (`utterance_channel`).
+SESSION_CHANNELS = ChannelSimulator(
+    reverb_prob=0.35, rt60_range=(0.15, 0.7), noise_prob=0.85, snr_db_range=(3.0, 30.0),
+    eq_prob=0.8, eq_max_db=8.0, lowpass_prob=0.15, narrowband_prob=0.5, telephone_prob=0.5,
+    mulaw_prob=0.4, line_noise_prob=0.3, level_db_range=(-34.0, -18.0),
+)  # fmt: skip
+
+
+def utterance_channel(session: Channel, rng: np.random.Generator) -> Channel:
+    """The session's condition with a little per-utterance variation (SNR, level, EQ)."""
+    eq_db = None
+    if session.eq_db is not None:
+        eq_db = tuple(float(g) for g in np.asarray(session.eq_db) + rng.standard_normal(6))
+    return replace(
+        session,
+        snr_db=float(np.clip(session.snr_db + 3 * rng.standard_normal(), 0, 30)),
+        level_db=session.level_db + 2 * float(rng.standard_normal()),
+        eq_db=eq_db,
+    )
 
 
 @dataclass
@@ -96,15 +131,18 @@ def speaker_rng(seed: int, speaker: str, *extra: int) -> np.random.Generator:
 
 
 def make_voice(rng: np.random.Generator) -> tuple[VoiceVariant, dict]:
-    """A speaker's voice: eSpeak variant + speaking habits, drawn like people differ."""
+    """A speaker's voice: eSpeak variant + speaking habits, drawn like people differ.
+
+    Formant heights and widths spread about as widely as measured vocal tracts do (heights about
+    60-150 %, widths 70-170 % of eSpeak's defaults), on top of the vocal-tract length scale.
+    """
     female = rng.random() < 0.5
     scale = rng.uniform(1.00, 1.22) if female else rng.uniform(0.88, 1.08)
     formants = [(0, round(100 * scale * rng.uniform(0.95, 1.05)), 100, 100)]
     for index in range(1, 9):
         freq = 100 * scale * (1 + 0.03 * rng.standard_normal())
-        spread = 0.2 if index <= 3 else 0.35
-        height = 100 * np.exp(spread * rng.standard_normal())
-        width = 100 * np.exp(0.25 * rng.standard_normal())
+        height = 100 * np.exp(rng.uniform(np.log(0.6), np.log(1.5)))
+        width = 100 * np.exp(rng.uniform(np.log(0.7), np.log(1.7)))
         formants.append((index, round(freq), round(height), round(width)))
     low = rng.uniform(140, 215) if female else rng.uniform(68, 125)
     top = low + (rng.uniform(40, 110) if female else rng.uniform(25, 70))
@@ -126,7 +164,7 @@ def make_voice(rng: np.random.Generator) -> tuple[VoiceVariant, dict]:
         voicing=int(rng.integers(85, 116)),
         consonants=(int(rng.integers(70, 131)), int(rng.integers(70, 131))),
         tone=tone,
-        klatt=int(rng.integers(1, 5)) if rng.random() < 0.2 else 0,
+        klatt=int(rng.integers(1, 5)) if rng.random() < 0.3 else 0,
     )
     habits = {
         "rate_wpm": float(rng.uniform(130, 210)),
@@ -218,12 +256,13 @@ def _synthesize_speaker(
 
     variant, habits = make_voice(speaker_rng(seed, speaker, 0))
     utterances = plan_speaker(seed, speaker, num_utts)
-    channels: dict[str, dict] = {}
+    channels: dict[str, Channel] = {}
     written, total_seconds = 0, 0.0
     for utterance in utterances:
         session = utterance.path.split("/")[2]
         if session not in channels:
-            channels[session] = make_session_channel(speaker_rng(seed, speaker, 2, len(channels)))
+            channel_rng = speaker_rng(seed, speaker, 2, len(channels))
+            channels[session] = SESSION_CHANNELS.draw(channel_rng)
         path = os.path.join(out_dir, utterance.path)
         done = os.path.exists(path)  # still synthesised: later utterances depend on eSpeak state
         rng = np.random.default_rng(utterance.seed)
@@ -253,7 +292,7 @@ def _synthesize_speaker(
         if clean:
             wave = wave * 0.1 / np.sqrt(np.mean(wave**2) + 1e-12)
         else:
-            wave = apply_channel(wave, channels[session], rng)
+            wave = apply_channel(wave, utterance_channel(channels[session], rng), rng)
         if done:
             continue
         write_wav_atomic(path, wave)
