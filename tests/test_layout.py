@@ -55,7 +55,7 @@ def test_layout_regex_fields_and_repeats():
     libri = layout_regex("{speaker}/{session}/{speaker}-{session}-{utt}")
     assert libri.fullmatch("103/1240/103-1240-0001").group("speaker", "session") == ("103", "1240")
     assert libri.fullmatch("103/1240/19-1240-0001") is None  # a repeated name must agree
-    with pytest.raises(ValueError, match="no {speaker}"):
+    with pytest.raises(ValueError, match=r"no \{speaker\}"):
         layout_regex("{session}/{utt}")
 
 
