@@ -157,9 +157,13 @@ def _model_side(
     for speaker, members in data.spk2utt.items():
         rows = np.asarray([index[u] for u in members])
         rows = rows[rng.permutation(len(rows))]
-        if sess is not None:  # the largest sessions first, so the rest can test across sessions
-            sizes = {s: int(np.sum(sess[rows] == s)) for s in np.unique(sess[rows])}
-            rows = rows[np.argsort([-sizes[int(s)] for s in sess[rows]], kind="stable")]
+        if sess is not None:  # the largest sessions first (ties in random order), kept together
+            names, counts = np.unique(sess[rows], return_counts=True)
+            size = dict(zip(names.tolist(), counts.tolist(), strict=True))
+            rank = dict(zip(names.tolist(), rng.permutation(len(names)).tolist(), strict=True))
+            sizes = np.asarray([size[int(x)] for x in sess[rows]])
+            ranks = np.asarray([rank[int(x)] for x in sess[rows]])
+            rows = rows[np.lexsort((ranks, -sizes))]
         chosen, rest = rows[:enroll_utts], rows[enroll_utts:]
         chosen_sessions = (
             frozenset(int(s) for s in sess[chosen]) if sess is not None else frozenset()
