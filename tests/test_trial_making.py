@@ -75,6 +75,8 @@ def test_all_pairs_match_a_brute_force_count():
     assert len(trials) - targets == nontargets == 96
     with pytest.raises(TrialsError, match="112 pairs exist, more than the cap of 100"):
         make_trials(data, TrialOptions(all_pairs=True, max_trials=100), sessions=sessions)
+    with pytest.raises(TrialsError, match="over 10 pairs exist, more than the cap of 10"):
+        make_trials(data, TrialOptions(all_pairs=True, max_trials=10), sessions=sessions)
 
 
 def test_dense_request_and_too_many_requested():

@@ -18,6 +18,7 @@ from speakerverify.data.trials import Trials, TrialsError
 __all__ = ["TrialOptions", "make_trials", "prepare_trials", "write_enroll_map"]
 
 Pair = tuple[int, int]
+_MAX_ENUMERATED = 2_000_000  # beyond this many candidate pairs, sample by rejection
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,12 @@ def make_trials(
     target = _PairSpace(side, spk, sess, group, True)
     nontarget = _PairSpace(side, spk, sess, group, False)
     if options.all_pairs:
-        total = target.count() + nontarget.count()
-        if total > options.max_trials:
+        counts = [space.count(options.max_trials) for space in (target, nontarget)]
+        total = None if None in counts else sum(c for c in counts if c is not None)
+        if total is None or total > options.max_trials:
+            found = f"{total} pairs exist" if total else f"over {options.max_trials} pairs exist"
             raise TrialsError(
-                f"{total} pairs exist, more than the cap of {options.max_trials} (--max-trials)"
+                f"{found}, more than the cap of {options.max_trials} (--max-trials)"
             )
         chosen_t, chosen_n = target.enumerate(), nontarget.enumerate()
     else:
@@ -219,8 +222,14 @@ class _PairSpace:
     def candidates(self, e: int) -> Iterable[int]:
         return (int(t) for t in self.pool_of[e] if self.valid(e, int(t)))
 
-    def count(self) -> int:
-        return sum(sum(1 for _ in self.candidates(e)) for e in range(len(self.side.ids)))
+    def count(self, limit: int) -> int | None:
+        """The number of valid pairs, or None as soon as it exceeds `limit`."""
+        total = 0
+        for e in range(len(self.side.ids)):
+            total += sum(1 for _ in self.candidates(e))
+            if total > limit:
+                return None
+        return total
 
     def enumerate(self) -> list[Pair]:
         return [(e, t) for e in range(len(self.side.ids)) for t in self.candidates(e)]
@@ -230,8 +239,7 @@ class _PairSpace:
         choice among all pairs when `k` is more than a fraction of them."""
         if k == 0:
             return []
-        counts = self._counts_if_small(50 * k)
-        if counts is not None:
+        if self.pool_size(min(50 * k, _MAX_ENUMERATED)) is not None:
             everything = self.enumerate()
             kind = "target" if self.target else "non-target"
             if k > len(everything):
@@ -241,8 +249,8 @@ class _PairSpace:
                 return [everything[i] for i in sorted(picked)]
         return self._reject(k, rng)
 
-    def _counts_if_small(self, limit: int) -> int | None:
-        """The number of pairs when it is below `limit` (so enumerating is cheap), else None."""
+    def pool_size(self, limit: int) -> int | None:
+        """Candidate pairs (a bound on the valid ones) when at most `limit`, else None."""
         total = 0
         for pool in self.pool_of:
             total += len(pool)
