@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from speakerverify.data.attributes import SESSION_ATTRIBUTE, write_attributes
 from speakerverify.data.datadir import DataDir, DataDirError
@@ -187,9 +188,9 @@ def scan_tree(
     return Corpus(DataDir(wav=wav, utt2spk=utt2spk, utt2dur=durations), attributes)
 
 
-def prepare_dir(root: str | os.PathLike, out_dir: str | os.PathLike, **options: object) -> Corpus:
+def prepare_dir(root: str | os.PathLike, out_dir: str | os.PathLike, **options: Any) -> Corpus:
     """`scan_tree(root, **options)` and write the result as a data dir in `out_dir`."""
-    corpus = scan_tree(root, **options)  # type: ignore[arg-type]
+    corpus = scan_tree(root, **options)
     corpus.save(out_dir)
     return corpus
 
