@@ -302,6 +302,8 @@ class TrainConfig:
         max_steps: stop (with a checkpoint) after this many optimizer steps in total; the schedules
             still follow `epochs`, so a run can be continued with `--resume`.
         tensorboard: also write TensorBoard events when `tensorboard` is installed.
+        freeze: encoder parameter name prefixes not trained (e.g. `[tdnn1, tdnn2]` when
+            fine-tuning with `--init`); a prefix naming no parameter is an error.
     """
 
     epochs: int = 10
@@ -313,9 +315,14 @@ class TrainConfig:
     num_threads: int = 0
     max_steps: int | None = None
     tensorboard: bool = True
+    freeze: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _positive("train", "epochs", self.epochs)
+        freeze = [self.freeze] if isinstance(self.freeze, str) else self.freeze
+        if not isinstance(freeze, list | tuple) or not all(isinstance(p, str) for p in freeze):
+            raise ConfigError(f"train.freeze: expected a list of names, got {self.freeze!r}")
+        object.__setattr__(self, "freeze", tuple(freeze))
         _choice("train", "device", self.device, DEVICES)
         _choice("train", "amp", self.amp, AMP_MODES)
         _positive("train", "log_every", self.log_every)
@@ -429,13 +436,19 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
     return raw
 
 
-def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+def load_config(
+    path: str | os.PathLike,
+    overrides: list[str] | tuple[str, ...] = (),
+    defaults: dict[str, dict[str, Any]] | None = None,
+) -> Config:
     """Read a YAML experiment config, apply `section.key=value` overrides, validate.
 
     Args:
         path: YAML file with the sections data, features, augment, model, loss, optim, train.
         overrides: e.g. `["optim.lr=0.01", "loss.margin=0.3"]`; values are parsed with
             `yaml.safe_load`, so `true`, `null`, `[1, 2]` and numbers have their YAML types.
+        defaults: whole sections used where the file (and the overrides) leave a section out,
+            e.g. the model and front-end of a checkpoint to fine-tune.
 
     Raises:
         ConfigError: unreadable YAML (with line number), unknown sections/keys/registry names
@@ -455,7 +468,10 @@ def load_config(path: str | os.PathLike, overrides: list[str] | tuple[str, ...] 
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
-    return Config.from_dict(apply_overrides(raw, overrides), str(path))
+    raw = apply_overrides(raw, overrides)
+    for section, values in (defaults or {}).items():
+        raw.setdefault(section, _plain(values))
+    return Config.from_dict(raw, str(path))
 
 
 def save_config(config: Config, path: str | os.PathLike) -> None:

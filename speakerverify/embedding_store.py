@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ __all__ = [
     "EmbeddingStoreError",
     "load_embeddings",
     "save_embeddings",
+    "with_enrollment_models",
 ]
 
 EMBEDDINGS_FILE = "embeddings.npy"
@@ -169,3 +170,38 @@ def load_embeddings(path: str | os.PathLike, mmap: bool = True) -> EmbeddingStor
             f"{root / EMBEDDINGS_FILE}: dtype {embeddings.dtype}, not float32"
         )
     return EmbeddingStore(utt_ids, embeddings, {**meta, "path": str(root)})
+
+
+def with_enrollment_models(
+    store: EmbeddingStore, models: Mapping[str, Sequence[str]], keep: Sequence[str] = ()
+) -> EmbeddingStore:
+    """An in-memory store of multi-utterance enrollment models plus the utterances `keep`.
+
+    A model's embedding is the mean of its utterances' L2-normalised embeddings (each utterance
+    counts once, whatever its norm), as the enrollment store averages; scoring then centres and
+    normalises it like any embedding.
+
+    Args:
+        store: embeddings of the utterances.
+        models: model id -> its utt ids (e.g. read from an enroll map).
+        keep: utt ids to carry over (the test side of the trials).
+
+    Raises:
+        KeyError: a model utterance or a kept id missing from `store`.
+        EmbeddingStoreError: a model id that is also an utterance id in `keep`, or a model
+            without utterances.
+    """
+    clash = [m for m in models if m in set(keep)]
+    empty = [m for m, utts in models.items() if not utts]
+    if clash or empty:
+        what = (
+            f"model id {clash[0]} is also an utterance" if clash else f"model {empty[0]} is empty"
+        )
+        raise EmbeddingStoreError(f"enroll map: {what}")
+    means = np.empty((len(models), store.dim), np.float32)
+    for row, utts in enumerate(models.values()):
+        vectors = store.lookup(list(utts)).astype(np.float64)
+        norms = np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        means[row] = (vectors / norms).mean(axis=0)
+    kept = store.lookup(list(keep)) if keep else np.empty((0, store.dim), np.float32)
+    return EmbeddingStore([*models, *keep], np.concatenate([means, kept]), dict(store.meta))

@@ -189,7 +189,10 @@ def _close(bar: Any, outcome: str) -> str:
 
 
 def fit(
-    config: Config, exp_dir: str | os.PathLike, resume: str | os.PathLike | bool | None = None
+    config: Config,
+    exp_dir: str | os.PathLike,
+    resume: str | os.PathLike | bool | None = None,
+    init: str | os.PathLike | None = None,
 ) -> Path:
     """Train `config` into `exp_dir` (config.yaml, train_log.jsonl, checkpoints/).
 
@@ -200,6 +203,8 @@ def fit(
         exp_dir: experiment directory; created if missing.
         resume: None/False to start fresh (refused if `exp_dir` has checkpoints), True for the
             newest checkpoint in `exp_dir/checkpoints`, or a checkpoint path.
+        init: fine-tune: a checkpoint whose weights a fresh run starts from (fresh optimizer and
+            schedule; same model and front-end as `config`); ignored when resuming.
 
     Returns:
         `checkpoints/best.pt` when validation ran, else the last checkpoint written.
@@ -214,12 +219,14 @@ def fit(
     env = init_distributed(config.train.device)
     try:
         with preserved_global_state(config.train.num_threads), stop_on_signals() as stop:
-            return _fit(config, exp_dir, resume, env, stop)
+            return _fit(config, exp_dir, resume, env, stop, init)
     finally:
         shutdown_distributed(env)
 
 
-def _fit(config: Config, exp_dir: Path, resume: Any, env: DistEnv, stop: Any) -> Path:
+def _fit(
+    config: Config, exp_dir: Path, resume: Any, env: DistEnv, stop: Any, init: Any = None
+) -> Path:
     from speakerverify.training_setup import (
         build_loader,
         build_losses,
@@ -232,7 +239,9 @@ def _fit(config: Config, exp_dir: Path, resume: Any, env: DistEnv, stop: Any) ->
     start_from = resume_path(resume, checkpoint_dir)
     if env.is_main:
         save_config(config, exp_dir / "config.yaml")
-    parts, model_args, dataset, sampler = build_parts(config, env)
+    parts, model_args, dataset, sampler = build_parts(
+        config, env, init=init if start_from is None else None
+    )
     parts.stop = stop
     steps_per_epoch = len(sampler)
     progress = Progress()

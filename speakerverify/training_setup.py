@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import os
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -44,9 +45,14 @@ def build_model_args(config: Config) -> dict[str, Any]:
     return {"feat_dim": config.features.num_mel_bins, **dict(config.model.args)}
 
 
-def build_parts(config: Config, env: DistEnv) -> tuple[Any, dict[str, Any], Any, Any]:
+def build_parts(
+    config: Config, env: DistEnv, init: str | os.PathLike | None = None
+) -> tuple[Any, dict[str, Any], Any, Any]:
     """Seed, then build encoder (DDP-wrapped when distributed), front-end, SpecAugment, dataset,
     P×K sampler (sharded by rank), optimizer, LR scheduler and grad scaler.
+
+    With `init`, the encoder starts from that checkpoint's weights (fine-tuning); parameters
+    named by `train.freeze` are left out of the optimizer (before DDP wraps the encoder).
 
     Returns:
         (parts, model_args, dataset, sampler)
@@ -60,6 +66,18 @@ def build_parts(config: Config, env: DistEnv) -> tuple[Any, dict[str, Any], Any,
     torch.manual_seed(config.train.seed)  # identical initial weights on every rank
     model_args = build_model_args(config)
     encoder = build_model(config.model.name, **model_args).to(device)
+    if init is not None:
+        from speakerverify.finetune import load_init_weights
+
+        load_init_weights(
+            encoder, init, config.model.name, model_args, config.features.fbank_dict()
+        )
+        logger.info("initialised the encoder from %s", init)
+    if config.train.freeze:
+        from speakerverify.finetune import freeze_parameters
+
+        frozen = freeze_parameters(encoder, config.train.freeze)
+        logger.info("froze %d parameter tensors (%s)", frozen, ", ".join(config.train.freeze))
     frontend = Fbank(FbankConfig.from_dict(config.features.fbank_dict())).to(device)
     spec_augment = None
     if config.features.spec_augment:
@@ -115,7 +133,7 @@ def build_parts(config: Config, env: DistEnv) -> tuple[Any, dict[str, Any], Any,
     if env.distributed:
         device_ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(encoder, device_ids=device_ids)
-    optimizer = build_optimizer(config, model.parameters())
+    optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     total_steps = config.train.epochs * len(sampler)
     schedule = LrSchedule(
         total_steps,

@@ -76,8 +76,12 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   for split in dev test; do
     speakerverify prepare voxceleb "$corpus" "$data/$split" --split "$split"
   done
-  python "$recipe"/../voxceleb/local/hold_out_speakers.py $data/dev $data/train $data/heldout \
-    --trials $data/heldout/trials.txt --num-speakers "$heldout_speakers" --num-trials 4000
+  speakerverify prepare split "$data/dev" --hold-out-speakers "$heldout_speakers" \
+    --train-out "$data/train" --heldout-out "$data/heldout"
+  # up to 1,000 of the target pairs (40 speakers x 8 utterances have 1,120) and 2,000 non-targets
+  pairs=$(( heldout_speakers * utts_per_speaker * (utts_per_speaker - 1) / 2 ))
+  speakerverify prepare trials "$data/heldout" "$data/heldout/trials.txt" \
+    --num-targets $(( pairs < 1000 ? pairs : 1000 )) --num-nontargets 2000
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then

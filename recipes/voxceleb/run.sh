@@ -101,11 +101,13 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   extra=()
   if [ "$train_set" = vox2+vox1 ]; then
     speakerverify prepare voxceleb "$VOX1" data/vox1_dev --split dev
-    extra=(--extra data/vox1_dev)
+    extra=(data/vox1_dev)
   fi
-  python "$local"/hold_out_speakers.py data/vox2_dev "${extra[@]}" data/train data/heldout \
-    --trials data/heldout/trials.txt --num-speakers "$heldout_speakers" \
-    --num-trials "$heldout_trials"
+  # calibration needs speakers the encoder never saw, from the training domain
+  speakerverify prepare split data/vox2_dev "${extra[@]}" --hold-out-speakers "$heldout_speakers" \
+    --train-out data/train --heldout-out data/heldout
+  speakerverify prepare trials data/heldout data/heldout/trials.txt \
+    --num-targets $(( heldout_trials / 2 )) --num-nontargets $(( heldout_trials / 2 ))
   [ -z "$MUSAN" ] || speakerverify prepare musan "$MUSAN" data/musan.txt
   [ -z "$RIRS" ] || speakerverify prepare rirs "$RIRS" data/rirs.txt
 fi

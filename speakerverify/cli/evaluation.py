@@ -153,6 +153,12 @@ def _check_same_model(name: str, fingerprint: str, expected: str) -> None:
     type=click.Path(dir_okay=False),
     help="Write calibrated LLRs instead of raw scores.",
 )
+@click.option(
+    "--enroll",
+    "enroll_map",
+    type=click.Path(dir_okay=False),
+    help="Enroll map 'model utt...': the trials' enroll side names models averaged from these.",
+)
 def score(
     trials_path: str,
     store_path: str,
@@ -162,6 +168,7 @@ def score(
     norm: str | None,
     top_n: int,
     calibration: str | None,
+    enroll_map: str | None,
 ) -> None:
     """Cosine-score TRIALS with the embeddings in STORE; write `enroll test score` lines."""
     norm = norm or ("asnorm" if cohort_store else "none")
@@ -169,7 +176,9 @@ def score(
         fail(f"--norm {norm} needs --cohort-store")
     try:
         from speakerverify.data import read_trials
+        from speakerverify.data.trials import read_enroll_map
         from speakerverify.embed import load_embeddings
+        from speakerverify.embedding_store import with_enrollment_models
         from speakerverify.scoring import (
             Calibration,
             cohort_means,
@@ -179,6 +188,10 @@ def score(
 
         trials = read_trials(trials_path)
         store = load_embeddings(store_path)
+        if enroll_map:
+            models = read_enroll_map(enroll_map)
+            tests = [u for u in dict.fromkeys([*trials.enroll, *trials.test]) if u not in models]
+            store = with_enrollment_models(store, models, tests)
         fingerprint = store.meta.get("model_fingerprint", "")
         mean = None
         if mean_store:

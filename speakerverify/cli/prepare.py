@@ -1,4 +1,5 @@
-"""`speakerverify prepare ...`: data dirs from VoxCeleb, m4a conversion, MUSAN and RIR indexes."""
+"""`speakerverify prepare ...`: data dirs (VoxCeleb or any layout), trial lists, speaker splits,
+m4a conversion, MUSAN and RIR indexes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from speakerverify.cli.common import fail
 
 @click.group()
 def prepare() -> None:
-    """Prepare data: VoxCeleb data dirs, m4a -> wav, MUSAN / RIRS_NOISES indexes."""
+    """Prepare data: data dirs, trial lists, splits, m4a -> wav, MUSAN / RIRS_NOISES indexes."""
 
 
 @prepare.command("voxceleb")
@@ -42,6 +43,150 @@ def voxceleb(root: str, out_dir: str, split: str, durations: bool) -> None:
         fail(str(error))
     hours = f", {sum(data.utt2dur.values()) / 3600:.1f} h" if data.utt2dur else ""
     click.echo(f"{out_dir}: {len(data)} utterances, {len(data.speakers)} speakers{hours}")
+
+
+@prepare.command("dir")
+@click.argument("root", type=click.Path(exists=True, file_okay=False))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--layout", help="Path template without extension [default: {speaker}/**/{utt}], "
+              "e.g. {speaker}/{session}/{utt}; other {name}s become utt2<name> files.")  # fmt: skip
+@click.option("--pattern", help="Regex searched in the relative path without extension, with "
+              "named groups speaker and optionally session (and other attributes).")  # fmt: skip
+@click.option("--list", "list_file", type=click.Path(dir_okay=False),
+              help="Two-column 'path speaker' file, paths relative to ROOT.")  # fmt: skip
+@click.option("--ext", "extensions", multiple=True, metavar="EXT",
+              help="Audio extensions (repeatable or comma-separated) [default: wav,flac,ogg,"
+              "mp3,m4a].")  # fmt: skip
+@click.option("--speakers", "speakers_file", type=click.Path(exists=True, dir_okay=False),
+              help="Keep only the speakers listed in this file (first field).")  # fmt: skip
+@click.option("--skip-unmatched", is_flag=True,
+              help="Skip audio files the layout/pattern misses (else an error).")  # fmt: skip
+@click.option("--durations/--no-durations", default=True, show_default=True,
+              help="Write utt2dur from the file headers.")  # fmt: skip
+def data_dir(
+    root: str,
+    out_dir: str,
+    layout: str | None,
+    pattern: str | None,
+    list_file: str | None,
+    extensions: tuple[str, ...],
+    speakers_file: str | None,
+    skip_unmatched: bool,
+    durations: bool,
+) -> None:
+    """Write a Kaldi data dir (wav.scp, utt2spk, spk2utt, utt2dur, utt2sess) for any audio tree.
+
+    \b
+    Utt ids are paths relative to ROOT without extension. Examples:
+      LibriSpeech: --layout "{speaker}/{session}/{speaker}-{session}-{utt}"
+      CN-Celeb:    --layout "{speaker}/{session}-{utt}"  (ROOT = CN-Celeb_flac/data)
+    """
+    from speakerverify.data import DataDirError
+    from speakerverify.data.layout import AUDIO_EXTENSIONS, prepare_dir
+
+    exts = tuple(e.strip().lstrip(".") for item in extensions for e in item.split(",") if e)
+    try:
+        speakers = _read_speaker_list(speakers_file) if speakers_file else None
+        corpus = prepare_dir(
+            root, out_dir, layout=layout, pattern=pattern, list_file=list_file,
+            extensions=exts or AUDIO_EXTENSIONS, speakers=speakers,
+            skip_unmatched=skip_unmatched, with_durations=durations,
+            progress=sys.stderr.isatty(),
+        )  # fmt: skip
+    except (DataDirError, ValueError, OSError) as error:
+        fail(str(error))
+    hours = "unknown hours" if corpus.hours is None else f"{corpus.hours:.2f} hours"
+    sessions = "" if corpus.num_sessions is None else f", {corpus.num_sessions} sessions"
+    click.echo(
+        f"{out_dir}: {len(corpus.data.speakers)} speakers, {len(corpus.data)} utterances, "
+        f"{hours}{sessions}"
+    )
+
+
+def _read_speaker_list(path: str) -> set[str]:
+    with open(path, encoding="utf-8") as f:
+        return {line.split()[0] for line in f if line.strip()}
+
+
+@prepare.command("trials")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--num-targets", type=click.IntRange(min=0), default=10000, show_default=True)
+@click.option("--num-nontargets", type=click.IntRange(min=0),
+              help="Non-target trials [default: as many as targets].")  # fmt: skip
+@click.option("--all", "all_pairs", is_flag=True,
+              help="Every valid pair instead of a sample (up to --max-trials).")  # fmt: skip
+@click.option("--max-trials", type=click.IntRange(min=1), default=10_000_000, show_default=True)
+@click.option("--same", metavar="ATTR",
+              help="Non-targets share this attribute (utt2ATTR/spk2ATTR in DATA_DIR).")  # fmt: skip
+@click.option("--cross-session/--any-session", default=True, show_default=True,
+              help="Targets pair different sessions when DATA_DIR has utt2sess.")  # fmt: skip
+@click.option("--enroll-utts", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Utterances per enrollment model; > 1 writes Kaldi 'model test target' "
+              "lines and an enroll map (model utt...).")  # fmt: skip
+@click.option("--enroll-out", type=click.Path(dir_okay=False),
+              help="Enroll map of --enroll-utts > 1 [default: 'enroll' beside OUT].")  # fmt: skip
+@click.option("--format", "trial_format", type=click.Choice(["voxceleb", "kaldi"]),
+              help="[default: voxceleb; kaldi with --enroll-utts > 1]")  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True)
+def trials(
+    data_dir: str,
+    out: str,
+    num_targets: int,
+    num_nontargets: int | None,
+    all_pairs: bool,
+    max_trials: int,
+    same: str | None,
+    cross_session: bool,
+    enroll_utts: int,
+    enroll_out: str | None,
+    trial_format: str | None,
+    seed: int,
+) -> None:
+    """Make a trial list OUT over the utterances of DATA_DIR (read back by score / evaluate)."""
+    from speakerverify.data import DataDirError, TrialsError
+    from speakerverify.data.trial_making import TrialOptions, prepare_trials
+
+    try:
+        options = TrialOptions(
+            num_targets=num_targets, num_nontargets=num_nontargets, all_pairs=all_pairs,
+            max_trials=max_trials, enroll_utts=enroll_utts, seed=seed,
+        )  # fmt: skip
+        made, models = prepare_trials(
+            data_dir, out, options, same=same, cross_session=cross_session,
+            format=trial_format, enroll_out=enroll_out,
+        )  # fmt: skip
+    except (DataDirError, TrialsError, OSError) as error:
+        fail(str(error))
+    targets = int(made.labels.sum())
+    enrolled = ""
+    if models is not None:
+        enrolled = f", {len(models)} enrollment models of {enroll_utts} utterances"
+    click.echo(
+        f"{out}: {len(made)} trials ({targets} target, {len(made) - targets} non-target){enrolled}"
+    )
+
+
+@prepare.command("split")
+@click.argument("data_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--hold-out-speakers", "num_heldout", type=click.IntRange(min=1), required=True,
+              help="Speakers (with >= 2 utterances) moved to the held-out side.")  # fmt: skip
+@click.option("--train-out", required=True, type=click.Path(file_okay=False))
+@click.option("--heldout-out", required=True, type=click.Path(file_okay=False))
+@click.option("--seed", type=int, default=0, show_default=True)
+def split(
+    data_dirs: tuple[str, ...], num_heldout: int, train_out: str, heldout_out: str, seed: int
+) -> None:
+    """Merge DATA_DIRS and split them by speaker into training and held-out data dirs."""
+    from speakerverify.data import DataDirError
+    from speakerverify.data.split import prepare_split
+
+    try:
+        done = prepare_split(data_dirs, train_out, heldout_out, num_heldout, seed=seed)
+    except (DataDirError, OSError) as error:
+        fail(str(error))
+    for name, side in ((train_out, done.train), (heldout_out, done.heldout)):
+        click.echo(f"{name}: {len(side.speakers)} speakers, {len(side)} utterances")
 
 
 @prepare.command("convert-m4a")

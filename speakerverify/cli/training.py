@@ -31,12 +31,19 @@ from speakerverify.cli.common import fail
     metavar="[PATH]",
     help="Continue from the newest checkpoint in EXP_DIR/checkpoints, or from PATH.",
 )
+@click.option(
+    "--init",
+    type=click.Path(dir_okay=False),
+    help="Fine-tune: start from this checkpoint's weights (its model and front-end unless the "
+    "config names them) with a fresh optimizer and schedule; see train.freeze.",
+)
 def train(
     config: str,
     extra_overrides: tuple[str, ...],
     exp_dir: str,
     overrides: tuple[str, ...],
     resume: str | None,
+    init: str | None,
 ) -> None:
     """Train an encoder from the YAML CONFIG into EXP_DIR.
 
@@ -60,8 +67,13 @@ def train(
     if bad:
         fail(f"unexpected argument {bad[0]!r} (overrides look like section.key=value)")
     try:
-        cfg = load_config(config, [*overrides, *extra_overrides])
-        result = fit(cfg, exp_dir, resume=True if resume == "auto" else resume)
+        defaults = None
+        if init is not None:
+            from speakerverify.finetune import checkpoint_sections
+
+            defaults = checkpoint_sections(init)
+        cfg = load_config(config, [*overrides, *extra_overrides], defaults=defaults)
+        result = fit(cfg, exp_dir, resume=True if resume == "auto" else resume, init=init)
     except TrainingInterrupted as stop:
         if rank == 0:
             click.echo(f"interrupted: checkpoint saved to {stop.checkpoint}", err=True)

@@ -178,3 +178,27 @@ def _strip_extension(name: str) -> str:
         if name.endswith(ext):
             return name[: -len(ext)]
     return name
+
+
+def read_enroll_map(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Read an enroll map: `model utt1 utt2 ...` lines (spk2utt style), as `prepare trials
+    --enroll-utts N` writes; a trailing audio extension on an utt id is dropped.
+
+    Raises:
+        TrialsError: a line without utterances, or a model listed twice (with line numbers).
+    """
+    path = Path(path)
+    models: dict[str, list[str]] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) < 2:
+                raise TrialsError(f"{path}:{lineno}: expected 'model utt...', got {line.strip()!r}")
+            if fields[0] in models:
+                raise TrialsError(f"{path}:{lineno}: model {fields[0]} listed twice")
+            models[fields[0]] = [_strip_extension(u) for u in fields[1:]]
+    if not models:
+        raise TrialsError(f"{path}: no enrollment models")
+    return models

@@ -1,0 +1,302 @@
+"""Any tree of audio files -> a Kaldi data dir: speaker (and session) from the path.
+
+Three ways to say who speaks: a layout template (`{speaker}/{session}/{utt}`, the default
+`{speaker}/**/{utt}`), a regular expression with named groups (`speaker`, optional `session`),
+or a two-column list file (`path speaker`). The utt id is the path relative to the root without
+extension (`id10270/x6uYqmx31kE/00001`, as for VoxCeleb), so ids are sorted and deterministic.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from speakerverify.data.attributes import SESSION_ATTRIBUTE, write_attributes
+from speakerverify.data.datadir import DataDir, DataDirError
+
+logger = logging.getLogger(__name__)
+
+AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "mp3", "m4a")
+DEFAULT_LAYOUT = "{speaker}/**/{utt}"
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_RESERVED = frozenset({"spk", "utt", "dur"})  # utt2spk/utt2utt/utt2dur would clash
+
+
+@dataclass
+class Corpus:
+    """A scanned corpus: the data dir plus per-utterance attributes (`sess`, `genre`, ...).
+
+    Attributes:
+        data: wav.scp / utt2spk / utt2dur, sorted by utt id, absolute paths.
+        attributes: attribute name -> utt_id -> value, e.g. `{"sess": {...}}`.
+    """
+
+    data: DataDir
+    attributes: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def num_sessions(self) -> int | None:
+        """Distinct (speaker, session) pairs, or None when the layout names no session."""
+        sessions = self.attributes.get(SESSION_ATTRIBUTE)
+        if sessions is None:
+            return None
+        return len({(self.data.utt2spk[u], s) for u, s in sessions.items()})
+
+    @property
+    def hours(self) -> float | None:
+        durations = self.data.utt2dur
+        return None if durations is None else sum(durations.values()) / 3600
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the data dir and one `utt2<name>` file per attribute (`utt2sess`, ...)."""
+        self.data.save(path)
+        write_attributes(path, {f"utt2{name}": t for name, t in self.attributes.items()})
+
+
+def layout_regex(layout: str) -> re.Pattern[str]:
+    """Compile a layout template into a regex over `/`-separated relative paths (no extension).
+
+    `{name}` matches one run of characters within a path component (a repeated name must match
+    the same text again), `*` anything within a component, a `**` component any number of
+    directories. `{speaker}` is required; `{session}` becomes the session, `{utt}` is a
+    placeholder, any other `{name}` an attribute written as `utt2<name>`.
+
+    >>> layout_regex("{speaker}/{session}/{speaker}-{session}-{utt}").fullmatch(
+    ...     "103/1240/103-1240-0000").group("speaker", "session")
+    ('103', '1240')
+    """
+    seen: set[str] = set()
+    parts = []
+    components = layout.strip("/").split("/")
+    for i, component in enumerate(components):
+        last = i == len(components) - 1
+        if component == "**":
+            if last:
+                raise ValueError(f"layout {layout!r}: '**' cannot be the last component")
+            parts.append("(?:[^/]+/)*")
+            continue
+        pieces, pos = [], 0
+        for found in _FIELD.finditer(component):
+            pieces.append(re.escape(component[pos : found.start()]).replace(r"\*", "[^/]*"))
+            name = found.group(1)
+            pieces.append(f"(?P={name})" if name in seen else f"(?P<{name}>[^/]+)")
+            seen.add(name)
+            pos = found.end()
+        pieces.append(re.escape(component[pos:]).replace(r"\*", "[^/]*"))
+        parts.append("".join(pieces) + ("" if last else "/"))
+    if "speaker" not in seen:
+        raise ValueError(f"layout {layout!r} has no {{speaker}} field")
+    _check_names(seen, f"layout {layout!r}")
+    return re.compile("".join(parts))
+
+
+def _check_names(names: set[str], where: str) -> None:
+    clash = sorted(names & _RESERVED - {"utt"})
+    if clash:
+        raise ValueError(f"{where}: field names {clash} are reserved")
+
+
+def iter_audio_files(
+    root: Path, extensions: tuple[str, ...], progress: bool = False
+) -> Iterator[Path]:
+    """Audio files under `root` (symlinks followed, each real directory once), sorted per dir."""
+    from tqdm import tqdm
+
+    wanted = {f".{e.lower().lstrip('.')}" for e in extensions}
+    visited: set[tuple[int, int]] = set()
+    bar = tqdm(desc="scanning", unit="file", disable=not progress)
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        stat = os.stat(dirpath)
+        if (stat.st_dev, stat.st_ino) in visited:  # a symlink loop or a second link to it
+            dirnames[:] = []
+            continue
+        visited.add((stat.st_dev, stat.st_ino))
+        dirnames.sort()
+        for name in sorted(filenames):
+            if os.path.splitext(name)[1].lower() in wanted:
+                bar.update(1)
+                yield Path(dirpath) / name
+    bar.close()
+
+
+def scan_tree(
+    root: str | os.PathLike,
+    *,
+    layout: str | None = None,
+    pattern: str | None = None,
+    list_file: str | os.PathLike | None = None,
+    extensions: tuple[str, ...] = AUDIO_EXTENSIONS,
+    speakers: set[str] | None = None,
+    skip_unmatched: bool = False,
+    with_durations: bool = True,
+    progress: bool = False,
+) -> Corpus:
+    """Index every audio file under `root` as a Corpus (one of layout, pattern or list_file).
+
+    Args:
+        root: the corpus root; utt ids are paths relative to it without extension.
+        layout: a template such as `{speaker}/{session}/{utt}` (see `layout_regex`);
+            the default when neither `pattern` nor `list_file` is given.
+        pattern: a regex searched in the relative path without extension, with a group
+            `speaker`, optionally `session` and other named groups (attributes).
+        list_file: `path speaker` lines, paths relative to `root` (or absolute, under it).
+        extensions: audio extensions to index (case-insensitive, no dot).
+        speakers: keep only these speakers (e.g. a corpus's official training list).
+        skip_unmatched: skip files the layout/pattern does not match instead of failing.
+        with_durations: read each header for utt2dur (skipped when ffmpeg formats are present).
+        progress: tqdm bars while scanning and reading durations.
+
+    Raises:
+        DataDirError: no audio files, a file matching no speaker, a duplicate utt id, a bad list
+            line (with its line number) or nothing left after `speakers`.
+        ValueError: a bad layout or pattern, or more than one of layout/pattern/list_file.
+    """
+    root = Path(root)
+    if sum(x is not None for x in (layout, pattern, list_file)) > 1:
+        raise ValueError("give only one of layout, pattern and list file")
+    if not root.is_dir():
+        raise DataDirError(f"{root}: not a directory")
+    if list_file is not None:
+        entries = _entries_from_list(root, Path(list_file), extensions)
+    else:
+        regex = _regex_of(layout, pattern)
+        files = iter_audio_files(root, extensions, progress)
+        how = pattern if pattern is not None else layout or DEFAULT_LAYOUT
+        entries = _entries_from_paths(root, files, regex, how, pattern is None, skip_unmatched)
+    if not entries:
+        raise DataDirError(f"{root}: no audio files with extensions {', '.join(extensions)}")
+    if speakers is not None:
+        entries = {u: e for u, e in entries.items() if e[1]["speaker"] in speakers}
+        if not entries:
+            raise DataDirError(f"{root}: none of the {len(speakers)} listed speakers found")
+    entries = dict(sorted(entries.items()))
+    wav = {u: path for u, (path, _) in entries.items()}
+    utt2spk = {u: fields["speaker"] for u, (_, fields) in entries.items()}
+    names = sorted({n for _, fields in entries.values() for n in fields} - {"speaker", "utt"})
+    attributes = {  # an optional group that did not match leaves the utterance out
+        ("sess" if name == "session" else name): {
+            u: f[name] for u, (_, f) in entries.items() if name in f
+        }
+        for name in names
+    }
+    durations = _durations(wav, progress) if with_durations else None
+    return Corpus(DataDir(wav=wav, utt2spk=utt2spk, utt2dur=durations), attributes)
+
+
+def prepare_dir(root: str | os.PathLike, out_dir: str | os.PathLike, **options: Any) -> Corpus:
+    """`scan_tree(root, **options)` and write the result as a data dir in `out_dir`."""
+    corpus = scan_tree(root, **options)
+    corpus.save(out_dir)
+    return corpus
+
+
+def _regex_of(layout: str | None, pattern: str | None) -> re.Pattern[str]:
+    if pattern is None:
+        return layout_regex(layout or DEFAULT_LAYOUT)
+    try:
+        regex = re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"pattern {pattern!r}: {error}") from None
+    if "speaker" not in regex.groupindex:
+        raise ValueError(f"pattern {pattern!r} has no (?P<speaker>...) group")
+    _check_names(set(regex.groupindex), f"pattern {pattern!r}")
+    return regex
+
+
+def _check_id(utt: str, where: str) -> None:
+    if not utt or any(c.isspace() for c in utt):
+        raise DataDirError(f"{where}: utterance id {utt!r} is empty or contains whitespace")
+
+
+def _entries_from_paths(
+    root: Path,
+    files: Iterator[Path],
+    regex: re.Pattern[str],
+    how: str,
+    whole_path: bool,
+    skip_unmatched: bool,
+) -> dict[str, tuple[str, dict[str, str]]]:
+    """Layouts match the whole relative path, patterns anywhere in it (anchor them at will)."""
+    entries: dict[str, tuple[str, dict[str, str]]] = {}
+    base = str(root.resolve())
+    skipped = 0
+    for path in files:
+        relative = path.relative_to(root).with_suffix("").as_posix()
+        found = regex.fullmatch(relative) if whole_path else regex.search(relative)
+        if found is None or not found.group("speaker"):
+            if skip_unmatched:
+                skipped += 1
+                continue
+            raise DataDirError(f"{path}: {relative!r} does not match {how!r} (no speaker)")
+        _check_id(relative, str(path))
+        fields = {k: v for k, v in found.groupdict().items() if v is not None}
+        _add(entries, relative, os.path.join(base, path.relative_to(root)), fields, str(path))
+    if skipped:
+        logger.info("skipped %d files that do not match %s", skipped, how)
+    return entries
+
+
+def _entries_from_list(
+    root: Path, list_file: Path, extensions: tuple[str, ...]
+) -> dict[str, tuple[str, dict[str, str]]]:
+    entries: dict[str, tuple[str, dict[str, str]]] = {}
+    base = root.resolve()
+    wanted = {f".{e.lower().lstrip('.')}" for e in extensions}
+    try:
+        lines = list_file.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise DataDirError(f"{list_file}: cannot read: {error.strerror or error}") from None
+    for lineno, line in enumerate(lines, 1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{list_file}:{lineno}"
+        if len(fields) != 2:
+            raise DataDirError(f"{where}: expected 'path speaker', got {len(fields)} fields")
+        name, speaker = fields
+        path = Path(name) if os.path.isabs(name) else root / name
+        if not path.is_file():
+            raise DataDirError(f"{where}: {path} does not exist")
+        if path.suffix.lower() not in wanted:
+            raise DataDirError(f"{where}: {path} is not one of {', '.join(extensions)}")
+        relative = Path(os.path.relpath(os.path.abspath(path), os.path.abspath(root)))
+        if relative.parts[0] == "..":
+            raise DataDirError(f"{where}: {path} is not under {root}")
+        utt = relative.with_suffix("").as_posix()
+        _check_id(utt, where)
+        _add(entries, utt, str(base / relative), {"speaker": speaker}, where)
+    return entries
+
+
+def _add(
+    entries: dict[str, tuple[str, dict[str, str]]],
+    utt: str,
+    path: str,
+    fields: dict[str, str],
+    where: str,
+) -> None:
+    if utt in entries:
+        raise DataDirError(f"{where}: utterance id {utt} also comes from {entries[utt][0]}")
+    entries[utt] = (path, fields)
+
+
+def _durations(wav: dict[str, str], progress: bool) -> dict[str, float] | None:
+    from tqdm import tqdm
+
+    from speakerverify.audio import SOUNDFILE_EXTENSIONS, AudioError, audio_info
+
+    if any(os.path.splitext(p)[1].lower() not in SOUNDFILE_EXTENSIONS for p in wav.values()):
+        logger.info("files that only ffmpeg decodes (m4a, ...): no utt2dur")
+        return None
+    durations = {}
+    for utt, path in tqdm(wav.items(), desc="durations", unit="file", disable=not progress):
+        try:
+            durations[utt] = audio_info(path).duration_seconds
+        except AudioError as error:
+            raise DataDirError(str(error)) from None
+    return durations
