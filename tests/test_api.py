@@ -30,7 +30,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.fixture(scope="module")
-def model() -> Model:
+def model(bundled_model_files) -> Model:
     return speakerverify.load_model()
 
 
@@ -175,7 +175,7 @@ def test_too_little_speech_and_bad_checkpoint(model, audio, tmp_path):
         model.embed_batch(str(audio["a"]))
 
 
-def test_readme_python_example_runs(audio, monkeypatch):
+def test_readme_python_example_runs(bundled_model_files, audio, monkeypatch):
     """The README's Python API section is a doctest; run it on two files of one speaker."""
     monkeypatch.chdir(Path(audio["a"]).parent)
     start = time.perf_counter()

@@ -254,7 +254,7 @@ def test_verify_without_threshold_or_calibration_tells_what_to_pass(enrolled, fa
     assert "--calibration FILE" in result.stderr and "--threshold" in result.stderr
 
 
-def test_model_and_store_from_environment(enrolled, fake_model, voices):
+def test_model_and_store_from_environment(bundled_model_files, enrolled, fake_model, voices):
     env = {"SPEAKERVERIFY_MODEL": str(fake_model), "SPEAKERVERIFY_STORE": str(enrolled)}
     result = run(["verify", "ann", voices["ann2"], "--threshold", "-1"], env=env)
     assert result.exit_code == 0, result.output

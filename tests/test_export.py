@@ -69,7 +69,7 @@ def test_onnxruntime_equals_torch(checkpoint, tmp_path):
     assert json.loads(meta["frontend"]) == FbankConfig().to_dict()
 
 
-def test_cli_exports_the_bundled_model_by_default(tmp_path):
+def test_cli_exports_the_bundled_model_by_default(bundled_model_files, tmp_path):
     out = tmp_path / "bundled.onnx"
     result = CliRunner().invoke(
         main, ["model", "export", "--onnx", str(out), "--json"], env={"SPEAKERVERIFY_MODEL": ""}

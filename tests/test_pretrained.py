@@ -50,7 +50,7 @@ def voices(tmp_path_factory):
 # -- the bundled files -----------------------------------------------------------------------
 
 
-def test_card_describes_the_bundled_checkpoint():
+def test_card_describes_the_bundled_checkpoint(bundled_model_files):
     card = pretrained.bundled_card()
     assert set(card) >= CARD_KEYS
     payload = load_checkpoint(pretrained.bundled_checkpoint())
@@ -67,7 +67,7 @@ def test_card_describes_the_bundled_checkpoint():
     assert "espeak" in json.dumps(card["training"]).lower()
 
 
-def test_bundled_calibration_is_bound_to_the_bundled_model():
+def test_bundled_calibration_is_bound_to_the_bundled_model(bundled_model_files):
     calibration = Calibration.load(pretrained.bundled_calibration())
     assert calibration.model_fingerprint == pretrained.bundled_card()["fingerprint"]
     assert calibration.slope > 0 and calibration.norm == "none"
@@ -81,7 +81,7 @@ def test_pyproject_ships_the_model_files():
     assert {"*.pt", "*.json"} <= set(data)
 
 
-def test_wheel_contains_the_bundled_model(tmp_path):
+def test_wheel_contains_the_bundled_model(bundled_model_files, tmp_path):
     """A non-editable install gets the files: build the wheel (from a copy, so no build/ litter
     in the tree) and look inside."""
     source = tmp_path / "src"
@@ -200,7 +200,7 @@ def test_package_model_refuses_a_foreign_calibration(trained, tmp_path):
 # -- the CLI uses it by default --------------------------------------------------------------
 
 
-def test_verify_and_enroll_default_to_the_bundled_model(voices, tmp_path):
+def test_verify_and_enroll_default_to_the_bundled_model(bundled_model_files, voices, tmp_path):
     card = pretrained.bundled_card()
     note = f"using the bundled model {card['name']} (fingerprint {card['fingerprint']})"
     env = {"SPEAKERVERIFY_MODEL": "", "SPEAKERVERIFY_STORE": str(tmp_path / "s.db")}
@@ -229,7 +229,7 @@ def test_missing_bundled_model_is_one_line(voices, tmp_path, monkeypatch):
         )
 
 
-def test_embed_command_defaults_to_the_bundled_model(voices, tmp_path):
+def test_embed_command_defaults_to_the_bundled_model(bundled_model_files, voices, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     (data / "wav.scp").write_text("".join(f"u{i} {voices}/ann{i}.wav\n" for i in range(3)))
@@ -243,7 +243,7 @@ def test_embed_command_defaults_to_the_bundled_model(voices, tmp_path):
 # -- model info ------------------------------------------------------------------------------
 
 
-def test_model_info_bundled(tmp_path):
+def test_model_info_bundled(bundled_model_files, tmp_path):
     card = pretrained.bundled_card()
     text = run(["model", "info"], env={"SPEAKERVERIFY_MODEL": ""})
     assert text.exit_code == 0, text.output

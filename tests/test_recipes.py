@@ -144,7 +144,7 @@ def test_every_stage_on_a_tiny_voxceleb_tree(tmp_path):
 MINI = REPO / "recipes" / "mini" / "run.sh"
 
 
-def test_mini_stage_7_shows_the_bundled_model(tmp_path):
+def test_mini_stage_7_shows_the_bundled_model(bundled_model_files, tmp_path):
     """Stage 7 on a hand-made test dir and a tiny "trained" model: the CLI demo ends with a
     pair verified by the bundled model, without --model."""
     import numpy as np
