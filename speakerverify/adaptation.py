@@ -87,7 +87,7 @@ def split_crops(num_samples: int, crop_samples: int) -> list[tuple[int, int]]:
     """`(start, length)` of near-equal crops of at most `crop_samples` covering `num_samples`.
 
     >>> split_crops(10, 4)
-    [(0, 4), (4, 3), (7, 3)]
+    [(0, 3), (3, 4), (7, 3)]
     """
     pieces = max(1, math.ceil(num_samples / crop_samples))
     bounds = [round(k * num_samples / pieces) for k in range(pieces + 1)]
