@@ -128,6 +128,11 @@ def export_onnx(
         os.replace(tmp, out)
     except OSError as error:
         raise ExportError(f"{out}: cannot write ({error.strerror or error})") from None
+    except Exception as error:  # what the exporter cannot trace: one line, not a traceback
+        cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExportError(
+            f"{checkpoint_path}: cannot export {loaded.model_name} to ONNX ({cause})"
+        ) from None
     finally:
         exporter_log.setLevel(level)
         Path(tmp).unlink(missing_ok=True)

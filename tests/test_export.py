@@ -99,3 +99,41 @@ def test_export_bad_inputs_are_one_line(checkpoint, tmp_path, problem):
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: ") and "Traceback" not in result.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("ecapa_tdnn", {"embed_dim": 16, "channels": 32, "aggregate_channels": 64, "scale": 4,
+                        "se_channels": 8, "attention_channels": 8}),
+        ("resnet34", {"embed_dim": 16, "base_channels": 4, "num_blocks": [1, 1, 1, 1]}),
+    ],
+)  # fmt: skip
+def test_other_encoders_export_too(tmp_path, name, args):
+    torch.manual_seed(0)
+    path = tmp_path / f"{name}.pt"
+    save_checkpoint(
+        path, model_name=name, model_args=args, model=build_model(name, **args).eval(),
+        features=FbankConfig().to_dict(),
+    )  # fmt: skip
+    export_onnx(path, tmp_path / f"{name}.onnx")
+    session = ort.InferenceSession(
+        str(tmp_path / f"{name}.onnx"), providers=["CPUExecutionProvider"]
+    )
+    loaded = load_model(path)
+    feats = _features(loaded, 3.0, 6)
+    with torch.no_grad():
+        expected = loaded.encoder(feats).numpy()
+    np.testing.assert_allclose(session.run(None, {"feats": feats.numpy()})[0], expected, atol=1e-4)
+
+
+def test_export_failure_is_an_export_error(checkpoint, tmp_path, monkeypatch):
+    from speakerverify.export import ExportError
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operator aten::mystery\nlong details")
+
+    monkeypatch.setattr(torch.onnx, "export", broken)
+    with pytest.raises(ExportError, match=r"cannot export xvector to ONNX \(unsupported operator"):
+        export_onnx(checkpoint[0], tmp_path / "x.onnx")
+    assert list(tmp_path.iterdir()) == []
