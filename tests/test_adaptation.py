@@ -97,25 +97,6 @@ def test_first_layer_statistics_equal_a_hand_computation(parent, domain, adapted
     assert int(new["frame_layers.0.norm.num_batches_tracked"]) == 4
 
 
-def test_last_layer_sees_the_adapted_network(parent, domain, adapted):
-    """The embedding BatchNorm's statistics are those of its inputs under the adapted layers."""
-    out, _ = adapted
-    model = load_model(out).encoder
-    inputs = []
-    with torch.no_grad():
-        hook = model.embed_norm.register_forward_pre_hook(lambda m, a: inputs.append(a[0]))
-        for feats in _crops_features(parent, domain):
-            model(feats)
-        hook.remove()
-    pooled = torch.cat(inputs).double()
-    torch.testing.assert_close(
-        model.embed_norm.running_mean.double(), pooled.mean(0), rtol=1e-4, atol=1e-5
-    )
-    torch.testing.assert_close(
-        model.embed_norm.running_var.double(), pooled.var(0), rtol=1e-4, atol=1e-5
-    )
-
-
 def test_only_batchnorm_statistics_change(parent, adapted):
     out, result = adapted
     old, new = load_checkpoint(parent), load_checkpoint(out)
@@ -214,3 +195,45 @@ def test_one_crop_is_too_little(parent, domain, tmp_path):
     (one / "0.wav").write_bytes((domain / "0.wav").read_bytes())
     with pytest.raises(VerificationError, match="too little"):
         adapt_batchnorm(parent, one, tmp_path / "x.pt")
+
+
+ENCODERS = [
+    ("xvector", {"embed_dim": 16, "channels": 32, "stats_channels": 64}),
+    ("ecapa_tdnn", {"embed_dim": 16, "channels": 32, "aggregate_channels": 64, "scale": 4,
+                    "se_channels": 8, "attention_channels": 8}),
+    ("resnet34", {"embed_dim": 16, "base_channels": 4, "num_blocks": [1, 1, 1, 1]}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "args"), ENCODERS)
+def test_every_layer_matches_its_inputs_at_inference(domain, tmp_path, name, args):
+    """For every encoder, each BatchNorm's new statistics are the mean and variance of the inputs
+    it gets when the adapted model runs in eval mode on the adaptation crops."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    torch.manual_seed(0)
+    parent = tmp_path / "parent.pt"
+    save_checkpoint(
+        parent, model_name=name, model_args=args, model=build_model(name, **args).eval(),
+        features=FbankConfig().to_dict(),
+    )  # fmt: skip
+    result = adapt_batchnorm(parent, domain, tmp_path / "new.pt", crop_seconds=5.0)
+    encoder = load_model(tmp_path / "new.pt").encoder
+    layers = {m: n for n, m in encoder.named_modules() if isinstance(m, _BatchNorm)}
+    assert set(result.layers) == set(layers.values())
+    seen: dict[str, list[torch.Tensor]] = {n: [] for n in layers.values()}
+
+    def keep(module, inputs):
+        x = inputs[0].detach().double().transpose(0, 1)  # channels first
+        seen[layers[module]].append(x.reshape(x.shape[0], -1))
+
+    handles = [m.register_forward_pre_hook(keep) for m in layers]
+    with torch.no_grad():
+        for feats in _crops_features(parent, domain):
+            encoder(feats)
+    for handle in handles:
+        handle.remove()
+    for module, layer in layers.items():
+        x = torch.cat(seen[layer], dim=1)
+        torch.testing.assert_close(module.running_mean.double(), x.mean(1), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(module.running_var.double(), x.var(1), rtol=1e-4, atol=1e-5)
