@@ -1,5 +1,5 @@
-"""Audio file -> speaker embedding for the speaker commands: the model, the voiced-speech check
-and the embedding of one file, and finding audio files in a directory.
+"""Audio file or waveform -> speaker embedding for the speaker commands and the API: the model,
+the voiced-speech check, the embedding of one input or a batch, and finding audio files.
 """
 
 from __future__ import annotations
