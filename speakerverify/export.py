@@ -83,8 +83,11 @@ def export_onnx(
         raise ExportError(f"{out}: directory {out.parent} does not exist")
     try:
         import onnx
+        import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
     except ImportError:
-        raise ExportError("ONNX export needs the onnx and onnxscript packages") from None
+        raise ExportError(
+            "ONNX export needs the onnx and onnxscript packages: pip install 'speakerverify[onnx]'"
+        ) from None
     loaded = load_model(checkpoint_path)
     encoder = loaded.encoder.eval()
     feat_dim = int(loaded.frontend.config.num_mel_bins)

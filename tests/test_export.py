@@ -4,6 +4,7 @@ the torch embedding within 1e-4 on a few seconds of speech, at any length and ba
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -137,3 +138,15 @@ def test_export_failure_is_an_export_error(checkpoint, tmp_path, monkeypatch):
     with pytest.raises(ExportError, match=r"cannot export xvector to ONNX \(unsupported operator"):
         export_onnx(checkpoint[0], tmp_path / "x.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_onnx_packages_is_one_line(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import fails
+    result = CliRunner().invoke(
+        main, ["model", "export", str(checkpoint[0]), "--onnx", str(tmp_path / "x.onnx")]
+    )
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "error: ONNX export needs the onnx and onnxscript packages: "
+        "pip install 'speakerverify[onnx]'\n"
+    )
