@@ -275,3 +275,15 @@ def test_model_info_bad_checkpoint_is_one_line(tmp_path, content):
     result = run(["model", "info", path])
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"error: {path}: ") and "Traceback" not in result.output
+
+
+def test_readme_bundled_model_table_matches_the_card(bundled_model_files):
+    """Once the README's table is filled in, its size and fingerprint must be the card's."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Bundled model", 1)[1].split("\n## ", 1)[0]
+    assert "synthetic" in section.lower() and "Limits" in section
+    if "TBD by lead" in section:
+        pytest.skip("README bundled-model table not filled in yet")
+    card = pretrained.bundled_card()
+    assert card["fingerprint"] in section
+    assert f"{card['num_parameters']:,}" in section and str(card["embed_dim"]) in section
