@@ -1,5 +1,5 @@
-"""Audio file -> speaker embedding for the speaker commands: the model, the voiced-speech check
-and the embedding of one file, and finding audio files in a directory.
+"""Audio file or waveform -> speaker embedding for the speaker commands and the API: the model,
+the voiced-speech check, the embedding of one input or a batch, and finding audio files.
 """
 
 from __future__ import annotations
@@ -90,16 +90,63 @@ class Utterance:
         }
 
 
-def embed_utterance(
+WAVEFORM = "waveform"  # how an in-memory waveform is named in messages
+
+
+@dataclass(frozen=True)
+class Speech:
+    """The voiced part of one input, ready to embed.
+
+    Attributes:
+        path: The file, or "waveform" for an in-memory waveform.
+        wave: `(S,)` float32 tensor of the voiced frames at the model's sample rate.
+        speech_seconds: Its length in seconds.
+        sample_rate: The file's own rate in Hz (None when not known without decoding).
+        warnings: Things the user should know (e.g. 8 kHz input).
+    """
+
+    path: str
+    wave: Any
+    speech_seconds: float
+    sample_rate: int | None
+    warnings: tuple[str, ...] = ()
+
+
+def _as_waveform(source: Any) -> Any:
+    """A 1-D float waveform (numpy or torch) as a float32 tensor; AudioError when it is not one."""
+    import torch
+
+    from speakerverify.audio import AudioError
+
+    try:
+        wave = torch.as_tensor(source)
+    except (TypeError, ValueError, RuntimeError):
+        raise AudioError(
+            f"{WAVEFORM}: expected a file path or a 1-D waveform, got {type(source).__name__}"
+        ) from None
+    if not wave.is_floating_point():
+        raise AudioError(
+            f"{WAVEFORM}: expected float samples in [-1, 1], got {str(wave.dtype).split('.')[-1]}"
+        )
+    if wave.ndim != 1:
+        raise AudioError(f"{WAVEFORM}: expected a 1-D waveform (S,), got shape {tuple(wave.shape)}")
+    if wave.shape[0] == 0:
+        raise AudioError(f"{WAVEFORM}: empty (0 samples)")
+    if not bool(torch.isfinite(wave).all()):
+        raise AudioError(f"{WAVEFORM}: contains NaN or infinite samples")
+    return wave.detach().to("cpu", torch.float32)
+
+
+def load_speech(
     model: SpeakerModel,
-    path: str | os.PathLike,
+    source: str | os.PathLike | Any,
     *,
     min_speech_seconds: float = MIN_FILE_SPEECH_SECONDS,
-) -> Utterance:
-    """Load `path`, keep its voiced frames and embed them.
+) -> Speech:
+    """Read `source` (a file, or a 1-D waveform at `model.sample_rate`) and keep its voiced frames.
 
     Raises:
-        audio.AudioError: missing, empty, directory, corrupt or non-audio file.
+        audio.AudioError: missing, empty, directory, corrupt or non-audio file; not a waveform.
         VerificationError: no speech, or less than `min_speech_seconds` of it.
     """
     from speakerverify.audio import (
@@ -112,14 +159,18 @@ def embed_utterance(
 
     warnings: list[str] = []
     file_rate = None
-    if Path(path).suffix.lower() in SOUNDFILE_EXTENSIONS:
-        file_rate = audio_info(path).sample_rate  # header only; ffmpeg formats would decode
-        if file_rate < RECOMMENDED_SAMPLE_RATE:
-            warnings.append(
-                f"{path}: {file_rate} Hz audio is upsampled to {model.sample_rate} Hz; the model "
-                "was trained on wideband speech, so accuracy drops"
-            )
-    wave = load_audio(path, model.sample_rate)
+    if isinstance(source, str | os.PathLike):
+        path = str(source)
+        if Path(path).suffix.lower() in SOUNDFILE_EXTENSIONS:
+            file_rate = audio_info(path).sample_rate  # header only; ffmpeg formats would decode
+            if file_rate < RECOMMENDED_SAMPLE_RATE:
+                warnings.append(
+                    f"{path}: {file_rate} Hz audio is upsampled to {model.sample_rate} Hz; the "
+                    "model was trained on wideband speech, so accuracy drops"
+                )
+        wave = load_audio(path, model.sample_rate)
+    else:
+        path, wave, file_rate = WAVEFORM, _as_waveform(source), model.sample_rate
     if not bool(speech_mask(wave, model.sample_rate).any()):
         raise VerificationError(f"{path}: no speech found (silence or noise only)")
     speech = trim_silence(wave, model.sample_rate)
@@ -130,22 +181,63 @@ def embed_utterance(
             f"{path}: only {speech_seconds:.2f} s of speech, need at least "
             f"{min_speech_seconds:g} s (--min-speech)"
         )
-    try:
-        embedding = model.embedder.embed_waveform(speech)
-    except (ValueError, RuntimeError) as error:  # EmbedError, or too short for the encoder
-        cause = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise VerificationError(f"{path}: cannot embed ({cause})") from None
+    return Speech(path, speech, speech_seconds, file_rate, tuple(warnings))
+
+
+def _finish(speech: Speech, embedding: Any) -> Utterance:
     embedding = np.asarray(embedding, dtype=np.float64).reshape(-1)
     if not np.all(np.isfinite(embedding)) or not np.any(embedding):
-        raise VerificationError(f"{path}: the model produced an unusable (zero/NaN) embedding")
-    logger.debug("%s: %.2f s of speech embedded", path, speech_seconds)
+        raise VerificationError(
+            f"{speech.path}: the model produced an unusable (zero/NaN) embedding"
+        )
+    logger.debug("%s: %.2f s of speech embedded", speech.path, speech.speech_seconds)
     return Utterance(
-        str(path),
+        speech.path,
         l2_normalize(embedding).astype(np.float32),
-        speech_seconds,
-        file_rate,
-        tuple(warnings),
+        speech.speech_seconds,
+        speech.sample_rate,
+        speech.warnings,
     )
+
+
+def embed_speech(model: SpeakerModel, speeches: list[Speech]) -> list[Utterance]:
+    """Embed voiced speech, several inputs per forward pass when the embedder can batch.
+
+    Raises:
+        VerificationError: an input the model cannot embed (named), or an unusable embedding.
+    """
+    batched = getattr(model.embedder, "embed_waveforms", None)
+    if len(speeches) > 1 and batched is not None:
+        try:
+            matrix = batched([s.wave for s in speeches])
+        except (ValueError, RuntimeError):  # one at a time, to name the input that failed
+            return [embed_speech(model, [s])[0] for s in speeches]
+        return [_finish(s, e) for s, e in zip(speeches, matrix, strict=True)]
+    out = []
+    for speech in speeches:
+        try:
+            embedding = model.embedder.embed_waveform(speech.wave)
+        except (ValueError, RuntimeError) as error:  # EmbedError, or too short for the encoder
+            cause = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise VerificationError(f"{speech.path}: cannot embed ({cause})") from None
+        out.append(_finish(speech, embedding))
+    return out
+
+
+def embed_utterance(
+    model: SpeakerModel,
+    path: str | os.PathLike | Any,
+    *,
+    min_speech_seconds: float = MIN_FILE_SPEECH_SECONDS,
+) -> Utterance:
+    """Load `path` (or take a 1-D waveform), keep its voiced frames and embed them.
+
+    Raises:
+        audio.AudioError: missing, empty, directory, corrupt or non-audio file; not a waveform.
+        VerificationError: no speech, or less than `min_speech_seconds` of it.
+    """
+    speech = load_speech(model, path, min_speech_seconds=min_speech_seconds)
+    return embed_speech(model, [speech])[0]
 
 
 AUDIO_EXTENSIONS = frozenset(

@@ -84,6 +84,11 @@ class VerifyResult:
     model_fingerprint: str
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def decision(self) -> str:
+        """Either "accept" or "reject"."""
+        return "accept" if self.accepted else "reject"
+
     def to_json(self) -> dict:
         return _decision_json(
             "verify",
@@ -95,7 +100,7 @@ class VerifyResult:
                 "score_kind": _score_kind(self.centring),
                 "llr": self.llr,
                 "threshold": self.rule.to_json(),
-                "decision": "accept" if self.accepted else "reject",
+                "decision": self.decision,
                 "accepted": self.accepted,
             },
             self.centring,

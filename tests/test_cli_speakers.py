@@ -25,6 +25,7 @@ from synth import random_speaker, speech_like
 
 import speakerverify.verification as verification
 from speakerverify.cli import main
+from speakerverify.pretrained import bundled_checkpoint
 from speakerverify.verification import SpeakerModel
 
 SPEAKERVERIFY = [str(Path(sys.executable).parent / "speakerverify")]
@@ -253,15 +254,20 @@ def test_verify_without_threshold_or_calibration_tells_what_to_pass(enrolled, fa
     assert "--calibration FILE" in result.stderr and "--threshold" in result.stderr
 
 
-def test_model_and_store_from_environment(enrolled, fake_model, voices):
+def test_model_and_store_from_environment(bundled_model_files, enrolled, fake_model, voices):
     env = {"SPEAKERVERIFY_MODEL": str(fake_model), "SPEAKERVERIFY_STORE": str(enrolled)}
     result = run(["verify", "ann", voices["ann2"], "--threshold", "-1"], env=env)
     assert result.exit_code == 0, result.output
-    missing = run(
+    # Without a model the bundled one is used, said once; the fake loader gives it the
+    # fingerprint 0000..., which its calibration (and this store) refuse.
+    bundled = run(
         ["verify", "ann", voices["ann2"], "--threshold", "-1"],
         env={"SPEAKERVERIFY_MODEL": "", "SPEAKERVERIFY_STORE": str(enrolled)},
     )
-    assert missing.exit_code == 2 and "SPEAKERVERIFY_MODEL" in missing.stderr
+    assert bundled.exit_code == 2
+    note, error = bundled.stderr.splitlines()
+    assert note.startswith("using the bundled model xvector_synth (fingerprint ")
+    assert error.startswith(f"error: {bundled_checkpoint().parent}") and "0000000000000000" in error
 
 
 def test_identify_ranks_and_answers_unknown(enrolled, fake_model, voices):

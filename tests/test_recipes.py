@@ -137,3 +137,64 @@ def test_every_stage_on_a_tiny_voxceleb_tree(tmp_path):
         eer = float(row.split("|")[4])
         assert 0.0 <= eer <= 100.0
     assert (exp / "plots" / "vox1_o.asnorm" / "det.png").is_file()
+
+
+# -- the mini recipe's CLI stage -------------------------------------------------------------
+
+MINI = REPO / "recipes" / "mini" / "run.sh"
+
+
+def test_mini_stage_7_shows_the_bundled_model(bundled_model_files, tmp_path):
+    """Stage 7 on a hand-made test dir and a tiny "trained" model: the CLI demo ends with a
+    pair verified by the bundled model, without --model."""
+    import numpy as np
+    import soundfile as sf
+    import torch
+    from synth import random_speaker, speech_like
+
+    from speakerverify.checkpoint import save_checkpoint
+    from speakerverify.features import FbankConfig
+    from speakerverify.models import build_model
+    from speakerverify.scoring import Calibration
+
+    rng = np.random.default_rng(8)
+    wav_scp, utt2spk = [], []
+    layout = {
+        "spka": ["s1", "s1", "s2"],
+        "spkb": ["s1", "s1"],
+        "spkc": ["s1", "s1"],
+        "spkd": ["s1"],
+    }
+    for spk, sessions in layout.items():
+        speaker = random_speaker(rng)
+        for i, session in enumerate(sessions):
+            utt = f"{spk}/{session}/{i:05d}"
+            path = tmp_path / "corpus" / f"{utt}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, speech_like(2.5, 16000, speaker, seed=len(wav_scp)), 16000)
+            wav_scp.append(f"{utt} {path}\n")
+            utt2spk.append(f"{utt} {spk}\n")
+    data = tmp_path / "work" / "data" / "test"
+    data.mkdir(parents=True)
+    (data / "wav.scp").write_text("".join(wav_scp))
+    (data / "utt2spk").write_text("".join(utt2spk))
+    exp = tmp_path / "work" / "exp" / "xvector_mini"
+    exp.mkdir(parents=True)
+    torch.manual_seed(0)
+    args = {"embed_dim": 16, "channels": 32, "stats_channels": 64}
+    fingerprint = save_checkpoint(
+        exp / "final.pt", model_name="xvector", model_args=args,
+        model=build_model("xvector", **args).eval(), features=FbankConfig().to_dict(),
+    )  # fmt: skip
+    Calibration(4.0, -2.0, model_fingerprint=fingerprint).save(exp / "final.calibration.json")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SPEAKERVERIFY_")}
+    environment["OMP_NUM_THREADS"] = "1"
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
+    stage_7 = ["--stage", "7", "--stop-stage", "7", "--workdir", str(tmp_path / "work")]
+    done = subprocess.run(
+        ["bash", str(MINI), *stage_7], capture_output=True, text=True, env=environment, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "# the bundled model: no --model" in done.stdout
+    assert done.stderr.count("using the bundled model xvector_synth") == 1
+    assert done.stdout.count("decision:") == 3  # two store verifications, one bundled pair

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The built-in mini recipe: synthesise a VoxCeleb1-like corpus of eSpeak NG speakers, train an
 # x-vector with triplet loss, compare it with an MFCC baseline and the untrained encoder (with and
-# without centring on the test audio), then show the CLI: enroll, verify, identify.
+# without centring on the test audio), then show the CLI: enroll, verify, identify, and verify
+# with the model bundled in the package.
 # About 10 minutes on a 2-core CPU, no download. Same stages as recipes/voxceleb/run.sh.
 #
 #   bash recipes/mini/run.sh [--stage N] [--stop-stage M] [--config conf/xvector_mini.yaml]
@@ -136,7 +137,7 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
 fi
 
 if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
-  echo "$(stamp)stage 7: the CLI: enroll a test speaker from two files, verify, identify"
+  echo "$(stamp)stage 7: the CLI: enroll a test speaker from two files, verify, identify; the bundled model"
   export SPEAKERVERIFY_MODEL=$exp/final.pt SPEAKERVERIFY_STORE=$exp/speakers.db
   rm -f "$SPEAKERVERIFY_STORE"*
   # speaker A: two files of one session to enroll, a file of another session to verify;
@@ -158,6 +159,14 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   status=0
   speakerverify identify "${picks[6]}" || status=$?
   [ "$status" -le 1 ] || exit "$status"
+  # the model shipped in the package, used when no --model/$SPEAKERVERIFY_MODEL is given; a pair
+  # of files needs no store (and this store belongs to the model trained above)
+  echo "\$ speakerverify verify ${picks[0]} ${picks[6]}   # the bundled model: no --model"
+  status=0
+  env -u SPEAKERVERIFY_MODEL -u SPEAKERVERIFY_STORE \
+    speakerverify verify "${picks[0]}" "${picks[6]}" || status=$?
+  [ "$status" -le 1 ] || exit "$status"
+  echo "(exit status $status: $([ "$status" -eq 0 ] && echo accepted || echo rejected))"
   echo "$(stamp)done. Results: $PWD/$exp/results.md; DET plot: $PWD/$exp/final/plots/det.png;"
   echo "enrolled store: $PWD/$SPEAKERVERIFY_STORE (model $SPEAKERVERIFY_MODEL)"
 fi

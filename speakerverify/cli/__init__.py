@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "identify": "speakers:identify",
     "speakers": "speakers:speakers",
     "adapt": "speakers:adapt",
+    "model": "model:model",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -27,3 +28,25 @@ def warn(message: str) -> None:
 def echo_json(payload: Any) -> None:
     """Print `payload` as one JSON document on stdout."""
     click.echo(json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False))
+
+
+def model_path_or_bundled(model_path: str | None, *, announce: bool = True) -> str:
+    """`--model` / `$SPEAKERVERIFY_MODEL` when given, else the bundled model (said on stderr
+    when `announce`, in one line that never reaches stdout, so `--json` output stays clean).
+
+    Raises:
+        checkpoint.CheckpointError: no model given and the bundled files are missing.
+    """
+    if model_path:
+        return os.path.expanduser(model_path)  # environment values reach us without expansion
+    from speakerverify.pretrained import bundled_card, bundled_checkpoint
+
+    path = bundled_checkpoint()
+    card = bundled_card()
+    if announce:
+        click.echo(
+            f"using the bundled model {card.get('name', path.stem)} "
+            f"(fingerprint {card.get('fingerprint', 'unknown')})",
+            err=True,
+        )
+    return str(path)

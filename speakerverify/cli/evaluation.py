@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from speakerverify.cli.common import echo_json, fail
+from speakerverify.cli.common import echo_json, fail, model_path_or_bundled
 
 # Shared by score, calibrate and evaluate.
 _trials_argument = click.argument("trials_path", metavar="TRIALS", type=click.Path(dir_okay=False))
@@ -52,7 +52,12 @@ def _message(error: BaseException) -> str:
 @click.command()
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--model", required=True, type=click.Path(dir_okay=False), help="Checkpoint.")
+@click.option(
+    "--model",
+    envvar="SPEAKERVERIFY_MODEL",
+    type=click.Path(dir_okay=False),
+    help="Checkpoint (default: $SPEAKERVERIFY_MODEL, else the bundled model).",
+)
 @click.option(
     "--jobs",
     default=1,
@@ -73,7 +78,7 @@ def _message(error: BaseException) -> str:
 def embed(
     data_dir: str,
     out: str,
-    model: str,
+    model: str | None,
     jobs: int,
     device: str,
     batch_size: int,
@@ -92,6 +97,7 @@ def embed(
         from speakerverify.embed import Embedder, extract_embeddings
 
         data = DataDir.load(data_dir)
+        model = model_path_or_bundled(model)
         embedder = Embedder.from_checkpoint(model, device=device, max_seconds=max_seconds)
         store = extract_embeddings(
             data, out, embedder, batch_size=batch_size, resume=not no_resume, num_jobs=jobs

@@ -17,7 +17,15 @@ from typing import Any
 
 import click
 
-from speakerverify.cli.common import EXIT_ERROR, EXIT_OK, EXIT_REJECTED, echo_json, fail, warn
+from speakerverify.cli.common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_REJECTED,
+    echo_json,
+    fail,
+    model_path_or_bundled,
+    warn,
+)
 
 EXIT_STATUS_HELP = """
 \b
@@ -58,7 +66,7 @@ def _model_option(function: Callable) -> Callable:
         "model_path",
         envvar="SPEAKERVERIFY_MODEL",
         metavar="CKPT",
-        help="Checkpoint (default: $SPEAKERVERIFY_MODEL).",
+        help="Checkpoint (default: $SPEAKERVERIFY_MODEL, else the bundled model).",
     )(function)
 
 
@@ -131,7 +139,7 @@ def _load_model(model_path: str | None):
         # synchronisation cost more than it saved (embed CPU 0.15-0.5 s -> 0.06 s, VAD 0.15 ->
         # 0.004 s in bench_cli.py's breakdown).
         torch.set_num_threads(1)
-    return load_speaker_model(_require(model_path, "model", "--model CKPT", "SPEAKERVERIFY_MODEL"))
+    return load_speaker_model(model_path_or_bundled(model_path))
 
 
 def _store(store_path: str | None) -> str:
@@ -509,18 +517,42 @@ def _write_atomic(path: Path, text: str) -> None:
     show_default=True,
     help="Seconds of speech each file needs.",
 )
+@click.option(
+    "--out",
+    "out_path",
+    metavar="NEW.pt",
+    help="Instead: write a new checkpoint with BatchNorm statistics re-estimated on AUDIO_DIR.",
+)
+@click.option(
+    "--crop-seconds",
+    type=click.FloatRange(min=0.5),
+    default=6.0,
+    show_default=True,
+    help="With --out: longer speech is fed to the encoder in crops of at most this.",
+)
 @_json_option
-def adapt(audio_dir, embeddings_dir, model_path, store_path, min_speech, as_json) -> None:
-    """Centre scoring on your domain: save the mean embedding of unlabelled in-domain audio.
+def adapt(
+    audio_dir, embeddings_dir, model_path, store_path, min_speech, out_path, crop_seconds, as_json
+) -> None:
+    """Adapt to your domain with unlabelled in-domain audio: centre scores, or --out a new model.
 
-    Embeds every audio file under AUDIO_DIR (or reads --embeddings DIR) and stores the mean in
-    the speaker store; `verify` and `identify` then score cosine after subtracting it. No labels
-    needed. Exit status: 0 saved, 2 usage or input error.
+    \b
+    Without --out: embeds every audio file under AUDIO_DIR (or reads --embeddings DIR) and stores
+    the mean in the speaker store; `verify` and `identify` then score cosine after subtracting it.
+    With --out NEW.pt: re-estimates the encoder's BatchNorm statistics on the speech under
+    AUDIO_DIR and writes a new checkpoint (new fingerprint, so a new store; the store is not
+    touched and no mean is saved, as the last BatchNorm already centres on the domain).
+    No labels needed. Exit status: 0 saved, 2 usage or input error.
     """
     from speakerverify.verification import adapt as adapt_store
 
     if (audio_dir is None) == (embeddings_dir is None):
         fail("give either AUDIO_DIR or --embeddings DIR")
+    if out_path is not None:
+        if audio_dir is None:
+            fail("--out re-estimates the model on audio: give AUDIO_DIR, not --embeddings")
+        _adapt_model(audio_dir, model_path, out_path, crop_seconds, min_speech, as_json)
+        return
     store_path = _store(store_path)
     with _one_line_errors():
         model = None
@@ -542,6 +574,29 @@ def adapt(audio_dir, embeddings_dir, model_path, store_path, min_speech, as_json
             f"in {result.store} (|mean| = {result.mean_norm:.3f}); verify and identify now "
             "score centred embeddings"
         )
+
+
+def _adapt_model(audio_dir, model_path, out_path, crop_seconds, min_speech, as_json) -> None:
+    from speakerverify.adaptation import adapt_batchnorm
+
+    with _one_line_errors():
+        result = adapt_batchnorm(
+            model_path_or_bundled(model_path),
+            audio_dir,
+            out_path,
+            crop_seconds=crop_seconds,
+            min_speech_seconds=min_speech,
+        )
+    _print_warnings(list(result.warnings))
+    if as_json:
+        echo_json(result.to_json())
+        return
+    click.echo(
+        f"wrote {result.path}: BatchNorm statistics of {len(result.layers)} layers re-estimated on "
+        f"{result.num_files} files ({result.speech_seconds:.1f} s of speech) from {result.source}; "
+        f"model {result.parent_fingerprint} -> {result.fingerprint}. Use it with a new store "
+        "(stores of the old model refuse it) and calibrate it or pass --threshold."
+    )
 
 
 __all__ = ["EXIT_ERROR", "adapt", "enroll", "identify", "speakers", "verify"]

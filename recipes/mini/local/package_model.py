@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Package a trained checkpoint and its calibration as a bundled model: NAME.pt,
+NAME.calibration.json and NAME.card.json in OUT_DIR, each written atomically.
+
+    python local/package_model.py exp/xvector_mini/final.pt \
+        exp/xvector_mini/final.calibration.json speakerverify/pretrained --name xvector_synth \
+        --metrics exp/xvector_mini/final/scores.json
+
+The checkpoint loses its training state (optimizer, RNG); its weights are unchanged unless --fp16
+stores them as float16 (restored to float32 on load; the fingerprint and the calibration's binding
+then follow the rounded weights). The card's fingerprint, embedding size and parameter count are
+computed from the written checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+TRAINING_DATA = (
+    "synthetic speech only: eSpeak NG voices with randomised vocal tract, pitch and voice quality, "
+    "random text in many languages, per-session simulated channels (recipes/mini, "
+    "tools/make_mini_corpus.py); no recordings of real people"
+)
+LIMITS = (
+    "Trained only on synthetic eSpeak NG speakers: it has never heard a real human voice, so "
+    "its scores and calibration on real speech are not validated. Expect far worse accuracy on "
+    "real recordings than the metrics here; fine for demos, tests and pipelines, not for "
+    "decisions about people. Train on VoxCeleb (recipes/voxceleb) for real use."
+)
+
+
+def _atomic_write(path: Path, write) -> None:
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; installed package files must be readable
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return out.stdout.strip()
+
+
+def package(args: argparse.Namespace) -> dict:
+    import torch
+
+    from speakerverify.checkpoint import CheckpointError, load_checkpoint, model_fingerprint
+    from speakerverify.model_card import make_card
+    from speakerverify.scoring import Calibration
+
+    payload = load_checkpoint(args.checkpoint)
+    calibration = Calibration.load(args.calibration)
+    bound = calibration.model_fingerprint
+    if bound and bound != payload["fingerprint"]:
+        raise CheckpointError(
+            f"{args.calibration}: calibration was fitted for model {bound}, but "
+            f"{args.checkpoint} is model {payload['fingerprint']}"
+        )
+    state = payload["state_dict"]
+    if args.fp16:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        restored = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        fingerprint = model_fingerprint(restored, payload["features"])
+    else:
+        fingerprint = payload["fingerprint"]
+    packaged = {
+        **payload,
+        "state_dict": state,
+        "fingerprint": fingerprint,
+        "train_state": None,
+        "packaged": {
+            "name": args.name,
+            "source_fingerprint": payload["fingerprint"],
+            "fp16": bool(args.fp16),
+        },
+    }
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = out_dir / f"{args.name}.pt"
+    _atomic_write(checkpoint, lambda tmp: torch.save(packaged, tmp))
+    calibration.model_fingerprint = fingerprint  # rebinding is a no-op without --fp16
+    calibration_path = out_dir / f"{args.name}.calibration.json"
+    _atomic_write(calibration_path, calibration.save)
+    metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else {}
+    config = payload.get("config") or {}
+    training = {
+        "data": args.training_data,
+        "data_dir": (config.get("data") or {}).get("train_dir"),
+        "epochs": (config.get("train") or {}).get("epochs"),
+        "steps": args.training_steps,
+        "seconds": args.training_seconds,
+        "calibration": (
+            f"{args.calibration}: {calibration.num_targets} target + "
+            f"{calibration.num_nontargets} non-target trials"
+            + (f", fitted on float32 model {payload['fingerprint']}" if args.fp16 else "")
+        ),
+    }
+    card = make_card(
+        checkpoint,
+        name=args.name,
+        training=training,
+        metrics=metrics,
+        limits=args.limits,
+        date=args.date,
+        commit=args.commit,
+    )
+    card_path = out_dir / f"{args.name}.card.json"
+    text = json.dumps(card, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    _atomic_write(card_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return card
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="trained (averaged) checkpoint")
+    parser.add_argument("calibration", help="its calibration JSON (speakerverify calibrate)")
+    parser.add_argument("out_dir", help="where NAME.pt, NAME.calibration.json, NAME.card.json go")
+    parser.add_argument("--name", default="xvector_synth", help="file stem (default %(default)s)")
+    parser.add_argument("--metrics", help="JSON of evaluation results to put in the card")
+    parser.add_argument("--fp16", action="store_true", help="store weights as float16")
+    parser.add_argument("--training-data", default=TRAINING_DATA, help="what it was trained on")
+    parser.add_argument("--training-steps", type=int, default=None, help="optimizer steps")
+    parser.add_argument("--training-seconds", type=float, default=None, help="wall time")
+    parser.add_argument("--limits", default=LIMITS, help="where not to trust the model")
+    parser.add_argument(
+        "--date", default=datetime.date.today().isoformat(), help="training date (ISO)"
+    )
+    parser.add_argument("--commit", default=_git_commit(), help="code revision (default: HEAD)")
+    args = parser.parse_args(argv)
+
+    from speakerverify.checkpoint import CheckpointError
+    from speakerverify.scoring import CalibrationError
+
+    try:
+        card = package(args)
+    except (CheckpointError, CalibrationError, OSError, json.JSONDecodeError) as error:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(
+        f"packaged {card['name']} ({card['architecture']}, {card['num_parameters']} parameters, "
+        f"fingerprint {card['fingerprint']}) in {args.out_dir}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The Python API: load a model, then embed, score and verify audio files or waveforms.
+
+A thin layer over the library the CLI uses (`utterance` for VAD trimming and embedding,
+`decision` for calibrated decisions, `verification` for pair trials), so the same input gives the
+same embedding, score and decision as the `speakerverify` command. Bad input raises the project's
+exceptions (`audio.AudioError`, `utterance.VerificationError`, `checkpoint.CheckpointError`) with
+the CLI's one-line messages.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from speakerverify.utterance import (
+    MIN_FILE_SPEECH_SECONDS,
+    SpeakerModel,
+    embed_speech,
+    embed_utterance,
+    load_speaker_model,
+    load_speech,
+)
+from speakerverify.verification import cosine_scores, resolve_decision_rule, verify_pair
+from speakerverify.verification_results import VerifyResult
+
+__all__ = ["Model", "load_model"]
+
+# What a file path or a 1-D float waveform (numpy or torch, at the model's sample rate) can be.
+Audio = Any
+
+
+class Model:
+    """A loaded speaker model: `embed`, `embed_batch`, `score` and `verify`.
+
+    Inputs are audio file paths or 1-D float waveforms `(S,)` (numpy or torch) at
+    `sample_rate` (16 kHz); silence is trimmed by the energy VAD first, as in the CLI.
+
+    Args:
+        speaker_model: the checkpoint loaded by `utterance.load_speaker_model`.
+        name: a display name (the bundled model's card name, else the file stem).
+    """
+
+    def __init__(self, speaker_model: SpeakerModel, name: str = "") -> None:
+        self.speaker_model = speaker_model
+        self.name = name or os.path.splitext(os.path.basename(speaker_model.path))[0]
+
+    @property
+    def fingerprint(self) -> str:
+        """The model fingerprint that stores and calibrations are tied to."""
+        return self.speaker_model.fingerprint
+
+    @property
+    def path(self) -> str:
+        """The checkpoint file."""
+        return self.speaker_model.path
+
+    @property
+    def sample_rate(self) -> int:
+        """The sample rate waveforms must have, Hz."""
+        return self.speaker_model.sample_rate
+
+    @property
+    def embed_dim(self) -> int:
+        """D, the embedding size."""
+        return int(self.speaker_model.embedder.embed_dim)
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, fingerprint={self.fingerprint!r}, embed_dim={self.embed_dim})"
+
+    def embed(self, audio: Audio, *, min_speech_seconds: float = MIN_FILE_SPEECH_SECONDS):
+        """Embedding `(D,)` float32, L2-normalised, of the voiced speech in `audio`.
+
+        Raises:
+            audio.AudioError: unreadable file or not a 1-D float waveform.
+            utterance.VerificationError: less than `min_speech_seconds` of speech.
+        """
+        utterance = embed_utterance(
+            self.speaker_model, audio, min_speech_seconds=min_speech_seconds
+        )
+        return utterance.embedding
+
+    def embed_batch(
+        self, audios: Sequence[Audio], *, min_speech_seconds: float = MIN_FILE_SPEECH_SECONDS
+    ):
+        """Embeddings `(N, D)` float32, L2-normalised; inputs of similar length share a forward
+        pass (equal to `embed` of each, up to float rounding).
+        """
+        if isinstance(audios, str | os.PathLike):
+            raise TypeError("embed_batch takes a list of inputs; use embed for one")
+        speeches = [
+            load_speech(self.speaker_model, audio, min_speech_seconds=min_speech_seconds)
+            for audio in audios
+        ]
+        if not speeches:
+            return np.zeros((0, self.embed_dim), np.float32)
+        return np.stack([u.embedding for u in embed_speech(self.speaker_model, speeches)])
+
+    def score(self, first: Audio, second: Audio, *, min_speech_seconds: float = 1.0) -> float:
+        """Cosine score of two inputs (what `verify` decides on)."""
+        a = self.embed(first, min_speech_seconds=min_speech_seconds)
+        b = self.embed(second, min_speech_seconds=min_speech_seconds)
+        return float(cosine_scores(a, b)[0])
+
+    def verify(
+        self,
+        first: Audio,
+        second: Audio,
+        *,
+        threshold: float | None = None,
+        p_target: float = 0.5,
+        calibration: str | os.PathLike | None = None,
+        min_speech_seconds: float = 1.0,
+    ) -> VerifyResult:
+        """Do two inputs have the same speaker? As `speakerverify verify FIRST SECOND`.
+
+        The decision comes from the model's calibration (`<checkpoint stem>.calibration.json`, or
+        `calibration`) at `p_target`, or from `threshold` on the raw cosine score. The result has
+        `score`, `llr`, `accepted`, `decision` and `rule` (its `source`, `threshold`,
+        `describe()`); `to_json()` is the CLI's `--json` document.
+
+        Raises:
+            utterance.VerificationError: neither a calibration nor a threshold, bad `p_target`,
+                too little speech.
+            audio.AudioError: unreadable input.
+        """
+        rule = resolve_decision_rule(
+            self.speaker_model,
+            threshold=threshold,
+            calibration_path=calibration,
+            p_target=p_target,
+        )
+        return verify_pair(
+            self.speaker_model, rule, first, second, min_speech_seconds=min_speech_seconds
+        )
+
+
+def load_model(path: str | os.PathLike | None = None, *, device: str = "cpu") -> Model:
+    """Load a checkpoint for inference; None loads the bundled model.
+
+    Raises:
+        checkpoint.CheckpointError: unusable checkpoint, or the bundled model is missing.
+    """
+    name = ""
+    if path is None:
+        from speakerverify.pretrained import bundled_card, bundled_checkpoint
+
+        path = bundled_checkpoint()
+        name = str(bundled_card().get("name", ""))
+    return Model(load_speaker_model(os.path.expanduser(str(path)), device=device), name)

@@ -1,0 +1,138 @@
+"""`speakerverify model info | export`: what a checkpoint is, and its encoder as ONNX.
+
+Thin wrappers over `speakerverify.model_card.describe_model` and `speakerverify.export.export_onnx`.
+"""
+
+from __future__ import annotations
+
+import click
+
+from speakerverify.cli.common import echo_json, fail, model_path_or_bundled
+
+_checkpoint_argument = click.argument(
+    "checkpoint", required=False, metavar="[CKPT]", envvar="SPEAKERVERIFY_MODEL"
+)
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    from speakerverify.checkpoint import CheckpointError
+    from speakerverify.export import ExportError
+
+    return (CheckpointError, ExportError)
+
+
+def _one_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+@click.group()
+def model() -> None:
+    """Describe a checkpoint or export its encoder (default: the bundled model)."""
+
+
+def _training_line(training: dict) -> str:
+    details = [
+        f"{training['epochs']} epochs" if training.get("epochs") else "",
+        f"{training['loss']} loss" if training.get("loss") else "",
+        f"{training['mining']} mining" if training.get("mining") else "",
+    ]
+    details = [d for d in details if d]
+    text = str(training.get("data") or "unknown")
+    return f"{text} ({', '.join(details)})" if details else text
+
+
+def _rows(info: dict) -> list[tuple[str, str]]:
+    card = info["card"] or {}
+    training = info["training"]
+    args = ", ".join(f"{k}={v}" for k, v in sorted(info["model_args"].items()))
+    frontend = info["frontend"]
+    rows = [
+        ("model", f"{info['name']} ({info['path']})"),
+        ("architecture", f"{info['architecture']} ({args})"),
+        ("embedding", f"{info['embed_dim']} dims"),
+        ("parameters", f"{info['num_parameters']:,}"),
+        ("fingerprint", info["fingerprint"]),
+        (
+            "front-end",
+            f"{frontend.get('num_mel_bins')} log-mel bins at {frontend.get('sample_rate')} Hz, "
+            f"CMN {'on' if frontend.get('cmn') else 'off'}",
+        ),
+        ("training data", _training_line(training)),
+    ]
+    if card:
+        steps = training.get("steps")
+        rows.append(("trained", f"{card.get('date') or '?'} at commit {card.get('commit') or '?'}"))
+        if steps is not None or training.get("seconds") is not None:
+            rows.append(("training", f"{steps} steps, {training.get('seconds')} s"))
+        for key, value in sorted((card.get("metrics") or {}).items()):
+            rows.append((f"metric {key}", str(value)))
+        if card.get("limits"):
+            rows.append(("limits", card["limits"]))
+    else:
+        versions = ", ".join(f"{k} {v}" for k, v in sorted(info["versions"].items()))
+        rows.append(("saved", f"{info['file_modified']} with {versions or 'unknown versions'}"))
+    if info.get("adapted"):
+        adapted = info["adapted"]
+        rows.append(
+            (
+                "adapted",
+                f"BatchNorm statistics re-estimated on {adapted.get('num_files')} files "
+                f"({adapted.get('speech_seconds', 0):.1f} s) from {adapted.get('source')} on "
+                f"{adapted.get('date')}; parent model {adapted.get('parent_fingerprint')}",
+            )
+        )
+    rows.append(("calibration", info["calibration"] or "none found next to the checkpoint"))
+    return rows
+
+
+@model.command("info")
+@_checkpoint_argument
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def info(checkpoint, as_json) -> None:
+    """What CKPT is: architecture, size, fingerprint, front-end, training, calibration.
+
+    CKPT defaults to $SPEAKERVERIFY_MODEL, else the bundled model (whose model card adds the
+    training data, date, metrics and limits).
+    """
+    try:
+        from speakerverify.model_card import describe_model
+        from speakerverify.pretrained import bundled_card, is_bundled
+
+        path = model_path_or_bundled(checkpoint, announce=False)  # the output names it
+        description = describe_model(path, card=bundled_card() if is_bundled(path) else None)
+    except _input_errors() as error:
+        fail(_one_line(error))
+    if as_json:
+        echo_json({"command": "model info", "version": 1, **description})
+        return
+    rows = _rows(description)
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key + ':':<{width + 1}} {value}")
+
+
+@model.command("export")
+@_checkpoint_argument
+@click.option("--onnx", "onnx_path", required=True, metavar="OUT", help="ONNX file to write.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def export(checkpoint, onnx_path, as_json) -> None:
+    """Export the encoder of CKPT (default: $SPEAKERVERIFY_MODEL, else the bundled model) to ONNX.
+
+    \b
+    Input `feats` (B, T, F) log-mel features as the checkpoint's front-end makes them (its
+    config is in the ONNX metadata); output `embedding` (B, D), not L2-normalised. B and T are
+    dynamic.
+    """
+    try:
+        from speakerverify.export import export_onnx
+
+        result = export_onnx(model_path_or_bundled(checkpoint), onnx_path)
+    except _input_errors() as error:
+        fail(_one_line(error))
+    if as_json:
+        echo_json(result.to_json())
+    else:
+        click.echo(
+            f"wrote {result.path}: feats (B, T >= {result.min_frames}, {result.feat_dim}) -> "
+            f"embedding (B, {result.embed_dim}), model {result.fingerprint}"
+        )

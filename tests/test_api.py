@@ -1,0 +1,191 @@
+"""Tests for the Python API (speakerverify.load_model / speakerverify.api.Model) and the README
+example, against the bundled model: whatever files are in speakerverify/pretrained."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+from synth import random_speaker, speech_like
+
+import speakerverify
+from speakerverify.api import Model
+from speakerverify.audio import AudioError
+from speakerverify.checkpoint import CheckpointError
+from speakerverify.cli import main
+from speakerverify.pretrained import bundled_calibration, bundled_card
+from speakerverify.scoring import Calibration
+from speakerverify.utterance import VerificationError
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def model(bundled_model_files) -> Model:
+    return speakerverify.load_model()
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api_audio")
+    rng = np.random.default_rng(11)
+    ann, bo = random_speaker(rng), random_speaker(rng)
+    files = {
+        "a": (root / "a.wav", speech_like(3.0, 16000, ann, seed=1)),
+        "b": (root / "b.wav", speech_like(4.5, 16000, ann, seed=2)),
+        "c": (root / "c.wav", speech_like(2.0, 16000, bo, seed=3)),
+    }
+    for path, wave in files.values():
+        sf.write(path, wave, 16000)
+    sf.write(root / "quiet.wav", (1e-5 * rng.standard_normal(32000)).astype(np.float32), 16000)
+    return {key: path for key, (path, _) in files.items()} | {"quiet": root / "quiet.wav"}
+
+
+def test_import_is_cheap_and_torch_free():
+    code = (
+        "import time; start = time.perf_counter()\n"
+        "import speakerverify, sys\n"
+        "elapsed = time.perf_counter() - start\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert callable(speakerverify.load_model)\n"
+        "print(elapsed)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert float(proc.stdout) < 0.2
+
+
+def test_bundled_model_is_the_card(model):
+    card = bundled_card()
+    assert model.fingerprint == card["fingerprint"]
+    assert model.embed_dim == card["embed_dim"] and model.name == card["name"]
+    assert model.sample_rate == 16000
+
+
+def test_embed_file_waveform_and_tensor_agree(model, audio):
+    e = model.embed(audio["a"])
+    assert e.shape == (model.embed_dim,) and e.dtype == np.float32
+    assert np.linalg.norm(e) == pytest.approx(1.0, abs=1e-6)
+    wave, _ = sf.read(audio["a"], dtype="float32")
+    np.testing.assert_allclose(model.embed(wave), e, atol=1e-6)
+    np.testing.assert_allclose(model.embed(torch.from_numpy(wave)), e, atol=1e-6)
+    np.testing.assert_allclose(model.embed(str(audio["a"])), e, atol=0)
+
+
+def test_embed_batch_equals_one_by_one(model, audio):
+    files = [audio["a"], audio["b"], audio["c"]]  # different lengths: padded in one batch
+    batch = model.embed_batch(files)
+    single = np.stack([model.embed(f) for f in files])
+    assert batch.shape == (3, model.embed_dim) and batch.dtype == np.float32
+    np.testing.assert_allclose(batch, single, atol=1e-5)
+    assert model.embed_batch([]).shape == (0, model.embed_dim)
+
+
+def test_embed_batch_really_batches(model, audio, monkeypatch):
+    embedder = model.speaker_model.embedder
+    calls = []
+    original = embedder._forward
+    monkeypatch.setattr(
+        embedder,
+        "_forward",
+        lambda waves, lengths: calls.append(len(waves)) or original(waves, lengths),
+    )
+    model.embed_batch([audio["a"], audio["b"]])
+    assert calls == [2]
+
+
+def test_score_is_cosine_of_embeddings(model, audio):
+    a, b = model.embed(audio["a"]), model.embed(audio["b"])
+    assert model.score(audio["a"], audio["b"]) == pytest.approx(float(a @ b), abs=1e-6)
+
+
+def test_verify_uses_bundled_calibration(model, audio):
+    calibration = Calibration.load(bundled_calibration())
+    result = model.verify(audio["a"], audio["b"])
+    assert result.rule.source == "calibration" and result.rule.p_target == 0.5
+    assert result.rule.calibration_path == str(bundled_calibration())
+    assert result.llr == pytest.approx(calibration.slope * result.score + calibration.offset)
+    assert result.accepted == (result.llr >= 0.0)
+    strict = model.verify(audio["a"], audio["b"], p_target=0.01)
+    assert strict.rule.threshold == pytest.approx(np.log(99))
+    explicit = model.verify(audio["a"], audio["b"], threshold=result.score + 1e-3)
+    assert explicit.rule.source == "threshold" and explicit.decision == "reject"
+
+
+def test_verify_matches_the_cli(model, audio):
+    cli = CliRunner().invoke(
+        main,
+        ["verify", str(audio["a"]), str(audio["c"]), "--json"],
+        env={"SPEAKERVERIFY_MODEL": ""},
+    )
+    assert cli.exit_code in (0, 1), cli.output
+    payload = json.loads(cli.stdout)
+    api = model.verify(audio["a"], audio["c"]).to_json()
+    assert api["score"] == pytest.approx(payload["score"], abs=1e-6)
+    assert (api["decision"], api["threshold"]["source"]) == (
+        payload["decision"],
+        payload["threshold"]["source"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        ("missing.wav", AudioError, "missing.wav: file not found"),
+        (np.zeros((2, 16000), np.float32), AudioError, "expected a 1-D waveform (S,)"),
+        (np.zeros(16000, np.int16), AudioError, "expected float samples"),
+        (np.array([0.1, np.nan], np.float32), AudioError, "NaN or infinite"),
+        (np.zeros(0, np.float32), AudioError, "empty"),
+        (np.zeros(32000, np.float32), VerificationError, "no speech found"),
+    ],
+)
+def test_bad_input_raises_project_errors(model, bad, error, message):
+    with pytest.raises(error) as raised:
+        model.embed(bad)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_bad_input_message_is_the_clis(model, audio):
+    with pytest.raises(VerificationError) as raised:
+        model.verify(audio["quiet"], audio["a"])
+    cli = CliRunner().invoke(
+        main,
+        ["verify", str(audio["quiet"]), str(audio["a"])],
+        env={"SPEAKERVERIFY_MODEL": ""},
+    )
+    assert cli.exit_code == 2
+    assert cli.stderr.splitlines()[-1] == f"error: {raised.value}"
+
+
+def test_too_little_speech_and_bad_checkpoint(model, audio, tmp_path):
+    with pytest.raises(VerificationError, match=r"only 2\.\d+ s of speech, need at least 5 s"):
+        model.embed(audio["c"], min_speech_seconds=5)
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        speakerverify.load_model(tmp_path / "nope.pt")
+    with pytest.raises(TypeError):
+        model.embed_batch(str(audio["a"]))
+
+
+def test_readme_python_example_runs(bundled_model_files, audio, monkeypatch):
+    """The README's Python API section is a doctest; run it on two files of one speaker."""
+    monkeypatch.chdir(Path(audio["a"]).parent)
+    start = time.perf_counter()
+    result = doctest.testfile(
+        str(README),
+        module_relative=False,
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+        report=True,
+        verbose=False,
+    )
+    assert result.attempted >= 10, "the README lost its Python example"
+    assert result.failed == 0, f"README doctest: {result.failed} failure(s)"
+    assert time.perf_counter() - start < 60
