@@ -264,12 +264,20 @@ AUDIO_EXTENSIONS = frozenset(
 
 
 def find_audio_files(directory: str | os.PathLike) -> list[Path]:
-    """Audio files under `directory` (recursive, sorted), by extension."""
+    """Audio files under `directory` (recursive, symlinks followed, sorted), by extension."""
     directory = Path(directory)
     if not directory.exists():
         raise VerificationError(f"{directory}: no such directory")
     if not directory.is_dir():
         raise VerificationError(f"{directory}: not a directory")
-    return sorted(
-        p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-    )
+    found, seen = [], set()
+    for root, dirs, files in os.walk(directory, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a symlink loop, or a tree linked twice: visit it once
+            dirs[:] = []
+            continue
+        seen.add(real)
+        found += [
+            Path(root, name) for name in files if Path(name).suffix.lower() in AUDIO_EXTENSIONS
+        ]
+    return sorted(p for p in found if p.is_file())

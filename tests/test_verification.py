@@ -389,3 +389,20 @@ def test_each_enrollment_file_needs_half_a_second_of_speech(tmp_path, voices):
     with pytest.raises(VerificationError, match=r"blip.wav: only 0\.\d+ s of speech"):
         enroll_speaker(store, model, "ann", [voices["ann0"], voices["ann1"], blip])
     assert not store.exists()
+
+
+def test_find_audio_files_follows_symlinked_directories_once(tmp_path):
+    # adapt AUDIO_DIR and enroll from a directory of links to a corpus: the files behind the
+    # links count, and a link loop is visited once.
+    from speakerverify.utterance import find_audio_files
+
+    corpus = tmp_path / "corpus" / "spk1"
+    corpus.mkdir(parents=True)
+    sf.write(corpus / "a.wav", np.zeros(160, dtype=np.float32), 16000)
+    sf.write(corpus / "b.flac", np.zeros(160, dtype=np.float32), 16000)
+    view = tmp_path / "view"
+    view.mkdir()
+    (view / "spk1").symlink_to(corpus)
+    (corpus / "loop").symlink_to(corpus)
+    found = find_audio_files(view)
+    assert [p.name for p in found] == ["a.wav", "b.flac"]
