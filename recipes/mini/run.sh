@@ -9,8 +9,8 @@
 #                            [--corpus DIR] [--jobs N] [--set key=value ...] [--workdir DIR]
 #                            [--full]
 # data/ and exp/ are made in --workdir (default: this recipe's directory). --full trains the
-# bundled model instead (conf/xvector_synth.yaml on 2,500 clean speakers x 10 utterances, whose
-# channels come from per-crop augmentation; about 1.5 h on 2 cores; data in data_full/).
+# bundled model instead (conf/xvector_synth.yaml on 2,500 speakers x 10 utterances, about 1.5 h
+# on 2 cores; data in data_full/).
 set -euo pipefail
 
 stage=0
@@ -25,7 +25,6 @@ utts_per_speaker=8
 test_utts_per_speaker=12
 seconds=3.0
 seed=0
-clean=
 heldout_speakers=40
 num_average=2
 overrides=()
@@ -45,7 +44,7 @@ while [ $# -gt 0 ]; do
     --set) overrides+=("$2"); shift 2 ;;
     --workdir) workdir=$2; shift 2 ;;
     --full) config=conf/xvector_synth.yaml; data=data_full; num_train_speakers=2500
-            utts_per_speaker=10; clean=--clean; shift ;;
+            utts_per_speaker=10; shift ;;
     -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -70,7 +69,7 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
   python "$tools/make_mini_corpus.py" "$corpus" --num-train-speakers "$num_train_speakers" \
     --num-test-speakers "$num_test_speakers" --utts-per-speaker "$utts_per_speaker" \
     --test-utts-per-speaker "$test_utts_per_speaker" --seconds "$seconds" --seed "$seed" \
-    --jobs "$jobs" $clean
+    --jobs "$jobs"
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
