@@ -26,6 +26,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "TrainConfig",
+    "check_kwargs",
     "load_config",
     "save_config",
 ]
@@ -182,12 +183,16 @@ class ModelConfig:
         args = _frozen_dict(self.args, "model.args")
         from speakerverify.models import MODELS
 
-        _check_kwargs(f"model.args ({self.name})", MODELS[self.name], args)
+        check_kwargs(f"model.args ({self.name})", MODELS[self.name], args)
         object.__setattr__(self, "args", args)
 
 
-def _check_kwargs(where: str, target: Any, args: dict | MappingProxyType) -> None:
-    """Reject keyword arguments that `target` (a class or function) does not accept."""
+def check_kwargs(where: str, target: Any, args: dict | MappingProxyType) -> None:
+    """Reject keyword arguments that `target` (a class or function) does not accept.
+
+    Raises:
+        ConfigError: naming `where`, the unknown keys and the valid ones.
+    """
     params = inspect.signature(target).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
@@ -197,11 +202,11 @@ def _check_kwargs(where: str, target: Any, args: dict | MappingProxyType) -> Non
         raise ConfigError(f"{where}: unknown keys {unknown}; valid: {', '.join(valid)}")
 
 
-def _loss_registry() -> tuple[list[str], tuple[str, ...], tuple[str, ...]]:
-    """(loss names, mining strategies, distances) as `speakerverify.losses` defines them."""
-    from speakerverify.losses import DISTANCES, LOSSES, STRATEGIES
+def _loss_registry() -> tuple[list[str], tuple[str, ...], tuple[str, ...], frozenset[str]]:
+    """Loss names, strategies, distances and losses with a margin from `speakerverify.losses`."""
+    from speakerverify.losses import DISTANCES, LOSSES, MARGIN_LOSSES, STRATEGIES
 
-    return sorted(LOSSES), tuple(STRATEGIES), tuple(DISTANCES)
+    return sorted(LOSSES), tuple(STRATEGIES), tuple(DISTANCES), MARGIN_LOSSES
 
 
 @dataclass(frozen=True)
@@ -210,8 +215,10 @@ class LossConfig:
 
     Attributes:
         name: registry name, "triplet" by default.
-        margin: final margin; with `margin_start` set it rises linearly from `margin_start` over
-            `margin_warmup_epochs` epochs (per step).
+        margin: final margin of a loss that has one (triplet, contrastive); None keeps the
+            loss's own default (triplet 0.2, contrastive 1.0 or `args.margin`). With
+            `margin_start` set it rises linearly from `margin_start` over `margin_warmup_epochs`
+            epochs (per step). Losses without a margin refuse both.
         mining: mining strategy; during the first `mining_warmup_epochs` epochs
             `mining_warmup` is used instead (e.g. semi_hard before batch_hard).
         gather_distributed: under DDP, mine over the global batch (all-gather with gradients).
@@ -219,7 +226,7 @@ class LossConfig:
     """
 
     name: str = "triplet"
-    margin: float = 0.2
+    margin: float | None = None
     mining: str = "semi_hard"
     distance: str = "cosine"
     soft_margin: bool = False
@@ -232,11 +239,19 @@ class LossConfig:
     args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
-        _positive("loss", "margin", self.margin, allow_zero=True)
+        if self.margin is not None:
+            _positive("loss", "margin", self.margin, allow_zero=True)
         _positive("loss", "margin_warmup_epochs", self.margin_warmup_epochs, allow_zero=True)
         _positive("loss", "mining_warmup_epochs", self.mining_warmup_epochs, allow_zero=True)
-        names, strategies, distances = _loss_registry()
+        names, strategies, distances, margin_losses = _loss_registry()
         _choice("loss", "name", self.name, names)
+        scheduled = {"margin": self.margin, "margin_start": self.margin_start}
+        for key, value in scheduled.items():
+            if value is not None and self.name not in margin_losses:
+                raise ConfigError(
+                    f"loss.{key}: loss {self.name!r} has no margin; losses with one: "
+                    f"{', '.join(sorted(margin_losses))}"
+                )
         if self.name == "triplet":
             _choice("loss", "mining", self.mining, strategies)
             if self.mining_warmup is not None:
@@ -246,7 +261,11 @@ class LossConfig:
             _choice("loss", "reduction", self.reduction, ("mean", "mean_active"))
         if self.margin_start is not None and self.margin_warmup_epochs <= 0:
             raise ConfigError("loss.margin_warmup_epochs: must be > 0 when margin_start is set")
+        if self.margin_start is not None and self.margin is None:
+            raise ConfigError("loss.margin: required when margin_start is set (the final margin)")
         object.__setattr__(self, "args", _frozen_dict(self.args, "loss.args"))
+        if self.margin is not None and "margin" in self.args:
+            raise ConfigError("loss: give the margin as loss.margin or loss.args.margin, not both")
 
 
 @dataclass(frozen=True)
