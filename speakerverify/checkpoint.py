@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 import speakerverify
+from speakerverify.errors import SpeakerVerifyError
 
 __all__ = [
     "CheckpointError",
@@ -40,7 +41,7 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model_name", "model_args", "state_dict", "features", "fingerprint")
 
 
-class CheckpointError(Exception):
+class CheckpointError(SpeakerVerifyError):
     """A checkpoint cannot be written, read or used; the one-line message names the file."""
 
 

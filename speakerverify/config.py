@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from speakerverify.errors import SpeakerVerifyError
+
 __all__ = [
     "AugmentConfig",
     "Config",
@@ -38,7 +40,7 @@ AMP_MODES = ("none", "bf16", "fp16")
 SMALL_SPEAKERS = ("replace", "exclude")
 
 
-class ConfigError(ValueError):
+class ConfigError(SpeakerVerifyError, ValueError):
     """A config file, section, key, value or override is invalid (one-line message)."""
 
 

@@ -31,6 +31,7 @@ from speakerverify.embedding_store import (
     load_embeddings,
     save_embeddings,
 )
+from speakerverify.errors import SpeakerVerifyError
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +58,7 @@ __all__ = [
 # -- the embedder -----------------------------------------------------------------------------
 
 
-class EmbedError(ValueError):
+class EmbedError(SpeakerVerifyError, ValueError):
     """An utterance cannot be embedded (e.g. shorter than one frame); the message names it."""
 
 
@@ -484,7 +485,10 @@ def extract_embeddings(
         if store is not None and store.meta.get("plan") == plan.signature:
             logger.info("%s: already complete", out)
             return store
-    (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    try:
+        (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EmbeddingStoreError(f"{out}: cannot write ({error.strerror or error})") from None
     if world_size > 1:
         _run_shards(embedder, data_dir, out, plan, rank, world_size, resume, progress)
         if rank == 0:

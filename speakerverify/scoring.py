@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from speakerverify.embedding_store import UnknownUtteranceError
+from speakerverify.errors import SpeakerVerifyError
+
 if TYPE_CHECKING:
     from speakerverify.data import Trials
     from speakerverify.embed import EmbeddingStore
@@ -45,11 +48,11 @@ NORMS = ("none", "snorm", "asnorm")
 _CHUNK = 4096
 
 
-class ScoresError(ValueError):
+class ScoresError(SpeakerVerifyError, ValueError):
     """A score file is malformed or does not match a trial list; the message names the file."""
 
 
-class CalibrationError(ValueError):
+class CalibrationError(SpeakerVerifyError, ValueError):
     """A calibration cannot be fitted, loaded or inverted; the message names the file if any."""
 
 
@@ -107,7 +110,7 @@ def cohort_means(
     else:
         missing = [u for u in ids if u not in utt2spk]
         if missing:
-            raise KeyError(
+            raise UnknownUtteranceError(
                 f"{len(missing)} cohort utterance(s) without a speaker, e.g. {missing[0]}"
             )
         speakers = [utt2spk[u] for u in ids]
@@ -187,7 +190,7 @@ def score_trials(
 
     Raises:
         ValueError: unknown norm, or a norm without a cohort.
-        KeyError: trial utterances missing from the store.
+        UnknownUtteranceError: trial utterances missing from the store (a KeyError).
     """
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
@@ -239,7 +242,10 @@ def write_scores(
     text = "".join(
         f"{e} {t} {s:.9g}\n" for e, t, s in zip(enroll, test, scores.tolist(), strict=True)
     )
-    _atomic_write_text(Path(path), text)
+    try:
+        _atomic_write_text(Path(path), text)
+    except OSError as error:
+        raise ScoresError(f"{path}: cannot write ({error.strerror or error})") from None
 
 
 def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray]:
@@ -254,7 +260,11 @@ def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarr
     enroll: list[str] = []
     test: list[str] = []
     values: list[float] = []
-    with open(path) as stream:
+    try:
+        stream = open(path)  # noqa: SIM115 (closed by the with below)
+    except OSError as error:
+        raise ScoresError(f"{path}: {error.strerror or error}") from None
+    with stream:
         for number, line in enumerate(stream, 1):
             fields = line.split()
             if not fields:
@@ -364,8 +374,16 @@ class Calibration:
         return (math.log((1.0 - p_target) / p_target) - self.offset) / self.slope
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write as a small JSON object, atomically."""
-        _atomic_write_text(Path(path), json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+        """Write as a small JSON object, atomically.
+
+        Raises:
+            CalibrationError: the file cannot be written.
+        """
+        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        try:
+            _atomic_write_text(Path(path), text)
+        except OSError as error:
+            raise CalibrationError(f"{path}: cannot write ({error.strerror or error})") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Calibration:

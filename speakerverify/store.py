@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from speakerverify.errors import SpeakerVerifyError
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -41,7 +43,7 @@ _SCHEMA = (
 _SPEAKER_COLUMNS = "name, embedding, num_utterances, speech_seconds, created, updated"
 
 
-class StoreError(Exception):
+class StoreError(SpeakerVerifyError):
     """A store that cannot be used: missing, corrupt, foreign schema, or made by another model."""
 
 

@@ -32,14 +32,11 @@ def voxceleb(root: str, out_dir: str, split: str, durations: bool) -> None:
 
     ROOT holds wav/ (VoxCeleb1), dev/aac/ (VoxCeleb2) or dev/wav/ (converted VoxCeleb2).
     """
-    from speakerverify.data import DataDirError, prepare_voxceleb
+    from speakerverify.data import prepare_voxceleb
 
-    try:
-        data = prepare_voxceleb(
-            root, out_dir, split=split, with_durations=durations, progress=sys.stderr.isatty()
-        )
-    except (DataDirError, OSError) as error:
-        fail(str(error))
+    data = prepare_voxceleb(
+        root, out_dir, split=split, with_durations=durations, progress=sys.stderr.isatty()
+    )
     hours = f", {sum(data.utt2dur.values()) / 3600:.1f} h" if data.utt2dur else ""
     click.echo(f"{out_dir}: {len(data)} utterances, {len(data.speakers)} speakers{hours}")
 
@@ -52,14 +49,11 @@ def voxceleb(root: str, out_dir: str, split: str, durations: bool) -> None:
 @click.option("--sample-rate", type=int, default=16000, show_default=True)
 def convert_m4a(src: str, dst: str, jobs: int, sample_rate: int) -> None:
     """Convert every SRC/**/*.m4a to DST/**/*.wav (mono, 16-bit); rerun to resume."""
-    from speakerverify.data.convert import ConvertError, convert_m4a_tree
+    from speakerverify.data.convert import convert_m4a_tree
 
-    try:
-        result = convert_m4a_tree(
-            src, dst, jobs=jobs, sample_rate=sample_rate, progress=sys.stderr.isatty()
-        )
-    except ConvertError as error:
-        fail(str(error))
+    result = convert_m4a_tree(
+        src, dst, jobs=jobs, sample_rate=sample_rate, progress=sys.stderr.isatty()
+    )
     click.echo(f"converted {result.converted}, skipped {result.skipped} existing")
     if result.failed:
         first = "; ".join(cause for _, cause in result.failed[:3])
@@ -90,10 +84,5 @@ def _write_noise_index(
     prepare_index: Callable[[str, str], dict[str, int]], root: str, out: str
 ) -> None:
     """Run one of `speakerverify.data.noise.prepare_*` and print what it indexed."""
-    from speakerverify.data.noise import NoiseIndexError
-
-    try:
-        counts = prepare_index(root, out)
-    except NoiseIndexError as error:
-        fail(str(error))
+    counts = prepare_index(root, out)
     click.echo(f"{out}: " + ", ".join(f"{n} {kind}" for kind, n in counts.items()))

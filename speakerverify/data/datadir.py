@@ -12,10 +12,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from speakerverify.errors import SpeakerVerifyError
+
 logger = logging.getLogger(__name__)
 
 
-class DataDirError(ValueError):
+class DataDirError(SpeakerVerifyError, ValueError):
     """A data dir file is malformed or inconsistent; the message names the file and line."""
 
 
@@ -138,14 +140,18 @@ class DataDir:
     def save(self, path: str | os.PathLike) -> None:
         """Write `wav.scp`, `utt2spk`, `spk2utt` and (when known) `utt2dur`, each atomically."""
         root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        _write_lines(root / "wav.scp", (f"{u} {p}" for u, p in self.wav.items()))
-        _write_lines(root / "utt2spk", (f"{u} {self.utt2spk[u]}" for u in self.wav))
-        _write_lines(root / "spk2utt", (f"{s} {' '.join(us)}" for s, us in self.spk2utt.items()))
-        if self.utt2dur is not None:
-            _write_lines(root / "utt2dur", (f"{u} {self.utt2dur[u]:.3f}" for u in self.wav))
-        elif (root / "utt2dur").exists():
-            os.remove(root / "utt2dur")  # a stale utt2dur would no longer match wav.scp
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            _write_lines(root / "wav.scp", (f"{u} {p}" for u, p in self.wav.items()))
+            _write_lines(root / "utt2spk", (f"{u} {self.utt2spk[u]}" for u in self.wav))
+            spk2utt = (f"{s} {' '.join(us)}" for s, us in self.spk2utt.items())
+            _write_lines(root / "spk2utt", spk2utt)
+            if self.utt2dur is not None:
+                _write_lines(root / "utt2dur", (f"{u} {self.utt2dur[u]:.3f}" for u in self.wav))
+            elif (root / "utt2dur").exists():
+                os.remove(root / "utt2dur")  # a stale utt2dur would no longer match wav.scp
+        except OSError as error:
+            raise DataDirError(f"{root}: cannot write ({error.strerror or error})") from None
 
 
 def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:

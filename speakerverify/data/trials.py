@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from speakerverify.data.datadir import DataDir, _write_lines
+from speakerverify.errors import SpeakerVerifyError
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ _KALDI_LABELS = {"target": 1, "nontarget": 0}
 _STRIP_EXTENSIONS = (".wav", ".m4a", ".flac")
 
 
-class TrialsError(ValueError):
+class TrialsError(SpeakerVerifyError, ValueError):
     """A trial list is malformed or does not match the data; the message names file and line."""
 
 
@@ -97,7 +98,11 @@ def read_trials(
     test: list[str] = []
     labels: list[int] = []
     fmt = None
-    with open(path, encoding="utf-8") as f:
+    try:
+        handle = open(path, encoding="utf-8")  # noqa: SIM115 (closed by the with below)
+    except OSError as error:
+        raise TrialsError(f"{path}: {error.strerror or error}") from None
+    with handle as f:
         for lineno, line in enumerate(f, 1):
             fields = line.split()
             if not fields:
