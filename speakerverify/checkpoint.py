@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from torch import nn
 
 import speakerverify
 from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import write_atomic
 
 __all__ = [
     "CheckpointError",
@@ -64,14 +64,7 @@ def model_fingerprint(state_dict: dict[str, torch.Tensor], features: dict[str, A
 
 def _atomic_torch_save(obj: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda stream: torch.save(obj, stream))
 
 
 def save_checkpoint(

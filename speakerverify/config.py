@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
@@ -17,6 +16,7 @@ from typing import Any
 import yaml
 
 from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import write_atomic
 
 __all__ = [
     "AugmentConfig",
@@ -476,12 +476,4 @@ def save_config(config: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically (temp file in the same dir + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False))

@@ -27,11 +27,11 @@ from speakerverify.embedding_store import (
     UTT_IDS_FILE,
     EmbeddingStore,
     EmbeddingStoreError,
-    atomic_write_bytes,
     load_embeddings,
     save_embeddings,
 )
 from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -392,7 +392,7 @@ def _run_shards(
                 continue
             embeddings = _embed_shard(embedder, data_dir, plan.shards[k])
             ids = np.asarray([utt_ids[i] for i in indices])
-            atomic_write_bytes(
+            write_atomic(
                 path,
                 lambda f, e=embeddings, ids=ids, ix=indices: np.savez(
                     f, embeddings=e, utt_ids=ids, indices=np.asarray(ix, np.int64)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import write_atomic
 
 __all__ = [
     "EMBEDDINGS_FILE",
@@ -102,19 +102,6 @@ class EmbeddingStore:
         return np.asarray(self.embeddings[self.rows(ids)], dtype=np.float32)
 
 
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Write `path` through `write(stream)` into a temp file in the same dir + `os.replace`."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
-
-
 def save_embeddings(
     out_dir: str | os.PathLike,
     utt_ids: Sequence[str],
@@ -143,9 +130,9 @@ def save_embeddings(
         out.mkdir(parents=True, exist_ok=True)
         if (out / META_FILE).exists():
             os.unlink(out / META_FILE)  # an interrupted rewrite must not look complete
-        atomic_write_bytes(out / EMBEDDINGS_FILE, lambda f: np.save(f, embeddings))
-        atomic_write_bytes(out / UTT_IDS_FILE, lambda f: f.write(text))
-        atomic_write_bytes(out / META_FILE, lambda f: f.write(payload))
+        write_atomic(out / EMBEDDINGS_FILE, lambda f: np.save(f, embeddings))
+        write_atomic(out / UTT_IDS_FILE, lambda f: f.write(text))
+        write_atomic(out / META_FILE, lambda f: f.write(payload))
     except OSError as error:
         raise EmbeddingStoreError(f"{out}: cannot write ({error.strerror or error})") from None
     store.meta = {**meta_out, "path": str(out)}

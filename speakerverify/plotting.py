@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import write_atomic
 
 __all__ = ["plot_det", "plot_histogram"]
 
@@ -28,19 +28,9 @@ def _save(figure: Any, path: str | os.PathLike) -> Path:
     FigureCanvasAgg(figure)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+        return write_atomic(path, lambda stream: figure.savefig(stream, format="png", dpi=110))
     except OSError as error:
         raise PlotError(f"{path}: cannot write ({error.strerror or error})") from None
-    os.close(handle)
-    try:
-        figure.savefig(temp, format="png", dpi=110)
-        os.replace(temp, path)
-    except OSError as error:
-        raise PlotError(f"{path}: cannot write ({error.strerror or error})") from None
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-    return path
 
 
 def _thin(p_miss: np.ndarray, p_fa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

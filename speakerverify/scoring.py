@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -22,6 +21,7 @@ import numpy as np
 
 from speakerverify.embedding_store import UnknownUtteranceError
 from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import write_atomic
 
 if TYPE_CHECKING:
     from speakerverify.data import Trials
@@ -243,7 +243,8 @@ def write_scores(
         f"{e} {t} {s:.9g}\n" for e, t, s in zip(enroll, test, scores.tolist(), strict=True)
     )
     try:
-        _atomic_write_text(Path(path), text)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text)
     except OSError as error:
         raise ScoresError(f"{path}: cannot write ({error.strerror or error})") from None
 
@@ -315,19 +316,6 @@ def trial_labels(
     return aligned, np.asarray(trials.labels)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
-
-
 # -- calibration ------------------------------------------------------------------------------
 
 
@@ -381,7 +369,8 @@ class Calibration:
         """
         text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
         try:
-            _atomic_write_text(Path(path), text)
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, text)
         except OSError as error:
             raise CalibrationError(f"{path}: cannot write ({error.strerror or error})") from None
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -446,13 +445,11 @@ def _write_atomic(path: Path, text: str) -> None:
         fail(f"{path}: is a directory")
     if not path.parent.is_dir():
         fail(f"{path}: directory {path.parent} does not exist")
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    from speakerverify.files import write_atomic
+
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
+        write_atomic(path, text)
     except OSError as error:
-        Path(tmp).unlink(missing_ok=True)
         fail(f"{path}: cannot write ({error.strerror})")
 
 

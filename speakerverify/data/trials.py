@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerverify.data.datadir import DataDir, _write_lines
+from speakerverify.data.datadir import DataDir
 from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -164,10 +165,10 @@ def write_trials(path: str | os.PathLike, trials: Trials, format: str = "voxcele
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = zip(trials.enroll, trials.test, trials.labels.tolist(), strict=True)
     if format == "voxceleb":
-        lines = (f"{int(lab)} {e}.wav {t}.wav" for e, t, lab in rows)
+        lines = (f"{int(lab)} {e}.wav {t}.wav\n" for e, t, lab in rows)
     else:
-        lines = (f"{e} {t} {'target' if lab else 'nontarget'}" for e, t, lab in rows)
-    _write_lines(path, lines)
+        lines = (f"{e} {t} {'target' if lab else 'nontarget'}\n" for e, t, lab in rows)
+    write_atomic(path, "".join(lines))
 
 
 def _detect(fields: list[str]) -> str | None:
