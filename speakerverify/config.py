@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from speakerverify.errors import SpeakerVerifyError
+from speakerverify.fbank_config import FbankConfig
 from speakerverify.files import write_atomic
 
 __all__ = [
@@ -109,42 +110,60 @@ class DataConfig:
         _choice("data", "small_speakers", self.small_speakers, SMALL_SPEAKERS)
 
 
+_FBANK_KEYS: tuple[str, ...] = tuple(f.name for f in fields(FbankConfig))
+
+
 @dataclass(frozen=True)
 class FeaturesConfig:
-    """Log-mel front-end (mirrors `speakerverify.features.FbankConfig`) plus SpecAugment.
+    """The log-mel front-end (`fbank`, a `FbankConfig`) plus SpecAugment.
 
-    `spec_augment_args` are keyword arguments of `speakerverify.features.SpecAugment`, checked
-    against its signature when training starts.
+    In YAML the `FbankConfig` options sit directly in the `features` section next to
+    `spec_augment` and `spec_augment_args` (`from_flat` / `to_flat`); every `FbankConfig` option
+    is a valid key, so a new front-end option needs no change here. `spec_augment_args` are
+    keyword arguments of `speakerverify.features.SpecAugment`, checked against its signature when
+    training starts.
     """
 
-    sample_rate: int = 16000
-    num_mel_bins: int = 80
-    frame_length_ms: float = 25.0
-    frame_shift_ms: float = 10.0
-    dither: float = 0.0
-    preemphasis: float = 0.97
-    remove_dc_offset: bool = True
-    window_type: str = "povey"
-    low_freq: float = 20.0
-    high_freq: float = 0.0
-    snip_edges: bool = True
-    cmn: bool = True
+    fbank: FbankConfig = field(default_factory=FbankConfig)
     spec_augment: bool = False
     spec_augment_args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
-        _positive("features", "sample_rate", self.sample_rate)
-        _positive("features", "num_mel_bins", self.num_mel_bins)
-        _positive("features", "frame_length_ms", self.frame_length_ms)
-        _positive("features", "frame_shift_ms", self.frame_shift_ms)
-        _positive("features", "dither", self.dither, allow_zero=True)
         args = _frozen_dict(self.spec_augment_args, "features.spec_augment_args")
         object.__setattr__(self, "spec_augment_args", args)
 
+    @staticmethod
+    def keys() -> tuple[str, ...]:
+        """The valid keys of the YAML section."""
+        return (*_FBANK_KEYS, "spec_augment", "spec_augment_args")
+
+    @classmethod
+    def from_flat(cls, values: dict[str, Any]) -> FeaturesConfig:
+        """Build from the flat YAML section (unknown keys are the caller's check)."""
+        fbank = {k: v for k, v in values.items() if k in _FBANK_KEYS}
+        for name in ("sample_rate", "num_mel_bins", "frame_length_ms", "frame_shift_ms"):
+            if name in fbank:
+                _positive("features", name, fbank[name])
+        if "dither" in fbank:
+            _positive("features", "dither", fbank["dither"], allow_zero=True)
+        try:
+            fbank_config = FbankConfig(**fbank)
+        except ValueError as err:
+            raise ConfigError(f"features: {err}") from None
+        rest = {k: v for k, v in values.items() if k not in _FBANK_KEYS}
+        return cls(fbank=fbank_config, **rest)
+
+    def to_flat(self) -> dict[str, Any]:
+        """The flat YAML section (the inverse of `from_flat`)."""
+        return {
+            **self.fbank.to_dict(),
+            "spec_augment": self.spec_augment,
+            "spec_augment_args": dict(self.spec_augment_args),
+        }
+
     def fbank_dict(self) -> dict[str, Any]:
-        """The `FbankConfig` fields only (what checkpoints store as the front-end config)."""
-        skip = {"spec_augment", "spec_augment_args"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        """The `FbankConfig` options only (what checkpoints store as the front-end config)."""
+        return self.fbank.to_dict()
 
 
 @dataclass(frozen=True)
@@ -350,6 +369,24 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+def _section_keys(section_cls: type) -> tuple[str, ...]:
+    if section_cls is FeaturesConfig:
+        return FeaturesConfig.keys()
+    return tuple(f.name for f in fields(section_cls))
+
+
+def _build_section(section_cls: type, values: dict[str, Any]) -> Any:
+    if section_cls is FeaturesConfig:
+        return FeaturesConfig.from_flat(values)
+    return section_cls(**values)
+
+
+def _section_dict(section: Any) -> dict[str, Any]:
+    if isinstance(section, FeaturesConfig):
+        return _plain(section.to_flat())
+    return {f.name: _plain(getattr(section, f.name)) for f in fields(section)}
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, MappingProxyType | dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -385,14 +422,14 @@ class Config:
             values = raw.get(name) or {}
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: section {name!r} must be a mapping")
-            valid = [f.name for f in fields(section_cls)]
+            valid = _section_keys(section_cls)
             bad = sorted(set(values) - set(valid))
             if bad:
                 raise ConfigError(
                     f"{source}: unknown keys in {name}: {bad}; valid: {', '.join(valid)}"
                 )
             try:
-                sections[name] = section_cls(**values)
+                sections[name] = _build_section(section_cls, values)
             except ConfigError as err:
                 raise ConfigError(f"{source}: {err}") from None
             except TypeError as err:  # e.g. a list where a number belongs
@@ -401,10 +438,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dicts (YAML/JSON-able), the inverse of `from_dict`."""
-        return {
-            name: {f.name: _plain(getattr(section, f.name)) for f in fields(section)}
-            for name, section in ((n, getattr(self, n)) for n in _SECTIONS)
-        }
+        return {name: _section_dict(getattr(self, name)) for name in _SECTIONS}
 
     def replace(self, overrides: list[str]) -> Config:
         """A new config with `section.key=value` overrides applied (self is unchanged)."""

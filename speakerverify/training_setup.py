@@ -23,7 +23,7 @@ from speakerverify.augment import Augmenter
 from speakerverify.config import Config, ConfigError, check_kwargs
 from speakerverify.data import CropDataset, DataDir, PKSampler, collate_crops
 from speakerverify.distributed import DistEnv
-from speakerverify.features import Fbank, FbankConfig, SpecAugment
+from speakerverify.features import Fbank, SpecAugment
 from speakerverify.losses import MINING_LOSSES, build_loss
 from speakerverify.models import build_model
 from speakerverify.schedules import LrSchedule, mining_at, warmup_steps_of
@@ -83,8 +83,8 @@ StopFn = Callable[[], bool]
 
 
 def build_model_args(config: Config) -> dict[str, Any]:
-    """Constructor arguments of the encoder; `feat_dim` follows `features.num_mel_bins`."""
-    return {"feat_dim": config.features.num_mel_bins, **dict(config.model.args)}
+    """Constructor arguments of the encoder; `feat_dim` follows `features.fbank.num_mel_bins`."""
+    return {"feat_dim": config.features.fbank.num_mel_bins, **dict(config.model.args)}
 
 
 def build_parts(config: Config, env: DistEnv) -> Parts:
@@ -94,7 +94,7 @@ def build_parts(config: Config, env: DistEnv) -> Parts:
     torch.manual_seed(config.train.seed)  # identical initial weights on every rank
     model_args = build_model_args(config)
     encoder = build_model(config.model.name, **model_args).to(device)
-    frontend = Fbank(FbankConfig.from_dict(config.features.fbank_dict())).to(device)
+    frontend = Fbank(config.features.fbank).to(device)
     spec_augment = None
     if config.features.spec_augment:
         args = dict(config.features.spec_augment_args)
@@ -112,7 +112,7 @@ def build_parts(config: Config, env: DistEnv) -> Parts:
             musan_index=data.musan_index,
             rir_index=data.rir_index,
             aug_prob=config.augment.aug_prob,
-            sample_rate=config.features.sample_rate,
+            sample_rate=config.features.fbank.sample_rate,
             **extra,
         )
     else:
@@ -120,7 +120,7 @@ def build_parts(config: Config, env: DistEnv) -> Parts:
     dataset = CropDataset(
         train_dir,
         chunk_seconds=data.chunk_seconds,
-        sample_rate=config.features.sample_rate,
+        sample_rate=config.features.fbank.sample_rate,
         augmenter=augmenter,
         speed_perturb=data.speed_perturb,
     )

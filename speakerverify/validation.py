@@ -30,7 +30,8 @@ def validate(
     """
     from speakerverify.data import DataDir, read_trials
     from speakerverify.embed import Embedder
-    from speakerverify.features import Fbank, FbankConfig
+    from speakerverify.fbank_config import FbankConfig
+    from speakerverify.features import Fbank
     from speakerverify.metrics import compute_metrics
 
     data_dir = DataDir.load(valid_dir)
