@@ -598,7 +598,7 @@ def checkpoint(tmp_path_factory):
 
 
 def test_real_checkpoint_enroll_verify_with_calibration(checkpoint, voices, tmp_path):
-    from speakerverify.scoring import Calibration
+    from speakerverify.calibration import Calibration
 
     model, fingerprint = checkpoint
     store = tmp_path / "s.db"

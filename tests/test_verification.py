@@ -290,11 +290,11 @@ def test_adapt_bad_inputs_leave_store_alone(tmp_path, voices):
     assert store_rows(store) == before
 
 
-# -- real calibration files (speakerverify.scoring.Calibration) -------------------------------
+# -- real calibration files (speakerverify.calibration.Calibration) -------------------------------
 
 
 def write_calibration(path, **fields):
-    from speakerverify.scoring import Calibration
+    from speakerverify.calibration import Calibration
 
     values = {"slope": 10.0, "offset": -5.0, "model_fingerprint": FP, **fields}
     Calibration(**values).save(path)

@@ -68,27 +68,6 @@ def embed(
         click.echo(f"wrote {len(store)} embeddings ({store.dim} dims) to {out}")
 
 
-def _mean_of_store(path: str) -> Any:
-    import numpy as np
-
-    from speakerverify.embed import load_embeddings
-
-    store = load_embeddings(path)
-    total = np.zeros(store.dim, np.float64)
-    for begin in range(0, len(store), 65536):
-        total += store.embeddings[begin : begin + 65536].sum(axis=0, dtype=np.float64)
-    return (total / len(store)).astype(np.float32), store.meta.get("model_fingerprint", "")
-
-
-def _check_same_model(name: str, fingerprint: str, expected: str) -> None:
-    from speakerverify.embedding_store import EmbeddingStoreError
-
-    if fingerprint and expected and fingerprint != expected:
-        raise EmbeddingStoreError(
-            f"{name} was made by model {fingerprint}, but the embeddings by model {expected}"
-        )
-
-
 @click.command()
 @_trials_argument
 @click.argument("store_path", metavar="STORE", type=click.Path(file_okay=False))
@@ -135,55 +114,20 @@ def score(
     norm = norm or ("asnorm" if cohort_store else "none")
     if norm != "none" and not cohort_store:
         fail(f"--norm {norm} needs --cohort-store")
-    from speakerverify.data import read_trials
-    from speakerverify.embed import load_embeddings
-    from speakerverify.scoring import (
-        Calibration,
-        CalibrationError,
-        cohort_means,
-        score_trials,
-        write_scores,
+    from speakerverify.scoring import score_trial_list
+
+    num_trials = score_trial_list(
+        trials_path,
+        store_path,
+        out,
+        mean_store=mean_store,
+        cohort_store=cohort_store,
+        norm=norm,
+        top_n=top_n,
+        calibration_path=calibration,
     )
-
-    trials = read_trials(trials_path)
-    store = load_embeddings(store_path)
-    fingerprint = store.meta.get("model_fingerprint", "")
-    mean = None
-    if mean_store:
-        mean, mean_fingerprint = _mean_of_store(mean_store)
-        _check_same_model(f"--mean-store {mean_store}", mean_fingerprint, fingerprint)
-    cohort = None
-    if cohort_store and norm != "none":
-        cohort_embeddings = load_embeddings(cohort_store)
-        _check_same_model(
-            f"--cohort-store {cohort_store}",
-            cohort_embeddings.meta.get("model_fingerprint", ""),
-            fingerprint,
-        )
-        cohort = cohort_means(cohort_embeddings, mean=mean)
-    calib = None
-    if calibration:
-        calib = Calibration.load(calibration)
-        _check_same_model(f"calibration {calibration}", calib.model_fingerprint, fingerprint)
-        if calib.norm != norm:
-            raise CalibrationError(
-                f"{calibration}: fitted on {calib.norm} scores, but --norm is {norm}"
-            )
-    scores = score_trials(store, trials, mean=mean, cohort=cohort, norm=norm, top_n=top_n)
-    if calib is not None:
-        scores = calib.apply(scores)
-    write_scores(out, trials.enroll, trials.test, scores)
     kind = "LLRs" if calibration else f"scores (norm: {norm})"
-    click.echo(f"wrote {len(trials)} {kind} to {out}")
-
-
-def _load_scored_trials(trials_path: str, scores_path: str) -> tuple[Any, Any]:
-    from speakerverify.data import read_trials
-    from speakerverify.scoring import read_scores, trial_labels
-
-    trials = read_trials(trials_path)
-    enroll, test, values = read_scores(scores_path)
-    return trial_labels(trials, enroll, test, values, path=scores_path)
+    click.echo(f"wrote {num_trials} {kind} to {out}")
 
 
 @click.command()
@@ -218,24 +162,15 @@ def calibrate(
     prior: float,
 ) -> None:
     """Fit score -> LLR calibration (logistic regression) on development TRIALS and SCORES."""
-    from speakerverify.metrics import cllr, min_cllr
-    from speakerverify.scoring import fit_calibration
+    from speakerverify.scoring import calibrate_scores
 
-    fingerprint = ""
-    if model:
-        from speakerverify.checkpoint import load_checkpoint
-
-        fingerprint = str(load_checkpoint(model)["fingerprint"])
-    scores, labels = _load_scored_trials(trials_path, scores_path)
-    calibration = fit_calibration(
-        scores, labels, prior=prior, model_fingerprint=fingerprint, norm=norm
+    report = calibrate_scores(
+        trials_path, scores_path, out, model_path=model, norm=norm, prior=prior
     )
-    calibration.save(out)
-    after = cllr(calibration.apply(scores), labels)
-    floor = min_cllr(scores, labels)
+    calibration = report.calibration
     click.echo(
         f"llr = {calibration.slope:.6g} * score {calibration.offset:+.6g}  "
-        f"(Cllr {after:.4f}, minCllr {floor:.4f} on {len(scores)} trials)"
+        f"(Cllr {report.cllr:.4f}, minCllr {report.min_cllr:.4f} on {report.num_trials} trials)"
     )
     click.echo(f"wrote {out}")
 
@@ -261,8 +196,9 @@ def evaluate(
 ) -> None:
     """EER, minDCF (p_target 0.01 and 0.05) and minCllr of SCORES against TRIALS labels."""
     from speakerverify.metrics import act_dcf, cllr, compute_metrics, det_curve, min_cllr
+    from speakerverify.scoring import read_scored_trials
 
-    scores, labels = _load_scored_trials(trials_path, scores_path)
+    scores, labels = read_scored_trials(trials_path, scores_path)
     result: dict[str, Any] = compute_metrics(scores, labels)
     result["min_cllr"] = min_cllr(scores, labels)
     if llr:
