@@ -29,6 +29,7 @@ __all__ = [
     "CheckpointError",
     "LoadedModel",
     "average_checkpoints",
+    "build_payload",
     "load_checkpoint",
     "load_model",
     "model_fingerprint",
@@ -62,11 +63,6 @@ def model_fingerprint(state_dict: dict[str, torch.Tensor], features: dict[str, A
     return digest.hexdigest()[:16]
 
 
-def _atomic_torch_save(obj: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, lambda stream: torch.save(obj, stream))
-
-
 def save_checkpoint(
     path: str | os.PathLike,
     *,
@@ -94,8 +90,36 @@ def save_checkpoint(
     """
     module = getattr(model, "module", model)
     state_dict = {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
-    fingerprint = model_fingerprint(state_dict, features)
-    payload = {
+    payload = build_payload(
+        model_name=model_name,
+        model_args=model_args,
+        state_dict=state_dict,
+        features=features,
+        config=config,
+        train_state=train_state,
+    )
+    _write_payload(payload, path)
+    return payload["fingerprint"]
+
+
+def build_payload(
+    *,
+    model_name: str,
+    model_args: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    features: dict[str, Any],
+    config: dict[str, Any] | None = None,
+    train_state: dict[str, Any] | None = None,
+    averaged_from: list[str] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint dict (the one place its keys, versions and fingerprint are put together).
+
+    Args:
+        model_name, model_args, features, config, train_state: as in `save_checkpoint`.
+        state_dict: the encoder's weights on the CPU.
+        averaged_from: the checkpoints an averaged model came from (recorded when given).
+    """
+    payload: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "model_name": model_name,
         "model_args": dict(model_args),
@@ -103,14 +127,21 @@ def save_checkpoint(
         "features": dict(features),
         "config": config,
         "versions": {"speakerverify": speakerverify.__version__, "torch": str(torch.__version__)},
-        "fingerprint": fingerprint,
+        "fingerprint": model_fingerprint(state_dict, features),
         "train_state": train_state,
     }
+    if averaged_from is not None:
+        payload["averaged_from"] = averaged_from
+    return payload
+
+
+def _write_payload(payload: dict[str, Any], path: str | os.PathLike) -> None:
+    path = Path(path)
     try:
-        _atomic_torch_save(payload, Path(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda stream: torch.save(payload, stream))
     except OSError as err:
         raise CheckpointError(f"{path}: cannot write checkpoint: {err.strerror or err}") from None
-    return fingerprint
 
 
 def _first_line(err: BaseException) -> str:
@@ -237,23 +268,13 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.P
         k: (v / len(paths)).to(dtypes[k]) if dtypes[k].is_floating_point else v
         for k, v in sums.items()
     }
-    fingerprint = model_fingerprint(averaged, first["features"])
-    payload = {
-        "format_version": FORMAT_VERSION,
-        "model_name": first["model_name"],
-        "model_args": first["model_args"],
-        "state_dict": averaged,
-        "features": first["features"],
-        "config": last.get("config"),
-        "versions": {"speakerverify": speakerverify.__version__, "torch": str(torch.__version__)},
-        "fingerprint": fingerprint,
-        "train_state": None,
-        "averaged_from": [str(p) for p in paths],
-    }
-    try:
-        _atomic_torch_save(payload, Path(out_path))
-    except OSError as err:
-        raise CheckpointError(
-            f"{out_path}: cannot write checkpoint: {err.strerror or err}"
-        ) from None
-    return fingerprint
+    payload = build_payload(
+        model_name=first["model_name"],
+        model_args=first["model_args"],
+        state_dict=averaged,
+        features=first["features"],
+        config=last.get("config"),
+        averaged_from=[str(p) for p in paths],
+    )
+    _write_payload(payload, out_path)
+    return payload["fingerprint"]
