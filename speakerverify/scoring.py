@@ -42,8 +42,8 @@ __all__ = [
     "calibrate_scores",
     "cohort_means",
     "cosine_scores",
+    "l2_normalize",
     "mean_embedding",
-    "normalize_rows",
     "read_scored_trials",
     "read_scores",
     "score_trial_list",
@@ -60,39 +60,61 @@ class ScoresError(SpeakerVerifyError, ValueError):
     """A score file is malformed or does not match a trial list; the message names the file."""
 
 
-def normalize_rows(x: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
-    """`(x - mean) / ||x - mean||` per row, float32 `(N, D)`; zero rows stay zero.
+def l2_normalize(
+    x: np.ndarray,
+    mean: np.ndarray | None = None,
+    *,
+    dtype: np.dtype | type | None = None,
+    copy: bool = True,
+) -> np.ndarray:
+    """`(x - mean) / ||x - mean||` along the last axis (`(D,)` or `(N, D)`).
 
-    >>> normalize_rows(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
-    [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+    The one zero-vector rule of the package: a vector of length zero stays zero, so its cosine
+    with anything is 0. Callers that must refuse such a vector (the speaker store) check first.
+
+    Args:
+        x: vectors.
+        mean: `(D,)` subtracted first, or None.
+        dtype: of the result; None keeps the precision of `x` (at least float32).
+        copy: False normalizes `x` in place when it already has `dtype`.
+
+    >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [[0.6, 0.8], [0.0, 0.0]]
     """
-    x = np.array(x, dtype=np.float32, copy=True)
+    dtype = np.result_type(x, np.float32) if dtype is None else np.dtype(dtype)
+    x = np.array(x, dtype=dtype, copy=True) if copy else np.asarray(x, dtype=dtype)
     if mean is not None:
-        x -= np.asarray(mean, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+        x -= np.asarray(mean, dtype=dtype)
+    norms = np.sqrt(np.einsum("...d,...d->...", x, x))[..., None]
     np.divide(x, norms, out=x, where=norms > 0)
     return x
 
 
-def _normalize_in_place(x: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
-    if mean is not None:
-        x -= np.asarray(mean, dtype=np.float32)
-    norms = np.sqrt(np.einsum("nd,nd->n", x, x))
-    scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-    x *= scale[:, None]
-    return x
+def cosine_scores(
+    enroll: np.ndarray, test: np.ndarray, mean: np.ndarray | None = None
+) -> np.ndarray:
+    """Cosine similarity of each enrollment vector with its test vector -> `(N,)`.
 
+    Args:
+        enroll: `(N, D)` (or `(D,)`).
+        test: `(N, D)`, or one `(D,)` vector scored against every enrollment row.
+        mean: `(D,)` subtracted from both sides first (cosine after centring), or None.
 
-def cosine_scores(enroll: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity of two `(N, D)` arrays -> `(N,)` float32.
+    Returns:
+        In the precision of the inputs (at least float32); 0 against a zero vector.
 
     >>> cosine_scores(np.array([[1.0, 0.0], [1.0, 1.0]]), np.array([[2.0, 0.0], [-1.0, 1.0]]))
-    array([1., 0.], dtype=float32)
+    array([1., 0.])
+    >>> cosine_scores(np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([3.0, 3.0])).round(4)
+    array([0.7071, 0.7071])
     """
-    enroll, test = np.atleast_2d(enroll), np.atleast_2d(test)
+    enroll = np.atleast_2d(enroll)
+    test = np.asarray(test)
+    if test.ndim == 1:
+        test = np.broadcast_to(test, enroll.shape)
     if enroll.shape != test.shape:
         raise ValueError(f"enroll {enroll.shape} and test {test.shape} must have the same shape")
-    return np.einsum("nd,nd->n", normalize_rows(enroll), normalize_rows(test))
+    return np.einsum("nd,nd->n", l2_normalize(enroll, mean), l2_normalize(test, mean))
 
 
 def cohort_means(
@@ -124,7 +146,7 @@ def cohort_means(
     sums = np.zeros((names.size, store.dim), np.float64)
     chunk = 65536
     for begin in range(0, len(ids), chunk):
-        block = normalize_rows(store.embeddings[begin : begin + chunk], mean)
+        block = l2_normalize(store.embeddings[begin : begin + chunk], mean, dtype=np.float32)
         owners = inverse[begin : begin + chunk]
         # (C, n) 0/1 speaker-membership matrix times the block: per-speaker sums in one product
         membership = csr_matrix(
@@ -132,7 +154,7 @@ def cohort_means(
             shape=(names.size, owners.size),
         )
         sums += membership @ block
-    return normalize_rows(sums)
+    return l2_normalize(sums, dtype=np.float32)
 
 
 def _cohort_stats(
@@ -214,9 +236,8 @@ def score_trials(
         count=2 * num_trials,
     )
     enroll_rows, test_rows = sides[:num_trials], sides[num_trials:]
-    embeddings = _normalize_in_place(
-        np.asarray(store.embeddings[store.rows(list(codes))], dtype=np.float32), mean
-    )
+    rows = store.embeddings[store.rows(list(codes))]  # a copy (fancy indexing)
+    embeddings = l2_normalize(rows, mean, dtype=np.float32, copy=False)
     scores = np.empty(num_trials, np.float32)
     for begin in range(0, num_trials, _CHUNK):
         end = begin + _CHUNK
@@ -225,7 +246,7 @@ def score_trials(
         )
     if norm == "none":
         return scores
-    cohort_embeddings = normalize_rows(cohort)
+    cohort_embeddings = l2_normalize(cohort, dtype=np.float32)
     means, stds = _cohort_stats(embeddings, cohort_embeddings, top_n if norm == "asnorm" else None)
     stds = np.maximum(stds, np.float32(1e-6))
     enroll_part = (scores - means[enroll_rows]) / stds[enroll_rows]

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.store import l2_normalize
+from speakerverify.scoring import l2_normalize
 
 logger = logging.getLogger(__name__)
 

@@ -232,3 +232,25 @@ def test_score_and_calibrate_are_one_call_each(tmp_path, rng):
     with pytest.raises(CalibrationError, match="fitted on none scores, but --norm is snorm"):
         score_trial_list(trials_path, store_path, llr_path, norm="snorm", cohort_store=store_path,
                          calibration_path=calibration_path)  # fmt: skip
+
+
+def test_one_normalization_with_one_zero_vector_rule():
+    from speakerverify.scoring import l2_normalize
+
+    rows = np.array([[3.0, 4.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(l2_normalize(rows), [[0.6, 0.8], [0.0, 0.0]])
+    assert l2_normalize(rows).dtype == np.float64
+    assert l2_normalize(rows.astype(np.float32)).dtype == np.float32
+    np.testing.assert_allclose(l2_normalize(np.array([0.0, 2.0])), [0.0, 1.0])
+    np.testing.assert_allclose(l2_normalize(rows, mean=np.array([3.0, 0.0])), [[0, 1], [-1, 0]])
+    assert cosine_scores(rows, np.array([1.0, 1.0]))[1] == 0.0  # a zero vector scores 0
+
+
+def test_the_store_still_refuses_a_zero_embedding(tmp_path):
+    from speakerverify.store import SpeakerStore
+
+    with (
+        SpeakerStore(tmp_path / "s.db", create=True) as store,
+        pytest.raises(ValueError, match="zero or non-finite norm"),
+    ):
+        store.add("ann", np.zeros((1, 4)), speech_seconds=3.0, fingerprint="f")

@@ -12,6 +12,7 @@ from speaker_helpers import FP, SpectrumEmbedder, store_rows
 from synth import random_speaker, speech_like
 
 from speakerverify.audio import AudioError
+from speakerverify.scoring import cosine_scores
 from speakerverify.store import SpeakerStore, StoreError, UnknownSpeakerError
 from speakerverify.verification import (
     DecisionRule,
@@ -19,7 +20,6 @@ from speakerverify.verification import (
     VerificationError,
     adapt,
     bayes_llr_threshold,
-    cosine_scores,
     default_calibration_path,
     embed_utterance,
     enroll_speaker,
