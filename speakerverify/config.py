@@ -285,6 +285,9 @@ class LossConfig:
         if self.margin_start is not None and self.margin is None:
             raise ConfigError("loss.margin: required when margin_start is set (the final margin)")
         object.__setattr__(self, "args", _frozen_dict(self.args, "loss.args"))
+        from speakerverify.losses import LOSSES
+
+        check_kwargs(f"loss.args ({self.name})", LOSSES[self.name], self.args)
         if self.margin is not None and "margin" in self.args:
             raise ConfigError("loss: give the margin as loss.margin or loss.args.margin, not both")
 

@@ -122,6 +122,26 @@ def test_apply_overrides_does_not_mutate_input():
         ),
         ({**MINIMAL, "loss": {"mining": "hardest"}}, [], "loss.mining: unknown value 'hardest'"),
         ({**MINIMAL, "loss": {"name": "arcface"}}, [], "loss.name: unknown value 'arcface'"),
+        (
+            {**MINIMAL, "loss": {"name": "info_nce", "args": {"temp": 1}}},
+            [],
+            "loss.args (info_nce): unknown keys ['temp']; valid: temperature",
+        ),
+        (
+            {**MINIMAL, "loss": {"name": "info_nce", "margin": 0.2}},
+            [],
+            "loss.margin: loss 'info_nce' has no margin",
+        ),
+        (
+            {**MINIMAL, "loss": {"margin_start": 0.1, "margin_warmup_epochs": 1}},
+            [],
+            "loss.margin: required when margin_start is set",
+        ),
+        (
+            {**MINIMAL, "loss": {"name": "contrastive", "margin": 1, "args": {"margin": 2}}},
+            [],
+            "not both",
+        ),
         ({**MINIMAL, "train": {"amp": "fp8"}}, [], "train.amp: unknown value 'fp8'"),
         ({**MINIMAL, "data": {"train_dir": "d", "num_utts": 1}}, [], "data.num_utts: must be >= 2"),
         ({**MINIMAL, "optim": {"warmup_steps": 5, "warmup_epochs": 1}}, [], "not both"),
