@@ -81,7 +81,7 @@ def prepare(root: Path, model_name: str) -> tuple[Path, Path, Path]:
     from synth import random_speaker, speech_like
 
     from speakerverify.checkpoint import save_checkpoint
-    from speakerverify.features import FbankConfig
+    from speakerverify.fbank_config import FbankConfig
     from speakerverify.models import build_model
 
     torch.manual_seed(0)

@@ -38,7 +38,8 @@ def make_ours(strategy: str):
     loss_fn = TripletLoss(margin=MARGIN, mining=strategy, reduction="mean_active")
 
     def run(embeddings, labels):
-        return loss_fn(embeddings, labels), loss_fn.stats["num_valid"]
+        value, stats = loss_fn(embeddings, labels)
+        return value, stats["num_valid"]
 
     return run
 

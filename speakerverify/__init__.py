@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from speakerverify.api import Model
 
-__version__ = "0.1.0"
+from speakerverify._version import __version__
 
 __all__ = ["__version__", "load_model"]
 

@@ -17,6 +17,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from speakerverify.errors import SpeakerVerifyError
+
 logger = logging.getLogger(__name__)
 
 # Extensions read by libsndfile; everything else is decoded by ffmpeg.
@@ -27,7 +29,7 @@ SOUNDFILE_EXTENSIONS = frozenset(
 _AUDIO_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM", b".snd", b"caff")
 
 
-class AudioError(Exception):
+class AudioError(SpeakerVerifyError):
     """A file could not be read as audio; the message is one line naming the file and the cause."""
 
 

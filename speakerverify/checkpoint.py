@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,15 @@ from typing import Any
 import torch
 from torch import nn
 
-import speakerverify
+from speakerverify._version import __version__
+from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import write_atomic
 
 __all__ = [
     "CheckpointError",
     "LoadedModel",
     "average_checkpoints",
+    "build_payload",
     "load_checkpoint",
     "load_model",
     "model_fingerprint",
@@ -40,7 +42,7 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model_name", "model_args", "state_dict", "features", "fingerprint")
 
 
-class CheckpointError(Exception):
+class CheckpointError(SpeakerVerifyError):
     """A checkpoint cannot be written, read or used; the one-line message names the file."""
 
 
@@ -59,18 +61,6 @@ def model_fingerprint(state_dict: dict[str, torch.Tensor], features: dict[str, A
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     digest.update(json.dumps(features, sort_keys=True).encode())
     return digest.hexdigest()[:16]
-
-
-def _atomic_torch_save(obj: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(
@@ -100,23 +90,58 @@ def save_checkpoint(
     """
     module = getattr(model, "module", model)
     state_dict = {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
-    fingerprint = model_fingerprint(state_dict, features)
-    payload = {
+    payload = build_payload(
+        model_name=model_name,
+        model_args=model_args,
+        state_dict=state_dict,
+        features=features,
+        config=config,
+        train_state=train_state,
+    )
+    _write_payload(payload, path)
+    return payload["fingerprint"]
+
+
+def build_payload(
+    *,
+    model_name: str,
+    model_args: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    features: dict[str, Any],
+    config: dict[str, Any] | None = None,
+    train_state: dict[str, Any] | None = None,
+    averaged_from: list[str] | None = None,
+) -> dict[str, Any]:
+    """The checkpoint dict (the one place its keys, versions and fingerprint are put together).
+
+    Args:
+        model_name, model_args, features, config, train_state: as in `save_checkpoint`.
+        state_dict: the encoder's weights on the CPU.
+        averaged_from: the checkpoints an averaged model came from (recorded when given).
+    """
+    payload: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "model_name": model_name,
         "model_args": dict(model_args),
         "state_dict": state_dict,
         "features": dict(features),
         "config": config,
-        "versions": {"speakerverify": speakerverify.__version__, "torch": str(torch.__version__)},
-        "fingerprint": fingerprint,
+        "versions": {"speakerverify": __version__, "torch": str(torch.__version__)},
+        "fingerprint": model_fingerprint(state_dict, features),
         "train_state": train_state,
     }
+    if averaged_from is not None:
+        payload["averaged_from"] = averaged_from
+    return payload
+
+
+def _write_payload(payload: dict[str, Any], path: str | os.PathLike) -> None:
+    path = Path(path)
     try:
-        _atomic_torch_save(payload, Path(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda stream: torch.save(payload, stream))
     except OSError as err:
         raise CheckpointError(f"{path}: cannot write checkpoint: {err.strerror or err}") from None
-    return fingerprint
 
 
 def _first_line(err: BaseException) -> str:
@@ -184,7 +209,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     Raises:
         CheckpointError: unreadable checkpoint, unknown model name or mismatching weights.
     """
-    from speakerverify.features import Fbank, FbankConfig
+    from speakerverify.fbank_config import FbankConfig
+    from speakerverify.features import Fbank
     from speakerverify.models import build_model
 
     payload = load_checkpoint(path)
@@ -242,23 +268,13 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.P
         k: (v / len(paths)).to(dtypes[k]) if dtypes[k].is_floating_point else v
         for k, v in sums.items()
     }
-    fingerprint = model_fingerprint(averaged, first["features"])
-    payload = {
-        "format_version": FORMAT_VERSION,
-        "model_name": first["model_name"],
-        "model_args": first["model_args"],
-        "state_dict": averaged,
-        "features": first["features"],
-        "config": last.get("config"),
-        "versions": {"speakerverify": speakerverify.__version__, "torch": str(torch.__version__)},
-        "fingerprint": fingerprint,
-        "train_state": None,
-        "averaged_from": [str(p) for p in paths],
-    }
-    try:
-        _atomic_torch_save(payload, Path(out_path))
-    except OSError as err:
-        raise CheckpointError(
-            f"{out_path}: cannot write checkpoint: {err.strerror or err}"
-        ) from None
-    return fingerprint
+    payload = build_payload(
+        model_name=first["model_name"],
+        model_args=first["model_args"],
+        state_dict=averaged,
+        features=first["features"],
+        config=last.get("config"),
+        averaged_from=[str(p) for p in paths],
+    )
+    _write_payload(payload, out_path)
+    return payload["fingerprint"]

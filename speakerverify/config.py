@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import inspect
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import yaml
+
+from speakerverify.errors import SpeakerVerifyError
+from speakerverify.fbank_config import FbankConfig
+from speakerverify.files import write_atomic
 
 __all__ = [
     "AugmentConfig",
@@ -26,6 +29,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "TrainConfig",
+    "check_kwargs",
     "load_config",
     "save_config",
 ]
@@ -37,7 +41,7 @@ AMP_MODES = ("none", "bf16", "fp16")
 SMALL_SPEAKERS = ("replace", "exclude")
 
 
-class ConfigError(ValueError):
+class ConfigError(SpeakerVerifyError, ValueError):
     """A config file, section, key, value or override is invalid (one-line message)."""
 
 
@@ -106,43 +110,60 @@ class DataConfig:
         _choice("data", "small_speakers", self.small_speakers, SMALL_SPEAKERS)
 
 
+_FBANK_KEYS: tuple[str, ...] = tuple(f.name for f in fields(FbankConfig))
+
+
 @dataclass(frozen=True)
 class FeaturesConfig:
-    """Log-mel front-end (mirrors `speakerverify.features.FbankConfig`) plus SpecAugment.
+    """The log-mel front-end (`fbank`, a `FbankConfig`) plus SpecAugment.
 
-    `spec_augment_args` are keyword arguments of `speakerverify.features.SpecAugment`, checked
-    against its signature when training starts.
+    In YAML the `FbankConfig` options sit directly in the `features` section next to
+    `spec_augment` and `spec_augment_args` (`from_flat` / `to_flat`); every `FbankConfig` option
+    is a valid key, so a new front-end option needs no change here. `spec_augment_args` are
+    keyword arguments of `speakerverify.features.SpecAugment`, checked against its signature when
+    training starts.
     """
 
-    sample_rate: int = 16000
-    num_mel_bins: int = 80
-    frame_length_ms: float = 25.0
-    frame_shift_ms: float = 10.0
-    dither: float = 0.0
-    preemphasis: float = 0.97
-    remove_dc_offset: bool = True
-    window_type: str = "povey"
-    low_freq: float = 20.0
-    high_freq: float = 0.0
-    snip_edges: bool = True
-    cmn: bool = True
-    noise_floor_db: float | None = None
+    fbank: FbankConfig = field(default_factory=FbankConfig)
     spec_augment: bool = False
     spec_augment_args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
-        _positive("features", "sample_rate", self.sample_rate)
-        _positive("features", "num_mel_bins", self.num_mel_bins)
-        _positive("features", "frame_length_ms", self.frame_length_ms)
-        _positive("features", "frame_shift_ms", self.frame_shift_ms)
-        _positive("features", "dither", self.dither, allow_zero=True)
         args = _frozen_dict(self.spec_augment_args, "features.spec_augment_args")
         object.__setattr__(self, "spec_augment_args", args)
 
+    @staticmethod
+    def keys() -> tuple[str, ...]:
+        """The valid keys of the YAML section."""
+        return (*_FBANK_KEYS, "spec_augment", "spec_augment_args")
+
+    @classmethod
+    def from_flat(cls, values: dict[str, Any]) -> FeaturesConfig:
+        """Build from the flat YAML section (unknown keys are the caller's check)."""
+        fbank = {k: v for k, v in values.items() if k in _FBANK_KEYS}
+        for name in ("sample_rate", "num_mel_bins", "frame_length_ms", "frame_shift_ms"):
+            if name in fbank:
+                _positive("features", name, fbank[name])
+        if "dither" in fbank:
+            _positive("features", "dither", fbank["dither"], allow_zero=True)
+        try:
+            fbank_config = FbankConfig(**fbank)
+        except ValueError as err:
+            raise ConfigError(f"features: {err}") from None
+        rest = {k: v for k, v in values.items() if k not in _FBANK_KEYS}
+        return cls(fbank=fbank_config, **rest)
+
+    def to_flat(self) -> dict[str, Any]:
+        """The flat YAML section (the inverse of `from_flat`)."""
+        return {
+            **self.fbank.to_dict(),
+            "spec_augment": self.spec_augment,
+            "spec_augment_args": dict(self.spec_augment_args),
+        }
+
     def fbank_dict(self) -> dict[str, Any]:
-        """The `FbankConfig` fields only (what checkpoints store as the front-end config)."""
-        skip = {"spec_augment", "spec_augment_args"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        """The `FbankConfig` options only (what checkpoints store as the front-end config)."""
+        return self.fbank.to_dict()
 
 
 @dataclass(frozen=True)
@@ -189,12 +210,16 @@ class ModelConfig:
         args = _frozen_dict(self.args, "model.args")
         from speakerverify.models import MODELS
 
-        _check_kwargs(f"model.args ({self.name})", MODELS[self.name], args)
+        check_kwargs(f"model.args ({self.name})", MODELS[self.name], args)
         object.__setattr__(self, "args", args)
 
 
-def _check_kwargs(where: str, target: Any, args: dict | MappingProxyType) -> None:
-    """Reject keyword arguments that `target` (a class or function) does not accept."""
+def check_kwargs(where: str, target: Any, args: dict | MappingProxyType) -> None:
+    """Reject keyword arguments that `target` (a class or function) does not accept.
+
+    Raises:
+        ConfigError: naming `where`, the unknown keys and the valid ones.
+    """
     params = inspect.signature(target).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
@@ -204,11 +229,11 @@ def _check_kwargs(where: str, target: Any, args: dict | MappingProxyType) -> Non
         raise ConfigError(f"{where}: unknown keys {unknown}; valid: {', '.join(valid)}")
 
 
-def _loss_registry() -> tuple[list[str], tuple[str, ...], tuple[str, ...]]:
-    """(loss names, mining strategies, distances) as `speakerverify.losses` defines them."""
-    from speakerverify.losses import DISTANCES, LOSSES, STRATEGIES
+def _loss_registry() -> tuple[list[str], tuple[str, ...], tuple[str, ...], frozenset[str]]:
+    """Loss names, strategies, distances and losses with a margin from `speakerverify.losses`."""
+    from speakerverify.losses import DISTANCES, LOSSES, MARGIN_LOSSES, STRATEGIES
 
-    return sorted(LOSSES), tuple(STRATEGIES), tuple(DISTANCES)
+    return sorted(LOSSES), tuple(STRATEGIES), tuple(DISTANCES), MARGIN_LOSSES
 
 
 @dataclass(frozen=True)
@@ -217,8 +242,10 @@ class LossConfig:
 
     Attributes:
         name: registry name, "triplet" by default.
-        margin: final margin; with `margin_start` set it rises linearly from `margin_start` over
-            `margin_warmup_epochs` epochs (per step).
+        margin: final margin of a loss that has one (triplet, contrastive); None keeps the
+            loss's own default (triplet 0.2, contrastive 1.0 or `args.margin`). With
+            `margin_start` set it rises linearly from `margin_start` over `margin_warmup_epochs`
+            epochs (per step). Losses without a margin refuse both.
         mining: mining strategy; during the first `mining_warmup_epochs` epochs
             `mining_warmup` is used instead (e.g. semi_hard before batch_hard).
         gather_distributed: under DDP, mine over the global batch (all-gather with gradients).
@@ -226,7 +253,7 @@ class LossConfig:
     """
 
     name: str = "triplet"
-    margin: float = 0.2
+    margin: float | None = None
     mining: str = "semi_hard"
     distance: str = "cosine"
     soft_margin: bool = False
@@ -239,11 +266,19 @@ class LossConfig:
     args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
-        _positive("loss", "margin", self.margin, allow_zero=True)
+        if self.margin is not None:
+            _positive("loss", "margin", self.margin, allow_zero=True)
         _positive("loss", "margin_warmup_epochs", self.margin_warmup_epochs, allow_zero=True)
         _positive("loss", "mining_warmup_epochs", self.mining_warmup_epochs, allow_zero=True)
-        names, strategies, distances = _loss_registry()
+        names, strategies, distances, margin_losses = _loss_registry()
         _choice("loss", "name", self.name, names)
+        scheduled = {"margin": self.margin, "margin_start": self.margin_start}
+        for key, value in scheduled.items():
+            if value is not None and self.name not in margin_losses:
+                raise ConfigError(
+                    f"loss.{key}: loss {self.name!r} has no margin; losses with one: "
+                    f"{', '.join(sorted(margin_losses))}"
+                )
         if self.name == "triplet":
             _choice("loss", "mining", self.mining, strategies)
             if self.mining_warmup is not None:
@@ -253,7 +288,14 @@ class LossConfig:
             _choice("loss", "reduction", self.reduction, ("mean", "mean_active"))
         if self.margin_start is not None and self.margin_warmup_epochs <= 0:
             raise ConfigError("loss.margin_warmup_epochs: must be > 0 when margin_start is set")
+        if self.margin_start is not None and self.margin is None:
+            raise ConfigError("loss.margin: required when margin_start is set (the final margin)")
         object.__setattr__(self, "args", _frozen_dict(self.args, "loss.args"))
+        from speakerverify.losses import LOSSES
+
+        check_kwargs(f"loss.args ({self.name})", LOSSES[self.name], self.args)
+        if self.margin is not None and "margin" in self.args:
+            raise ConfigError("loss: give the margin as loss.margin or loss.args.margin, not both")
 
 
 @dataclass(frozen=True)
@@ -343,6 +385,24 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+def _section_keys(section_cls: type) -> tuple[str, ...]:
+    if section_cls is FeaturesConfig:
+        return FeaturesConfig.keys()
+    return tuple(f.name for f in fields(section_cls))
+
+
+def _build_section(section_cls: type, values: dict[str, Any]) -> Any:
+    if section_cls is FeaturesConfig:
+        return FeaturesConfig.from_flat(values)
+    return section_cls(**values)
+
+
+def _section_dict(section: Any) -> dict[str, Any]:
+    if isinstance(section, FeaturesConfig):
+        return _plain(section.to_flat())
+    return {f.name: _plain(getattr(section, f.name)) for f in fields(section)}
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, MappingProxyType | dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -378,14 +438,14 @@ class Config:
             values = raw.get(name) or {}
             if not isinstance(values, dict):
                 raise ConfigError(f"{source}: section {name!r} must be a mapping")
-            valid = [f.name for f in fields(section_cls)]
+            valid = _section_keys(section_cls)
             bad = sorted(set(values) - set(valid))
             if bad:
                 raise ConfigError(
                     f"{source}: unknown keys in {name}: {bad}; valid: {', '.join(valid)}"
                 )
             try:
-                sections[name] = section_cls(**values)
+                sections[name] = _build_section(section_cls, values)
             except ConfigError as err:
                 raise ConfigError(f"{source}: {err}") from None
             except TypeError as err:  # e.g. a list where a number belongs
@@ -394,10 +454,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dicts (YAML/JSON-able), the inverse of `from_dict`."""
-        return {
-            name: {f.name: _plain(getattr(section, f.name)) for f in fields(section)}
-            for name, section in ((n, getattr(self, n)) for n in _SECTIONS)
-        }
+        return {name: _section_dict(getattr(self, name)) for name in _SECTIONS}
 
     def replace(self, overrides: list[str]) -> Config:
         """A new config with `section.key=value` overrides applied (self is unchanged)."""
@@ -478,12 +535,4 @@ def save_config(config: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically (temp file in the same dir + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=False))

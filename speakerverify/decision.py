@@ -35,7 +35,7 @@ class DecisionRule:
         threshold: The threshold on `scale`.
         scale: "llr" or "score".
         p_target: Prior of a target trial for the calibration rule (else None).
-        calibration: The loaded `scoring.Calibration` (also reports LLRs under "threshold").
+        calibration: The loaded `calibration.Calibration` (also reports LLRs under "threshold").
         calibration_path: Where it was loaded from.
         score_threshold: The raw score at which the decision flips.
     """
@@ -150,7 +150,7 @@ def _load_calibration(path: Path, fingerprint: str) -> Any:
         raise VerificationError(f"{path}: is a directory, not a calibration file")
     if not path.is_file():
         raise VerificationError(f"{path}: calibration file not found")
-    from speakerverify.scoring import Calibration
+    from speakerverify.calibration import Calibration
 
     try:
         calibration = Calibration.load(path)

@@ -27,10 +27,11 @@ from speakerverify.embedding_store import (
     UTT_IDS_FILE,
     EmbeddingStore,
     EmbeddingStoreError,
-    atomic_write_bytes,
     load_embeddings,
     save_embeddings,
 )
+from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import write_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -57,7 +58,7 @@ __all__ = [
 # -- the embedder -----------------------------------------------------------------------------
 
 
-class EmbedError(ValueError):
+class EmbedError(SpeakerVerifyError, ValueError):
     """An utterance cannot be embedded (e.g. shorter than one frame); the message names it."""
 
 
@@ -391,7 +392,7 @@ def _run_shards(
                 continue
             embeddings = _embed_shard(embedder, data_dir, plan.shards[k])
             ids = np.asarray([utt_ids[i] for i in indices])
-            atomic_write_bytes(
+            write_atomic(
                 path,
                 lambda f, e=embeddings, ids=ids, ix=indices: np.savez(
                     f, embeddings=e, utt_ids=ids, indices=np.asarray(ix, np.int64)
@@ -484,7 +485,10 @@ def extract_embeddings(
         if store is not None and store.meta.get("plan") == plan.signature:
             logger.info("%s: already complete", out)
             return store
-    (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    try:
+        (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EmbeddingStoreError(f"{out}: cannot write ({error.strerror or error})") from None
     if world_size > 1:
         _run_shards(embedder, data_dir, out, plan, rank, world_size, resume, progress)
         if rank == 0:

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import write_atomic
 
 __all__ = [
     "EMBEDDINGS_FILE",
@@ -32,8 +34,15 @@ UTT_IDS_FILE = "utt_ids.txt"
 META_FILE = "meta.json"
 
 
-class EmbeddingStoreError(ValueError):
+class EmbeddingStoreError(SpeakerVerifyError, ValueError):
     """A store directory is missing, incomplete or inconsistent; the message names the path."""
+
+
+class UnknownUtteranceError(EmbeddingStoreError, KeyError):
+    """Utterances asked for are not in the store (also a KeyError, as a lookup failure)."""
+
+    def __str__(self) -> str:  # KeyError's str() would quote the message
+        return str(self.args[0]) if self.args else ""
 
 
 @dataclass
@@ -74,33 +83,24 @@ class EmbeddingStore:
         return self._index
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
-        """Row numbers `(n,)` int64 of `ids`; KeyError naming how many and the first few missing."""
+        """Row numbers `(n,)` int64 of `ids`.
+
+        Raises:
+            UnknownUtteranceError: naming how many ids are missing and the first few.
+        """
         index = self.index
         try:
             return np.fromiter(map(index.__getitem__, ids), dtype=np.int64, count=len(ids))
         except KeyError:
             missing = [u for u in dict.fromkeys(ids) if u not in index]
             where = self.meta.get("path", "the embedding store")
-            raise KeyError(
+            raise UnknownUtteranceError(
                 f"{len(missing)} utterance(s) not in {where}, e.g. {', '.join(missing[:3])}"
             ) from None
 
     def lookup(self, ids: Sequence[str]) -> np.ndarray:
         """Embeddings `(n, D)` float32 of `ids`, in that order."""
         return np.asarray(self.embeddings[self.rows(ids)], dtype=np.float32)
-
-
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Write `path` through `write(stream)` into a temp file in the same dir + `os.replace`."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            write(stream)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
 
 
 def save_embeddings(
@@ -118,7 +118,6 @@ def save_embeddings(
         meta: JSON-able dict; `embed_dim` and `num_utts` are filled in.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
     store = EmbeddingStore(list(utt_ids), embeddings, dict(meta or {}))
     if any(not u or any(c.isspace() for c in u) for u in store.utt_ids):
@@ -126,13 +125,17 @@ def save_embeddings(
     store.index  # noqa: B018  (raises on duplicates before anything is written)
     meta_out = {**store.meta, "embed_dim": store.dim, "num_utts": len(store)}
     meta_out.pop("path", None)
-    if (out / META_FILE).exists():
-        os.unlink(out / META_FILE)  # an interrupted rewrite must not look complete
-    atomic_write_bytes(out / EMBEDDINGS_FILE, lambda f: np.save(f, embeddings))
     text = "".join(f"{u}\n" for u in store.utt_ids).encode()
-    atomic_write_bytes(out / UTT_IDS_FILE, lambda f: f.write(text))
     payload = json.dumps(meta_out, indent=2, sort_keys=True).encode()
-    atomic_write_bytes(out / META_FILE, lambda f: f.write(payload))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / META_FILE).exists():
+            os.unlink(out / META_FILE)  # an interrupted rewrite must not look complete
+        write_atomic(out / EMBEDDINGS_FILE, lambda f: np.save(f, embeddings))
+        write_atomic(out / UTT_IDS_FILE, lambda f: f.write(text))
+        write_atomic(out / META_FILE, lambda f: f.write(payload))
+    except OSError as error:
+        raise EmbeddingStoreError(f"{out}: cannot write ({error.strerror or error})") from None
     store.meta = {**meta_out, "path": str(out)}
     return store
 

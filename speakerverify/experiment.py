@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from speakerverify.checkpoint import CheckpointError
+from speakerverify.files import write_atomic
 
 __all__ = [
     "JsonlLog",
@@ -75,9 +76,9 @@ def prune_checkpoints(checkpoint_dir: Path, keep_last: int) -> None:
 
 
 def copy_atomic(source: Path, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    """Copy `source` to `target` through `write_atomic` (readers never see half a copy)."""
+    with source.open("rb") as stream:
+        write_atomic(target, lambda out: shutil.copyfileobj(stream, out))
 
 
 class JsonlLog:

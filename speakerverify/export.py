@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from speakerverify.errors import SpeakerVerifyError
+
 logger = logging.getLogger(__name__)
 
 INPUT_NAME = "feats"
@@ -23,7 +25,7 @@ OUTPUT_NAME = "embedding"
 OPSET = 18
 
 
-class ExportError(Exception):
+class ExportError(SpeakerVerifyError):
     """The model cannot be exported (missing ONNX packages, unwritable output); one line."""
 
 

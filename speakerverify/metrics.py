@@ -12,9 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from speakerverify.errors import SpeakerVerifyError
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "MetricsError",
     "act_dcf",
     "cllr",
     "compute_metrics",
@@ -28,6 +31,10 @@ __all__ = [
 # fits, and it is above every finite float32.
 _BIG = float(np.nextafter(np.finfo(np.float64).max, 0.0))
 _LOW_BIT = np.uint64(1)
+
+
+class MetricsError(SpeakerVerifyError, ValueError):
+    """The trials leave a metric undefined (no targets, no non-targets, NaN scores)."""
 
 
 def _check_inputs(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,13 +65,13 @@ def _check_trials(
     if scores.dtype.kind == "f" and scores.size:
         low, high = scores.min(), scores.max()  # NaN propagates through min
         if np.isnan(low) or np.isnan(high):
-            raise ValueError(f"scores contain {int(np.isnan(scores).sum())} NaN value(s)")
+            raise MetricsError(f"scores contain {int(np.isnan(scores).sum())} NaN value(s)")
         has_inf = bool(np.isinf(low) or np.isinf(high))
     num_targets = int(np.count_nonzero(labels))
     if num_targets == 0:
-        raise ValueError("no target trials (label 1): EER and DCF are undefined")
+        raise MetricsError("no target trials (label 1): EER and DCF are undefined")
     if num_targets == labels.size:
-        raise ValueError("no non-target trials (label 0): EER and DCF are undefined")
+        raise MetricsError("no non-target trials (label 0): EER and DCF are undefined")
     return scores, labels, num_targets, has_inf
 
 

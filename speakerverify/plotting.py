@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import write_atomic
 
 __all__ = ["plot_det", "plot_histogram"]
 
@@ -15,21 +17,20 @@ _TICKS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4]
 _MAX_POINTS = 20000
 
 
+class PlotError(SpeakerVerifyError):
+    """A plot file cannot be written; the message names it."""
+
+
 def _save(figure: Any, path: str | os.PathLike) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(handle)
     try:
-        figure.savefig(temp, format="png", dpi=110)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-    return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_atomic(path, lambda stream: figure.savefig(stream, format="png", dpi=110))
+    except OSError as error:
+        raise PlotError(f"{path}: cannot write ({error.strerror or error})") from None
 
 
 def _thin(p_miss: np.ndarray, p_fa: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 from speakerverify.config import LossConfig, OptimConfig
+from speakerverify.losses import MINING_LOSSES
 
-__all__ = ["LrSchedule", "margin_at", "mining_at", "warmup_steps_of"]
+__all__ = ["LrSchedule", "loss_arguments", "margin_at", "mining_at", "warmup_steps_of"]
 
 
 def warmup_steps_of(optim: OptimConfig, steps_per_epoch: int) -> int:
@@ -54,22 +55,35 @@ class LrSchedule:
         )
 
 
-def margin_at(loss: LossConfig, epoch_progress: float) -> float:
-    """Triplet margin at `epoch_progress` (fractional epochs since the start of training).
+def margin_at(loss: LossConfig, epoch_progress: float) -> float | None:
+    """Margin at `epoch_progress` (fractional epochs since the start of training); None when the
+    config sets no margin, so the loss keeps its own.
 
     >>> from speakerverify.config import LossConfig
     >>> cfg = LossConfig(margin=0.3, margin_start=0.1, margin_warmup_epochs=2)
     >>> [round(margin_at(cfg, e), 3) for e in (0, 1, 2, 5)]
     [0.1, 0.2, 0.3, 0.3]
     """
+    if loss.margin is None:
+        return None
     if loss.margin_start is None or epoch_progress >= loss.margin_warmup_epochs:
         return loss.margin
     fraction = epoch_progress / loss.margin_warmup_epochs
     return loss.margin_start + (loss.margin - loss.margin_start) * fraction
 
 
-def mining_at(loss: LossConfig, epoch: int) -> str:
-    """Mining strategy in (0-based) `epoch`: the warm-up strategy first, then `loss.mining`."""
+def loss_arguments(loss: LossConfig, epoch_progress: float) -> dict[str, float]:
+    """The schedule-driven keyword arguments of one loss call: `{"margin": m}` when the config
+    sets a margin (validation allows that only for losses that declare one), else nothing."""
+    margin = margin_at(loss, epoch_progress)
+    return {} if margin is None else {"margin": margin}
+
+
+def mining_at(loss: LossConfig, epoch: int) -> str | None:
+    """Mining strategy in (0-based) `epoch`: the warm-up strategy first, then `loss.mining`;
+    None for a loss that does not mine."""
+    if loss.name not in MINING_LOSSES:
+        return None
     if loss.mining_warmup is not None and epoch < loss.mining_warmup_epochs:
         return loss.mining_warmup
     return loss.mining

@@ -1,4 +1,6 @@
-"""Cosine scoring of trial lists, mean subtraction, S-Norm/AS-Norm, calibration, score files.
+"""Cosine scoring of trial lists, mean subtraction, S-Norm/AS-Norm, score files, and the
+`speakerverify score` / `calibrate` steps as one call each (`score_trial_list`,
+`calibrate_scores`; the calibration itself is `speakerverify.calibration`).
 
 All vectorized: rows are looked up once per distinct utterance, trials are scored in chunks by a
 row-wise dot product, and cohort statistics come from one matrix product per chunk of utterances.
@@ -7,35 +9,45 @@ row-wise dot product, and cohort statistics come from one matrix product per chu
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:
+from speakerverify.calibration import Calibration, CalibrationError, fit_calibration
+from speakerverify.embedding_store import (
+    EmbeddingStore,
+    EmbeddingStoreError,
+    UnknownUtteranceError,
+    load_embeddings,
+    with_enrollment_models,
+)
+from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import write_atomic
+
+if TYPE_CHECKING:  # speakerverify.data imports torch; the readers below import it when called
     from speakerverify.data import Trials
-    from speakerverify.embed import EmbeddingStore
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "NORMS",
-    "Calibration",
-    "CalibrationError",
+    "CalibrationReport",
     "ScoresError",
+    "calibrate_scores",
     "cohort_means",
     "cosine_scores",
-    "fit_calibration",
-    "normalize_rows",
+    "l2_normalize",
+    "mean_embedding",
+    "read_scored_trials",
     "read_scores",
+    "score_trial_list",
     "score_trials",
     "trial_labels",
     "write_scores",
@@ -45,47 +57,65 @@ NORMS = ("none", "snorm", "asnorm")
 _CHUNK = 4096
 
 
-class ScoresError(ValueError):
+class ScoresError(SpeakerVerifyError, ValueError):
     """A score file is malformed or does not match a trial list; the message names the file."""
 
 
-class CalibrationError(ValueError):
-    """A calibration cannot be fitted, loaded or inverted; the message names the file if any."""
+def l2_normalize(
+    x: np.ndarray,
+    mean: np.ndarray | None = None,
+    *,
+    dtype: np.dtype | type | None = None,
+    copy: bool = True,
+) -> np.ndarray:
+    """`(x - mean) / ||x - mean||` along the last axis (`(D,)` or `(N, D)`).
 
+    The one zero-vector rule of the package: a vector of length zero stays zero, so its cosine
+    with anything is 0. Callers that must refuse such a vector (the speaker store) check first.
 
-def normalize_rows(x: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
-    """`(x - mean) / ||x - mean||` per row, float32 `(N, D)`; zero rows stay zero.
+    Args:
+        x: vectors.
+        mean: `(D,)` subtracted first, or None.
+        dtype: of the result; None keeps the precision of `x` (at least float32).
+        copy: False normalizes `x` in place when it already has `dtype`.
 
-    >>> normalize_rows(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
-    [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+    >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]])).tolist()
+    [[0.6, 0.8], [0.0, 0.0]]
     """
-    x = np.array(x, dtype=np.float32, copy=True)
+    dtype = np.result_type(x, np.float32) if dtype is None else np.dtype(dtype)
+    x = np.array(x, dtype=dtype, copy=True) if copy else np.asarray(x, dtype=dtype)
     if mean is not None:
-        x -= np.asarray(mean, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
+        x -= np.asarray(mean, dtype=dtype)
+    norms = np.sqrt(np.einsum("...d,...d->...", x, x))[..., None]
     np.divide(x, norms, out=x, where=norms > 0)
     return x
 
 
-def _normalize_in_place(x: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
-    if mean is not None:
-        x -= np.asarray(mean, dtype=np.float32)
-    norms = np.sqrt(np.einsum("nd,nd->n", x, x))
-    scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
-    x *= scale[:, None]
-    return x
+def cosine_scores(
+    enroll: np.ndarray, test: np.ndarray, mean: np.ndarray | None = None
+) -> np.ndarray:
+    """Cosine similarity of each enrollment vector with its test vector -> `(N,)`.
 
+    Args:
+        enroll: `(N, D)` (or `(D,)`).
+        test: `(N, D)`, or one `(D,)` vector scored against every enrollment row.
+        mean: `(D,)` subtracted from both sides first (cosine after centring), or None.
 
-def cosine_scores(enroll: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity of two `(N, D)` arrays -> `(N,)` float32.
+    Returns:
+        In the precision of the inputs (at least float32); 0 against a zero vector.
 
     >>> cosine_scores(np.array([[1.0, 0.0], [1.0, 1.0]]), np.array([[2.0, 0.0], [-1.0, 1.0]]))
-    array([1., 0.], dtype=float32)
+    array([1., 0.])
+    >>> cosine_scores(np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([3.0, 3.0])).round(4)
+    array([0.7071, 0.7071])
     """
-    enroll, test = np.atleast_2d(enroll), np.atleast_2d(test)
+    enroll = np.atleast_2d(enroll)
+    test = np.asarray(test)
+    if test.ndim == 1:
+        test = np.broadcast_to(test, enroll.shape)
     if enroll.shape != test.shape:
         raise ValueError(f"enroll {enroll.shape} and test {test.shape} must have the same shape")
-    return np.einsum("nd,nd->n", normalize_rows(enroll), normalize_rows(test))
+    return np.einsum("nd,nd->n", l2_normalize(enroll, mean), l2_normalize(test, mean))
 
 
 def cohort_means(
@@ -107,7 +137,7 @@ def cohort_means(
     else:
         missing = [u for u in ids if u not in utt2spk]
         if missing:
-            raise KeyError(
+            raise UnknownUtteranceError(
                 f"{len(missing)} cohort utterance(s) without a speaker, e.g. {missing[0]}"
             )
         speakers = [utt2spk[u] for u in ids]
@@ -117,7 +147,7 @@ def cohort_means(
     sums = np.zeros((names.size, store.dim), np.float64)
     chunk = 65536
     for begin in range(0, len(ids), chunk):
-        block = normalize_rows(store.embeddings[begin : begin + chunk], mean)
+        block = l2_normalize(store.embeddings[begin : begin + chunk], mean, dtype=np.float32)
         owners = inverse[begin : begin + chunk]
         # (C, n) 0/1 speaker-membership matrix times the block: per-speaker sums in one product
         membership = csr_matrix(
@@ -125,7 +155,7 @@ def cohort_means(
             shape=(names.size, owners.size),
         )
         sums += membership @ block
-    return normalize_rows(sums)
+    return l2_normalize(sums, dtype=np.float32)
 
 
 def _cohort_stats(
@@ -187,7 +217,7 @@ def score_trials(
 
     Raises:
         ValueError: unknown norm, or a norm without a cohort.
-        KeyError: trial utterances missing from the store.
+        UnknownUtteranceError: trial utterances missing from the store (a KeyError).
     """
     if norm not in NORMS:
         raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
@@ -207,9 +237,8 @@ def score_trials(
         count=2 * num_trials,
     )
     enroll_rows, test_rows = sides[:num_trials], sides[num_trials:]
-    embeddings = _normalize_in_place(
-        np.asarray(store.embeddings[store.rows(list(codes))], dtype=np.float32), mean
-    )
+    rows = store.embeddings[store.rows(list(codes))]  # a copy (fancy indexing)
+    embeddings = l2_normalize(rows, mean, dtype=np.float32, copy=False)
     scores = np.empty(num_trials, np.float32)
     for begin in range(0, num_trials, _CHUNK):
         end = begin + _CHUNK
@@ -218,7 +247,7 @@ def score_trials(
         )
     if norm == "none":
         return scores
-    cohort_embeddings = normalize_rows(cohort)
+    cohort_embeddings = l2_normalize(cohort, dtype=np.float32)
     means, stds = _cohort_stats(embeddings, cohort_embeddings, top_n if norm == "asnorm" else None)
     stds = np.maximum(stds, np.float32(1e-6))
     enroll_part = (scores - means[enroll_rows]) / stds[enroll_rows]
@@ -239,7 +268,11 @@ def write_scores(
     text = "".join(
         f"{e} {t} {s:.9g}\n" for e, t, s in zip(enroll, test, scores.tolist(), strict=True)
     )
-    _atomic_write_text(Path(path), text)
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text)
+    except OSError as error:
+        raise ScoresError(f"{path}: cannot write ({error.strerror or error})") from None
 
 
 def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray]:
@@ -254,7 +287,11 @@ def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarr
     enroll: list[str] = []
     test: list[str] = []
     values: list[float] = []
-    with open(path) as stream:
+    try:
+        stream = open(path)  # noqa: SIM115 (closed by the with below)
+    except OSError as error:
+        raise ScoresError(f"{path}: {error.strerror or error}") from None
+    with stream:
         for number, line in enumerate(stream, 1):
             fields = line.split()
             if not fields:
@@ -305,145 +342,171 @@ def trial_labels(
     return aligned, np.asarray(trials.labels)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+def read_scored_trials(
+    trials_path: str | os.PathLike, scores_path: str | os.PathLike
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores `(N,)` in trial order and labels `(N,)` of a trial list and its score file.
+
+    Raises:
+        TrialsError, ScoresError: either file is missing or malformed, or a trial has no score.
+    """
+    from speakerverify.data import read_trials
+
+    trials = read_trials(trials_path)
+    enroll, test, values = read_scores(scores_path)
+    return trial_labels(trials, enroll, test, values, path=str(scores_path))
 
 
-# -- calibration ------------------------------------------------------------------------------
+# -- the `score` and `calibrate` steps ----------------------------------------------------------
+
+
+def mean_embedding(store: EmbeddingStore) -> np.ndarray:
+    """Mean `(D,)` float32 of a store's embeddings, accumulated in float64 in blocks."""
+    total = np.zeros(store.dim, np.float64)
+    for begin in range(0, len(store), 65536):
+        total += store.embeddings[begin : begin + 65536].sum(axis=0, dtype=np.float64)
+    return (total / len(store)).astype(np.float32)
+
+
+def _check_same_model(name: str, fingerprint: str, expected: str, error: type[Exception]) -> None:
+    if fingerprint and expected and fingerprint != expected:
+        raise error(
+            f"{name} was made by model {fingerprint}, but the embeddings by model {expected}"
+        )
+
+
+def score_trial_list(
+    trials_path: str | os.PathLike,
+    store_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    mean_store: str | os.PathLike | None = None,
+    cohort_store: str | os.PathLike | None = None,
+    norm: str = "none",
+    top_n: int = 300,
+    calibration_path: str | os.PathLike | None = None,
+    enroll_map: str | os.PathLike | None = None,
+) -> int:
+    """Score a trial list with the embeddings of a store and write the score file `out`.
+
+    Args:
+        trials_path: the trial list.
+        store_path: embeddings of every trial utterance.
+        out: `enroll test score` lines in trial order.
+        mean_store: subtract the mean embedding of this store (e.g. the training set).
+        cohort_store: cohort utterances for `norm` (averaged per speaker).
+        norm: "none", "snorm" or "asnorm" (the latter two need `cohort_store`).
+        top_n: AS-Norm cohort scores kept per side.
+        calibration_path: write calibrated LLRs with this calibration (fitted on scores of the
+            same model and normalization).
+        enroll_map: `model utt1 utt2 ...` lines: the trials' enroll side names these models,
+            each scored as the mean of its utterances' normalised embeddings.
+
+    Returns:
+        The number of trials scored.
+
+    Raises:
+        TrialsError, EmbeddingStoreError, CalibrationError, ScoresError: unusable input, or
+            stores / calibration made by another model.
+    """
+    from speakerverify.data import read_trials
+    from speakerverify.data.trials import read_enroll_map
+
+    trials = read_trials(trials_path)
+    store = load_embeddings(store_path)
+    if enroll_map:
+        models = read_enroll_map(enroll_map)
+        tests = [u for u in dict.fromkeys([*trials.enroll, *trials.test]) if u not in models]
+        store = with_enrollment_models(store, models, tests)
+    fingerprint = store.meta.get("model_fingerprint", "")
+    mean = None
+    if mean_store:
+        mean_embeddings = load_embeddings(mean_store)
+        mean = mean_embedding(mean_embeddings)
+        _check_same_model(
+            f"--mean-store {mean_store}",
+            mean_embeddings.meta.get("model_fingerprint", ""),
+            fingerprint,
+            EmbeddingStoreError,
+        )
+    cohort = None
+    if cohort_store and norm != "none":
+        cohort_embeddings = load_embeddings(cohort_store)
+        _check_same_model(
+            f"--cohort-store {cohort_store}",
+            cohort_embeddings.meta.get("model_fingerprint", ""),
+            fingerprint,
+            EmbeddingStoreError,
+        )
+        cohort = cohort_means(cohort_embeddings, mean=mean)
+    calibration = None
+    if calibration_path:
+        calibration = Calibration.load(calibration_path)
+        _check_same_model(
+            f"calibration {calibration_path}",
+            calibration.model_fingerprint,
+            fingerprint,
+            EmbeddingStoreError,
+        )
+        if calibration.norm != norm:
+            raise CalibrationError(
+                f"{calibration_path}: fitted on {calibration.norm} scores, but --norm is {norm}"
+            )
+    scores = score_trials(store, trials, mean=mean, cohort=cohort, norm=norm, top_n=top_n)
+    if calibration is not None:
+        scores = calibration.apply(scores)
+    write_scores(out, trials.enroll, trials.test, scores)
+    return len(trials)
 
 
 @dataclass
-class Calibration:
-    """Affine map from raw scores to log-likelihood ratios: `llr = slope * score + offset`.
+class CalibrationReport:
+    """What `calibrate_scores` fitted and how well: Cllr after calibration, and minCllr."""
 
-    Attributes:
-        slope: > 0 for a usable calibration.
-        offset: in LLR units.
-        model_fingerprint: fingerprint of the model whose scores were calibrated ("" unknown).
-        prior: effective target prior used to weight the training trials.
-        num_targets: target trials it was fitted on.
-        num_nontargets: non-target trials it was fitted on.
-        norm: the score normalization the calibration expects ("none", "snorm", "asnorm").
-    """
-
-    slope: float
-    offset: float
-    model_fingerprint: str = ""
-    prior: float = 0.5
-    num_targets: int = 0
-    num_nontargets: int = 0
-    norm: str = "none"
-
-    def apply(self, scores: np.ndarray) -> np.ndarray:
-        """LLRs `(N,)` float64 of raw scores `(N,)`.
-
-        >>> Calibration(2.0, -1.0).apply(np.array([0.0, 1.0])).tolist()
-        [-1.0, 1.0]
-        """
-        return self.slope * np.asarray(scores, dtype=np.float64) + self.offset
-
-    def score_threshold(self, p_target: float) -> float:
-        """Raw score at which the LLR equals the Bayes threshold −logit(p_target).
-
-        >>> Calibration(2.0, -1.0).score_threshold(0.5)
-        0.5
-        """
-        if not 0.0 < p_target < 1.0:
-            raise CalibrationError(f"p_target must be in (0, 1), got {p_target}")
-        if not self.slope > 0:
-            raise CalibrationError(f"calibration slope {self.slope} is not positive")
-        return (math.log((1.0 - p_target) / p_target) - self.offset) / self.slope
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write as a small JSON object, atomically."""
-        _atomic_write_text(Path(path), json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Calibration:
-        """Read a JSON calibration written by `save`.
-
-        Raises:
-            CalibrationError: missing file, bad JSON, missing/unknown keys, non-numbers.
-        """
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise CalibrationError(f"{path}: calibration file not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise CalibrationError(f"{path}: invalid JSON ({error})") from None
-        if not isinstance(data, dict):
-            raise CalibrationError(f"{path}: expected a JSON object")
-        valid = set(cls.__dataclass_fields__)
-        unknown = set(data) - valid
-        if unknown:
-            raise CalibrationError(
-                f"{path}: unknown keys {sorted(unknown)}; valid: {', '.join(sorted(valid))}"
-            )
-        for key in ("slope", "offset"):
-            value = data.get(key)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise CalibrationError(f"{path}: '{key}' must be a number")
-            if not math.isfinite(value):
-                raise CalibrationError(f"{path}: '{key}' is not finite")
-        return cls(**data)
+    calibration: Calibration
+    cllr: float
+    min_cllr: float
+    num_trials: int
 
 
-def fit_calibration(
-    scores: np.ndarray,
-    labels: np.ndarray,
+def calibrate_scores(
+    trials_path: str | os.PathLike,
+    scores_path: str | os.PathLike,
+    out: str | os.PathLike,
     *,
-    prior: float = 0.5,
-    model_fingerprint: str = "",
+    model_path: str | os.PathLike | None = None,
     norm: str = "none",
-) -> Calibration:
-    """Fit `llr = slope * score + offset` by prior-weighted logistic regression (BOSARIS style).
-
-    Targets are weighted `prior / N_t` and non-targets `(1 - prior) / N_n`, so the fitted log-odds
-    are posterior log-odds at `prior`; subtracting logit(prior) leaves an LLR.
+    prior: float = 0.5,
+) -> CalibrationReport:
+    """Fit a calibration on development trials and their scores and write it to `out`.
 
     Args:
-        scores: (N,) raw development scores.
-        labels: (N,) 1 target / 0 non-target.
-        prior: effective target prior of the fit (0.5 = the usual balanced Cllr objective).
-    """
-    from sklearn.linear_model import LogisticRegression
+        trials_path: the development trial list (labels).
+        scores_path: their `enroll test score` file.
+        out: the calibration JSON to write.
+        model_path: the checkpoint that made the scores; binds the calibration to its
+            fingerprint, so the speaker commands refuse it for another model.
+        norm: the score normalization the scores were made with.
+        prior: effective target prior of the fit.
 
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels).astype(bool)
-    if scores.shape != labels.shape or scores.ndim != 1:
-        raise CalibrationError("scores and labels must be 1-D arrays of equal length")
-    if not np.all(np.isfinite(scores)):
-        raise CalibrationError("scores must be finite")
-    num_targets = int(labels.sum())
-    num_nontargets = labels.size - num_targets
-    if num_targets == 0 or num_nontargets == 0:
-        raise CalibrationError("calibration needs both target and non-target trials")
-    if not 0.0 < prior < 1.0:
-        raise CalibrationError(f"prior must be in (0, 1), got {prior}")
-    weights = np.where(labels, prior / num_targets, (1.0 - prior) / num_nontargets)
-    weights *= labels.size  # keep the loss scale near the unweighted one for the solver
-    # centre/scale the input so lbfgs converges on tiny score ranges (cosines ~ 0.1 apart)
-    centre, scale = float(scores.mean()), float(scores.std()) or 1.0
-    model = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000)
-    model.fit(((scores - centre) / scale)[:, None], labels, sample_weight=weights)
-    slope = float(model.coef_[0, 0]) / scale
-    offset = float(model.intercept_[0]) - slope * centre - math.log(prior / (1.0 - prior))
-    return Calibration(
-        slope=slope,
-        offset=offset,
-        model_fingerprint=model_fingerprint,
-        prior=prior,
-        num_targets=num_targets,
-        num_nontargets=num_nontargets,
-        norm=norm,
+    Raises:
+        TrialsError, ScoresError, CalibrationError, CheckpointError: unusable input.
+    """
+    from speakerverify.metrics import cllr, min_cllr
+
+    fingerprint = ""
+    if model_path:
+        from speakerverify.checkpoint import load_checkpoint  # torch, only when asked
+
+        fingerprint = str(load_checkpoint(model_path)["fingerprint"])
+    scores, labels = read_scored_trials(trials_path, scores_path)
+    calibration = fit_calibration(
+        scores, labels, prior=prior, model_fingerprint=fingerprint, norm=norm
+    )
+    calibration.save(out)
+    return CalibrationReport(
+        calibration=calibration,
+        cllr=cllr(calibration.apply(scores), labels),
+        min_cllr=min_cllr(scores, labels),
+        num_trials=len(scores),
     )

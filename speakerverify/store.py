@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from speakerverify.errors import SpeakerVerifyError
+from speakerverify.scoring import l2_normalize
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -41,7 +44,7 @@ _SCHEMA = (
 _SPEAKER_COLUMNS = "name, embedding, num_utterances, speech_seconds, created, updated"
 
 
-class StoreError(Exception):
+class StoreError(SpeakerVerifyError):
     """A store that cannot be used: missing, corrupt, foreign schema, or made by another model."""
 
 
@@ -126,13 +129,13 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def l2_normalize(vector: np.ndarray) -> np.ndarray:
-    """(D,) or (N, D) float array scaled to unit length along the last axis."""
-    vector = np.asarray(vector, dtype=np.float64)
-    norm = np.linalg.norm(vector, axis=-1, keepdims=True)
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Unit-length float64 rows; a zero or non-finite row cannot be enrolled (ValueError)."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    norm = np.linalg.norm(vectors, axis=-1)
     if np.any(norm == 0) or not np.all(np.isfinite(norm)):
         raise ValueError("embedding has zero or non-finite norm")
-    return vector / norm
+    return l2_normalize(vectors)
 
 
 class SpeakerStore:
@@ -349,7 +352,7 @@ class SpeakerStore:
         vectors = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
         if vectors.shape[0] == 0:
             raise ValueError("no embeddings to enroll")
-        unit = l2_normalize(vectors)
+        unit = _unit_rows(vectors)
         added_sum = unit.sum(axis=0)
         embed_dim = int(unit.shape[1])
         with self.transaction() as conn:
@@ -368,7 +371,7 @@ class SpeakerStore:
                 count = int(row[1]) + vectors.shape[0]
                 seconds = float(row[2]) + float(speech_seconds)
                 created = row[3]
-            mean = l2_normalize(total / count).astype("<f4")
+            mean = _unit_rows(total / count).astype("<f4")
             conn.execute(
                 "INSERT OR REPLACE INTO speakers (name, embedding, embedding_sum, num_utterances,"
                 " speech_seconds, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",

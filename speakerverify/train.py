@@ -7,12 +7,13 @@ RNG states so a resumed run equals an uninterrupted one on CPU.
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import os
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +32,36 @@ from speakerverify.distributed import (
 )
 from speakerverify.experiment import (
     JsonlLog,
+    StopFlag,
     copy_atomic,
     find_checkpoint,
     prune_checkpoints,
     resume_path,
     stop_on_signals,
 )
-from speakerverify.schedules import margin_at, mining_at
+from speakerverify.schedules import loss_arguments, mining_at
+from speakerverify.training_setup import (
+    LogFn,
+    Parts,
+    Progress,
+    StopFn,
+    build_loader,
+    build_losses,
+    build_parts,
+    capture_rng,
+    preserved_global_state,
+    restore_rng,
+)
 from speakerverify.validation import validate
 
-__all__ = ["TrainingInterrupted", "find_checkpoint", "fit", "train_one_epoch", "validate"]
+__all__ = [
+    "Outcome",
+    "TrainingInterrupted",
+    "find_checkpoint",
+    "fit",
+    "train_one_epoch",
+    "validate",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,31 +75,80 @@ class TrainingInterrupted(Exception):
         self.signum = signum
 
 
-@dataclass
-class Progress:
-    """Where training is: completed epochs, batches done in the current epoch, optimizer steps."""
+class Outcome(enum.Enum):
+    """How `train_one_epoch` ended."""
 
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
-    best_eer: float = math.inf
-    epoch_loss: float = math.nan  # mean loss of the batches run in the last epoch
+    DONE = "done"  # the epoch ran to its end
+    MAX_STEPS = "max_steps"  # `train.max_steps` reached inside the epoch
+    SIGNAL = "signal"  # a stop was requested inside the epoch
+    DONE_SIGNAL = "done_signal"  # a stop was requested on the epoch's last batch
 
 
 @dataclass
-class Parts:
-    """Everything one step needs (built once by `fit`)."""
+class _Step:
+    """What one optimizer step reports."""
 
-    model: nn.Module  # the encoder, DDP-wrapped under torchrun
-    frontend: nn.Module
-    spec_augment: nn.Module | None
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler
-    env: DistEnv
-    amp_dtype: torch.dtype | None = None
-    log: Any = None  # callable(record dict) on rank 0
-    stop: Any = field(default=lambda: False)  # callable() -> bool
+    loss: float
+    stats: dict[str, float]
+    lr: float  # the rate this step used
+    grad_norm: float
+    num_utts: int  # across all ranks
+
+
+def _train_step(
+    parts: Parts,
+    batch: dict[str, torch.Tensor],
+    loss_fn: nn.Module,
+    loss_args: dict[str, float],
+    grad_clip: float,
+) -> _Step:
+    device = parts.env.device
+    waves = batch["waves"].to(device, non_blocking=True)
+    labels = batch["labels"].to(device, non_blocking=True)
+    with torch.no_grad():  # the front-end has no trainable parameters
+        feats, _ = parts.frontend(waves)
+        if parts.spec_augment is not None:
+            feats = parts.spec_augment(feats)
+    with torch.autocast(device.type, dtype=parts.amp_dtype, enabled=parts.amp_dtype is not None):
+        embeddings = parts.model(feats)
+    loss, stats = loss_fn(embeddings.float(), labels, **loss_args)
+    parts.optimizer.zero_grad(set_to_none=True)
+    parts.scaler.scale(loss).backward()
+    parts.scaler.unscale_(parts.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), grad_clip or math.inf)
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    lr = parts.optimizer.param_groups[0]["lr"]
+    parts.scheduler.step()
+    return _Step(
+        float(loss.detach()), stats, lr, float(grad_norm), len(labels) * parts.env.world_size
+    )
+
+
+class _LogWindow:
+    """Mean loss and throughput of the steps since the last log record."""
+
+    def __init__(self) -> None:
+        self.start, self.utts, self.loss, self.steps = time.perf_counter(), 0, 0.0, 0
+
+    def add(self, step: _Step) -> None:
+        self.utts += step.num_utts
+        self.loss += step.loss
+        self.steps += 1
+
+    def record(self, progress: Progress, step: _Step, mining: str | None) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self.start
+        return {
+            "kind": "step",
+            "epoch": progress.epoch + 1,
+            "step": progress.step,
+            "loss": self.loss / self.steps,
+            **{k: float(v) for k, v in step.stats.items()},
+            "mining": mining,
+            "lr": step.lr,
+            "utt_per_second": self.utts / max(elapsed, 1e-9),
+            "grad_norm": step.grad_norm,
+        }
 
 
 def train_one_epoch(
@@ -87,84 +157,47 @@ def train_one_epoch(
     loss_fn: nn.Module,
     config: Config,
     progress: Progress,
-    steps_per_epoch: int,
-) -> str:
+    *,
+    log: LogFn | None = None,
+    stop: StopFn = lambda: False,
+) -> Outcome:
     """Run the batches of one epoch (from `progress.batch` on); update `progress` in place.
 
+    The loss gets its schedule-driven arguments (`schedules.loss_arguments`) on every call and
+    returns its statistics, which go into the log records of rank 0 (`log`).
+
     Returns:
-        "done" at the end of the epoch, "max_steps" when `train.max_steps` is reached, or "signal"
-        when a stop was requested (on any rank); the caller saves the checkpoint.
+        The `Outcome`; the caller saves the checkpoint.
     """
-    model, env, device = parts.model, parts.env, parts.env.device
-    model.train()
-    parts.frontend.train()
-    if parts.spec_augment is not None:
-        parts.spec_augment.train()
-    log_every, max_steps = config.train.log_every, config.train.max_steps
-    window_start, window_utts, window_loss, window_steps = time.perf_counter(), 0, 0.0, 0
-    bar = _progress_bar(env, steps_per_epoch, progress)
+    steps_per_epoch = len(parts.sampler)
+    mining = mining_at(config.loss, progress.epoch)
+    for module in (parts.model, parts.frontend, parts.spec_augment):
+        if module is not None:
+            module.train()
+    window, bar = _LogWindow(), _progress_bar(parts.env, steps_per_epoch, progress)
     epoch_loss, epoch_batches = 0.0, 0
     for batch in loader:
-        waves = batch["waves"].to(device, non_blocking=True)
-        labels = batch["labels"].to(device, non_blocking=True)
-        with torch.no_grad():  # the front-end has no trainable parameters
-            feats, _ = parts.frontend(waves)
-            if parts.spec_augment is not None:
-                feats = parts.spec_augment(feats)
-        loss_fn.margin = margin_at(config.loss, progress.step / steps_per_epoch)
-        with torch.autocast(
-            device.type, dtype=parts.amp_dtype, enabled=parts.amp_dtype is not None
-        ):
-            embeddings = model(feats)
-        loss = loss_fn(embeddings.float(), labels)
-        parts.optimizer.zero_grad(set_to_none=True)
-        parts.scaler.scale(loss).backward()
-        parts.scaler.unscale_(parts.optimizer)
-        clip = config.optim.grad_clip or math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        parts.scaler.step(parts.optimizer)
-        parts.scaler.update()
-        lr = parts.optimizer.param_groups[0]["lr"]  # the rate this step used
-        parts.scheduler.step()
-        progress.step += 1
-        progress.batch += 1
-        window_utts += len(labels) * env.world_size
-        loss_value = float(loss.detach())
-        window_loss += loss_value
-        epoch_loss, epoch_batches = epoch_loss + loss_value, epoch_batches + 1
+        loss_args = loss_arguments(config.loss, progress.step / steps_per_epoch)
+        step = _train_step(parts, batch, loss_fn, loss_args, config.optim.grad_clip)
+        progress.step, progress.batch = progress.step + 1, progress.batch + 1
+        epoch_loss, epoch_batches = epoch_loss + step.loss, epoch_batches + 1
         progress.epoch_loss = epoch_loss / epoch_batches
-        window_steps += 1
-        if progress.step % log_every == 0 or progress.batch == steps_per_epoch:
-            elapsed = time.perf_counter() - window_start
-            record = {
-                "kind": "step",
-                "epoch": progress.epoch + 1,
-                "step": progress.step,
-                "loss": window_loss / window_steps,
-                **{k: float(v) for k, v in getattr(loss_fn, "stats", {}).items()},
-                "margin": float(loss_fn.margin),
-                "mining": getattr(loss_fn, "mining", None),
-                "lr": lr,
-                "utt_per_second": window_utts / max(elapsed, 1e-9),
-                "grad_norm": float(grad_norm),
-            }
-            if parts.log is not None:
-                parts.log(record)
-            if bar is not None:
-                bar.set_postfix(
-                    loss=f"{record['loss']:.4f}",
-                    active=f"{record.get('active_fraction', float('nan')):.2f}",
-                    utt_s=f"{record['utt_per_second']:.0f}",
-                    lr=f"{record['lr']:.2e}",
-                )
-            window_start, window_utts, window_loss, window_steps = time.perf_counter(), 0, 0.0, 0
+        window.add(step)
+        if progress.step % config.train.log_every == 0 or progress.batch == steps_per_epoch:
+            record = window.record(progress, step, mining)
+            if log is not None:
+                log(record)
+            _show(bar, record)
+            window = _LogWindow()
         if bar is not None:
             bar.update(1)
+        in_epoch = progress.batch < steps_per_epoch
+        max_steps = config.train.max_steps
         if max_steps is not None and progress.step >= max_steps:
-            return _close(bar, "max_steps" if progress.batch < steps_per_epoch else "done")
-        if any_rank(env, parts.stop()):
-            return _close(bar, "signal" if progress.batch < steps_per_epoch else "done_signal")
-    return _close(bar, "done")
+            return _close(bar, Outcome.MAX_STEPS if in_epoch else Outcome.DONE)
+        if any_rank(parts.env, stop()):
+            return _close(bar, Outcome.SIGNAL if in_epoch else Outcome.DONE_SIGNAL)
+    return _close(bar, Outcome.DONE)
 
 
 def _progress_bar(env: DistEnv, total: int, progress: Progress) -> Any:
@@ -182,7 +215,17 @@ def _progress_bar(env: DistEnv, total: int, progress: Progress) -> Any:
     )
 
 
-def _close(bar: Any, outcome: str) -> str:
+def _show(bar: Any, record: dict[str, Any]) -> None:
+    if bar is not None:
+        bar.set_postfix(
+            loss=f"{record['loss']:.4f}",
+            active=f"{record.get('active_fraction', float('nan')):.2f}",
+            utt_s=f"{record['utt_per_second']:.0f}",
+            lr=f"{record['lr']:.2e}",
+        )
+
+
+def _close(bar: Any, outcome: Outcome) -> Outcome:
     if bar is not None:
         bar.close()
     return outcome
@@ -213,60 +256,116 @@ def fit(
         TrainingInterrupted: after SIGINT/SIGTERM, once the checkpoint is saved.
         CheckpointError: the checkpoint to resume from is unusable or from another model.
     """
-    from speakerverify.training_setup import preserved_global_state
-
     exp_dir = Path(exp_dir)
     env = init_distributed(config.train.device)
     try:
         with preserved_global_state(config.train.num_threads), stop_on_signals() as stop:
-            return _fit(config, exp_dir, resume, env, stop, init)
+            return _Run(config, exp_dir, resume, env, stop, init).fit()
     finally:
         shutdown_distributed(env)
 
 
-def _fit(
-    config: Config, exp_dir: Path, resume: Any, env: DistEnv, stop: Any, init: Any = None
-) -> Path:
-    from speakerverify.training_setup import (
-        build_loader,
-        build_losses,
-        build_parts,
-        capture_rng,
-        restore_rng,
-    )
+class _Run:
+    """One call of `fit`: the parts, where training is, and the checkpoints written so far."""
 
-    checkpoint_dir = exp_dir / "checkpoints"
-    start_from = resume_path(resume, checkpoint_dir)
-    if env.is_main:
-        save_config(config, exp_dir / "config.yaml")
-    parts, model_args, dataset, sampler = build_parts(
-        config, env, init=init if start_from is None else None
-    )
-    parts.stop = stop
-    steps_per_epoch = len(sampler)
-    progress = Progress()
-    if start_from is not None:
-        payload = load_checkpoint(start_from)
-        _restore(payload, parts, config, model_args, progress, start_from)
-        restore_rng(payload["train_state"]["rng"], env, config.train.seed, progress.step)
-        logger.info(
-            "resumed from %s at epoch %d step %d", start_from, progress.epoch + 1, progress.step
-        )
-    losses = build_losses(config, env)
-    parts.log = (
-        JsonlLog(exp_dir / "train_log.jsonl", config.train.tensorboard) if env.is_main else None
-    )
-    fbank_dict = config.features.fbank_dict()
-    last_path = start_from
-
-    def save(path: Path) -> Path:
+    def __init__(
+        self,
+        config: Config,
+        exp_dir: Path,
+        resume: Any,
+        env: DistEnv,
+        stop: StopFlag,
+        init: str | os.PathLike | None = None,
+    ) -> None:
+        self.config, self.env, self.stop = config, env, stop
+        self.checkpoint_dir = exp_dir / "checkpoints"
+        self.log_path = exp_dir / "train_log.jsonl"
+        # Refuse a used exp dir (or a missing checkpoint) before writing anything.
+        self.last_path: Path | None = resume_path(resume, self.checkpoint_dir)
         if env.is_main:
+            save_config(config, exp_dir / "config.yaml")
+        # Fine-tuning starts a fresh run from `init`'s weights; a resumed run has its own.
+        self.parts = build_parts(config, env, init=init if self.last_path is None else None)
+        self.progress = Progress()
+
+    def fit(self) -> Path:
+        config, progress = self.config, self.progress
+        if self.last_path is not None:
+            self._resume(self.last_path)
+        losses = build_losses(config, self.env)
+        log = JsonlLog(self.log_path, config.train.tensorboard) if self.env.is_main else None
+        try:
+            while progress.epoch < config.train.epochs and not self._at_max_steps():
+                if self.last_path is not None and any_rank(self.env, self.stop()):
+                    self._interrupted()  # a signal during validation or saving
+                loss_fn = losses[mining_at(config.loss, progress.epoch)]
+                if not self._run_epoch(loss_fn, log):
+                    break
+        finally:
+            if log is not None:
+                log.close()
+        return self._result()
+
+    def _run_epoch(self, loss_fn: nn.Module, log: JsonlLog | None) -> bool:
+        """Train one epoch, save, validate at its end; False when training stops early."""
+        config, progress, parts = self.config, self.progress, self.parts
+        epoch = progress.epoch
+        parts.sampler.set_epoch(epoch)
+        loader = build_loader(parts.dataset, parts.sampler, progress.batch, config, self.env)
+        outcome = train_one_epoch(parts, loader, loss_fn, config, progress, log=log, stop=self.stop)
+        if outcome in (Outcome.SIGNAL, Outcome.MAX_STEPS):
+            name = f"epoch_{epoch + 1:04d}_step_{progress.step:08d}.pt"
+            self.last_path = self._save(self.checkpoint_dir / name)
+            if outcome is Outcome.SIGNAL:
+                self._interrupted()
+            return False
+        progress.epoch, progress.batch = epoch + 1, 0
+        record = {"kind": "epoch", "epoch": epoch + 1, "step": progress.step}
+        record |= {"loss": progress.epoch_loss, **self._validate()}
+        if self.env.distributed:
+            record["ranks_in_sync"] = params_in_sync(parts.model)
+        improved = record.get("eer", math.inf) < progress.best_eer
+        if improved:
+            progress.best_eer = record["eer"]
+        self.last_path = self._save(self.checkpoint_dir / f"epoch_{epoch + 1:04d}.pt")
+        if self.env.is_main:
+            if improved:
+                copy_atomic(self.last_path, self.checkpoint_dir / "best.pt")
+            prune_checkpoints(self.checkpoint_dir, config.train.keep_last)
+        if log is not None:
+            log(record)
+        if outcome is Outcome.DONE_SIGNAL:
+            self._interrupted()
+        return True
+
+    def _at_max_steps(self) -> bool:
+        max_steps = self.config.train.max_steps
+        return max_steps is not None and self.progress.step >= max_steps
+
+    def _interrupted(self) -> None:
+        assert self.last_path is not None
+        raise TrainingInterrupted(self.last_path, self.stop.signum or signal.SIGTERM)
+
+    def _result(self) -> Path:
+        best = self.checkpoint_dir / "best.pt"
+        if best.exists() and self.progress.epoch >= self.config.train.epochs:
+            return best
+        if self.last_path is None:
+            raise CheckpointError(
+                f"{self.checkpoint_dir}: nothing to train (already at the last epoch)"
+            )
+        return self.last_path
+
+    def _save(self, path: Path) -> Path:
+        """Write a resumable checkpoint on rank 0; every rank waits for it."""
+        progress, parts = self.progress, self.parts
+        if self.env.is_main:
             state = {
                 "epoch": progress.epoch,
                 "batch_in_epoch": progress.batch,
                 "global_step": progress.step,
                 "best_eer": progress.best_eer,
-                "world_size": env.world_size,
+                "world_size": self.env.world_size,
                 "optimizer": parts.optimizer.state_dict(),
                 "scheduler": parts.scheduler.state_dict(),
                 "scaler": parts.scaler.state_dict(),
@@ -274,110 +373,61 @@ def _fit(
             }
             save_checkpoint(
                 path,
-                model_name=config.model.name,
-                model_args=model_args,
+                model_name=self.config.model.name,
+                model_args=parts.model_args,
                 model=parts.model,
-                features=fbank_dict,
-                config=config.to_dict(),
+                features=self.config.features.fbank_dict(),
+                config=self.config.to_dict(),
                 train_state=state,
             )
-        barrier(env)
+        barrier(self.env)
         return path
 
-    try:
-        while progress.epoch < config.train.epochs:
-            if config.train.max_steps is not None and progress.step >= config.train.max_steps:
-                break
-            if last_path is not None and any_rank(env, stop()):  # signal during validation/save
-                raise TrainingInterrupted(last_path, stop.signum or signal.SIGTERM)
-            epoch = progress.epoch
-            sampler.set_epoch(epoch)
-            loader = build_loader(dataset, sampler, progress.batch, config, env)
-            loss_fn = losses[mining_at(config.loss, epoch)]
-            outcome = train_one_epoch(parts, loader, loss_fn, config, progress, steps_per_epoch)
-            if outcome in ("signal", "max_steps"):
-                last_path = save(
-                    checkpoint_dir / f"epoch_{epoch + 1:04d}_step_{progress.step:08d}.pt"
-                )
-                if outcome == "signal":
-                    raise TrainingInterrupted(last_path, stop.signum or signal.SIGTERM)
-                break
-            progress.epoch, progress.batch = epoch + 1, 0
-            record = {
-                "kind": "epoch",
-                "epoch": epoch + 1,
-                "step": progress.step,
-                "loss": progress.epoch_loss,
-            }
-            record.update(_validate_on_main(config, parts, env, fbank_dict))
-            if env.distributed:
-                record["ranks_in_sync"] = params_in_sync(parts.model)
-            improved = record.get("eer", math.inf) < progress.best_eer
-            if improved:
-                progress.best_eer = record["eer"]
-            last_path = save(checkpoint_dir / f"epoch_{epoch + 1:04d}.pt")
-            if env.is_main:
-                if improved:
-                    copy_atomic(last_path, checkpoint_dir / "best.pt")
-                prune_checkpoints(checkpoint_dir, config.train.keep_last)
-                parts.log(record)
-            if outcome == "done_signal":
-                raise TrainingInterrupted(last_path, stop.signum or signal.SIGTERM)
-    finally:
-        if parts.log is not None:
-            parts.log.close()
-    best = checkpoint_dir / "best.pt"
-    if best.exists() and progress.epoch >= config.train.epochs:
-        return best
-    if last_path is None:
-        raise CheckpointError(f"{checkpoint_dir}: nothing to train (already at the last epoch)")
-    return last_path
+    def _resume(self, path: Path) -> None:
+        config, parts, progress = self.config, self.parts, self.progress
+        payload = load_checkpoint(path)
+        if payload["model_name"] != config.model.name or payload["model_args"] != parts.model_args:
+            raise CheckpointError(
+                f"{path}: made by {payload['model_name']} {payload['model_args']}, but the config "
+                f"asks for {config.model.name} {parts.model_args}"
+            )
+        state = payload.get("train_state")
+        if not state:
+            raise CheckpointError(f"{path}: has no train state (an averaged or exported model?)")
+        parts.encoder.load_state_dict(payload["state_dict"])
+        parts.optimizer.load_state_dict(state["optimizer"])
+        parts.scheduler.load_state_dict(state["scheduler"])
+        parts.scaler.load_state_dict(state["scaler"])
+        progress.epoch = int(state["epoch"])
+        progress.batch = int(state["batch_in_epoch"])
+        progress.step = int(state["global_step"])
+        progress.best_eer = float(state["best_eer"])
+        if int(state.get("world_size", 1)) != self.env.world_size:
+            logger.warning(
+                "%s was written with world size %s, now %d: the sampler position of the "
+                "current epoch is approximate",
+                path,
+                state.get("world_size"),
+                self.env.world_size,
+            )
+        restore_rng(state["rng"], self.env, config.train.seed, progress.step)
+        logger.info("resumed from %s at epoch %d step %d", path, progress.epoch + 1, progress.step)
 
-
-def _restore(
-    payload: dict, parts: Parts, config: Config, model_args: dict, progress: Progress, path: Path
-) -> None:
-    if payload["model_name"] != config.model.name or payload["model_args"] != model_args:
-        raise CheckpointError(
-            f"{path}: made by {payload['model_name']} {payload['model_args']}, but the config asks "
-            f"for {config.model.name} {model_args}"
-        )
-    state = payload.get("train_state")
-    if not state:
-        raise CheckpointError(f"{path}: has no train state (an averaged or exported model?)")
-    module = getattr(parts.model, "module", parts.model)
-    module.load_state_dict(payload["state_dict"])
-    parts.optimizer.load_state_dict(state["optimizer"])
-    parts.scheduler.load_state_dict(state["scheduler"])
-    parts.scaler.load_state_dict(state["scaler"])
-    progress.epoch = int(state["epoch"])
-    progress.batch = int(state["batch_in_epoch"])
-    progress.step = int(state["global_step"])
-    progress.best_eer = float(state["best_eer"])
-    if int(state.get("world_size", 1)) != parts.env.world_size:
-        logger.warning(
-            "%s was written with world size %s, now %d: the sampler position of the "
-            "current epoch is approximate",
-            path,
-            state.get("world_size"),
-            parts.env.world_size,
-        )
-
-
-def _validate_on_main(config: Config, parts: Parts, env: DistEnv, fbank: dict) -> dict[str, float]:
-    if not config.data.valid_trials:
-        return {}
-    metrics: dict[str, float] = {}
-    if env.is_main:
-        module = getattr(parts.model, "module", parts.model)
-        metrics = validate(
-            module,
-            fbank,
-            config.data.valid_dir,
-            config.data.valid_trials,
-            env.device,
-            config.data.valid_max_seconds,
-        )
-        module.train()
-    barrier(env)
-    return metrics
+    def _validate(self) -> dict[str, float]:
+        data = self.config.data
+        if not data.valid_trials:
+            return {}
+        metrics: dict[str, float] = {}
+        if self.env.is_main:
+            encoder = self.parts.encoder
+            metrics = validate(
+                encoder,
+                self.config.features.fbank_dict(),
+                data.valid_dir,
+                data.valid_trials,
+                self.env.device,
+                data.valid_max_seconds,
+            )
+            encoder.train()
+        barrier(self.env)
+        return metrics

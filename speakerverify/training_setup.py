@@ -1,24 +1,37 @@
-"""Building the pieces of a training run from a Config (model, front-end, data, optimizer, losses)
-and the RNG bookkeeping that makes resume exact. `speakerverify.train` runs them."""
+"""Building the pieces of a training run from a Config (model, front-end, data, optimizer, losses),
+where training is (`Progress`), and the RNG bookkeeping that makes resume exact.
+
+`speakerverify.train` runs the pieces; this module never imports it.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
+import math
 import os
 import random
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-from speakerverify.config import Config, ConfigError
+from speakerverify.augment import Augmenter
+from speakerverify.config import Config, ConfigError, check_kwargs
+from speakerverify.data import CropDataset, DataDir, PKSampler, collate_crops
 from speakerverify.distributed import DistEnv
+from speakerverify.features import Fbank, SpecAugment
+from speakerverify.losses import MINING_LOSSES, build_loss
+from speakerverify.models import build_model
 from speakerverify.schedules import LrSchedule, mining_at, warmup_steps_of
 
 __all__ = [
+    "Parts",
+    "Progress",
     "build_loader",
     "build_losses",
     "build_parts",
@@ -30,38 +43,58 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _kwargs_for(where: str, target: Any, args: dict[str, Any]) -> dict[str, Any]:
-    params = inspect.signature(target).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(args) - set(params))
-        if unknown:
-            valid = ", ".join(n for n in params if n != "self")
-            raise ConfigError(f"{where}: unknown keys {unknown}; valid: {valid}")
-    return args
+@dataclass
+class Progress:
+    """Where training is: completed epochs, batches done in the current epoch, optimizer steps."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    best_eer: float = math.inf
+    epoch_loss: float = math.nan  # mean loss of the batches run in the last epoch
+
+
+@dataclass
+class Parts:
+    """Everything a run needs, built once by `build_parts`."""
+
+    model: nn.Module  # the encoder, DDP-wrapped under torchrun
+    model_args: dict[str, Any]  # its constructor arguments (what checkpoints record)
+    frontend: nn.Module
+    spec_augment: nn.Module | None
+    dataset: CropDataset
+    sampler: PKSampler
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    env: DistEnv
+    amp_dtype: torch.dtype | None = None
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The encoder itself (without a DDP wrapper)."""
+        if isinstance(self.model, nn.parallel.DistributedDataParallel):
+            return self.model.module
+        return self.model
+
+
+# Called with one record per log line (rank 0 only), and asked after every step whether to stop.
+LogFn = Callable[[dict[str, Any]], None]
+StopFn = Callable[[], bool]
 
 
 def build_model_args(config: Config) -> dict[str, Any]:
-    """Constructor arguments of the encoder; `feat_dim` follows `features.num_mel_bins`."""
-    return {"feat_dim": config.features.num_mel_bins, **dict(config.model.args)}
+    """Constructor arguments of the encoder; `feat_dim` follows `features.fbank.num_mel_bins`."""
+    return {"feat_dim": config.features.fbank.num_mel_bins, **dict(config.model.args)}
 
 
-def build_parts(
-    config: Config, env: DistEnv, init: str | os.PathLike | None = None
-) -> tuple[Any, dict[str, Any], Any, Any]:
+def build_parts(config: Config, env: DistEnv, init: str | os.PathLike | None = None) -> Parts:
     """Seed, then build encoder (DDP-wrapped when distributed), front-end, SpecAugment, dataset,
     P×K sampler (sharded by rank), optimizer, LR scheduler and grad scaler.
 
     With `init`, the encoder starts from that checkpoint's weights (fine-tuning); parameters
     named by `train.freeze` are left out of the optimizer (before DDP wraps the encoder).
-
-    Returns:
-        (parts, model_args, dataset, sampler)
     """
-    from speakerverify.data import CropDataset, DataDir, PKSampler
-    from speakerverify.features import Fbank, FbankConfig, SpecAugment
-    from speakerverify.models import build_model
-    from speakerverify.train import Parts
-
     device = env.device
     torch.manual_seed(config.train.seed)  # identical initial weights on every rank
     model_args = build_model_args(config)
@@ -78,32 +111,32 @@ def build_parts(
 
         frozen = freeze_parameters(encoder, config.train.freeze)
         logger.info("froze %d parameter tensors (%s)", frozen, ", ".join(config.train.freeze))
-    frontend = Fbank(FbankConfig.from_dict(config.features.fbank_dict())).to(device)
+    frontend = Fbank(config.features.fbank).to(device)
     spec_augment = None
     if config.features.spec_augment:
         args = dict(config.features.spec_augment_args)
-        spec_augment = SpecAugment(**_kwargs_for("features.spec_augment_args", SpecAugment, args))
+        check_kwargs("features.spec_augment_args", SpecAugment, args)
+        spec_augment = SpecAugment(**args)
         spec_augment = spec_augment.to(device)
 
     data = config.data
     train_dir = DataDir.load(data.train_dir)
     augmenter = None
     if data.musan_index or data.rir_index or config.augment.channel:
-        from speakerverify.augment import Augmenter
         from speakerverify.simulate import ChannelSimulator
 
         channel = None
         if config.augment.channel:
-            args = dict(config.augment.channel_args)
-            channel = ChannelSimulator(
-                **_kwargs_for("augment.channel_args", ChannelSimulator, args)
-            )
-        extra = _kwargs_for("augment.args", Augmenter, dict(config.augment.args))
+            channel_args = dict(config.augment.channel_args)
+            check_kwargs("augment.channel_args", ChannelSimulator, channel_args)
+            channel = ChannelSimulator(**channel_args)
+        extra = dict(config.augment.args)
+        check_kwargs("augment.args", Augmenter, extra)
         augmenter = Augmenter(
             musan_index=data.musan_index,
             rir_index=data.rir_index,
             aug_prob=config.augment.aug_prob,
-            sample_rate=config.features.sample_rate,
+            sample_rate=config.features.fbank.sample_rate,
             channel=channel,
             **extra,
         )
@@ -112,7 +145,7 @@ def build_parts(
     dataset = CropDataset(
         train_dir,
         chunk_seconds=data.chunk_seconds,
-        sample_rate=config.features.sample_rate,
+        sample_rate=config.features.fbank.sample_rate,
         augmenter=augmenter,
         speed_perturb=data.speed_perturb,
     )
@@ -150,17 +183,19 @@ def build_parts(
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     # Per-rank randomness (SpecAugment, dither) after the shared initialisation.
     torch.manual_seed(config.train.seed + 1_000_003 * env.rank + 1)
-    parts = Parts(
+    return Parts(
         model=model,
+        model_args=model_args,
         frontend=frontend,
         spec_augment=spec_augment,
+        dataset=dataset,
+        sampler=sampler,
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=scaler,
         env=env,
         amp_dtype=amp_dtype,
     )
-    return parts, model_args, dataset, sampler
 
 
 def build_optimizer(config: Config, params: Any) -> torch.optim.Optimizer:
@@ -175,17 +210,21 @@ def build_optimizer(config: Config, params: Any) -> torch.optim.Optimizer:
     )
 
 
-def build_losses(config: Config, env: DistEnv) -> dict[str, torch.nn.Module]:
-    """One loss module per mining strategy used during the run (warm-up and main)."""
-    from speakerverify.losses import build_loss
+def build_losses(config: Config, env: DistEnv) -> dict[str | None, nn.Module]:
+    """One loss module per mining strategy used during the run (warm-up and main), keyed by
+    `mining_at`; a loss that does not mine is the one entry under None.
 
+    A margin set in the config is the loss's own default; a margin schedule passes it per call.
+    """
     loss = config.loss
-    strategies = {mining_at(loss, 0), loss.mining}
+    strategies = {mining_at(loss, 0), mining_at(loss, loss.mining_warmup_epochs)}
     losses = {}
     for mining in strategies:
-        if loss.name == "triplet":
-            kwargs: dict[str, Any] = {
-                "margin": loss.margin,
+        kwargs: dict[str, Any] = {}
+        if loss.margin is not None:
+            kwargs["margin"] = loss.margin
+        if loss.name in MINING_LOSSES:
+            kwargs |= {
                 "mining": mining,
                 "distance": loss.distance,
                 "soft_margin": loss.soft_margin,
@@ -193,8 +232,6 @@ def build_losses(config: Config, env: DistEnv) -> dict[str, torch.nn.Module]:
             }
             if loss.reduction is not None:
                 kwargs["reduction"] = loss.reduction
-        else:
-            kwargs = {}
         kwargs.update(loss.args)
         try:
             losses[mining] = build_loss(loss.name, **kwargs).to(env.device)
@@ -224,8 +261,6 @@ class BatchesFrom:
 
 def build_loader(dataset: Any, sampler: Any, start: int, config: Config, env: DistEnv) -> Any:
     """A DataLoader over the P×K batches of the current epoch, skipping the first `start`."""
-    from speakerverify.data import collate_crops
-
     workers = config.data.num_workers
     # A private generator: creating a loader iterator would otherwise draw from the global torch
     # RNG (worker base seed), shifting SpecAugment/dither randomness after a resume.
@@ -246,8 +281,6 @@ def _ignore_sigint(worker_id: int) -> None:
     """Ctrl-C reaches the whole process group; workers leave it to the main process, which saves
     a checkpoint at the next step (defensive: workers that quit on SIGINT could fail a fetch that
     is still in flight)."""
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 

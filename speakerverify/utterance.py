@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from speakerverify.store import l2_normalize
+from speakerverify.errors import SpeakerVerifyError
+from speakerverify.scoring import l2_normalize
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ RECOMMENDED_SAMPLE_RATE = 16000
 MIN_FILE_SPEECH_SECONDS = 0.5
 
 
-class VerificationError(Exception):
+class VerificationError(SpeakerVerifyError):
     """Input the commands cannot use (too little speech, no threshold, ...); one line."""
 
 

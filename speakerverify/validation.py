@@ -30,8 +30,10 @@ def validate(
     """
     from speakerverify.data import DataDir, read_trials
     from speakerverify.embed import Embedder
-    from speakerverify.features import Fbank, FbankConfig
+    from speakerverify.fbank_config import FbankConfig
+    from speakerverify.features import Fbank
     from speakerverify.metrics import compute_metrics
+    from speakerverify.scoring import l2_normalize
 
     data_dir = DataDir.load(valid_dir)
     trials = read_trials(valid_trials, data_dir)
@@ -41,7 +43,7 @@ def validate(
     embedder = Embedder(frontend, encoder, device=str(device), max_seconds=max_seconds)
     utt_ids = sorted(set(trials.enroll) | set(trials.test))
     vectors = np.stack([embedder.embed_file(data_dir.wav[u]) for u in utt_ids])
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12
+    vectors = l2_normalize(vectors)
     row = {u: i for i, u in enumerate(utt_ids)}
     enroll = vectors[[row[u] for u in trials.enroll]]
     test = vectors[[row[u] for u in trials.test]]

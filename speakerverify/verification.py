@@ -22,11 +22,11 @@ from speakerverify.decision import (
     default_calibration_path,
     resolve_decision_rule,
 )
+from speakerverify.scoring import cosine_scores, l2_normalize
 from speakerverify.store import (
     DomainMean,
     SpeakerStore,
     StoreError,
-    l2_normalize,
     validate_name,
 )
 from speakerverify.utterance import (
@@ -63,7 +63,6 @@ __all__ = [
     "WaveformEmbedder",
     "adapt",
     "bayes_llr_threshold",
-    "cosine_scores",
     "default_calibration_path",
     "embed_utterance",
     "enroll_speaker",
@@ -77,22 +76,6 @@ __all__ = [
 ]
 
 # -- scoring ---------------------------------------------------------------------------------
-
-
-def cosine_scores(enroll: np.ndarray, test: np.ndarray, mean: np.ndarray | None = None):
-    """Cosine of each enrollment embedding `(N, D)` with one test embedding `(D,)` -> `(N,)`.
-
-    With `mean` `(D,)`, both sides are centred first (cosine after subtracting the domain mean).
-
-    >>> cosine_scores(np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([3.0, 3.0])).round(4)
-    array([0.7071, 0.7071])
-    """
-    enroll = np.atleast_2d(np.asarray(enroll, dtype=np.float64))
-    test = np.asarray(test, dtype=np.float64)
-    if mean is not None:
-        enroll = enroll - mean
-        test = test - mean
-    return l2_normalize(enroll) @ l2_normalize(test)
 
 
 # -- the operations --------------------------------------------------------------------------

@@ -587,7 +587,7 @@ def test_store_only_work_does_not_import_torch(enrolled, command):
 def checkpoint(tmp_path_factory):
     """A tiny x-vector saved through the training engineer's API (random but fixed weights)."""
     from speakerverify.checkpoint import save_checkpoint
-    from speakerverify.features import FbankConfig
+    from speakerverify.fbank_config import FbankConfig
     from speakerverify.models import build_model
 
     torch.manual_seed(0)
@@ -604,7 +604,7 @@ def checkpoint(tmp_path_factory):
 
 
 def test_real_checkpoint_enroll_verify_with_calibration(checkpoint, voices, tmp_path):
-    from speakerverify.scoring import Calibration
+    from speakerverify.calibration import Calibration
 
     model, fingerprint = checkpoint
     store = tmp_path / "s.db"

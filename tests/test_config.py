@@ -122,6 +122,26 @@ def test_apply_overrides_does_not_mutate_input():
         ),
         ({**MINIMAL, "loss": {"mining": "hardest"}}, [], "loss.mining: unknown value 'hardest'"),
         ({**MINIMAL, "loss": {"name": "arcface"}}, [], "loss.name: unknown value 'arcface'"),
+        (
+            {**MINIMAL, "loss": {"name": "info_nce", "args": {"temp": 1}}},
+            [],
+            "loss.args (info_nce): unknown keys ['temp']; valid: temperature",
+        ),
+        (
+            {**MINIMAL, "loss": {"name": "info_nce", "margin": 0.2}},
+            [],
+            "loss.margin: loss 'info_nce' has no margin",
+        ),
+        (
+            {**MINIMAL, "loss": {"margin_start": 0.1, "margin_warmup_epochs": 1}},
+            [],
+            "loss.margin: required when margin_start is set",
+        ),
+        (
+            {**MINIMAL, "loss": {"name": "contrastive", "margin": 1, "args": {"margin": 2}}},
+            [],
+            "not both",
+        ),
         ({**MINIMAL, "train": {"amp": "fp8"}}, [], "train.amp: unknown value 'fp8'"),
         ({**MINIMAL, "data": {"train_dir": "d", "num_utts": 1}}, [], "data.num_utts: must be >= 2"),
         ({**MINIMAL, "optim": {"warmup_steps": 5, "warmup_epochs": 1}}, [], "not both"),
@@ -158,9 +178,40 @@ def test_from_dict_equals_load(tmp_path):
 
 
 def test_features_section_mirrors_fbank_config_exactly():
-    # config.py mirrors FbankConfig instead of importing it (loading a config must not import
-    # torch); this pins the two together so a new or changed front-end default cannot drift.
+    # The features section is composed from FbankConfig (torch-free), so a new or changed
+    # front-end default or option cannot drift between the two.
     from speakerverify.config import FeaturesConfig
-    from speakerverify.features import FbankConfig
+    from speakerverify.fbank_config import FbankConfig
 
     assert FeaturesConfig().fbank_dict() == FbankConfig().to_dict()
+
+
+def test_every_fbank_option_is_a_features_key_and_round_trips(tmp_path):
+    from speakerverify.fbank_config import FbankConfig
+
+    options = {f.name for f in dataclasses.fields(FbankConfig)}
+    cfg = load_config(write(tmp_path, MINIMAL))
+    assert set(cfg.to_dict()["features"]) == options | {"spec_augment", "spec_augment_args"}
+    changed = {"window_type": "hamming", "low_freq": 40.0, "snip_edges": False}
+    cfg = load_config(write(tmp_path, {**MINIMAL, "features": changed}))
+    assert cfg.features.fbank == FbankConfig(**changed)
+    assert load_config(write(tmp_path, cfg.to_dict(), "again.yaml")) == cfg
+
+
+def test_fbank_validation_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="features: window_type 'kaiser'"):
+        load_config(write(tmp_path, {**MINIMAL, "features": {"window_type": "kaiser"}}))
+    with pytest.raises(ConfigError, match=r"features\.num_mel_bins: must be > 0"):
+        load_config(write(tmp_path, {**MINIMAL, "features": {"num_mel_bins": 0}}))
+
+
+def test_importing_the_config_module_does_not_import_torch():
+    # Registry names are checked when a config is built (that imports the registries); the
+    # module itself, and with it FbankConfig, stays torch-free.
+    import subprocess
+    import sys
+
+    code = "import sys, speakerverify.config; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"

@@ -8,7 +8,8 @@ import torch
 from synth import speech_like
 from torchaudio.compliance import kaldi
 
-from speakerverify.features import Fbank, FbankConfig, SpecAugment
+from speakerverify.fbank_config import FbankConfig
+from speakerverify.features import Fbank, SpecAugment
 
 TOLERANCE = 1e-3  # max abs difference on log-mel, before CMN
 

@@ -56,7 +56,7 @@ def test_weights_equal_the_checkpoint_at_step_0_with_a_fresh_optimizer(train_dir
     init = make_checkpoint(tmp_path / "init.pt")
     config = load_config(TINY, [f"data.train_dir={train_dir}", "data.num_speakers=4"])
     env = init_distributed("cpu")
-    parts, _, _, _ = build_parts(config, env, init=init)
+    parts = build_parts(config, env, init=init)
     expected = load_checkpoint(init)["state_dict"]
     state = parts.model.state_dict()
     assert set(state) == set(expected)
@@ -64,7 +64,7 @@ def test_weights_equal_the_checkpoint_at_step_0_with_a_fresh_optimizer(train_dir
         assert torch.equal(state[name], tensor), name
     assert parts.optimizer.state_dict()["state"] == {}
     assert parts.scheduler.last_epoch == 0
-    fresh, _, _, _ = build_parts(config, env)
+    fresh = build_parts(config, env)
     assert not torch.equal(fresh.model.state_dict()["segment.weight"], expected["segment.weight"])
 
 

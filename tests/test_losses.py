@@ -11,8 +11,12 @@ import torch
 import speakerverify.losses.objective as objective_module
 from speakerverify.losses import (
     DEFAULT_REDUCTION,
+    MARGIN_LOSSES,
+    MINERS,
     STAT_KEYS,
     STRATEGIES,
+    LossOutput,
+    MinerOptions,
     TripletLoss,
     build_loss,
     distance_matrix,
@@ -108,7 +112,7 @@ def check_against_brute(emb, labels, strategy, distance, soft, reduction, margin
     loss_fn = make_loss(strategy, margin=margin, distance=distance, soft_margin=soft)
     if reduction is not None:
         loss_fn.reduction = reduction
-    value = loss_fn(emb, labels)
+    value, got = loss_fn(emb, labels)
     base = "semi_hard" if strategy == "semi_hard_drop" else strategy
     expected, stats = brute_loss(
         emb.tolist(), labels.tolist(), strategy, distance, margin, soft, loss_fn.reduction
@@ -116,7 +120,7 @@ def check_against_brute(emb, labels, strategy, distance, soft, reduction, margin
     assert loss_fn.reduction == (reduction or DEFAULT_REDUCTION[base])
     assert value.item() == pytest.approx(expected, abs=1e-9, rel=0)
     for key, reference in stats.items():
-        assert loss_fn.stats[key] == pytest.approx(reference, abs=1e-9), key
+        assert got[key] == pytest.approx(reference, abs=1e-9), key
     return value, loss_fn
 
 
@@ -147,11 +151,11 @@ def test_no_semi_hard_negative_falls_back_or_drops():
     for strategy in ("semi_hard", "semi_hard_drop", "semi_hard_all"):
         check_against_brute(emb, labels, strategy, "cosine", False, None, margin=1e-12)
     dropped = make_loss("semi_hard_drop", margin=1e-12)
-    value = dropped(emb, labels)
-    assert dropped.stats["num_valid"] == 0 and value.item() == 0.0
+    value, stats = dropped(emb, labels)
+    assert stats["num_valid"] == 0 and value.item() == 0.0
     fallback = make_loss("semi_hard", margin=1e-12)
-    fallback(emb, labels)
-    assert fallback.stats["num_valid"] > 0 and fallback.stats["frac_semi_hard"] == 0.0
+    _, stats = fallback(emb, labels)
+    assert stats["num_valid"] > 0 and stats["frac_semi_hard"] == 0.0
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -162,11 +166,11 @@ def test_all_zero_losses_give_zero_and_zero_gradient(strategy):
     noise = 1e-3 * torch.randn(6, 3, generator=torch.Generator().manual_seed(0)).double()
     emb = (centres[labels] + noise).requires_grad_(True)
     loss_fn = TripletLoss(mining=strategy, margin=0.2, seed=0)
-    value = loss_fn(emb, labels)
+    value, stats = loss_fn(emb, labels)
     value.backward()
-    assert value.item() == 0.0 and loss_fn.stats["num_active"] == 0
+    assert value.item() == 0.0 and stats["num_active"] == 0
     # semi_hard_all keeps only margin violators, so it mines nothing here
-    assert (loss_fn.stats["num_valid"] == 0) == (strategy == "semi_hard_all")
+    assert (stats["num_valid"] == 0) == (strategy == "semi_hard_all")
     assert torch.equal(emb.grad, torch.zeros_like(emb))
 
 
@@ -175,10 +179,10 @@ def test_batch_without_triplets(strategy):
     emb = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
     for labels in (torch.zeros(5, dtype=torch.long), torch.arange(5)):  # no negative / positive
         loss_fn = TripletLoss(mining=strategy, seed=0)
-        value = loss_fn(emb, labels)
+        value, stats = loss_fn(emb, labels)
         value.backward()
-        assert value.item() == 0.0 and loss_fn.stats["num_valid"] == 0
-        assert set(STAT_KEYS) <= set(loss_fn.stats)
+        assert value.item() == 0.0 and stats["num_valid"] == 0
+        assert set(STAT_KEYS) <= set(stats)
 
 
 def test_pair_distances_match_the_matrix():
@@ -195,7 +199,7 @@ def test_squared_euclidean_is_facenet_form():
     a, p, n = torch.eye(3, dtype=torch.float64)
     emb = torch.stack([a, p * 0.6 + a * 0.8, n])
     loss_fn = TripletLoss(margin=1.8, mining="batch_all", distance="squared_euclidean")
-    value = loss_fn(emb, torch.tensor([0, 0, 1]))
+    value, _ = loss_fn(emb, torch.tensor([0, 0, 1]))
     d_ap, d_an = ((emb[0] - emb[1]) ** 2).sum(), ((emb[0] - emb[2]) ** 2).sum()
     # batch_all over the two anchors with a positive: (0,1,2) and (1,0,2)
     d_pn = ((emb[1] - emb[2]) ** 2).sum()
@@ -215,7 +219,7 @@ def test_gradcheck(monkeypatch, strategy, distance, soft, path_ratio):
     emb, labels = random_batch(seed=11, num_items=8, num_speakers=3, dim=4, singleton=False)
     emb.requires_grad_(True)
     loss_fn = make_loss(strategy, margin=0.3, distance=distance, soft_margin=soft)
-    assert torch.autograd.gradcheck(lambda x: loss_fn(x, labels), (emb,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda x: loss_fn(x, labels).value, (emb,), eps=1e-6, atol=1e-6)
 
 
 # ---------------------------------------------------------------- miners
@@ -269,7 +273,7 @@ def test_random_miner_covers_all_negatives():
 
 def test_loss_seed_makes_random_mining_reproducible():
     emb, labels = random_batch(seed=2, num_items=24, num_speakers=4)
-    values = [TripletLoss(mining="random", seed=9)(emb, labels).item() for _ in range(2)]
+    values = [TripletLoss(mining="random", seed=9)(emb, labels).value.item() for _ in range(2)]
     assert values[0] == values[1]
 
 
@@ -286,10 +290,49 @@ def test_margin_is_settable_and_validated():
     loss_fn = TripletLoss(margin=0.1)
     loss_fn.margin = 0.3
     emb, labels = random_batch(seed=1, num_items=12, num_speakers=3)
-    loss_fn(emb, labels)
-    assert loss_fn.stats["margin"] == 0.3
+    _, stats = loss_fn(emb, labels)
+    assert stats["margin"] == 0.3
     with pytest.raises(ValueError, match="margin"):
         loss_fn.margin = -1.0
+
+
+def test_margin_per_call_is_used_and_leaves_the_default():
+    emb, labels = random_batch(seed=1, num_items=12, num_speakers=3)
+    loss_fn = TripletLoss(margin=0.1, mining="batch_all")
+    value, stats = loss_fn(emb, labels, margin=0.3)
+    expected, _ = brute_loss(
+        emb.tolist(), labels.tolist(), "batch_all", "cosine", 0.3, False, "mean_active"
+    )
+    assert value.item() == pytest.approx(expected, abs=1e-9)
+    assert stats["margin"] == 0.3 and loss_fn.margin == 0.1
+    assert loss_fn(emb, labels).stats["margin"] == 0.1
+    contrastive = build_loss("contrastive")
+    assert contrastive(emb, labels).stats["margin"] == 1.0
+    assert contrastive(emb, labels, margin=0.5).stats["margin"] == 0.5
+
+
+@pytest.mark.parametrize("name", ["triplet", "contrastive", "info_nce", "angular_prototypical"])
+def test_every_loss_returns_value_and_stats_and_only_margin_losses_take_one(name):
+    emb, labels = random_batch(seed=2, num_items=12, num_speakers=3)
+    output = build_loss(name).double()(emb, labels)
+    assert isinstance(output, LossOutput) and output.value.ndim == 0
+    assert output.stats["embedding_spread"] > 0
+    assert ("margin" in output.stats) == (name in MARGIN_LOSSES)
+    if name not in MARGIN_LOSSES:
+        with pytest.raises(TypeError):
+            build_loss(name)(emb, labels, margin=0.2)
+
+
+def test_every_miner_has_the_one_signature_and_mine_triplets_dispatches_to_it():
+    emb, labels = random_batch(seed=19, num_items=16, num_speakers=4)
+    distances = distance_matrix(torch.nn.functional.normalize(emb, dim=1))
+    assert tuple(MINERS) == STRATEGIES
+    for strategy, miner in MINERS.items():
+        options = MinerOptions(num_hardest=2, generator=torch.Generator().manual_seed(0))
+        direct = miner(distances, labels, 0.2, options)
+        generator = torch.Generator().manual_seed(0)
+        via = mine_triplets(distances, labels, strategy, 0.2, num_hardest=2, generator=generator)
+        assert all(torch.equal(a, b) for a, b in zip(direct, via, strict=True)), strategy
 
 
 def test_unknown_names_are_rejected_with_valid_list():
@@ -328,7 +371,7 @@ def test_matches_pytorch_metric_learning(strategy, distance):
     indices = miner(emb, labels) if miner is not None else None
     expected = pml_loss(emb, labels, indices).item()
     ours = TripletLoss(margin=0.2, mining=strategy, distance=distance, reduction="mean_active")
-    assert ours(emb, labels).item() == pytest.approx(expected, abs=1e-9)
+    assert ours(emb, labels).value.item() == pytest.approx(expected, abs=1e-9)
 
 
 # ---------------------------------------------------------------- global mining under DDP
@@ -349,9 +392,9 @@ def _ddp_worker(rank, world_size, port, out_dir):
         for strategy in DDP_STRATEGIES:
             mine = emb[local].clone().requires_grad_(True)
             loss_fn = TripletLoss(mining=strategy, gather_distributed=True, seed=3)
-            value = loss_fn(mine, labels[local])
+            value, stats = loss_fn(mine, labels[local])
             value.backward()
-            results[strategy] = {"loss": value.detach(), "grad": mine.grad, **loss_fn.stats}
+            results[strategy] = {"loss": value.detach(), "grad": mine.grad, **stats}
         torch.save(results, f"{out_dir}/rank{rank}.pt")
         dist.barrier()
     finally:
@@ -378,9 +421,9 @@ def test_distributed_global_mining_equals_single_process(tmp_path):
     for strategy in DDP_STRATEGIES:
         full = emb.clone().requires_grad_(True)
         loss_fn = TripletLoss(mining=strategy, seed=3)
-        expected = loss_fn(full, labels)
+        expected, stats = loss_fn(full, labels)
         expected.backward()
-        assert loss_fn.stats["num_valid"] > 0
+        assert stats["num_valid"] > 0
         for rank, result in enumerate(results):
             got = result[strategy]
             torch.testing.assert_close(got["loss"], expected.detach(), rtol=0, atol=1e-12)
@@ -388,8 +431,8 @@ def test_distributed_global_mining_equals_single_process(tmp_path):
             # DDP's averaging then restores the single-process gradient.
             local_grad = full.grad[rank * 12 : (rank + 1) * 12]
             torch.testing.assert_close(got["grad"] / world_size, local_grad, rtol=0, atol=1e-12)
-            assert got["num_valid"] == loss_fn.stats["num_valid"]
-            assert got["mean_d_an"] == pytest.approx(loss_fn.stats["mean_d_an"], abs=1e-12)
+            assert got["num_valid"] == stats["num_valid"]
+            assert got["mean_d_an"] == pytest.approx(stats["mean_d_an"], abs=1e-12)
 
 
 # ---------------------------------------------------------------- training stability
@@ -432,11 +475,11 @@ def test_batch_hard_training_from_scratch_does_not_collapse():
         utts = torch.stack([torch.randperm(5, generator=generator)[:4] for _ in speakers])
         index = (speakers[:, None] * 5 + utts).flatten()
         crop = int(torch.randint(0, 15, (1,), generator=generator))
-        loss = loss_fn(model(feats[index, crop : crop + 64]), labels[index])
+        loss, stats = loss_fn(model(feats[index, crop : crop + 64]), labels[index])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        spreads.append(loss_fn.stats["embedding_spread"])
+        spreads.append(stats["embedding_spread"])
         losses.append(loss.item())
     assert min(spreads) > 0.3, spreads
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5]), losses
@@ -459,7 +502,8 @@ def _unit(rows):
 def test_contrastive_loss_equals_brute_force():
     emb, labels = random_batch(seed=8, num_items=12, num_speakers=4)
     loss_fn = build_loss("contrastive", margin=1.2)
-    value = loss_fn(emb, labels).item()
+    output = loss_fn(emb, labels)
+    value = output.value.item()
     e, lab = _unit(emb.tolist()), labels.tolist()
     total, count = 0.0, 0
     for i in range(len(lab)):
@@ -470,13 +514,13 @@ def test_contrastive_loss_equals_brute_force():
             total += d * d if lab[i] == lab[j] else max(0.0, 1.2 - d) ** 2
             count += 1
     assert value == pytest.approx(total / count, abs=1e-9)
-    assert loss_fn.stats["embedding_spread"] > 0
+    assert output.stats["embedding_spread"] > 0
 
 
 def test_info_nce_equals_brute_force():
     emb, labels = random_batch(seed=9, num_items=12, num_speakers=4)
     loss_fn = build_loss("info_nce", temperature=0.5)
-    value = loss_fn(emb, labels).item()
+    value = loss_fn(emb, labels).value.item()
     e, lab = _unit(emb.tolist()), labels.tolist()
     per_anchor = []
     for a in range(len(lab)):
@@ -493,7 +537,7 @@ def test_angular_prototypical_equals_brute_force():
     emb, labels = random_batch(seed=10, num_items=14, num_speakers=4)  # + a singleton
     loss_fn = build_loss("angular_prototypical")
     loss_fn.double()
-    value = loss_fn(emb, labels)
+    value, stats = loss_fn(emb, labels)
     lab = labels.tolist()
     speakers = sorted(s for s in set(lab) if lab.count(s) >= 2)
     queries, prototypes = [], []
@@ -509,7 +553,7 @@ def test_angular_prototypical_equals_brute_force():
         total += -logits[i] + math.log(sum(math.exp(x) for x in logits))
     assert value.item() == pytest.approx(total / len(speakers), abs=1e-9)
     value.backward()
-    assert loss_fn.scale.grad is not None and loss_fn.stats["num_speakers"] == len(speakers)
+    assert loss_fn.scale.grad is not None and stats["num_speakers"] == len(speakers)
 
 
 @pytest.mark.parametrize("name", ["contrastive", "info_nce", "angular_prototypical"])
@@ -517,7 +561,7 @@ def test_comparison_losses_gradcheck(name):
     emb, labels = random_batch(seed=12, num_items=8, num_speakers=3, dim=4, singleton=False)
     loss_fn = build_loss(name).double()
     emb.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x: loss_fn(x, labels), (emb,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda x: loss_fn(x, labels).value, (emb,), eps=1e-6, atol=1e-6)
 
 
 def test_mining_is_switchable_for_warm_up_and_default_reduction_follows():
@@ -529,7 +573,7 @@ def test_mining_is_switchable_for_warm_up_and_default_reduction_follows():
     expected, _ = brute_loss(
         emb.tolist(), labels.tolist(), "batch_hard", "cosine", 0.2, False, "mean"
     )
-    assert loss_fn(emb, labels).item() == pytest.approx(expected, abs=1e-9)
+    assert loss_fn(emb, labels).value.item() == pytest.approx(expected, abs=1e-9)
     pinned = TripletLoss(mining="batch_all", reduction="mean")
     pinned.mining = "semi_hard_all"
     assert pinned.reduction == "mean"
@@ -541,9 +585,9 @@ def test_mining_is_switchable_for_warm_up_and_default_reduction_follows():
 def test_half_precision_embeddings_are_mined_in_float32(strategy):
     emb, labels = random_batch(seed=13, num_items=24, num_speakers=6)
     half = emb.to(torch.bfloat16).requires_grad_(True)
-    value = TripletLoss(mining=strategy)(half, labels)
+    value, _ = TripletLoss(mining=strategy)(half, labels)
     value.backward()
-    expected = TripletLoss(mining=strategy)(half.detach().float(), labels)
+    expected, _ = TripletLoss(mining=strategy)(half.detach().float(), labels)
     assert value.dtype == torch.float32 and value.item() == pytest.approx(expected.item(), abs=1e-6)
     assert half.grad.dtype == torch.bfloat16 and torch.isfinite(half.grad.float()).all()
 

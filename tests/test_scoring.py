@@ -7,17 +7,18 @@ import math
 import numpy as np
 import pytest
 
+from speakerverify.calibration import Calibration, CalibrationError, fit_calibration
 from speakerverify.data import Trials
 from speakerverify.embed import EmbeddingStore, load_embeddings, save_embeddings
 from speakerverify.metrics import cllr, eer
 from speakerverify.scoring import (
-    Calibration,
-    CalibrationError,
     ScoresError,
+    calibrate_scores,
     cohort_means,
     cosine_scores,
-    fit_calibration,
+    read_scored_trials,
     read_scores,
+    score_trial_list,
     score_trials,
     trial_labels,
     write_scores,
@@ -198,3 +199,58 @@ def test_two_gaussian_scores_give_phi_eer_and_calibration_keeps_it(rng):
     assert value == pytest.approx(0.5 * math.erfc(1 / math.sqrt(2)), abs=0.006)
     calibration = fit_calibration(scores, labels)
     assert eer(calibration.apply(scores), labels)[0] == pytest.approx(value, abs=1e-12)
+
+
+def test_score_and_calibrate_are_one_call_each(tmp_path, rng):
+    from speakerverify.data import write_trials
+
+    store, speakers = make_store(rng, num_speakers=8, per_speaker=6)
+    trials = make_trials(rng, store, speakers, num_trials=300)
+    save_embeddings(tmp_path / "store", store.utt_ids, store.embeddings, {"model_fingerprint": "a"})
+    write_trials(tmp_path / "trials.txt", trials, format="kaldi")
+    trials_path, store_path = tmp_path / "trials.txt", tmp_path / "store"
+    scores_path, calibration_path = tmp_path / "scores.txt", tmp_path / "cal.json"
+    num = score_trial_list(trials_path, store_path, scores_path, mean_store=store_path)
+    assert num == len(trials)
+    mean = store.embeddings.astype(np.float64).mean(axis=0).astype(np.float32)
+    expected = score_trials(store, trials, mean=mean)
+    np.testing.assert_allclose(read_scores(scores_path)[2], expected, atol=1e-6)
+    _, labels = read_scored_trials(trials_path, scores_path)
+    np.testing.assert_array_equal(labels, trials.labels)
+
+    report = calibrate_scores(trials_path, scores_path, calibration_path)
+    assert Calibration.load(calibration_path) == report.calibration
+    assert report.num_trials == len(trials) and report.cllr < 1.0
+    assert report.min_cllr <= report.cllr + 1e-9
+
+    llr_path = tmp_path / "llr.txt"
+    score_trial_list(trials_path, store_path, llr_path, mean_store=store_path,
+                     calibration_path=calibration_path)  # fmt: skip
+    np.testing.assert_allclose(
+        read_scores(llr_path)[2], report.calibration.apply(expected), atol=1e-5
+    )
+    with pytest.raises(CalibrationError, match="fitted on none scores, but --norm is snorm"):
+        score_trial_list(trials_path, store_path, llr_path, norm="snorm", cohort_store=store_path,
+                         calibration_path=calibration_path)  # fmt: skip
+
+
+def test_one_normalization_with_one_zero_vector_rule():
+    from speakerverify.scoring import l2_normalize
+
+    rows = np.array([[3.0, 4.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(l2_normalize(rows), [[0.6, 0.8], [0.0, 0.0]])
+    assert l2_normalize(rows).dtype == np.float64
+    assert l2_normalize(rows.astype(np.float32)).dtype == np.float32
+    np.testing.assert_allclose(l2_normalize(np.array([0.0, 2.0])), [0.0, 1.0])
+    np.testing.assert_allclose(l2_normalize(rows, mean=np.array([3.0, 0.0])), [[0, 1], [-1, 0]])
+    assert cosine_scores(rows, np.array([1.0, 1.0]))[1] == 0.0  # a zero vector scores 0
+
+
+def test_the_store_still_refuses_a_zero_embedding(tmp_path):
+    from speakerverify.store import SpeakerStore
+
+    with (
+        SpeakerStore(tmp_path / "s.db", create=True) as store,
+        pytest.raises(ValueError, match="zero or non-finite norm"),
+    ):
+        store.add("ann", np.zeros((1, 4)), speech_seconds=3.0, fingerprint="f")

@@ -21,8 +21,9 @@ from synth import make_voxceleb_corpus
 
 from speakerverify.checkpoint import CheckpointError, load_checkpoint, load_model
 from speakerverify.cli import main
-from speakerverify.config import LossConfig, OptimConfig, load_config
+from speakerverify.config import ConfigError, LossConfig, OptimConfig, load_config
 from speakerverify.data import DataDir, Trials, write_trials
+from speakerverify.losses import LOSSES
 from speakerverify.models import build_model
 from speakerverify.schedules import LrSchedule, margin_at, mining_at, warmup_steps_of
 from speakerverify.train import find_checkpoint, fit, validate
@@ -296,3 +297,57 @@ def test_too_few_speakers_for_a_batch_is_a_config_error(corpus, tmp_path):
     lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "8 eligible speakers" in lines[0], result.output
     assert str(corpus / "train") in lines[0]
+
+
+# Regression (issue 14): the trainer set `loss_fn.margin = config.loss.margin` (0.2 by default)
+# before every step, so the contrastive loss trained with 0.2 instead of its own 1.0, and
+# info_nce / angular_prototypical got a stray attribute and logged a margin that meant nothing.
+# One short run per registered loss; the logged margin is the one the loss used.
+def train_briefly(corpus: Path, exp_dir: Path, settings: list[str]) -> list[dict]:
+    cfg = load_config(TINY, [*overrides(corpus), "train.max_steps=2", "train.log_every=1",
+                             "loss.margin=null", *settings])  # fmt: skip
+    fit(cfg, exp_dir)
+    steps = [r for r in read_log(exp_dir) if r["kind"] == "step"]
+    assert len(steps) == 2 and all(math.isfinite(r["loss"]) for r in steps)
+    return steps
+
+
+def test_margin_not_overwritten_for_triplet(corpus, tmp_path):
+    steps = train_briefly(corpus, tmp_path / "default", [])
+    assert [r["margin"] for r in steps] == [0.2, 0.2]  # TripletLoss's own default
+    assert {r["mining"] for r in steps} == {"batch_hard"}
+    steps = train_briefly(corpus, tmp_path / "set", ["loss.margin=0.3"])
+    assert [r["margin"] for r in steps] == [0.3, 0.3]
+
+
+def test_margin_not_overwritten_for_contrastive(corpus, tmp_path):
+    steps = train_briefly(corpus, tmp_path / "default", ["loss.name=contrastive"])
+    assert [r["margin"] for r in steps] == [1.0, 1.0]  # ContrastiveLoss's own default
+    assert {r["mining"] for r in steps} == {None}
+    steps = train_briefly(
+        corpus, tmp_path / "args", ["loss.name=contrastive", "loss.args={margin: 1.5}"]
+    )
+    assert [r["margin"] for r in steps] == [1.5, 1.5]
+    steps = train_briefly(corpus, tmp_path / "set", ["loss.name=contrastive", "loss.margin=0.7"])
+    assert [r["margin"] for r in steps] == [0.7, 0.7]
+
+
+def check_loss_without_margin(corpus, tmp_path, name):
+    steps = train_briefly(corpus, tmp_path / "exp", [f"loss.name={name}"])
+    assert all("margin" not in r and r["mining"] is None for r in steps)
+    with pytest.raises(ConfigError, match=f"loss.margin: loss '{name}' has no margin"):
+        load_config(TINY, [*overrides(corpus), f"loss.name={name}", "loss.margin=0.2"])
+
+
+def test_margin_not_overwritten_for_info_nce(corpus, tmp_path):
+    check_loss_without_margin(corpus, tmp_path, "info_nce")
+
+
+def test_margin_not_overwritten_for_angular_prototypical(corpus, tmp_path):
+    check_loss_without_margin(corpus, tmp_path, "angular_prototypical")
+
+
+def test_every_registered_loss_has_a_margin_regression_test():
+    tested = {name.removeprefix("test_margin_not_overwritten_for_") for name in globals()
+              if name.startswith("test_margin_not_overwritten_for_")}  # fmt: skip
+    assert tested == set(LOSSES)

@@ -12,6 +12,7 @@ from speaker_helpers import FP, SpectrumEmbedder, store_rows
 from synth import random_speaker, speech_like
 
 from speakerverify.audio import AudioError
+from speakerverify.scoring import cosine_scores
 from speakerverify.store import SpeakerStore, StoreError, UnknownSpeakerError
 from speakerverify.verification import (
     DecisionRule,
@@ -19,7 +20,6 @@ from speakerverify.verification import (
     VerificationError,
     adapt,
     bayes_llr_threshold,
-    cosine_scores,
     default_calibration_path,
     embed_utterance,
     enroll_speaker,
@@ -290,11 +290,11 @@ def test_adapt_bad_inputs_leave_store_alone(tmp_path, voices):
     assert store_rows(store) == before
 
 
-# -- real calibration files (speakerverify.scoring.Calibration) -------------------------------
+# -- real calibration files (speakerverify.calibration.Calibration) -------------------------------
 
 
 def write_calibration(path, **fields):
-    from speakerverify.scoring import Calibration
+    from speakerverify.calibration import Calibration
 
     values = {"slope": 10.0, "offset": -5.0, "model_fingerprint": FP, **fields}
     Calibration(**values).save(path)

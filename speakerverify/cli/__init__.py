@@ -2,6 +2,8 @@
 
 Each area keeps its commands in its own module under `speakerverify.cli`; heavy imports (torch,
 torchaudio, librosa) happen inside command bodies so that `speakerverify --help` stays instant.
+The group is the one place that turns the library's input errors (`SpeakerVerifyError`) into
+`error: <one line>` and exit status 2; any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import sys
 import click
 
 from speakerverify import __version__
+from speakerverify.cli.common import fail, first_line
+from speakerverify.errors import SpeakerVerifyError
 
 # command name -> "module:attribute" (module relative to speakerverify.cli)
 COMMANDS: dict[str, str] = {
@@ -44,6 +48,12 @@ class LazyGroup(click.Group):
         module_name, attr = target.split(":")
         module = importlib.import_module(f"speakerverify.cli.{module_name}")
         return getattr(module, attr)
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SpeakerVerifyError as error:
+            fail(first_line(error))
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

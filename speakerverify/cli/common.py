@@ -20,6 +20,12 @@ def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     sys.exit(code)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message, or its class name when it has none."""
+    text = str(error)
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def warn(message: str) -> None:
     """Print `warning: message` on stderr."""
     click.echo(f"warning: {message}", err=True)

@@ -18,37 +18,6 @@ _scores_argument = click.argument("scores_path", metavar="SCORES", type=click.Pa
 _NORM_CHOICE = click.Choice(["none", "snorm", "asnorm"])
 
 
-def _input_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input (reported as one `error:` line), imported lazily."""
-    from speakerverify.audio import AudioError
-    from speakerverify.checkpoint import CheckpointError
-    from speakerverify.data import DataDirError, TrialsError
-    from speakerverify.embed import EmbeddingStoreError, EmbedError
-    from speakerverify.scoring import CalibrationError, ScoresError
-
-    return (
-        AudioError,
-        CheckpointError,
-        DataDirError,
-        TrialsError,
-        EmbeddingStoreError,
-        EmbedError,
-        CalibrationError,
-        ScoresError,
-        KeyError,
-        ValueError,
-        OSError,
-    )
-
-
-def _message(error: BaseException) -> str:
-    if isinstance(error, KeyError) and error.args:
-        return str(error.args[0])
-    if isinstance(error, OSError) and error.filename:
-        return f"{error.filename}: {error.strerror or error}"
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
-
-
 @click.command()
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
@@ -92,39 +61,17 @@ def embed(
     dim, front-end config). Interrupted runs resume from finished shards.
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        from speakerverify.data import DataDir
-        from speakerverify.embed import Embedder, extract_embeddings
+    from speakerverify.data import DataDir
+    from speakerverify.embed import Embedder, extract_embeddings
 
-        data = DataDir.load(data_dir)
-        model = model_path_or_bundled(model)
-        embedder = Embedder.from_checkpoint(model, device=device, max_seconds=max_seconds)
-        store = extract_embeddings(
-            data, out, embedder, batch_size=batch_size, resume=not no_resume, num_jobs=jobs
-        )
-    except _input_errors() as error:
-        fail(_message(error))
+    data = DataDir.load(data_dir)
+    model = model_path_or_bundled(model)
+    embedder = Embedder.from_checkpoint(model, device=device, max_seconds=max_seconds)
+    store = extract_embeddings(
+        data, out, embedder, batch_size=batch_size, resume=not no_resume, num_jobs=jobs
+    )
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"wrote {len(store)} embeddings ({store.dim} dims) to {out}")
-
-
-def _mean_of_store(path: str) -> Any:
-    import numpy as np
-
-    from speakerverify.embed import load_embeddings
-
-    store = load_embeddings(path)
-    total = np.zeros(store.dim, np.float64)
-    for begin in range(0, len(store), 65536):
-        total += store.embeddings[begin : begin + 65536].sum(axis=0, dtype=np.float64)
-    return (total / len(store)).astype(np.float32), store.meta.get("model_fingerprint", "")
-
-
-def _check_same_model(name: str, fingerprint: str, expected: str) -> None:
-    if fingerprint and expected and fingerprint != expected:
-        raise ValueError(
-            f"{name} was made by model {fingerprint}, but the embeddings by model {expected}"
-        )
 
 
 @click.command()
@@ -180,63 +127,21 @@ def score(
     norm = norm or ("asnorm" if cohort_store else "none")
     if norm != "none" and not cohort_store:
         fail(f"--norm {norm} needs --cohort-store")
-    try:
-        from speakerverify.data import read_trials
-        from speakerverify.data.trials import read_enroll_map
-        from speakerverify.embed import load_embeddings
-        from speakerverify.embedding_store import with_enrollment_models
-        from speakerverify.scoring import (
-            Calibration,
-            cohort_means,
-            score_trials,
-            write_scores,
-        )
+    from speakerverify.scoring import score_trial_list
 
-        trials = read_trials(trials_path)
-        store = load_embeddings(store_path)
-        if enroll_map:
-            models = read_enroll_map(enroll_map)
-            tests = [u for u in dict.fromkeys([*trials.enroll, *trials.test]) if u not in models]
-            store = with_enrollment_models(store, models, tests)
-        fingerprint = store.meta.get("model_fingerprint", "")
-        mean = None
-        if mean_store:
-            mean, mean_fingerprint = _mean_of_store(mean_store)
-            _check_same_model(f"--mean-store {mean_store}", mean_fingerprint, fingerprint)
-        cohort = None
-        if cohort_store and norm != "none":
-            cohort_embeddings = load_embeddings(cohort_store)
-            _check_same_model(
-                f"--cohort-store {cohort_store}",
-                cohort_embeddings.meta.get("model_fingerprint", ""),
-                fingerprint,
-            )
-            cohort = cohort_means(cohort_embeddings, mean=mean)
-        calib = None
-        if calibration:
-            calib = Calibration.load(calibration)
-            _check_same_model(f"calibration {calibration}", calib.model_fingerprint, fingerprint)
-            if calib.norm != norm:
-                raise ValueError(
-                    f"{calibration}: fitted on {calib.norm} scores, but --norm is {norm}"
-                )
-        scores = score_trials(store, trials, mean=mean, cohort=cohort, norm=norm, top_n=top_n)
-        if calib is not None:
-            scores = calib.apply(scores)
-        write_scores(out, trials.enroll, trials.test, scores)
-    except _input_errors() as error:
-        fail(_message(error))
+    num_trials = score_trial_list(
+        trials_path,
+        store_path,
+        out,
+        mean_store=mean_store,
+        cohort_store=cohort_store,
+        norm=norm,
+        top_n=top_n,
+        calibration_path=calibration,
+        enroll_map=enroll_map,
+    )
     kind = "LLRs" if calibration else f"scores (norm: {norm})"
-    click.echo(f"wrote {len(trials)} {kind} to {out}")
-
-
-def _load_scored_trials(trials_path: str, scores_path: str) -> tuple[Any, Any]:
-    from speakerverify.data import read_trials
-    from speakerverify.scoring import read_scores, trial_labels
-
-    trials = read_trials(trials_path)
-    enroll, test, values = read_scores(scores_path)
-    return trial_labels(trials, enroll, test, values, path=scores_path)
+    click.echo(f"wrote {num_trials} {kind} to {out}")
 
 
 @click.command()
@@ -271,27 +176,15 @@ def calibrate(
     prior: float,
 ) -> None:
     """Fit score -> LLR calibration (logistic regression) on development TRIALS and SCORES."""
-    try:
-        from speakerverify.metrics import cllr, min_cllr
-        from speakerverify.scoring import fit_calibration
+    from speakerverify.scoring import calibrate_scores
 
-        fingerprint = ""
-        if model:
-            from speakerverify.checkpoint import load_checkpoint
-
-            fingerprint = str(load_checkpoint(model)["fingerprint"])
-        scores, labels = _load_scored_trials(trials_path, scores_path)
-        calibration = fit_calibration(
-            scores, labels, prior=prior, model_fingerprint=fingerprint, norm=norm
-        )
-        calibration.save(out)
-        after = cllr(calibration.apply(scores), labels)
-        floor = min_cllr(scores, labels)
-    except _input_errors() as error:
-        fail(_message(error))
+    report = calibrate_scores(
+        trials_path, scores_path, out, model_path=model, norm=norm, prior=prior
+    )
+    calibration = report.calibration
     click.echo(
         f"llr = {calibration.slope:.6g} * score {calibration.offset:+.6g}  "
-        f"(Cllr {after:.4f}, minCllr {floor:.4f} on {len(scores)} trials)"
+        f"(Cllr {report.cllr:.4f}, minCllr {report.min_cllr:.4f} on {report.num_trials} trials)"
     )
     click.echo(f"wrote {out}")
 
@@ -316,39 +209,35 @@ def evaluate(
     trials_path: str, scores_path: str, plot_dir: str | None, llr: bool, as_json: bool
 ) -> None:
     """EER, minDCF (p_target 0.01 and 0.05) and minCllr of SCORES against TRIALS labels."""
-    try:
-        from speakerverify.metrics import act_dcf, cllr, compute_metrics, det_curve, min_cllr
+    from speakerverify.metrics import act_dcf, cllr, compute_metrics, det_curve, min_cllr
+    from speakerverify.scoring import read_scored_trials
 
-        scores, labels = _load_scored_trials(trials_path, scores_path)
-        result: dict[str, Any] = compute_metrics(scores, labels)
-        result["min_cllr"] = min_cllr(scores, labels)
-        if llr:
-            result["cllr"] = cllr(scores, labels)
-            for p_target in (0.01, 0.05):
-                result[f"act_dcf_{p_target:g}"] = act_dcf(scores, labels, p_target=p_target)
-        if plot_dir:
-            from pathlib import Path
+    scores, labels = read_scored_trials(trials_path, scores_path)
+    result: dict[str, Any] = compute_metrics(scores, labels)
+    result["min_cllr"] = min_cllr(scores, labels)
+    if llr:
+        result["cllr"] = cllr(scores, labels)
+        for p_target in (0.01, 0.05):
+            result[f"act_dcf_{p_target:g}"] = act_dcf(scores, labels, p_target=p_target)
+    if plot_dir:
+        from pathlib import Path
 
-            from speakerverify.plotting import plot_det, plot_histogram
+        from speakerverify.plotting import plot_det, plot_histogram
 
-            p_miss, p_fa, _ = det_curve(scores, labels)
-            det = plot_det(
-                p_miss,
-                p_fa,
-                Path(plot_dir) / "det.png",
-                label=Path(scores_path).name,
-                eer=result["eer"],
-            )
-            thresholds = {
-                "EER": result["eer_threshold"],
-                "minDCF(0.01)": result["min_dcf_0.01_threshold"],
-            }
-            hist = plot_histogram(
-                scores, labels, Path(plot_dir) / "hist.png", thresholds=thresholds
-            )
-            result["plots"] = [str(det), str(hist)]
-    except _input_errors() as error:
-        fail(_message(error))
+        p_miss, p_fa, _ = det_curve(scores, labels)
+        det = plot_det(
+            p_miss,
+            p_fa,
+            Path(plot_dir) / "det.png",
+            label=Path(scores_path).name,
+            eer=result["eer"],
+        )
+        thresholds = {
+            "EER": result["eer_threshold"],
+            "minDCF(0.01)": result["min_dcf_0.01_threshold"],
+        }
+        hist = plot_histogram(scores, labels, Path(plot_dir) / "hist.png", thresholds=thresholds)
+        result["plots"] = [str(det), str(hist)]
     result = {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in result.items()}
     if as_json:
         echo_json(result)

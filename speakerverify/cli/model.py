@@ -7,22 +7,11 @@ from __future__ import annotations
 
 import click
 
-from speakerverify.cli.common import echo_json, fail, model_path_or_bundled
+from speakerverify.cli.common import echo_json, model_path_or_bundled
 
 _checkpoint_argument = click.argument(
     "checkpoint", required=False, metavar="[CKPT]", envvar="SPEAKERVERIFY_MODEL"
 )
-
-
-def _input_errors() -> tuple[type[BaseException], ...]:
-    from speakerverify.checkpoint import CheckpointError
-    from speakerverify.export import ExportError
-
-    return (CheckpointError, ExportError)
-
-
-def _one_line(error: BaseException) -> str:
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 @click.group()
@@ -94,14 +83,11 @@ def info(checkpoint, as_json) -> None:
     CKPT defaults to $SPEAKERVERIFY_MODEL, else the bundled model (whose model card adds the
     training data, date, metrics and limits).
     """
-    try:
-        from speakerverify.model_card import describe_model
-        from speakerverify.pretrained import bundled_card, is_bundled
+    from speakerverify.model_card import describe_model
+    from speakerverify.pretrained import bundled_card, is_bundled
 
-        path = model_path_or_bundled(checkpoint, announce=False)  # the output names it
-        description = describe_model(path, card=bundled_card() if is_bundled(path) else None)
-    except _input_errors() as error:
-        fail(_one_line(error))
+    path = model_path_or_bundled(checkpoint, announce=False)  # the output names it
+    description = describe_model(path, card=bundled_card() if is_bundled(path) else None)
     if as_json:
         echo_json({"command": "model info", "version": 1, **description})
         return
@@ -123,12 +109,9 @@ def export(checkpoint, onnx_path, as_json) -> None:
     config is in the ONNX metadata); output `embedding` (B, D), not L2-normalised. B and T are
     dynamic.
     """
-    try:
-        from speakerverify.export import export_onnx
+    from speakerverify.export import export_onnx
 
-        result = export_onnx(model_path_or_bundled(checkpoint), onnx_path)
-    except _input_errors() as error:
-        fail(_one_line(error))
+    result = export_onnx(model_path_or_bundled(checkpoint), onnx_path)
     if as_json:
         echo_json(result.to_json())
     else:

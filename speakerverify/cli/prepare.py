@@ -33,14 +33,11 @@ def voxceleb(root: str, out_dir: str, split: str, durations: bool) -> None:
 
     ROOT holds wav/ (VoxCeleb1), dev/aac/ (VoxCeleb2) or dev/wav/ (converted VoxCeleb2).
     """
-    from speakerverify.data import DataDirError, prepare_voxceleb
+    from speakerverify.data import prepare_voxceleb
 
-    try:
-        data = prepare_voxceleb(
-            root, out_dir, split=split, with_durations=durations, progress=sys.stderr.isatty()
-        )
-    except (DataDirError, OSError) as error:
-        fail(str(error))
+    data = prepare_voxceleb(
+        root, out_dir, split=split, with_durations=durations, progress=sys.stderr.isatty()
+    )
     hours = f", {sum(data.utt2dur.values()) / 3600:.1f} h" if data.utt2dur else ""
     click.echo(f"{out_dir}: {len(data)} utterances, {len(data.speakers)} speakers{hours}")
 
@@ -81,20 +78,16 @@ def data_dir(
       LibriSpeech: --layout "{speaker}/{session}/{speaker}-{session}-{utt}"
       CN-Celeb:    --layout "{speaker}/{session}-{utt}"  (ROOT = CN-Celeb_flac/data)
     """
-    from speakerverify.data import DataDirError
     from speakerverify.data.layout import AUDIO_EXTENSIONS, prepare_dir
 
     exts = tuple(e.strip().lstrip(".") for item in extensions for e in item.split(",") if e)
-    try:
-        speakers = _read_speaker_list(speakers_file) if speakers_file else None
-        corpus = prepare_dir(
-            root, out_dir, layout=layout, pattern=pattern, list_file=list_file,
-            extensions=exts or AUDIO_EXTENSIONS, speakers=speakers,
-            skip_unmatched=skip_unmatched, with_durations=durations,
-            progress=sys.stderr.isatty(),
-        )  # fmt: skip
-    except (DataDirError, ValueError, OSError) as error:
-        fail(str(error))
+    speakers = _read_speaker_list(speakers_file) if speakers_file else None
+    corpus = prepare_dir(
+        root, out_dir, layout=layout, pattern=pattern, list_file=list_file,
+        extensions=exts or AUDIO_EXTENSIONS, speakers=speakers,
+        skip_unmatched=skip_unmatched, with_durations=durations,
+        progress=sys.stderr.isatty(),
+    )  # fmt: skip
     hours = "unknown hours" if corpus.hours is None else f"{corpus.hours:.2f} hours"
     sessions = "" if corpus.num_sessions is None else f", {corpus.num_sessions} sessions"
     click.echo(
@@ -144,20 +137,16 @@ def trials(
     seed: int,
 ) -> None:
     """Make a trial list OUT over the utterances of DATA_DIR (read back by score / evaluate)."""
-    from speakerverify.data import DataDirError, TrialsError
     from speakerverify.data.trial_making import TrialOptions, prepare_trials
 
-    try:
-        options = TrialOptions(
-            num_targets=num_targets, num_nontargets=num_nontargets, all_pairs=all_pairs,
-            max_trials=max_trials, enroll_utts=enroll_utts, seed=seed,
-        )  # fmt: skip
-        made, models = prepare_trials(
-            data_dir, out, options, same=same, cross_session=cross_session,
-            format=trial_format, enroll_out=enroll_out,
-        )  # fmt: skip
-    except (DataDirError, TrialsError, OSError) as error:
-        fail(str(error))
+    options = TrialOptions(
+        num_targets=num_targets, num_nontargets=num_nontargets, all_pairs=all_pairs,
+        max_trials=max_trials, enroll_utts=enroll_utts, seed=seed,
+    )  # fmt: skip
+    made, models = prepare_trials(
+        data_dir, out, options, same=same, cross_session=cross_session,
+        format=trial_format, enroll_out=enroll_out,
+    )  # fmt: skip
     targets = int(made.labels.sum())
     enrolled = ""
     if models is not None:
@@ -178,13 +167,9 @@ def split(
     data_dirs: tuple[str, ...], num_heldout: int, train_out: str, heldout_out: str, seed: int
 ) -> None:
     """Merge DATA_DIRS and split them by speaker into training and held-out data dirs."""
-    from speakerverify.data import DataDirError
     from speakerverify.data.split import prepare_split
 
-    try:
-        done = prepare_split(data_dirs, train_out, heldout_out, num_heldout, seed=seed)
-    except (DataDirError, OSError) as error:
-        fail(str(error))
+    done = prepare_split(data_dirs, train_out, heldout_out, num_heldout, seed=seed)
     for name, side in ((train_out, done.train), (heldout_out, done.heldout)):
         click.echo(f"{name}: {len(side.speakers)} speakers, {len(side)} utterances")
 
@@ -197,14 +182,11 @@ def split(
 @click.option("--sample-rate", type=int, default=16000, show_default=True)
 def convert_m4a(src: str, dst: str, jobs: int, sample_rate: int) -> None:
     """Convert every SRC/**/*.m4a to DST/**/*.wav (mono, 16-bit); rerun to resume."""
-    from speakerverify.data.convert import ConvertError, convert_m4a_tree
+    from speakerverify.data.convert import convert_m4a_tree
 
-    try:
-        result = convert_m4a_tree(
-            src, dst, jobs=jobs, sample_rate=sample_rate, progress=sys.stderr.isatty()
-        )
-    except ConvertError as error:
-        fail(str(error))
+    result = convert_m4a_tree(
+        src, dst, jobs=jobs, sample_rate=sample_rate, progress=sys.stderr.isatty()
+    )
     click.echo(f"converted {result.converted}, skipped {result.skipped} existing")
     if result.failed:
         first = "; ".join(cause for _, cause in result.failed[:3])
@@ -235,10 +217,5 @@ def _write_noise_index(
     prepare_index: Callable[[str, str], dict[str, int]], root: str, out: str
 ) -> None:
     """Run one of `speakerverify.data.noise.prepare_*` and print what it indexed."""
-    from speakerverify.data.noise import NoiseIndexError
-
-    try:
-        counts = prepare_index(root, out)
-    except NoiseIndexError as error:
-        fail(str(error))
+    counts = prepare_index(root, out)
     click.echo(f"{out}: " + ", ".join(f"{n} {kind}" for kind, n in counts.items()))

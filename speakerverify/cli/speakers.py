@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,33 +29,6 @@ EXIT_STATUS_HELP = """
 \b
 Exit status: 0 accepted, 1 rejected, 2 usage or input error (like grep).
 """
-
-
-# The library's input errors: (module, class). Only modules already imported can have raised
-# one, so matching does not import torch for commands that never needed it (`speakers list`).
-INPUT_ERRORS = (
-    ("speakerverify.audio", "AudioError"),
-    ("speakerverify.checkpoint", "CheckpointError"),
-    ("speakerverify.store", "StoreError"),
-    ("speakerverify.utterance", "VerificationError"),
-    ("speakerverify.scoring", "CalibrationError"),
-)
-
-
-@contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """Turn the library's input errors into `error: ...` + exit 2, without a traceback."""
-    try:
-        yield
-    except Exception as error:
-        loaded = tuple(
-            getattr(sys.modules[module], name)
-            for module, name in INPUT_ERRORS
-            if module in sys.modules and hasattr(sys.modules[module], name)
-        )
-        if not isinstance(error, loaded):
-            raise
-        fail(str(error).splitlines()[0] if str(error) else type(error).__name__)
 
 
 def _model_option(function: Callable) -> Callable:
@@ -192,11 +163,10 @@ def enroll(name, audio, model_path, store_path, min_speech, replace, as_json) ->
     from speakerverify.verification import enroll_speaker
 
     store_path = _store(store_path)
-    with _one_line_errors():
-        model = _load_model(model_path)
-        result = enroll_speaker(
-            store_path, model, name, audio, min_speech_seconds=min_speech, replace=replace
-        )
+    model = _load_model(model_path)
+    result = enroll_speaker(
+        store_path, model, name, audio, min_speech_seconds=min_speech, replace=replace
+    )
     _print_warnings(result.warnings)
     if as_json:
         echo_json(result.to_json())
@@ -238,25 +208,22 @@ def verify(
     pair = Path(first).exists()
     if pair and Path(first).is_dir():
         fail(f"{first}: is a directory, not an audio file")
-    with _one_line_errors():
-        if not pair:
-            store_path = _store(store_path)
-            if not Path(store_path).exists():
-                raise VerificationError(
-                    f"{first}: no such file, and no speaker store {store_path} to look it up in"
-                )
-            _check_speaker(store_path, first)  # before the model: bad names fail in 0.2 s
-        model = _load_model(model_path)
-        rule = resolve_decision_rule(
-            model, threshold=threshold, calibration_path=calibration_path, p_target=p_target
-        )
-        if pair:
-            domain = _pair_domain(store_path, model)
-            result = verify_pair(
-                model, rule, first, test, min_speech_seconds=min_speech, domain=domain
+    if not pair:
+        store_path = _store(store_path)
+        if not Path(store_path).exists():
+            raise VerificationError(
+                f"{first}: no such file, and no speaker store {store_path} to look it up in"
             )
-        else:
-            result = _verify_name(store_path, model, rule, first, test, min_speech)
+        _check_speaker(store_path, first)  # before the model: bad names fail in 0.2 s
+    model = _load_model(model_path)
+    rule = resolve_decision_rule(
+        model, threshold=threshold, calibration_path=calibration_path, p_target=p_target
+    )
+    if pair:
+        domain = _pair_domain(store_path, model)
+        result = verify_pair(model, rule, first, test, min_speech_seconds=min_speech, domain=domain)
+    else:
+        result = _verify_name(store_path, model, rule, first, test, min_speech)
     _print_warnings(result.warnings)
     payload = result.to_json()
     if as_json:
@@ -328,15 +295,14 @@ def identify(
     from speakerverify.verification import identify as identify_speaker
 
     store_path = _store(store_path)
-    with _one_line_errors():
-        _open_store(store_path).close()  # before the model: a bad store fails in 0.2 s
-        model = _load_model(model_path)
-        rule = resolve_decision_rule(
-            model, threshold=threshold, calibration_path=calibration_path, p_target=p_target
-        )
-        result = identify_speaker(
-            store_path, model, rule, test, top_k=top_k, min_speech_seconds=min_speech
-        )
+    _open_store(store_path).close()  # before the model: a bad store fails in 0.2 s
+    model = _load_model(model_path)
+    rule = resolve_decision_rule(
+        model, threshold=threshold, calibration_path=calibration_path, p_target=p_target
+    )
+    result = identify_speaker(
+        store_path, model, rule, test, top_k=top_k, min_speech_seconds=min_speech
+    )
     _print_warnings(result.warnings)
     payload = result.to_json()
     if as_json:
@@ -409,7 +375,7 @@ def _store_json(store, command: str, with_embeddings: bool) -> dict:
 @_json_option
 def list_speakers(store_path, as_json) -> None:
     """List enrolled speakers with utterance counts, speech seconds and times."""
-    with _one_line_errors(), _open_store(store_path) as store:
+    with _open_store(store_path) as store:
         payload = _store_json(store, "speakers list", with_embeddings=False)
     if as_json:
         echo_json(payload)
@@ -435,7 +401,7 @@ def list_speakers(store_path, as_json) -> None:
 @_json_option
 def remove_speaker(name, store_path, as_json) -> None:
     """Remove speaker NAME from the store (error, exit 2, if not enrolled)."""
-    with _one_line_errors(), _open_store(store_path) as store:
+    with _open_store(store_path) as store:
         record = store.get(name)
         store.remove(record.name)
         remaining = len(store)
@@ -462,7 +428,7 @@ def export_speakers(store_path, out_path, as_json) -> None:
 
     Without --out the document goes to stdout; with --out, --json prints a short summary.
     """
-    with _one_line_errors(), _open_store(store_path) as store:
+    with _open_store(store_path) as store:
         payload = _store_json(store, "speakers export", with_embeddings=True)
     text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False)
     if out_path is None:
@@ -487,13 +453,11 @@ def _write_atomic(path: Path, text: str) -> None:
         fail(f"{path}: is a directory")
     if not path.parent.is_dir():
         fail(f"{path}: directory {path.parent} does not exist")
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    from speakerverify.files import write_atomic
+
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
+        write_atomic(path, text)
     except OSError as error:
-        Path(tmp).unlink(missing_ok=True)
         fail(f"{path}: cannot write ({error.strerror})")
 
 
@@ -554,17 +518,16 @@ def adapt(
         _adapt_model(audio_dir, model_path, out_path, crop_seconds, min_speech, as_json)
         return
     store_path = _store(store_path)
-    with _one_line_errors():
-        model = None
-        if audio_dir is not None or model_path:
-            model = _load_model(model_path)
-        result = adapt_store(
-            store_path,
-            model=model,
-            audio_dir=audio_dir,
-            embeddings_dir=embeddings_dir,
-            min_speech_seconds=min_speech,
-        )
+    model = None
+    if audio_dir is not None or model_path:
+        model = _load_model(model_path)
+    result = adapt_store(
+        store_path,
+        model=model,
+        audio_dir=audio_dir,
+        embeddings_dir=embeddings_dir,
+        min_speech_seconds=min_speech,
+    )
     _print_warnings(result.warnings)
     if as_json:
         echo_json(result.to_json())
@@ -579,14 +542,13 @@ def adapt(
 def _adapt_model(audio_dir, model_path, out_path, crop_seconds, min_speech, as_json) -> None:
     from speakerverify.adaptation import adapt_batchnorm
 
-    with _one_line_errors():
-        result = adapt_batchnorm(
-            model_path_or_bundled(model_path),
-            audio_dir,
-            out_path,
-            crop_seconds=crop_seconds,
-            min_speech_seconds=min_speech,
-        )
+    result = adapt_batchnorm(
+        model_path_or_bundled(model_path),
+        audio_dir,
+        out_path,
+        crop_seconds=crop_seconds,
+        min_speech_seconds=min_speech,
+    )
     _print_warnings(list(result.warnings))
     if as_json:
         echo_json(result.to_json())

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from speakerverify.data.datadir import DataDir, DataDirError, _read_table, _write_lines
+from speakerverify.data.datadir import DataDir, DataDirError, _read_table
+from speakerverify.files import write_atomic
 
 SESSION_ATTRIBUTE = "sess"
 _CORE_FILES = frozenset({"utt2spk", "utt2dur", "spk2utt"})
@@ -32,7 +33,7 @@ def write_attributes(path: str | os.PathLike, attributes: dict[str, dict[str, st
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     for name, table in attributes.items():
-        _write_lines(root / name, (f"{key} {value}" for key, value in table.items()))
+        write_atomic(root / name, "".join(f"{key} {value}\n" for key, value in table.items()))
 
 
 def read_utterance_attribute(data: DataDir, path: str | os.PathLike, name: str) -> dict[str, str]:

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from speakerverify.audio import find_ffmpeg
+from speakerverify.errors import SpeakerVerifyError
 
 logger = logging.getLogger(__name__)
 
 
-class ConvertError(RuntimeError):
+class ConvertError(SpeakerVerifyError, RuntimeError):
     """ffmpeg is missing or some files failed; the message names the first failures."""
 
 

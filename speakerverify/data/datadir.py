@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import write_atomic
+
 logger = logging.getLogger(__name__)
 
 
-class DataDirError(ValueError):
+class DataDirError(SpeakerVerifyError, ValueError):
     """A data dir file is malformed or inconsistent; the message names the file and line."""
 
 
@@ -138,14 +140,19 @@ class DataDir:
     def save(self, path: str | os.PathLike) -> None:
         """Write `wav.scp`, `utt2spk`, `spk2utt` and (when known) `utt2dur`, each atomically."""
         root = Path(path)
-        root.mkdir(parents=True, exist_ok=True)
-        _write_lines(root / "wav.scp", (f"{u} {p}" for u, p in self.wav.items()))
-        _write_lines(root / "utt2spk", (f"{u} {self.utt2spk[u]}" for u in self.wav))
-        _write_lines(root / "spk2utt", (f"{s} {' '.join(us)}" for s, us in self.spk2utt.items()))
-        if self.utt2dur is not None:
-            _write_lines(root / "utt2dur", (f"{u} {self.utt2dur[u]:.3f}" for u in self.wav))
-        elif (root / "utt2dur").exists():
-            os.remove(root / "utt2dur")  # a stale utt2dur would no longer match wav.scp
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            write_atomic(root / "wav.scp", "".join(f"{u} {p}\n" for u, p in self.wav.items()))
+            write_atomic(root / "utt2spk", "".join(f"{u} {self.utt2spk[u]}\n" for u in self.wav))
+            spk2utt = "".join(f"{s} {' '.join(us)}\n" for s, us in self.spk2utt.items())
+            write_atomic(root / "spk2utt", spk2utt)
+            if self.utt2dur is not None:
+                utt2dur = "".join(f"{u} {self.utt2dur[u]:.3f}\n" for u in self.wav)
+                write_atomic(root / "utt2dur", utt2dur)
+            elif (root / "utt2dur").exists():
+                os.remove(root / "utt2dur")  # a stale utt2dur would no longer match wav.scp
+        except OSError as error:
+            raise DataDirError(f"{root}: cannot write ({error.strerror or error})") from None
 
 
 def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -208,17 +215,3 @@ def _check_spk2utt(path: Path, utt2spk: dict[str, str]) -> None:
             seen.add(utt)
     if len(seen) != len(utt2spk):
         raise DataDirError(f"{path}: lists {len(seen)} utterances, utt2spk has {len(utt2spk)}")
-
-
-def _write_lines(path: Path, lines: Iterable[str]) -> None:
-    """Write text atomically: a temp file in the same dir, then os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

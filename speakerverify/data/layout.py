@@ -77,7 +77,7 @@ def layout_regex(layout: str) -> re.Pattern[str]:
         last = i == len(components) - 1
         if component == "**":
             if last:
-                raise ValueError(f"layout {layout!r}: '**' cannot be the last component")
+                raise DataDirError(f"layout {layout!r}: '**' cannot be the last component")
             parts.append("(?:[^/]+/)*")
             continue
         pieces, pos = [], 0
@@ -90,7 +90,7 @@ def layout_regex(layout: str) -> re.Pattern[str]:
         pieces.append(re.escape(component[pos:]).replace(r"\*", "[^/]*"))
         parts.append("".join(pieces) + ("" if last else "/"))
     if "speaker" not in seen:
-        raise ValueError(f"layout {layout!r} has no {{speaker}} field")
+        raise DataDirError(f"layout {layout!r} has no {{speaker}} field")
     _check_names(seen, f"layout {layout!r}")
     return re.compile("".join(parts))
 
@@ -98,7 +98,7 @@ def layout_regex(layout: str) -> re.Pattern[str]:
 def _check_names(names: set[str], where: str) -> None:
     clash = sorted(names & _RESERVED - {"utt"})
     if clash:
-        raise ValueError(f"{where}: field names {clash} are reserved")
+        raise DataDirError(f"{where}: field names {clash} are reserved")
 
 
 def iter_audio_files(
@@ -154,11 +154,11 @@ def scan_tree(
     Raises:
         DataDirError: no audio files, a file matching no speaker, a duplicate utt id, a bad list
             line (with its line number) or nothing left after `speakers`.
-        ValueError: a bad layout or pattern, or more than one of layout/pattern/list_file.
+        DataDirError: a bad layout or pattern, or more than one of layout/pattern/list_file.
     """
     root = Path(root)
     if sum(x is not None for x in (layout, pattern, list_file)) > 1:
-        raise ValueError("give only one of layout, pattern and list file")
+        raise DataDirError("give only one of layout, pattern and list file")
     if not root.is_dir():
         raise DataDirError(f"{root}: not a directory")
     if list_file is not None:
@@ -201,9 +201,9 @@ def _regex_of(layout: str | None, pattern: str | None) -> re.Pattern[str]:
     try:
         regex = re.compile(pattern)
     except re.error as error:
-        raise ValueError(f"pattern {pattern!r}: {error}") from None
+        raise DataDirError(f"pattern {pattern!r}: {error}") from None
     if "speaker" not in regex.groupindex:
-        raise ValueError(f"pattern {pattern!r} has no (?P<speaker>...) group")
+        raise DataDirError(f"pattern {pattern!r} has no (?P<speaker>...) group")
     _check_names(set(regex.groupindex), f"pattern {pattern!r}")
     return regex
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from speakerverify.data.datadir import DataDirError, _write_lines
+from speakerverify.data.datadir import DataDirError
+from speakerverify.files import write_atomic
 
 MUSAN_KINDS = ("music", "speech", "noise")
 RIR_KINDS = ("smallroom", "mediumroom", "largeroom")
@@ -61,7 +62,7 @@ def write_index(path: str | os.PathLike, entries: list[tuple[str, str]]) -> None
     """Write `kind path` lines atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_lines(path, (f"{kind} {file}" for kind, file in entries))
+    write_atomic(path, "".join(f"{kind} {file}\n" for kind, file in entries))
 
 
 def read_index(

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerverify.data.datadir import DataDir, _write_lines
+from speakerverify.data.datadir import DataDir
 from speakerverify.data.trials import Trials, TrialsError
+from speakerverify.files import write_atomic
 
 __all__ = ["TrialOptions", "make_trials", "prepare_trials", "write_enroll_map"]
 
@@ -43,9 +44,9 @@ class TrialOptions:
 
     def __post_init__(self) -> None:
         if self.num_targets < 0 or (self.num_nontargets or 0) < 0 or self.max_trials < 1:
-            raise ValueError("trial counts must be >= 0 and max_trials >= 1")
+            raise TrialsError("trial counts must be >= 0 and max_trials >= 1")
         if self.enroll_utts < 1:
-            raise ValueError(f"enroll_utts must be >= 1, got {self.enroll_utts}")
+            raise TrialsError(f"enroll_utts must be >= 1, got {self.enroll_utts}")
 
 
 @dataclass
@@ -101,9 +102,7 @@ def make_trials(
         total = None if None in counts else sum(c for c in counts if c is not None)
         if total is None or total > options.max_trials:
             found = f"{total} pairs exist" if total else f"over {options.max_trials} pairs exist"
-            raise TrialsError(
-                f"{found}, more than the cap of {options.max_trials} (--max-trials)"
-            )
+            raise TrialsError(f"{found}, more than the cap of {options.max_trials} (--max-trials)")
         chosen_t, chosen_n = target.enumerate(), nontarget.enumerate()
     else:
         num_nontargets = (
@@ -128,7 +127,7 @@ def write_enroll_map(path: str | os.PathLike, models: dict[str, list[str]]) -> N
     """Write `model utt1 utt2 ...` lines (spk2utt style), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_lines(path, (f"{m} {' '.join(us)}" for m, us in models.items()))
+    write_atomic(path, "".join(f"{m} {' '.join(us)}\n" for m, us in models.items()))
 
 
 def _codes(values: list[str]) -> np.ndarray:

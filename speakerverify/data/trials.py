@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerverify.data.datadir import DataDir, _write_lines
+from speakerverify.data.datadir import DataDir
+from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ _KALDI_LABELS = {"target": 1, "nontarget": 0}
 _STRIP_EXTENSIONS = (".wav", ".m4a", ".flac")
 
 
-class TrialsError(ValueError):
+class TrialsError(SpeakerVerifyError, ValueError):
     """A trial list is malformed or does not match the data; the message names file and line."""
 
 
@@ -97,7 +99,11 @@ def read_trials(
     test: list[str] = []
     labels: list[int] = []
     fmt = None
-    with open(path, encoding="utf-8") as f:
+    try:
+        handle = open(path, encoding="utf-8")  # noqa: SIM115 (closed by the with below)
+    except OSError as error:
+        raise TrialsError(f"{path}: {error.strerror or error}") from None
+    with handle as f:
         for lineno, line in enumerate(f, 1):
             fields = line.split()
             if not fields:
@@ -159,10 +165,10 @@ def write_trials(path: str | os.PathLike, trials: Trials, format: str = "voxcele
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = zip(trials.enroll, trials.test, trials.labels.tolist(), strict=True)
     if format == "voxceleb":
-        lines = (f"{int(lab)} {e}.wav {t}.wav" for e, t, lab in rows)
+        lines = (f"{int(lab)} {e}.wav {t}.wav\n" for e, t, lab in rows)
     else:
-        lines = (f"{e} {t} {'target' if lab else 'nontarget'}" for e, t, lab in rows)
-    _write_lines(path, lines)
+        lines = (f"{e} {t} {'target' if lab else 'nontarget'}\n" for e, t, lab in rows)
+    write_atomic(path, "".join(lines))
 
 
 def _detect(fields: list[str]) -> str | None:

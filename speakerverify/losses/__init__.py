@@ -2,7 +2,9 @@
 
 `build_loss(name, **args)` builds a loss from the `LOSSES` registry ("triplet", and for ablations
 "contrastive", "info_nce", "angular_prototypical"); every loss is called as
-`loss_fn(embeddings (B, D), labels (B,)) -> scalar` and exposes `loss_fn.stats` after each call.
+`loss_fn(embeddings (B, D), labels (B,)) -> LossOutput(value, stats)`. The losses named in
+`MARGIN_LOSSES` also take `margin=` per call (what a margin schedule drives); those in
+`MINING_LOSSES` take a `mining=` strategy of `MINERS` when built.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from speakerverify.losses.comparison import (
     InfoNceLoss,
 )
 from speakerverify.losses.distances import DISTANCES, distance_matrix, pair_distances
-from speakerverify.losses.mining import STRATEGIES, mine_triplets
+from speakerverify.losses.mining import MINERS, STRATEGIES, MinerOptions, mine_triplets
+from speakerverify.losses.output import LossOutput
 from speakerverify.losses.triplet import DEFAULT_REDUCTION, STAT_KEYS, TripletLoss
 
 LOSSES: dict[str, type[nn.Module]] = {
@@ -24,6 +27,10 @@ LOSSES: dict[str, type[nn.Module]] = {
     "info_nce": InfoNceLoss,
     "angular_prototypical": AngularPrototypicalLoss,
 }
+# Losses whose forward takes `margin=` (the others have no margin to schedule).
+MARGIN_LOSSES: frozenset[str] = frozenset({"triplet", "contrastive"})
+# Losses built with a `mining=` strategy (one instance per strategy of a warm-up schedule).
+MINING_LOSSES: frozenset[str] = frozenset({"triplet"})
 
 
 def build_loss(name: str, **args: object) -> nn.Module:
@@ -45,11 +52,16 @@ __all__ = [
     "DEFAULT_REDUCTION",
     "DISTANCES",
     "LOSSES",
+    "MARGIN_LOSSES",
+    "MINERS",
+    "MINING_LOSSES",
     "STAT_KEYS",
     "STRATEGIES",
     "AngularPrototypicalLoss",
     "ContrastiveLoss",
     "InfoNceLoss",
+    "LossOutput",
+    "MinerOptions",
     "TripletLoss",
     "build_loss",
     "distance_matrix",

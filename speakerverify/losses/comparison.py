@@ -1,6 +1,7 @@
 """Comparison losses for ablations against triplet: contrastive, supervised InfoNCE (N-pair),
-angular prototypical. Same call shape: `loss_fn(embeddings (B, D), labels (B,)) -> scalar`,
-statistics of the last call in `loss_fn.stats` (including `embedding_spread`).
+angular prototypical. Same call shape as triplet:
+`loss_fn(embeddings (B, D), labels (B,)) -> LossOutput(value, stats)` (stats include
+`embedding_spread`); only the contrastive loss declares a margin, so only it takes `margin=`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speakerverify.losses.distances import check_distance, distance_matrix
+from speakerverify.losses.output import LossOutput
 
 
 def _pair_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,7 +29,8 @@ class ContrastiveLoss(nn.Module):
     """Hadsell et al. 2006: y·d² + (1 - y)·max(0, m - d)², averaged over all ordered pairs i ≠ j.
 
     Args:
-        margin: m, the distance beyond which negative pairs stop contributing.
+        margin: m, the distance beyond which negative pairs stop contributing; the default of
+            each call (a margin schedule passes `margin=` per call instead).
         distance: "euclidean" (default, as in the paper), "squared_euclidean" or "cosine".
         normalize: L2-normalise embeddings first.
     """
@@ -38,27 +41,28 @@ class ContrastiveLoss(nn.Module):
         self.margin = margin
         self.distance = distance
         self.normalize = normalize
-        self.stats: dict[str, float] = {}
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, margin: float | None = None
+    ) -> LossOutput:
+        margin = self.margin if margin is None else margin
         if self.normalize:
             embeddings = F.normalize(embeddings, dim=1)
         distances = distance_matrix(embeddings, self.distance)
         positive, negative = _pair_masks(labels)
-        per_pair = torch.where(
-            positive, distances.square(), F.relu(self.margin - distances).square()
-        )
+        per_pair = torch.where(positive, distances.square(), F.relu(margin - distances).square())
         per_pair = per_pair * (positive | negative)
         num_pairs = max(int((positive | negative).sum()), 1)
         with torch.no_grad():
-            self.stats = {
+            stats = {
                 "num_positive_pairs": float(positive.sum()),
-                "num_active_negative_pairs": float((negative & (distances < self.margin)).sum()),
+                "num_active_negative_pairs": float((negative & (distances < margin)).sum()),
                 "mean_d_pos": float(distances[positive].mean()) if positive.any() else 0.0,
                 "mean_d_neg": float(distances[negative].mean()) if negative.any() else 0.0,
                 "embedding_spread": _spread(distances),
+                "margin": float(margin),
             }
-        return per_pair.sum() / num_pairs
+        return LossOutput(per_pair.sum() / num_pairs, stats)
 
 
 class InfoNceLoss(nn.Module):
@@ -76,9 +80,8 @@ class InfoNceLoss(nn.Module):
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.temperature = temperature
-        self.stats: dict[str, float] = {}
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         embeddings = F.normalize(embeddings, dim=1)
         similarity = embeddings @ embeddings.T / self.temperature
         eye = torch.eye(len(labels), dtype=torch.bool, device=embeddings.device)
@@ -89,13 +92,13 @@ class InfoNceLoss(nn.Module):
         per_anchor = -(log_probability.masked_fill(~positive, 0.0)).sum(1)
         per_anchor = per_anchor[anchors] / num_positives[anchors]
         with torch.no_grad():
-            self.stats = {
+            stats = {
                 "num_anchors": float(anchors.sum()),
                 "embedding_spread": _spread(distance_matrix(embeddings.detach())),
             }
         if not anchors.any():
-            return embeddings.sum() * 0.0
-        return per_anchor.mean()
+            return LossOutput(embeddings.sum() * 0.0, stats)
+        return LossOutput(per_anchor.mean(), stats)
 
 
 class AngularPrototypicalLoss(nn.Module):
@@ -114,16 +117,15 @@ class AngularPrototypicalLoss(nn.Module):
         super().__init__()
         self.scale = nn.Parameter(torch.tensor(init_scale))
         self.bias = nn.Parameter(torch.tensor(init_bias))
-        self.stats: dict[str, float] = {}
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> LossOutput:
         _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
         order = torch.argsort(inverse, stable=True)
         first_of_class = torch.cumsum(counts, 0) - counts
         usable = counts >= 2
         if int(usable.sum()) < 2:
-            self.stats = {"num_speakers": float(usable.sum()), "accuracy": 0.0}
-            return embeddings.sum() * 0.0
+            stats = {"num_speakers": float(usable.sum()), "accuracy": 0.0}
+            return LossOutput(embeddings.sum() * 0.0, stats)
         query_index = order[first_of_class[usable]]
         is_query = torch.zeros(len(labels), dtype=torch.bool, device=labels.device)
         is_query[query_index] = True
@@ -144,9 +146,9 @@ class AngularPrototypicalLoss(nn.Module):
         loss = F.cross_entropy(logits, targets)
         with torch.no_grad():
             normalized = F.normalize(embeddings.detach(), dim=1)
-            self.stats = {
+            stats = {
                 "num_speakers": float(len(classes)),
                 "accuracy": float((logits.argmax(1) == targets).float().mean()),
                 "embedding_spread": _spread(distance_matrix(normalized)),
             }
-        return loss
+        return LossOutput(loss, stats)

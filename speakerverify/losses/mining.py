@@ -1,23 +1,20 @@
 """Online triplet mining inside a mini-batch: pure functions of a distance matrix and labels.
 
+`MINERS` maps each strategy to one small function with one signature,
+`(distances, labels, margin, options) -> (anchor, positive, negative)`; `mine_triplets` checks
+its arguments and dispatches.
+
 Every strategy works on (B, B) matrices only (semi-hard ones once per positive rank, i.e. K - 1
 times in a P×K batch), so memory is O(B²) plus the returned triplets: no (B, B, B) tensor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 
-STRATEGIES: tuple[str, ...] = (
-    "batch_all",
-    "batch_hard",
-    "semi_hard",
-    "semi_hard_all",
-    "hard_negative",
-    "random",
-)
 SEMI_HARD_FALLBACKS: tuple[str, ...] = ("hardest", "drop")
 # Strategies keeping O(B²·K) triplets; `dense_windows` gives them as per-rank (B, B) masks.
 DENSE_STRATEGIES: tuple[str, ...] = ("batch_all", "semi_hard_all")
@@ -25,10 +22,23 @@ DENSE_STRATEGIES: tuple[str, ...] = ("batch_all", "semi_hard_all")
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def check_strategy(strategy: str) -> None:
-    """Raise `ValueError` naming the valid strategies when `strategy` is unknown."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown mining strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+@dataclass(frozen=True)
+class MinerOptions:
+    """The knobs some miners read (each miner ignores the others).
+
+    Attributes:
+        semi_hard_fallback: "hardest" or "drop" (`semi_hard`).
+        num_hardest: k (`hard_negative`).
+        generator: random source (`hard_negative` with k > 1, `random`).
+    """
+
+    semi_hard_fallback: str = "hardest"
+    num_hardest: int = 1
+    generator: torch.Generator | None = None
+
+
+# Every miner: (distances (B, B) without grad, labels (B,), margin, options) -> triplets.
+Miner = Callable[[torch.Tensor, torch.Tensor, float, MinerOptions], Triplets]
 
 
 def _empty(device: torch.device) -> Triplets:
@@ -43,6 +53,135 @@ def _uniform_positions(limits: torch.Tensor, generator: torch.Generator | None) 
     return torch.minimum((uniform * limits).long(), limits - 1)
 
 
+def mine_batch_all(
+    distances: torch.Tensor, labels: torch.Tensor, margin: float, options: MinerOptions
+) -> Triplets:
+    """Every valid triplet."""
+    return _from_windows(distances, labels, "batch_all", margin)
+
+
+def mine_semi_hard_all(
+    distances: torch.Tensor, labels: torch.Tensor, margin: float, options: MinerOptions
+) -> Triplets:
+    """Every triplet with d(a,p) < d(a,n) < d(a,p) + m."""
+    return _from_windows(distances, labels, "semi_hard_all", margin)
+
+
+def _from_windows(
+    distances: torch.Tensor, labels: torch.Tensor, strategy: str, margin: float
+) -> Triplets:
+    found_anchor, found_positive, found_negative = [], [], []
+    for _, positive_of, window in dense_windows(distances, labels, strategy, margin):
+        window_anchor, window_negative = window.nonzero(as_tuple=True)
+        found_anchor.append(window_anchor)
+        found_positive.append(positive_of[window_anchor])
+        found_negative.append(window_negative)
+    if not found_anchor:
+        return _empty(distances.device)
+    return torch.cat(found_anchor), torch.cat(found_positive), torch.cat(found_negative)
+
+
+def mine_batch_hard(
+    distances: torch.Tensor, labels: torch.Tensor, margin: float, options: MinerOptions
+) -> Triplets:
+    """Per anchor, its farthest positive and closest negative (Hermans et al. 2017)."""
+    batch = len(labels)
+    _, inverse, class_sizes = torch.unique(labels, return_inverse=True, return_counts=True)
+    # Positives through a (B, largest class) table: no (B, B) mask for the label test.
+    mates = _class_mates(inverse, class_sizes)
+    rows = torch.arange(batch, device=distances.device)[:, None]
+    positive_distances = distances.gather(1, mates).masked_fill(mates == rows, float("-inf"))
+    far = mates.gather(1, positive_distances.argmax(1, keepdim=True)).squeeze(1)
+    near = distances.clone().scatter_(1, mates, float("inf")).argmin(1)
+    keep = (class_sizes[inverse] > 1) & (class_sizes[inverse] < batch)
+    return rows.squeeze(1)[keep], far[keep], near[keep]
+
+
+def _pairs_and_negatives(
+    distances: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(anchor, positive) pairs of anchors with a negative, each anchor's number of negatives,
+    the same-label mask and the distances with same-label entries at +inf."""
+    _, inverse, class_sizes = torch.unique(labels, return_inverse=True, return_counts=True)
+    num_negatives = len(labels) - class_sizes[inverse]
+    same = labels[:, None] == labels[None, :]
+    anchor, positive = _positive_pairs(inverse, class_sizes, num_negatives > 0)
+    negative_distances = distances.masked_fill(same, float("inf"))
+    return anchor, positive, num_negatives[anchor], same, negative_distances
+
+
+def mine_random(
+    distances: torch.Tensor, labels: torch.Tensor, margin: float, options: MinerOptions
+) -> Triplets:
+    """Per (anchor, positive), a negative drawn uniformly (the no-mining baseline)."""
+    anchor, positive, count, same, _ = _pairs_and_negatives(distances, labels)
+    if len(anchor) == 0:
+        return _empty(distances.device)
+    # The r-th negative of the anchor (index order) for a uniform r in [0, count).
+    rank = _uniform_positions(count, options.generator)
+    running = (~same).cumsum(1)
+    return anchor, positive, _row_search(running, anchor, rank, right=True)
+
+
+def mine_hard_negative(
+    distances: torch.Tensor, labels: torch.Tensor, margin: float, options: MinerOptions
+) -> Triplets:
+    """Per (anchor, positive), the closest negative, or one of the k closest drawn uniformly."""
+    anchor, positive, count, _, negative_distances = _pairs_and_negatives(distances, labels)
+    if len(anchor) == 0:
+        return _empty(distances.device)
+    if options.num_hardest == 1:
+        return anchor, positive, negative_distances.argmin(1)[anchor]
+    k = min(options.num_hardest, len(labels))
+    hardest = negative_distances.topk(k, dim=1, largest=False, sorted=True).indices
+    position = _uniform_positions(count.clamp_max(k), options.generator)
+    return anchor, positive, hardest[anchor, position]
+
+
+def mine_semi_hard(
+    distances: torch.Tensor, labels: torch.Tensor, margin: float, options: MinerOptions
+) -> Triplets:
+    """Per (anchor, positive), the closest negative inside the semi-hard window (FaceNet)."""
+    anchor, positive, _, _, negative_distances = _pairs_and_negatives(distances, labels)
+    if len(anchor) == 0:
+        return _empty(distances.device)
+    batch = len(labels)
+    # One (B, B) pass per positive rank.
+    chosen = torch.zeros_like(anchor)
+    found = torch.zeros_like(anchor, dtype=torch.bool)
+    column, num_ranks = _pair_ranks(anchor, batch)
+    for rank in range(num_ranks):
+        in_rank = column == rank
+        rank_anchor, rank_positive = anchor[in_rank], positive[in_rank]
+        d_ap = torch.full((batch, 1), float("inf"), dtype=distances.dtype, device=distances.device)
+        d_ap[rank_anchor, 0] = distances[rank_anchor, rank_positive]
+        window = (negative_distances > d_ap) & (negative_distances < d_ap + margin)
+        closest, closest_index = torch.where(window, negative_distances, float("inf")).min(1)
+        chosen[in_rank] = closest_index[rank_anchor]
+        found[in_rank] = torch.isfinite(closest[rank_anchor])
+    if options.semi_hard_fallback == "drop":
+        return anchor[found], positive[found], chosen[found]
+    hardest = negative_distances.min(1).indices
+    return anchor, positive, torch.where(found, chosen, hardest[anchor])
+
+
+MINERS: dict[str, Miner] = {
+    "batch_all": mine_batch_all,
+    "batch_hard": mine_batch_hard,
+    "semi_hard": mine_semi_hard,
+    "semi_hard_all": mine_semi_hard_all,
+    "hard_negative": mine_hard_negative,
+    "random": mine_random,
+}
+STRATEGIES: tuple[str, ...] = tuple(MINERS)
+
+
+def check_strategy(strategy: str) -> None:
+    """Raise `ValueError` naming the valid strategies when `strategy` is unknown."""
+    if strategy not in MINERS:
+        raise ValueError(f"unknown mining strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+
+
 def mine_triplets(
     distances: torch.Tensor,
     labels: torch.Tensor,
@@ -53,7 +192,7 @@ def mine_triplets(
     num_hardest: int = 1,
     generator: torch.Generator | None = None,
 ) -> Triplets:
-    """Select (anchor, positive, negative) triplets from a batch.
+    """Select (anchor, positive, negative) triplets from a batch with the miner `MINERS[strategy]`.
 
     Positives are other items with the anchor's label, negatives items with another label; an
     anchor without a positive or without a negative yields nothing.
@@ -98,71 +237,8 @@ def mine_triplets(
         raise ValueError(f"distances must be (B, B), got {tuple(distances.shape)}")
     if labels.shape != (distances.shape[0],):
         raise ValueError(f"labels must be ({distances.shape[0]},), got {tuple(labels.shape)}")
-    distances = distances.detach()
-    batch = len(labels)
-    device = distances.device
-    _, inverse, class_sizes = torch.unique(labels, return_inverse=True, return_counts=True)
-    num_negatives = batch - class_sizes[inverse]
-    has_negative = num_negatives > 0
-
-    if strategy == "batch_hard":
-        # Positives through a (B, largest class) table: no (B, B) mask for the label test.
-        mates = _class_mates(inverse, class_sizes)
-        rows = torch.arange(batch, device=device)[:, None]
-        positive_distances = distances.gather(1, mates).masked_fill(mates == rows, float("-inf"))
-        far = mates.gather(1, positive_distances.argmax(1, keepdim=True)).squeeze(1)
-        near = distances.clone().scatter_(1, mates, float("inf")).argmin(1)
-        keep = (class_sizes[inverse] > 1) & has_negative
-        return rows.squeeze(1)[keep], far[keep], near[keep]
-
-    if strategy in DENSE_STRATEGIES:
-        found_anchor, found_positive, found_negative = [], [], []
-        for _, positive_of, window in dense_windows(distances, labels, strategy, margin):
-            window_anchor, window_negative = window.nonzero(as_tuple=True)
-            found_anchor.append(window_anchor)
-            found_positive.append(positive_of[window_anchor])
-            found_negative.append(window_negative)
-        if not found_anchor:
-            return _empty(device)
-        return torch.cat(found_anchor), torch.cat(found_positive), torch.cat(found_negative)
-
-    same = labels[:, None] == labels[None, :]
-    negative_distances = distances.masked_fill(same, float("inf"))
-    anchor, positive = _positive_pairs(inverse, class_sizes, has_negative)
-    if len(anchor) == 0:
-        return _empty(device)
-    count = num_negatives[anchor]
-
-    if strategy == "random":
-        # The r-th negative of the anchor (index order) for a uniform r in [0, count).
-        rank = _uniform_positions(count, generator)
-        running = (~same).cumsum(1)
-        return anchor, positive, _row_search(running, anchor, rank, right=True)
-    if strategy == "hard_negative":
-        if num_hardest == 1:
-            return anchor, positive, negative_distances.argmin(1)[anchor]
-        k = min(num_hardest, batch)
-        hardest = negative_distances.topk(k, dim=1, largest=False, sorted=True).indices
-        position = _uniform_positions(count.clamp_max(k), generator)
-        return anchor, positive, hardest[anchor, position]
-
-    # semi_hard: the closest negative inside the window, one (B, B) pass per positive rank.
-    chosen = torch.zeros_like(anchor)
-    found = torch.zeros_like(anchor, dtype=torch.bool)
-    column, num_ranks = _pair_ranks(anchor, batch)
-    for rank in range(num_ranks):
-        in_rank = column == rank
-        rank_anchor, rank_positive = anchor[in_rank], positive[in_rank]
-        d_ap = torch.full((batch, 1), float("inf"), dtype=distances.dtype, device=device)
-        d_ap[rank_anchor, 0] = distances[rank_anchor, rank_positive]
-        window = (negative_distances > d_ap) & (negative_distances < d_ap + margin)
-        closest, closest_index = torch.where(window, negative_distances, float("inf")).min(1)
-        chosen[in_rank] = closest_index[rank_anchor]
-        found[in_rank] = torch.isfinite(closest[rank_anchor])
-    if semi_hard_fallback == "drop":
-        return anchor[found], positive[found], chosen[found]
-    hardest = negative_distances.min(1).indices
-    return anchor, positive, torch.where(found, chosen, hardest[anchor])
+    options = MinerOptions(semi_hard_fallback, num_hardest, generator)
+    return MINERS[strategy](distances.detach(), labels, margin, options)
 
 
 def dense_windows(

@@ -19,6 +19,7 @@ from speakerverify.losses.mining import (
     mine_triplets,
 )
 from speakerverify.losses.objective import triplet_objective
+from speakerverify.losses.output import LossOutput
 
 REDUCTIONS: tuple[str, ...] = ("mean", "mean_active")
 # Strategies that keep many triplets per anchor average over the active ones (pytorch-metric-
@@ -51,9 +52,9 @@ class TripletLoss(nn.Module):
     softplus(z) (`soft_margin=True`; use margin 0 for Hermans et al.'s soft margin).
 
     Args:
-        margin: m, settable between calls (margin schedules write `loss_fn.margin`).
+        margin: m, the default of each call; a margin schedule passes `margin=` per call instead.
         mining: a strategy of `mine_triplets` ("semi_hard" by default); settable between calls
-            (a warm-up schedule writes `loss_fn.mining`; a defaulted reduction follows it).
+            (a defaulted reduction follows it).
         distance: "cosine" (1 - cos), "euclidean" or "squared_euclidean" (FaceNet).
         soft_margin: softplus instead of hinge.
         reduction: "mean" over all mined triplets or "mean_active" over triplets with non-zero
@@ -66,10 +67,11 @@ class TripletLoss(nn.Module):
             (all-gathered with gradients); every rank then computes the same global loss.
         seed: seed of the random source used by `random` and `hard_negative` with k > 1.
 
-    After each call `stats` holds python floats: num_valid (mined triplets), num_active (z > 0),
-    active_fraction, mean_d_ap and mean_d_an (over mined triplets), frac_semi_hard
-    (d_ap < d_an < d_ap + m) and frac_hard (d_an < d_ap) among mined triplets, embedding_spread
-    (mean distance between distinct embeddings of the batch; near 0 means collapse), and margin.
+    Each call returns `LossOutput(value, stats)`; `stats` holds python floats: num_valid (mined
+    triplets), num_active (z > 0), active_fraction, mean_d_ap and mean_d_an (over mined
+    triplets), frac_semi_hard (d_ap < d_an < d_ap + m) and frac_hard (d_an < d_ap) among mined
+    triplets, embedding_spread (mean distance between distinct embeddings of the batch; near 0
+    means collapse), and margin (the one this call used).
     """
 
     def __init__(
@@ -102,7 +104,6 @@ class TripletLoss(nn.Module):
         self.generator: torch.Generator | None = None
         if seed is not None:
             self.generator = torch.Generator().manual_seed(seed)
-        self.stats: dict[str, float] = {}
 
     @property
     def margin(self) -> float:
@@ -131,15 +132,19 @@ class TripletLoss(nn.Module):
             f"soft_margin={self.soft_margin}, reduction={self.reduction!r}"
         )
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mine triplets in the batch and return the reduced loss.
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, margin: float | None = None
+    ) -> LossOutput:
+        """Mine triplets in the batch and return the reduced loss and the mining statistics.
 
         Args:
             embeddings: (B, D) encoder outputs.
             labels: (B,) integer speaker labels.
+            margin: m for this call (e.g. from a margin schedule); None uses `self.margin`.
 
         Returns:
-            Scalar loss (0, still attached to the graph, when nothing is mined or active).
+            `LossOutput`: the scalar loss (0, still attached to the graph, when nothing is mined
+            or active) and its statistics.
         """
         if embeddings.ndim != 2 or labels.shape != embeddings.shape[:1]:
             raise ValueError(
@@ -152,7 +157,10 @@ class TripletLoss(nn.Module):
             embeddings = F.normalize(embeddings, dim=1)
         if self.gather_distributed:
             embeddings, labels = gather_batch(embeddings, labels)
-        margin = self.margin
+        if margin is None:
+            margin = self.margin
+        elif margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
         with torch.no_grad():
             distances = distance_matrix(embeddings.detach(), self.distance)
         if self.mining in DENSE_STRATEGIES:
@@ -170,11 +178,11 @@ class TripletLoss(nn.Module):
         d_an = distances[anchor, negative]
         z = d_ap - d_an + margin
         per_triplet, slope = self._per_triplet(z)
-        self._record_stats(distances, d_ap, d_an, z, margin)
+        stats = self._record_stats(distances, d_ap, d_an, z, margin)
         denominator = len(z) if self.reduction == "mean" else int((per_triplet > 0).sum())
         denominator = max(denominator, 1)  # nothing mined or active: the loss is 0
         carries = (slope > 0).nonzero().squeeze(1)
-        return triplet_objective(
+        value = triplet_objective(
             embeddings,
             distances,
             per_triplet.sum() / denominator,
@@ -182,6 +190,7 @@ class TripletLoss(nn.Module):
             triplets=(anchor[carries], positive[carries], negative[carries]),
             weights=slope[carries] / denominator,
         )
+        return LossOutput(value, stats)
 
     def _per_triplet(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss of each z = d(a,p) - d(a,n) + m and its slope dloss/dz."""
@@ -195,7 +204,7 @@ class TripletLoss(nn.Module):
         distances: torch.Tensor,
         labels: torch.Tensor,
         margin: float,
-    ) -> torch.Tensor:
+    ) -> LossOutput:
         """batch_all / semi_hard_all reduced over per-rank (B, B) windows, no triplet list."""
         batch = len(labels)
         dtype = distances.dtype
@@ -245,11 +254,12 @@ class TripletLoss(nn.Module):
             )
         total, num_valid, num_nonzero, num_active, sum_ap, sum_an, semi, hard = sums.tolist()
         denominator = max(num_valid if self.reduction == "mean" else num_nonzero, 1.0)
-        self._set_stats(distances, num_valid, num_active, sum_ap, sum_an, semi, hard, margin)
+        stats = _stats(distances, num_valid, num_active, sum_ap, sum_an, semi, hard, margin)
         value = torch.tensor(total / denominator, dtype=distances.dtype, device=distances.device)
-        return triplet_objective(
+        value = triplet_objective(
             embeddings, distances, value, self.distance, pair_weights=pair_weights / denominator
         )
+        return LossOutput(value, stats)
 
     @torch.no_grad()
     def _record_stats(
@@ -259,7 +269,7 @@ class TripletLoss(nn.Module):
         d_an: torch.Tensor,
         z: torch.Tensor,
         margin: float,
-    ) -> None:
+    ) -> dict[str, float]:
         counts = torch.stack(
             [
                 (z > 0).sum().to(z.dtype),
@@ -269,31 +279,31 @@ class TripletLoss(nn.Module):
                 (d_an < d_ap).sum().to(z.dtype),
             ]
         ).tolist()
-        self._set_stats(distances, float(len(z)), *counts, margin)
+        return _stats(distances, float(len(z)), *counts, margin)
 
-    @torch.no_grad()
-    def _set_stats(
-        self,
-        distances: torch.Tensor,
-        num_valid: float,
-        num_active: float,
-        sum_d_ap: float,
-        sum_d_an: float,
-        num_semi_hard: float,
-        num_hard: float,
-        margin: float,
-    ) -> None:
-        batch = distances.shape[0]
-        spread = float(distances.sum()) / max(batch * (batch - 1), 1)  # the diagonal is 0
-        per_triplet = 1.0 / num_valid if num_valid else 0.0
-        self.stats = {
-            "num_valid": num_valid,
-            "num_active": num_active,
-            "active_fraction": num_active * per_triplet,
-            "mean_d_ap": sum_d_ap * per_triplet,
-            "mean_d_an": sum_d_an * per_triplet,
-            "frac_semi_hard": num_semi_hard * per_triplet,
-            "frac_hard": num_hard * per_triplet,
-            "embedding_spread": spread,
-            "margin": margin,
-        }
+
+@torch.no_grad()
+def _stats(
+    distances: torch.Tensor,
+    num_valid: float,
+    num_active: float,
+    sum_d_ap: float,
+    sum_d_an: float,
+    num_semi_hard: float,
+    num_hard: float,
+    margin: float,
+) -> dict[str, float]:
+    batch = distances.shape[0]
+    spread = float(distances.sum()) / max(batch * (batch - 1), 1)  # the diagonal is 0
+    per_triplet = 1.0 / num_valid if num_valid else 0.0
+    return {
+        "num_valid": num_valid,
+        "num_active": num_active,
+        "active_fraction": num_active * per_triplet,
+        "mean_d_ap": sum_d_ap * per_triplet,
+        "mean_d_an": sum_d_an * per_triplet,
+        "frac_semi_hard": num_semi_hard * per_triplet,
+        "frac_hard": num_hard * per_triplet,
+        "embedding_spread": spread,
+        "margin": margin,
+    }
