@@ -190,11 +190,11 @@ def adapt_batchnorm(
 
     from speakerverify.checkpoint import (
         CheckpointError,
-        _atomic_torch_save,
         load_checkpoint,
         load_model,
         model_fingerprint,
     )
+    from speakerverify.files import write_atomic
 
     out = Path(out_path)
     if out.is_dir():
@@ -264,7 +264,7 @@ def adapt_batchnorm(
         "adaptation": record,
     }
     try:
-        _atomic_torch_save(adapted, out)
+        write_atomic(out, lambda f: torch.save(adapted, f))
     except OSError as error:
         raise CheckpointError(
             f"{out}: cannot write checkpoint: {error.strerror or error}"
