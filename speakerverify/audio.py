@@ -253,6 +253,21 @@ def load_audio(
     return wave
 
 
+def load_audio_array(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
+    """`load_audio` as a float32 numpy array `(S,)`, importing torch only to resample.
+
+    A file at `sample_rate` is read without torch (the ONNX fast path); any other rate goes
+    through the same torchaudio resampler as `load_audio`, so both give the same samples.
+    """
+    mono, file_rate = read_audio(path)
+    if file_rate == sample_rate:
+        return mono
+    import torch
+    import torchaudio.functional as taf
+
+    return taf.resample(torch.from_numpy(mono), file_rate, sample_rate).numpy()
+
+
 def read_audio(
     path: str | os.PathLike,
     *,
