@@ -65,6 +65,11 @@ def checkpoint_fingerprint(path: str | os.PathLike) -> str | None:
     return fingerprint if isinstance(fingerprint, str) else None
 
 
+def onnxruntime_available() -> bool:
+    """Whether onnxruntime is installed (found, not imported)."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
 def requested_backend() -> str:
     """`$SPEAKERVERIFY_BACKEND` (auto when unset). VerificationError when it is not valid."""
     value = os.environ.get(BACKEND_ENV, "").strip().lower() or "auto"
@@ -84,7 +89,7 @@ def _onnx_model(checkpoint_path: str, forced: bool) -> SpeakerModel | None:
             raise VerificationError(f"{BACKEND_ENV}=onnx: {reason}")
         logger.debug("torch backend: %s", reason)
 
-    if importlib.util.find_spec("onnxruntime") is None:
+    if not onnxruntime_available():
         return unusable("onnxruntime is not installed: pip install 'speakerverify[fast]'")
     twin = onnx_twin(checkpoint_path)
     if not twin.is_file():
