@@ -56,6 +56,8 @@ class OnnxEmbedder:
         options.intra_op_num_threads = _num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only: no optimiser chatter on stderr
+        # The full optimiser cost more at load than it saved on one utterance (bench_cli.py).
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
         try:
             self.session = onnxruntime.InferenceSession(
                 str(onnx_path), options, providers=["CPUExecutionProvider"]
