@@ -64,6 +64,61 @@ marks = [t0, t1, t2, t3, t4, t5, t6]
 print(json.dumps({n: [b[0] - a[0], b[1] - a[1]] for n, a, b in zip(names, marks, marks[1:])}))
 """
 
+ONNX_BREAKDOWN = r"""
+import json, sys, time
+def now():
+    return time.perf_counter(), time.process_time()
+t0 = now()
+import numpy, onnxruntime
+t1 = now()
+from speakerverify.cli import speakers  # noqa: F401
+from speakerverify import backends
+from speakerverify.store import SpeakerStore
+t2 = now()
+model = backends.load_command_model(sys.argv[1])
+assert model.backend == "onnx"
+t3 = now()
+from speakerverify.audio import load_audio_array
+from speakerverify.vad_numpy import speech_mask, trim_silence
+wave = load_audio_array(sys.argv[2], model.sample_rate)
+speech_mask(wave, model.sample_rate)
+trimmed = trim_silence(wave, model.sample_rate)
+t4 = now()
+model.embedder.embed_waveform(trimmed)
+t5 = now()
+with SpeakerStore(sys.argv[3]) as store:
+    store.get("alice")
+t6 = now()
+assert "torch" not in sys.modules
+names = ["import numpy+onnxruntime", "import speakerverify", "load ONNX model", "audio + VAD",
+         "embed", "store lookup"]
+marks = [t0, t1, t2, t3, t4, t5, t6]
+print(json.dumps({n: [b[0] - a[0], b[1] - a[1]] for n, a, b in zip(names, marks, marks[1:])}))
+"""
+
+
+def _breakdowns(code: str, args: list[str], env: dict[str, str] | None = None) -> list[dict]:
+    """Three in-process breakdowns of `code`, each in a fresh process."""
+    command = [sys.executable, "-c", code, *args]
+    return [
+        json.loads(subprocess.run(command, check=True, capture_output=True, text=True,
+                                  env=env).stdout)
+        for _ in range(3)
+    ]  # fmt: skip
+
+
+def _print_breakdown(title: str, breakdowns: list[dict]) -> list[float]:
+    """Print medians per step; returns [wall, CPU] summed over the steps after the first."""
+    print(f"in-process breakdown of {title} (median of 3 runs): wall s, CPU s")
+    ours = [0.0, 0.0]
+    for index, key in enumerate(breakdowns[0]):
+        w = statistics.median(b[key][0] for b in breakdowns)
+        c = statistics.median(b[key][1] for b in breakdowns)
+        print(f"  {key:>24}: {w:.3f}  {c:.3f}")
+        if index > 0:
+            ours = [ours[0] + w, ours[1] + c]
+    return ours
+
 
 def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall seconds and CPU seconds (user + sys, all threads) of one fresh process."""
@@ -171,17 +226,9 @@ def main() -> None:
         scores = {
             name: _score(*commands[name]) for name in ("verify", "verify_onnx") if name in commands
         }
-        breakdowns = [
-            json.loads(
-                subprocess.run(
-                    [sys.executable, "-c", BREAKDOWN, str(checkpoint), str(test), str(store)],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-            )
-            for _ in range(3)
-        ]
+        files = [str(checkpoint), str(test), str(store)]
+        breakdowns = _breakdowns(BREAKDOWN, files)
+        onnx_breakdowns = _breakdowns(ONNX_BREAKDOWN, files, _env("onnx")) if has_onnx else []
     print(f"model: {args.model} (default size), test file: 5.0 s, repeats: {args.repeats}")
     print(f"{'':>13}  {'wall median':>11}  {'(min)':>7}  {'CPU median':>10}  {'(min)':>7}")
     for name in commands:
@@ -222,14 +269,9 @@ def main() -> None:
         f"speakerverify --help: wall {statistics.median(wall['help']):.3f} s, CPU "
         f"{statistics.median(cpu['help']):.3f} s (target < 0.5 s)"
     )
-    print("in-process breakdown of verify (median of 3 runs): wall s, CPU s")
-    ours = [0.0, 0.0]
-    for key in breakdowns[0]:
-        w = statistics.median(b[key][0] for b in breakdowns)
-        c = statistics.median(b[key][1] for b in breakdowns)
-        print(f"  {key:>24}: {w:.3f}  {c:.3f}")
-        if not key.startswith("import torch"):
-            ours = [ours[0] + w, ours[1] + c]
+    if onnx_breakdowns:
+        _print_breakdown("verify, ONNX fast path", onnx_breakdowns)
+    ours = _print_breakdown("verify, torch path", breakdowns)
     verdict = "PASS" if ours[1] < 0.5 else "FAIL"
     print(
         f"our overhead (everything after import torch+torchaudio): wall {ours[0]:.3f} s, "
