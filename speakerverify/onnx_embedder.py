@@ -98,7 +98,11 @@ class OnnxEmbedder:
                 f"input of {feats.shape[0]} frames is shorter than the model's "
                 f"{self.min_frames}-frame context"
             )
-        (embedding,) = self.session.run(None, {self.input_name: feats[None]})
+        try:
+            (embedding,) = self.session.run(None, {self.input_name: feats[None]})
+        except Exception as error:  # onnxruntime's own types, not all RuntimeErrors
+            cause = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise ValueError(f"onnxruntime: {cause}") from None
         return np.asarray(embedding[0], dtype=np.float64)
 
     def embed_waveform(self, wave: np.ndarray) -> np.ndarray:

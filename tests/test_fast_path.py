@@ -260,3 +260,13 @@ def test_help_imports_nothing_new():
         "if m in sys.modules]\nassert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)
+
+
+def test_too_short_input_is_a_value_error_naming_the_cause(tiny):
+    checkpoint, _, _ = tiny
+    fast = OnnxEmbedder(checkpoint.with_suffix(".onnx"))
+    noise = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+    with pytest.raises(ValueError, match="shorter than a frame"):
+        fast.embed_waveform(noise[:100])
+    with pytest.raises(ValueError, match="15-frame context"):
+        fast.embed_waveform(noise[:1000])
