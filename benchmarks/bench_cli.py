@@ -1,11 +1,16 @@
-"""Cold-start cost of the speaker commands, against the floor of importing torch and torchaudio.
+"""Cold-start cost of the speaker commands, against the floor of importing torch and torchaudio,
+and the torch-free ONNX fast path side by side with the torch path.
 
 Each repetition runs, in turn, in fresh processes:
   import_floor   python -c "import torch, torchaudio"        (the peer: what any torch CLI pays)
-  verify         speakerverify verify NAME five_seconds.wav --threshold 0.5
+  verify         speakerverify verify NAME five_seconds.wav --threshold 0.5   (torch, forced)
+  verify_onnx    the same with the checkpoint's ONNX twin (SPEAKERVERIFY_BACKEND=onnx)
+  onnx_floor     python -c "import numpy, onnxruntime"      (what the fast path cannot avoid)
   help           speakerverify --help
-and the medians are compared: our overhead = verify - import_floor (target < 0.5 s). A final
-in-process run splits the verify path into imports, model load, audio + VAD, and embedding.
+and the medians are compared: our overhead = verify - import_floor (target < 0.5 s), and the fast
+path's wall time (target <= 0.5 s) against the torch path's, measured in the same run; both must
+give the same score (within 1e-4). A final in-process run splits the torch verify path into
+imports, model load, audio + VAD, and embedding.
 The model has the default x-vector size (4.6 M parameters, 512-dim embeddings) with untrained
 weights: the timing does not depend on what the weights are.
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -58,12 +64,67 @@ marks = [t0, t1, t2, t3, t4, t5, t6]
 print(json.dumps({n: [b[0] - a[0], b[1] - a[1]] for n, a, b in zip(names, marks, marks[1:])}))
 """
 
+ONNX_BREAKDOWN = r"""
+import json, sys, time
+def now():
+    return time.perf_counter(), time.process_time()
+t0 = now()
+import numpy, onnxruntime
+t1 = now()
+from speakerverify.cli import speakers  # noqa: F401
+from speakerverify import backends
+from speakerverify.store import SpeakerStore
+t2 = now()
+model = backends.load_command_model(sys.argv[1])
+assert model.backend == "onnx"
+t3 = now()
+from speakerverify.audio import load_audio_array
+from speakerverify.vad_numpy import speech_mask, trim_silence
+wave = load_audio_array(sys.argv[2], model.sample_rate)
+speech_mask(wave, model.sample_rate)
+trimmed = trim_silence(wave, model.sample_rate)
+t4 = now()
+model.embedder.embed_waveform(trimmed)
+t5 = now()
+with SpeakerStore(sys.argv[3]) as store:
+    store.get("alice")
+t6 = now()
+assert "torch" not in sys.modules
+names = ["import numpy+onnxruntime", "import speakerverify", "load ONNX model", "audio + VAD",
+         "embed", "store lookup"]
+marks = [t0, t1, t2, t3, t4, t5, t6]
+print(json.dumps({n: [b[0] - a[0], b[1] - a[1]] for n, a, b in zip(names, marks, marks[1:])}))
+"""
 
-def timed(command: list[str]) -> tuple[float, float]:
+
+def _breakdowns(code: str, args: list[str], env: dict[str, str] | None = None) -> list[dict]:
+    """Three in-process breakdowns of `code`, each in a fresh process."""
+    command = [sys.executable, "-c", code, *args]
+    return [
+        json.loads(subprocess.run(command, check=True, capture_output=True, text=True,
+                                  env=env).stdout)
+        for _ in range(3)
+    ]  # fmt: skip
+
+
+def _print_breakdown(title: str, breakdowns: list[dict]) -> list[float]:
+    """Print medians per step; returns [wall, CPU] summed over the steps after the first."""
+    print(f"in-process breakdown of {title} (median of 3 runs): wall s, CPU s")
+    ours = [0.0, 0.0]
+    for index, key in enumerate(breakdowns[0]):
+        w = statistics.median(b[key][0] for b in breakdowns)
+        c = statistics.median(b[key][1] for b in breakdowns)
+        print(f"  {key:>24}: {w:.3f}  {c:.3f}")
+        if index > 0:
+            ours = [ours[0] + w, ours[1] + c]
+    return ours
+
+
+def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
     """Wall seconds and CPU seconds (user + sys, all threads) of one fresh process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True)
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode not in (0, 1):
@@ -72,7 +133,7 @@ def timed(command: list[str]) -> tuple[float, float]:
     return elapsed, cpu
 
 
-def prepare(root: Path, model_name: str) -> tuple[Path, Path, Path]:
+def prepare(root: Path, model_name: str) -> tuple[Path, Path, Path, bool]:
     import numpy as np
     import soundfile as sf
     import torch
@@ -94,6 +155,14 @@ def prepare(root: Path, model_name: str) -> tuple[Path, Path, Path]:
         model=model,
         features=FbankConfig().to_dict(),
     )
+    try:  # the ONNX twin next to the checkpoint: what the fast path runs
+        from speakerverify.export import ExportError, export_onnx
+
+        export_onnx(checkpoint, checkpoint.with_suffix(".onnx"))
+        has_onnx = True
+    except ExportError as error:
+        print(f"no ONNX fast path measured: {error}", file=sys.stderr)
+        has_onnx = False
     speaker = random_speaker(np.random.default_rng(0))
     enroll, test = root / "enroll.wav", root / "five_seconds.wav"
     sf.write(enroll, speech_like(8.0, 16000, speaker, seed=1), 16000)
@@ -112,8 +181,18 @@ def prepare(root: Path, model_name: str) -> tuple[Path, Path, Path]:
         ],
         check=True,
         capture_output=True,
+        env=_env("torch"),
     )
-    return checkpoint, test, store
+    return checkpoint, test, store, has_onnx
+
+
+def _env(backend: str) -> dict[str, str]:
+    return {**os.environ, "SPEAKERVERIFY_BACKEND": backend}
+
+
+def _score(command: list[str], env: dict[str, str]) -> float:
+    proc = subprocess.run([*command, "--json"], capture_output=True, text=True, env=env)
+    return float(json.loads(proc.stdout)["score"])
 
 
 def main() -> None:
@@ -122,42 +201,34 @@ def main() -> None:
     parser.add_argument("--model", default="xvector")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint, test, store = prepare(Path(tmp), args.model)
+        checkpoint, test, store, has_onnx = prepare(Path(tmp), args.model)
+        verify = [SPEAKERVERIFY, "verify", "alice", str(test), "--model", str(checkpoint)]
+        verify += ["--store", str(store), "--threshold", "0.5"]
         commands = {
-            "import_floor": [sys.executable, "-c", "import torch, torchaudio"],
-            "verify": [
-                SPEAKERVERIFY,
-                "verify",
-                "alice",
-                str(test),
-                "--model",
-                str(checkpoint),
-                "--store",
-                str(store),
-                "--threshold",
-                "0.5",
-            ],
-            "help": [SPEAKERVERIFY, "--help"],
+            "import_floor": ([sys.executable, "-c", "import torch, torchaudio"], None),
+            "verify": (verify, _env("torch")),
+            "verify_onnx": (verify, _env("onnx")),
+            "onnx_floor": ([sys.executable, "-c", "import numpy, onnxruntime"], None),
+            "help": ([SPEAKERVERIFY, "--help"], None),
         }
+        if not has_onnx:
+            del commands["verify_onnx"], commands["onnx_floor"]
         wall: dict[str, list[float]] = {name: [] for name in commands}
         cpu: dict[str, list[float]] = {name: [] for name in commands}
-        timed(commands["verify"])  # warm the page cache once; every timed run is a new process
+        for name in ("verify", "verify_onnx"):  # warm the page cache; every run is a new process
+            if name in commands:
+                timed(*commands[name])
         for _ in range(args.repeats):
-            for name, command in commands.items():
-                elapsed, used = timed(command)
+            for name, (command, env) in commands.items():
+                elapsed, used = timed(command, env)
                 wall[name].append(elapsed)
                 cpu[name].append(used)
-        breakdowns = [
-            json.loads(
-                subprocess.run(
-                    [sys.executable, "-c", BREAKDOWN, str(checkpoint), str(test), str(store)],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-            )
-            for _ in range(3)
-        ]
+        scores = {
+            name: _score(*commands[name]) for name in ("verify", "verify_onnx") if name in commands
+        }
+        files = [str(checkpoint), str(test), str(store)]
+        breakdowns = _breakdowns(BREAKDOWN, files)
+        onnx_breakdowns = _breakdowns(ONNX_BREAKDOWN, files, _env("onnx")) if has_onnx else []
     print(f"model: {args.model} (default size), test file: 5.0 s, repeats: {args.repeats}")
     print(f"{'':>13}  {'wall median':>11}  {'(min)':>7}  {'CPU median':>10}  {'(min)':>7}")
     for name in commands:
@@ -174,18 +245,33 @@ def main() -> None:
             f"above the floor: {paired:.3f} s (median of paired differences), "
             f"{min(verify) - min(floor):.3f} s (difference of minima)"
         )
+    if "verify_onnx" in wall:
+        fast, slow = statistics.median(wall["verify_onnx"]), statistics.median(wall["verify"])
+        gap = abs(scores["verify_onnx"] - scores["verify"])
+        verdict = "PASS" if fast <= 0.5 and gap < 1e-4 else "FAIL"
+        print(
+            f"fast path: cold verify with ONNX {fast:.3f} s vs torch {slow:.3f} s wall (medians), "
+            f"ratio {fast / slow:.2f} ({slow / fast:.1f}x faster); CPU "
+            f"{statistics.median(cpu['verify_onnx']):.3f} s vs "
+            f"{statistics.median(cpu['verify']):.3f} s; score {scores['verify_onnx']:.6f} vs "
+            f"{scores['verify']:.6f} (|diff| {gap:.1e}); target <= 0.5 s wall, |diff| < 1e-4: "
+            f"{verdict}"
+        )
+        above = statistics.median(
+            v - f for v, f in zip(wall["verify_onnx"], wall["onnx_floor"], strict=True)
+        )
+        print(
+            f"fast path above its own floor (import numpy, onnxruntime: "
+            f"{statistics.median(wall['onnx_floor']):.3f} s): {above:.3f} s wall "
+            "(median of paired differences)"
+        )
     print(
         f"speakerverify --help: wall {statistics.median(wall['help']):.3f} s, CPU "
         f"{statistics.median(cpu['help']):.3f} s (target < 0.5 s)"
     )
-    print("in-process breakdown of verify (median of 3 runs): wall s, CPU s")
-    ours = [0.0, 0.0]
-    for key in breakdowns[0]:
-        w = statistics.median(b[key][0] for b in breakdowns)
-        c = statistics.median(b[key][1] for b in breakdowns)
-        print(f"  {key:>24}: {w:.3f}  {c:.3f}")
-        if not key.startswith("import torch"):
-            ours = [ours[0] + w, ours[1] + c]
+    if onnx_breakdowns:
+        _print_breakdown("verify, ONNX fast path", onnx_breakdowns)
+    ours = _print_breakdown("verify, torch path", breakdowns)
     verdict = "PASS" if ours[1] < 0.5 else "FAIL"
     print(
         f"our overhead (everything after import torch+torchaudio): wall {ours[0]:.3f} s, "

@@ -12,10 +12,13 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: `read_audio` must not need it
+    import torch
 
 from speakerverify.errors import SpeakerVerifyError
 
@@ -236,6 +239,49 @@ def load_audio(
     torch.Size([4000])
     >>> folder.cleanup()
     """
+    import torch
+
+    mono, file_rate = read_audio(
+        path,
+        offset_seconds=offset_seconds,
+        duration_seconds=duration_seconds,
+        allow_silence=allow_silence,
+    )
+    wave = torch.from_numpy(mono)
+    if file_rate != sample_rate:
+        import torchaudio.functional as taf
+
+        wave = taf.resample(wave, file_rate, sample_rate)
+    return wave
+
+
+def load_audio_array(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
+    """`load_audio` as a float32 numpy array `(S,)`, importing torch only to resample.
+
+    A file at `sample_rate` is read without torch (the ONNX fast path); any other rate goes
+    through the same torchaudio resampler as `load_audio`, so both give the same samples.
+    """
+    mono, file_rate = read_audio(path)
+    if file_rate == sample_rate:
+        return mono
+    import torch
+    import torchaudio.functional as taf
+
+    return taf.resample(torch.from_numpy(mono), file_rate, sample_rate).numpy()
+
+
+def read_audio(
+    path: str | os.PathLike,
+    *,
+    offset_seconds: float = 0.0,
+    duration_seconds: float | None = None,
+    allow_silence: bool = False,
+) -> tuple[np.ndarray, int]:
+    """`load_audio` without resampling or torch: (mono float32 `(S,)`, the file's rate in Hz).
+
+    Raises:
+        AudioError: as `load_audio`, with the same messages.
+    """
     path = _check_path(path)
     if offset_seconds < 0 or (duration_seconds is not None and duration_seconds <= 0):
         raise AudioError(
@@ -249,22 +295,20 @@ def load_audio(
         mono, file_rate, _ = _ffmpeg_decode(path, None, offset_seconds, duration_seconds)
     if mono.size == 0:
         raise AudioError(f"{path}: contains no audio samples (zero length)")
-    wave = torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
-    if not bool(torch.isfinite(wave).all()):
+    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    if not bool(np.isfinite(mono).all()):
         raise AudioError(f"{path}: contains NaN or Inf samples")
-    if not allow_silence and not bool(wave.abs().max() > 0):
+    if not allow_silence and not bool(np.abs(mono).max() > 0):
         raise AudioError(f"{path}: all-zero signal (digital silence)")
-    if file_rate != sample_rate:
-        import torchaudio.functional as taf
-
-        wave = taf.resample(wave, file_rate, sample_rate)
-    return wave
+    return mono, int(file_rate)
 
 
 def _frame_log_energy(
     wave: torch.Tensor, sample_rate: int, frame_length_ms: float, frame_shift_ms: float
 ) -> torch.Tensor:
     """Kaldi raw log-energy per snip-edges frame, on the 16-bit integer scale Kaldi sees."""
+    import torch
+
     frame_length = int(sample_rate * frame_length_ms / 1000)
     frame_shift = int(sample_rate * frame_shift_ms / 1000)
     if wave.shape[-1] < frame_length:
@@ -308,6 +352,8 @@ def speech_mask(
     >>> int(mask[:95].sum()), int(mask[105:195].sum()), int(mask[205:].sum())
     (0, 90, 0)
     """
+    import torch
+
     log_energy = _frame_log_energy(wave, sample_rate, frame_length_ms, frame_shift_ms)
     num_frames = log_energy.shape[0]
     if num_frames == 0:
@@ -341,6 +387,8 @@ def trim_silence(
     Returns:
         Waveform `(S',)` with ``S' <= S``.
     """
+    import torch
+
     mask = speech_mask(wave, sample_rate, **vad_options)
     if not bool(mask.any()):
         logger.warning("trim_silence: no voiced frame found; keeping the whole signal")

@@ -2,7 +2,8 @@
 
 Experiment configs compose their `features` section from `FbankConfig` (so loading a config
 never imports torch) and checkpoints store `FbankConfig.to_dict()`; a new option added here
-flows through both.
+flows through both. The ONNX fast path and `speakerverify.fbank_numpy` read it from model
+metadata, also without torch.
 """
 
 from __future__ import annotations

@@ -39,12 +39,15 @@ class SpeakerModel:
         fingerprint: The checkpoint's model fingerprint.
         sample_rate: Rate the front-end expects, Hz.
         path: The checkpoint path (for messages and the default calibration file).
+        backend: "torch", or "onnx" when the embedder takes numpy waveforms (audio is then
+            read and trimmed in numpy: `onnx_embedder`, the fast path without torch).
     """
 
     embedder: WaveformEmbedder
     fingerprint: str
     sample_rate: int = RECOMMENDED_SAMPLE_RATE
     path: str = ""
+    backend: str = "torch"
 
 
 def load_speaker_model(path: str | os.PathLike, device: str = "cpu") -> SpeakerModel:
@@ -150,13 +153,13 @@ def load_speech(
         audio.AudioError: missing, empty, directory, corrupt or non-audio file; not a waveform.
         VerificationError: no speech, or less than `min_speech_seconds` of it.
     """
-    from speakerverify.audio import (
-        SOUNDFILE_EXTENSIONS,
-        audio_info,
-        load_audio,
-        speech_mask,
-        trim_silence,
-    )
+    from speakerverify.audio import SOUNDFILE_EXTENSIONS, audio_info
+
+    if model.backend == "onnx":  # the same rules on numpy arrays, without importing torch
+        from speakerverify.audio import load_audio_array as load_audio
+        from speakerverify.vad_numpy import speech_mask, trim_silence
+    else:
+        from speakerverify.audio import load_audio, speech_mask, trim_silence
 
     warnings: list[str] = []
     file_rate = None
@@ -172,6 +175,8 @@ def load_speech(
         wave = load_audio(path, model.sample_rate)
     else:
         path, wave, file_rate = WAVEFORM, _as_waveform(source), model.sample_rate
+        if model.backend == "onnx":
+            wave = wave.numpy()
     if not bool(speech_mask(wave, model.sample_rate).any()):
         raise VerificationError(f"{path}: no speech found (silence or noise only)")
     speech = trim_silence(wave, model.sample_rate)

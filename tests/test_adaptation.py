@@ -16,7 +16,7 @@ from synth import random_speaker, speech_like
 from speakerverify.adaptation import adapt_batchnorm, split_crops
 from speakerverify.checkpoint import load_checkpoint, load_model, model_fingerprint, save_checkpoint
 from speakerverify.cli import main
-from speakerverify.features import FbankConfig
+from speakerverify.fbank_config import FbankConfig
 from speakerverify.models import build_model
 from speakerverify.store import StoreError
 from speakerverify.utterance import SpeakerModel, VerificationError, load_speaker_model, load_speech

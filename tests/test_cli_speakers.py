@@ -40,6 +40,8 @@ def fake_model(monkeypatch, tmp_path):
         return SpeakerModel(SpectrumEmbedder(), fingerprint, 16000, str(path))
 
     monkeypatch.setattr(verification, "load_speaker_model", load)
+    # The fake stands in for the torch loader: keep a bundled ONNX twin from bypassing it.
+    monkeypatch.setenv("SPEAKERVERIFY_BACKEND", "torch")
     return tmp_path / "model.pt"
 
 

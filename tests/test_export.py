@@ -15,7 +15,7 @@ from synth import speech_like
 from speakerverify.checkpoint import load_model, save_checkpoint
 from speakerverify.cli import main
 from speakerverify.export import export_onnx
-from speakerverify.features import FbankConfig
+from speakerverify.fbank_config import FbankConfig
 from speakerverify.models import build_model
 from speakerverify.pretrained import bundled_card
 

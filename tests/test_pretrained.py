@@ -21,7 +21,7 @@ from synth import random_speaker, speech_like
 import speakerverify.pretrained as pretrained
 from speakerverify.checkpoint import load_checkpoint, load_model, model_fingerprint, save_checkpoint
 from speakerverify.cli import main
-from speakerverify.features import FbankConfig
+from speakerverify.fbank_config import FbankConfig
 from speakerverify.models import build_model
 from speakerverify.scoring import Calibration
 
@@ -78,7 +78,7 @@ def test_pyproject_ships_the_model_files():
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     data = config["tool"]["setuptools"]["package-data"]["speakerverify.pretrained"]
-    assert {"*.pt", "*.json"} <= set(data)
+    assert {"*.pt", "*.onnx", "*.json"} <= set(data)
 
 
 def test_wheel_contains_the_bundled_model(bundled_model_files, tmp_path):
@@ -98,7 +98,7 @@ def test_wheel_contains_the_bundled_model(bundled_model_files, tmp_path):
     assert proc.returncode == 0, proc.stderr
     (wheel,) = (tmp_path / "dist").glob("speakerverify-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for suffix in (".pt", ".calibration.json", ".card.json"):
+    for suffix in (".pt", ".onnx", ".calibration.json", ".card.json"):
         assert f"speakerverify/pretrained/{pretrained.NAME}{suffix}" in names
 
 
@@ -142,7 +142,7 @@ def test_package_model_writes_checkpoint_calibration_and_card(trained, tmp_path)
     assert proc.returncode == 0, proc.stderr
     _, _, _, fingerprint = trained
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "demo.calibration.json", "demo.card.json", "demo.pt",
+        "demo.calibration.json", "demo.card.json", "demo.onnx", "demo.pt",
     ]  # fmt: skip
     card = json.loads((tmp_path / "demo.card.json").read_text())
     assert set(card) >= CARD_KEYS and card["fingerprint"] == fingerprint
@@ -155,11 +155,16 @@ def test_package_model_writes_checkpoint_calibration_and_card(trained, tmp_path)
     assert payload["train_state"] is None and payload["fingerprint"] == fingerprint
     assert Calibration.load(tmp_path / "demo.calibration.json").model_fingerprint == fingerprint
     assert (tmp_path / "demo.pt").stat().st_mode & 0o044 == 0o044  # readable once installed
+    onnxruntime = pytest.importorskip("onnxruntime")
+    session = onnxruntime.InferenceSession(str(tmp_path / "demo.onnx"))
+    assert session.get_modelmeta().custom_metadata_map["fingerprint"] == fingerprint
+    assert (tmp_path / "demo.onnx").stat().st_mode & 0o044 == 0o044
 
 
 def test_package_model_fp16_loads_as_float32(trained, tmp_path):
-    proc = _package(trained, tmp_path, "--fp16")
+    proc = _package(trained, tmp_path, "--fp16", "--no-onnx")
     assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "demo.onnx").exists()
     payload = load_checkpoint(tmp_path / "demo.pt")
     assert payload["state_dict"]["segment.weight"].dtype == torch.float16
     loaded = load_model(tmp_path / "demo.pt")

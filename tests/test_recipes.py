@@ -153,7 +153,7 @@ def test_mini_stage_7_shows_the_bundled_model(bundled_model_files, tmp_path):
     from synth import random_speaker, speech_like
 
     from speakerverify.checkpoint import save_checkpoint
-    from speakerverify.features import FbankConfig
+    from speakerverify.fbank_config import FbankConfig
     from speakerverify.models import build_model
     from speakerverify.scoring import Calibration
 

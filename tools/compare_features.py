@@ -47,7 +47,8 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from speakerverify.features import Fbank, FbankConfig
+    from speakerverify.fbank_config import FbankConfig
+    from speakerverify.features import Fbank
     from speakerverify.simulate import ChannelSimulator
 
     torch.set_num_threads(1)

@@ -101,16 +101,10 @@ def _require(value: str | None, what: str, option: str, envvar: str) -> str:
 
 
 def _load_model(model_path: str | None):
-    import torch
+    # The ONNX twin when onnxruntime is there (no torch import), else torch: see backends.py.
+    from speakerverify.backends import load_command_model
 
-    from speakerverify.verification import load_speaker_model
-
-    if "OMP_NUM_THREADS" not in os.environ:
-        # One utterance is a small forward pass: on 2 shared cores the second thread's
-        # synchronisation cost more than it saved (embed CPU 0.15-0.5 s -> 0.06 s, VAD 0.15 ->
-        # 0.004 s in bench_cli.py's breakdown).
-        torch.set_num_threads(1)
-    return load_speaker_model(model_path_or_bundled(model_path))
+    return load_command_model(model_path_or_bundled(model_path))
 
 
 def _store(store_path: str | None) -> str:

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Package a trained checkpoint and its calibration as a bundled model: NAME.pt,
-NAME.calibration.json and NAME.card.json in OUT_DIR, each written atomically.
+NAME.calibration.json, NAME.card.json and the ONNX twin NAME.onnx (the encoder, for the torch-free
+fast path of enroll/verify/identify) in OUT_DIR, each written atomically.
 
     python local/package_model.py exp/xvector_mini/final.pt \
         exp/xvector_mini/final.calibration.json speakerverify/pretrained --name xvector_synth \
@@ -9,7 +10,9 @@ NAME.calibration.json and NAME.card.json in OUT_DIR, each written atomically.
 The checkpoint loses its training state (optimizer, RNG); its weights are unchanged unless --fp16
 stores them as float16 (restored to float32 on load; the fingerprint and the calibration's binding
 then follow the rounded weights). The card's fingerprint, embedding size and parameter count are
-computed from the written checkpoint.
+computed from the written checkpoint. NAME.onnx is exported from the written checkpoint, so it
+carries the same fingerprint; writing it needs the onnx extra (`pip install 'speakerverify[onnx]'`),
+or skip it with --no-onnx (the commands then always use torch).
 """
 
 from __future__ import annotations
@@ -99,6 +102,10 @@ def package(args: argparse.Namespace) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / f"{args.name}.pt"
     _atomic_write(checkpoint, lambda tmp: torch.save(packaged, tmp))
+    if args.onnx:
+        from speakerverify.export import export_onnx
+
+        export_onnx(checkpoint, out_dir / f"{args.name}.onnx")  # atomic too
     calibration.model_fingerprint = fingerprint  # rebinding is a no-op without --fp16
     calibration_path = out_dir / f"{args.name}.calibration.json"
     _atomic_write(calibration_path, calibration.save)
@@ -139,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="xvector_synth", help="file stem (default %(default)s)")
     parser.add_argument("--metrics", help="JSON of evaluation results to put in the card")
     parser.add_argument("--fp16", action="store_true", help="store weights as float16")
+    parser.add_argument(
+        "--no-onnx", dest="onnx", action="store_false", help="do not write the ONNX twin NAME.onnx"
+    )
     parser.add_argument("--training-data", default=TRAINING_DATA, help="what it was trained on")
     parser.add_argument("--training-steps", type=int, default=None, help="optimizer steps")
     parser.add_argument("--training-seconds", type=float, default=None, help="wall time")
@@ -150,11 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from speakerverify.checkpoint import CheckpointError
+    from speakerverify.export import ExportError
     from speakerverify.scoring import CalibrationError
 
     try:
         card = package(args)
-    except (CheckpointError, CalibrationError, OSError, json.JSONDecodeError) as error:
+    except (CheckpointError, CalibrationError, ExportError, OSError, json.JSONDecodeError) as error:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
     print(
