@@ -9,12 +9,13 @@
 #                            [--corpus DIR] [--jobs N] [--set key=value ...] [--workdir DIR]
 #                            [--full]
 # data/ and exp/ are made in --workdir (default: this recipe's directory). --full trains the
-# bundled model instead (conf/xvector_synth.yaml on 2,500 speakers x 10 utterances, about 1.5 h
-# on 2 cores; data in data_full/).
+# bundled model instead (conf/xvector_synth.yaml on 2,500 speakers x 10 utterances, about 1 h
+# on 2 idle cores; data in data_full/) and stage 8 packages it into speakerverify/pretrained/.
 set -euo pipefail
 
 stage=0
 stop_stage=7
+package=false
 config=conf/xvector_mini.yaml
 data=data
 corpus=
@@ -44,7 +45,7 @@ while [ $# -gt 0 ]; do
     --set) overrides+=("$2"); shift 2 ;;
     --workdir) workdir=$2; shift 2 ;;
     --full) config=conf/xvector_synth.yaml; data=data_full; num_train_speakers=2500
-            utts_per_speaker=10; shift ;;
+            utts_per_speaker=10; package=true; stop_stage=8; shift ;;
     -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -168,4 +169,12 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   echo "(exit status $status: $([ "$status" -eq 0 ] && echo accepted || echo rejected))"
   echo "$(stamp)done. Results: $PWD/$exp/results.md; DET plot: $PWD/$exp/final/plots/det.png;"
   echo "enrolled store: $PWD/$SPEAKERVERIFY_STORE (model $SPEAKERVERIFY_MODEL)"
+fi
+
+if [ "$package" = true ] && [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
+  echo "$(stamp)stage 8: package $exp/final.pt as the bundled model (speakerverify/pretrained)"
+  steps=$(tail -n 1 "$exp/train_log.jsonl" | python -c 'import json, sys; print(json.load(sys.stdin)["step"])')
+  python "$local"/package_model.py "$exp/final.pt" "$exp/final.calibration.json" \
+    "$recipe/../../speakerverify/pretrained" --name xvector_synth \
+    --metrics "$exp/final/scores.json" --training-steps "$steps"
 fi
