@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # torch is imported where it is used: `read_audio` must not n
     import torch
 
 from speakerverify.errors import SpeakerVerifyError
+from speakerverify.vad_numpy import speech_mask as numpy_speech_mask
+from speakerverify.vad_numpy import voiced_samples
 
 logger = logging.getLogger(__name__)
 
@@ -303,22 +305,6 @@ def read_audio(
     return mono, int(file_rate)
 
 
-def _frame_log_energy(
-    wave: torch.Tensor, sample_rate: int, frame_length_ms: float, frame_shift_ms: float
-) -> torch.Tensor:
-    """Kaldi raw log-energy per snip-edges frame, on the 16-bit integer scale Kaldi sees."""
-    import torch
-
-    frame_length = int(sample_rate * frame_length_ms / 1000)
-    frame_shift = int(sample_rate * frame_shift_ms / 1000)
-    if wave.shape[-1] < frame_length:
-        return wave.new_zeros(0)
-    frames = wave.unfold(-1, frame_length, frame_shift) * 32768.0
-    frames = frames - frames.mean(dim=-1, keepdim=True)
-    energy = frames.pow(2).sum(dim=-1)
-    return energy.clamp_min(torch.finfo(torch.float32).eps).log()
-
-
 def speech_mask(
     wave: torch.Tensor,
     sample_rate: int = 16000,
@@ -354,21 +340,17 @@ def speech_mask(
     """
     import torch
 
-    log_energy = _frame_log_energy(wave, sample_rate, frame_length_ms, frame_shift_ms)
-    num_frames = log_energy.shape[0]
-    if num_frames == 0:
-        return torch.zeros(0, dtype=torch.bool, device=wave.device)
-    threshold = energy_threshold + energy_mean_scale * log_energy.mean()
-    above = (log_energy > threshold).to(torch.float32)[None, None]
-    width = 2 * frames_context + 1
-    # Sums over the context window; the denominator counts only frames inside the signal.
-    num_above = torch.nn.functional.avg_pool1d(
-        above, width, stride=1, padding=frames_context, count_include_pad=True
+    mask = numpy_speech_mask(
+        wave.detach().cpu().numpy(),
+        sample_rate,
+        energy_threshold=energy_threshold,
+        energy_mean_scale=energy_mean_scale,
+        frames_context=frames_context,
+        proportion_threshold=proportion_threshold,
+        frame_length_ms=frame_length_ms,
+        frame_shift_ms=frame_shift_ms,
     )
-    num_inside = torch.nn.functional.avg_pool1d(
-        torch.ones_like(above), width, stride=1, padding=frames_context, count_include_pad=True
-    )
-    return (num_above[0, 0] >= proportion_threshold * num_inside[0, 0] - 1e-6).to(wave.device)
+    return torch.from_numpy(mask).to(wave.device)
 
 
 def trim_silence(
@@ -389,13 +371,8 @@ def trim_silence(
     """
     import torch
 
-    mask = speech_mask(wave, sample_rate, **vad_options)
-    if not bool(mask.any()):
+    keep = voiced_samples(wave.detach().cpu().numpy(), sample_rate, **vad_options)
+    if keep is None:
         logger.warning("trim_silence: no voiced frame found; keeping the whole signal")
         return wave
-    frame_shift = int(sample_rate * vad_options.get("frame_shift_ms", 10.0) / 1000)
-    sample_mask = mask.repeat_interleave(frame_shift)
-    tail = wave.shape[-1] - sample_mask.shape[0]
-    if tail > 0:
-        sample_mask = torch.cat([sample_mask, mask[-1:].expand(tail)])
-    return wave[sample_mask[: wave.shape[-1]]]
+    return wave[torch.from_numpy(keep).to(wave.device)]

@@ -1,5 +1,5 @@
-"""The energy VAD of `speakerverify.audio` (`speech_mask`, `trim_silence`) in numpy, for the
-torch-free ONNX path; same frames, thresholds and sample ownership, same results.
+"""Kaldi's energy VAD in numpy: `speech_mask` and `trim_silence` for the torch-free ONNX path,
+and the implementation behind `speakerverify.audio.speech_mask` / `trim_silence` for tensors.
 """
 
 from __future__ import annotations
@@ -59,17 +59,30 @@ def speech_mask(
     return num_above >= proportion_threshold * num_inside - 1e-6
 
 
-def trim_silence(wave: np.ndarray, sample_rate: int = 16000, **vad_options: float) -> np.ndarray:
-    """Keep only the voiced 10 ms frames of `wave` `(S,)` (`audio.trim_silence`'s rule: each
-    frame owns its first `frame_shift` samples, the last its whole window; no voiced frame
-    returns `wave` unchanged with a warning)."""
+def voiced_samples(
+    wave: np.ndarray, sample_rate: int = 16000, **vad_options: float
+) -> np.ndarray | None:
+    """Bool `(S,)`: the samples of the voiced frames, or None when no frame is voiced.
+
+    Each frame owns the `frame_shift` samples it starts with and the last frame its whole
+    window, so keeping the voiced samples never repeats one.
+    """
     mask = speech_mask(wave, sample_rate, **vad_options)
     if not mask.any():
-        logger.warning("trim_silence: no voiced frame found; keeping the whole signal")
-        return wave
+        return None
     frame_shift = int(sample_rate * vad_options.get("frame_shift_ms", 10.0) / 1000)
     sample_mask = np.repeat(mask, frame_shift)
     tail = wave.shape[-1] - sample_mask.shape[0]
     if tail > 0:
         sample_mask = np.concatenate([sample_mask, np.repeat(mask[-1:], tail)])
-    return wave[sample_mask[: wave.shape[-1]]]
+    return sample_mask[: wave.shape[-1]]
+
+
+def trim_silence(wave: np.ndarray, sample_rate: int = 16000, **vad_options: float) -> np.ndarray:
+    """Keep only the voiced 10 ms frames of `wave` `(S,)`; no voiced frame returns `wave`
+    unchanged with a warning."""
+    keep = voiced_samples(wave, sample_rate, **vad_options)
+    if keep is None:
+        logger.warning("trim_silence: no voiced frame found; keeping the whole signal")
+        return wave
+    return wave[keep]
