@@ -414,8 +414,9 @@ def test_distributed_global_mining_equals_single_process(tmp_path):
 
     world_size = 2
     args = (world_size, _free_port(), str(tmp_path))
-    # fork: no re-import of torch and the test module in the children (seconds on a busy box)
-    mp.start_processes(_ddp_worker, args=args, nprocs=world_size, start_method="fork")
+    # spawn, not fork: once autograd has run in this process (any earlier test), forked
+    # children cannot run backward ("Unable to handle autograd's threading ... fork").
+    mp.start_processes(_ddp_worker, args=args, nprocs=world_size, start_method="spawn")
     emb, labels = random_batch(seed=21, num_items=24, num_speakers=6, singleton=False)
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world_size)]
     for strategy in DDP_STRATEGIES:
