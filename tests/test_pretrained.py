@@ -255,6 +255,9 @@ def test_model_info_bundled(bundled_model_files, tmp_path):
     assert f"fingerprint:   {card['fingerprint']}" in text.stdout
     assert f"calibration:   {pretrained.bundled_calibration()}" in text.stdout
     assert f"{card['num_parameters']:,}" in text.stdout and "limits:" in text.stdout
+    # one aligned line of metrics, not one row per key (which widened every label)
+    assert f"test metrics:  EER {card['metrics']['eer']:.2%}" in text.stdout
+    assert "threshold" not in text.stdout and "None" not in text.stdout
     as_json = json.loads(run(["model", "info", "--json"], env={"SPEAKERVERIFY_MODEL": ""}).stdout)
     assert as_json["fingerprint"] == card["fingerprint"] and as_json["card"] == card
     assert as_json["embed_dim"] == card["embed_dim"] and as_json["name"] == card["name"]

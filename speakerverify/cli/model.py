@@ -30,6 +30,20 @@ def _training_line(training: dict) -> str:
     return f"{text} ({', '.join(details)})" if details else text
 
 
+def _metrics_line(metrics: dict) -> str:
+    """The card's test metrics in one line; keys it does not know are shown as they are."""
+    known = {"eer": "EER {:.2%}", "min_dcf_0.01": "minDCF(0.01) {:.3f}",
+             "min_dcf_0.05": "minDCF(0.05) {:.3f}", "min_cllr": "minCllr {:.3f}"}  # fmt: skip
+    parts = [form.format(metrics[key]) for key, form in known.items() if key in metrics]
+    if "num_trials" in metrics:
+        parts.append(f"{metrics['num_trials']:,} trials")
+    hidden = set(known) | {"num_trials", "num_targets", "num_nontargets"}
+    parts += [
+        f"{k} {v}" for k, v in sorted(metrics.items()) if k not in hidden and "threshold" not in k
+    ]
+    return ", ".join(parts)
+
+
 def _rows(info: dict) -> list[tuple[str, str]]:
     card = info["card"] or {}
     training = info["training"]
@@ -51,10 +65,12 @@ def _rows(info: dict) -> list[tuple[str, str]]:
     if card:
         steps = training.get("steps")
         rows.append(("trained", f"{card.get('date') or '?'} at commit {card.get('commit') or '?'}"))
-        if steps is not None or training.get("seconds") is not None:
-            rows.append(("training", f"{steps} steps, {training.get('seconds')} s"))
-        for key, value in sorted((card.get("metrics") or {}).items()):
-            rows.append((f"metric {key}", str(value)))
+        seconds = training.get("seconds")
+        if steps is not None:
+            took = f", {seconds / 60:.0f} min" if seconds is not None else ""
+            rows.append(("training", f"{steps:,} steps{took}"))
+        if card.get("metrics"):
+            rows.append(("test metrics", _metrics_line(card["metrics"])))
         if card.get("limits"):
             rows.append(("limits", card["limits"]))
     else:

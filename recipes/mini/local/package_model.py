@@ -32,10 +32,12 @@ TRAINING_DATA = (
     "tools/make_mini_corpus.py); no recordings of real people"
 )
 LIMITS = (
-    "Trained only on synthetic eSpeak NG speakers: it has never heard a real human voice, so "
-    "its scores and calibration on real speech are not validated. Expect far worse accuracy on "
-    "real recordings than the metrics here; fine for demos, tests and pipelines, not for "
-    "decisions about people. Train on VoxCeleb (recipes/voxceleb) for real use."
+    "Trained only on synthetic eSpeak NG speakers: it has never heard a real human voice. On real "
+    "speech it is far less accurate than on the synthetic test speakers (see the README's model "
+    "card for measured numbers) and its calibration there is not validated: fine for demos, "
+    "tests and pipelines, not for decisions about people. `speakerverify adapt DIR --out` "
+    "re-estimates it on your own unlabelled audio; train on VoxCeleb (recipes/voxceleb) for real "
+    "use."
 )
 
 
