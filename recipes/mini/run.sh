@@ -58,6 +58,15 @@ mkdir -p "$workdir"
 cd "$workdir"
 tools=$recipe/../../tools
 local=$recipe/local
+
+# `speakerverify verify A B` with the model bundled in the package (no --model, no store)
+verify_bundled() {
+  echo "\$ speakerverify verify $1 $2   # the bundled model: no --model"
+  local status=0
+  env -u SPEAKERVERIFY_MODEL -u SPEAKERVERIFY_STORE speakerverify verify "$1" "$2" || status=$?
+  [ "$status" -le 1 ] || exit "$status"
+  echo "(exit status $status: $([ "$status" -eq 0 ] && echo accepted || echo rejected))"
+}
 name=$(basename "$config" .yaml)
 exp=exp/$name
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$jobs}
@@ -161,20 +170,25 @@ if [ "$stage" -le 7 ] && [ "$stop_stage" -ge 7 ]; then
   [ "$status" -le 1 ] || exit "$status"
   # the model shipped in the package, used when no --model/$SPEAKERVERIFY_MODEL is given; a pair
   # of files needs no store (and this store belongs to the model trained above)
-  echo "\$ speakerverify verify ${picks[0]} ${picks[6]}   # the bundled model: no --model"
-  status=0
-  env -u SPEAKERVERIFY_MODEL -u SPEAKERVERIFY_STORE \
-    speakerverify verify "${picks[0]}" "${picks[6]}" || status=$?
-  [ "$status" -le 1 ] || exit "$status"
-  echo "(exit status $status: $([ "$status" -eq 0 ] && echo accepted || echo rejected))"
+  # (--full is making the bundled model: stage 8 packages it, then shows it the same way)
+  [ "$package" = true ] || verify_bundled "${picks[0]}" "${picks[6]}"
   echo "$(stamp)done. Results: $PWD/$exp/results.md; DET plot: $PWD/$exp/final/plots/det.png;"
   echo "enrolled store: $PWD/$SPEAKERVERIFY_STORE (model $SPEAKERVERIFY_MODEL)"
 fi
 
 if [ "$package" = true ] && [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   echo "$(stamp)stage 8: package $exp/final.pt as the bundled model (speakerverify/pretrained)"
-  steps=$(tail -n 1 "$exp/train_log.jsonl" | python -c 'import json, sys; print(json.load(sys.stdin)["step"])')
+  # steps and wall time from the training log: first record (log_every steps in) to last, so
+  # a little short; a resumed run counts its pause
+  read -r steps seconds < <(python - "$exp/train_log.jsonl" <<'PY'
+import json, sys
+records = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+print(records[-1]["step"], round(records[-1]["time"] - records[0]["time"]))
+PY
+)
   python "$local"/package_model.py "$exp/final.pt" "$exp/final.calibration.json" \
     "$recipe/../../speakerverify/pretrained" --name xvector_synth \
-    --metrics "$exp/final/scores.json" --training-steps "$steps"
+    --metrics "$exp/final/scores.json" --training-steps "$steps" --training-seconds "$seconds"
+  mapfile -t picks < <(python "$local"/pick_demo_files.py $data/test)
+  verify_bundled "${picks[0]}" "${picks[6]}"
 fi
