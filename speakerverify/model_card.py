@@ -48,7 +48,7 @@ def describe_model(path: str | os.PathLike, card: dict[str, Any] | None = None) 
         checkpoint.CheckpointError: unreadable or foreign checkpoint.
     """
     from speakerverify.checkpoint import load_checkpoint, load_model
-    from speakerverify.decision import default_calibration_path
+    from speakerverify.speakers.decision import default_calibration_path
 
     payload = load_checkpoint(path)
     loaded = load_model(path)

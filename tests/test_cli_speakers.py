@@ -23,10 +23,10 @@ from click.testing import CliRunner
 from speaker_helpers import FP, SpectrumEmbedder, store_rows
 from synth import random_speaker, speech_like
 
-import speakerverify.verification as verification
+import speakerverify.backend.speaker_model as speaker_model
+from speakerverify.backend.speaker_model import SpeakerModel
 from speakerverify.cli import main
 from speakerverify.pretrained import bundled_checkpoint
-from speakerverify.verification import SpeakerModel
 
 SPEAKERVERIFY = [str(Path(sys.executable).parent / "speakerverify")]
 
@@ -39,7 +39,7 @@ def fake_model(monkeypatch, tmp_path):
         fingerprint = FP if Path(path).name == "model.pt" else "0000000000000000"
         return SpeakerModel(SpectrumEmbedder(), fingerprint, 16000, str(path))
 
-    monkeypatch.setattr(verification, "load_speaker_model", load)
+    monkeypatch.setattr(speaker_model, "load_speaker_model", load)
     # The fake stands in for the torch loader: keep a bundled ONNX twin from bypassing it.
     monkeypatch.setenv("SPEAKERVERIFY_BACKEND", "torch")
     return tmp_path / "model.pt"
@@ -332,7 +332,7 @@ def test_adapt_then_verify_says_centred(enrolled, fake_model, voices, tmp_path):
 
 
 def test_adapt_from_embeddings_needs_no_model(enrolled, tmp_path):
-    from speakerverify.embed import save_embeddings
+    from speakerverify.backend.embedding_dir import save_embeddings
 
     vectors = np.random.default_rng(0).standard_normal((25, 32)).astype(np.float32)
     save_embeddings(
@@ -589,7 +589,7 @@ def test_store_only_work_does_not_import_torch(enrolled, command):
 def checkpoint(tmp_path_factory):
     """A tiny x-vector saved through the training engineer's API (random but fixed weights)."""
     from speakerverify.checkpoint import save_checkpoint
-    from speakerverify.fbank_config import FbankConfig
+    from speakerverify.frontend.fbank_config import FbankConfig
     from speakerverify.models import build_model
 
     torch.manual_seed(0)
@@ -606,7 +606,7 @@ def checkpoint(tmp_path_factory):
 
 
 def test_real_checkpoint_enroll_verify_with_calibration(checkpoint, voices, tmp_path):
-    from speakerverify.calibration import Calibration
+    from speakerverify.backend.calibration import Calibration
 
     model, fingerprint = checkpoint
     store = tmp_path / "s.db"
@@ -665,7 +665,7 @@ def test_real_processes_exit_codes(checkpoint, voices, tmp_path):
 KILL_IN_TRANSACTION = """
 import os, signal, sys
 from speakerverify.cli import main
-from speakerverify.store import SpeakerStore
+from speakerverify.speakers.store import SpeakerStore
 SpeakerStore.before_commit = staticmethod(lambda: os.kill(os.getpid(), signal.SIGKILL))
 main(sys.argv[1:])
 """

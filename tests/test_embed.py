@@ -11,17 +11,17 @@ import torch
 from synth import random_speaker, speech_like
 from torch import nn
 
-from speakerverify.data import DataDir
-from speakerverify.embed import (
+from speakerverify.backend.embedding_dir import load_embeddings
+from speakerverify.backend.extraction import (
     Embedder,
     EmbedError,
     _make_plan,
     _run_shards,
     extract_embeddings,
-    load_embeddings,
     plan_batches,
 )
-from speakerverify.features import Fbank
+from speakerverify.data import DataDir
+from speakerverify.frontend.features import Fbank
 
 
 class TinyEncoder(nn.Module):

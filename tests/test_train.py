@@ -25,8 +25,10 @@ from speakerverify.config import ConfigError, LossConfig, OptimConfig, load_conf
 from speakerverify.data import DataDir, Trials, write_trials
 from speakerverify.losses import LOSSES
 from speakerverify.models import build_model
-from speakerverify.schedules import LrSchedule, margin_at, mining_at, warmup_steps_of
-from speakerverify.train import find_checkpoint, fit, validate
+from speakerverify.training.experiment import find_checkpoint
+from speakerverify.training.loop import fit
+from speakerverify.training.schedules import LrSchedule, margin_at, mining_at, warmup_steps_of
+from speakerverify.training.validation import validate
 
 TINY = Path(__file__).parent / "conf" / "tiny.yaml"
 
@@ -278,7 +280,7 @@ OPTIMIZERS = [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", 
 
 @pytest.mark.parametrize(("name", "kind"), OPTIMIZERS)
 def test_build_optimizer(name, kind):
-    from speakerverify.training_setup import build_optimizer
+    from speakerverify.training.setup import build_optimizer
 
     cfg = load_config(TINY, [f"optim.name={name}", "optim.lr=0.3", "optim.weight_decay=0.01"])
     optimizer = build_optimizer(cfg, torch.nn.Linear(2, 2).parameters())

@@ -1,7 +1,7 @@
 """Commands users touch: enroll, verify, identify, speakers list/remove/export, adapt.
 
-Thin Click wrappers over `speakerverify.verification`; torch and friends are imported inside the
-command bodies so that `--help` stays instant.
+Thin Click wrappers over `speakerverify.speakers.verification`; torch and friends are imported
+inside the command bodies so that `--help` stays instant.
 """
 
 from __future__ import annotations
@@ -101,8 +101,8 @@ def _require(value: str | None, what: str, option: str, envvar: str) -> str:
 
 
 def _load_model(model_path: str | None):
-    # The ONNX twin when onnxruntime is there (no torch import), else torch: see backends.py.
-    from speakerverify.backends import load_command_model
+    # The ONNX twin when onnxruntime is there (no torch import), else torch: see backend/engine.py.
+    from speakerverify.backend.engine import load_command_model
 
     return load_command_model(model_path_or_bundled(model_path))
 
@@ -154,7 +154,7 @@ def enroll(name, audio, model_path, store_path, min_speech, replace, as_json) ->
     Silence is trimmed (energy VAD); adding files to an existing speaker updates its mean,
     weighted by utterances. Exit status: 0 stored, 2 usage or input error.
     """
-    from speakerverify.verification import enroll_speaker
+    from speakerverify.speakers.verification import enroll_speaker
 
     store_path = _store(store_path)
     model = _load_model(model_path)
@@ -195,9 +195,9 @@ def verify(
     The decision comes from the model's calibration at --p-target, or from --threshold.
     Runs on one CPU thread unless OMP_NUM_THREADS is set.
     """
-    from speakerverify.decision import resolve_decision_rule
-    from speakerverify.utterance import VerificationError
-    from speakerverify.verification import verify_pair
+    from speakerverify.backend.speaker_model import VerificationError
+    from speakerverify.speakers.decision import resolve_decision_rule
+    from speakerverify.speakers.verification import verify_pair
 
     pair = Path(first).exists()
     if pair and Path(first).is_dir():
@@ -236,8 +236,8 @@ def verify(
 
 def _check_speaker(store_path: str, name: str) -> None:
     """Open the store and find `name`; a path-like unknown name is reported as a missing file."""
-    from speakerverify.store import SpeakerStore, UnknownSpeakerError
-    from speakerverify.utterance import AUDIO_EXTENSIONS, VerificationError
+    from speakerverify.backend.speaker_model import AUDIO_EXTENSIONS, VerificationError
+    from speakerverify.speakers.store import SpeakerStore, UnknownSpeakerError
 
     with SpeakerStore(store_path) as store:
         try:
@@ -251,14 +251,14 @@ def _check_speaker(store_path: str, name: str) -> None:
 
 
 def _verify_name(store_path, model, rule, name, test, min_speech):
-    from speakerverify.verification import verify_against
+    from speakerverify.speakers.verification import verify_against
 
     return verify_against(store_path, model, rule, name, test, min_speech_seconds=min_speech)
 
 
 def _pair_domain(store_path: str | None, model: Any):
     """The store's domain mean for a pair trial, when a store is given and exists."""
-    from speakerverify.store import SpeakerStore
+    from speakerverify.speakers.store import SpeakerStore
 
     if not store_path or not Path(store_path).exists():
         return None
@@ -285,8 +285,8 @@ def identify(
     \b
     Exit status: 0 identified, 1 unknown, 2 usage or input error.
     """
-    from speakerverify.decision import resolve_decision_rule
-    from speakerverify.verification import identify as identify_speaker
+    from speakerverify.speakers.decision import resolve_decision_rule
+    from speakerverify.speakers.verification import identify as identify_speaker
 
     store_path = _store(store_path)
     _open_store(store_path).close()  # before the model: a bad store fails in 0.2 s
@@ -326,7 +326,7 @@ def speakers() -> None:
 
 
 def _open_store(store_path: str | None):
-    from speakerverify.store import SpeakerStore
+    from speakerverify.speakers.store import SpeakerStore
 
     return SpeakerStore(_store(store_path))
 
@@ -502,7 +502,7 @@ def adapt(
     touched and no mean is saved, as the last BatchNorm already centres on the domain).
     No labels needed. Exit status: 0 saved, 2 usage or input error.
     """
-    from speakerverify.verification import adapt as adapt_store
+    from speakerverify.speakers.verification import adapt as adapt_store
 
     if (audio_dir is None) == (embeddings_dir is None):
         fail("give either AUDIO_DIR or --embeddings DIR")
@@ -534,7 +534,7 @@ def adapt(
 
 
 def _adapt_model(audio_dir, model_path, out_path, crop_seconds, min_speech, as_json) -> None:
-    from speakerverify.adaptation import adapt_batchnorm
+    from speakerverify.speakers.adaptation import adapt_batchnorm
 
     result = adapt_batchnorm(
         model_path_or_bundled(model_path),

@@ -21,8 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from speakerverify.store import now_iso
-from speakerverify.utterance import SpeakerModel, VerificationError, find_audio_files, load_speech
+from speakerverify.backend.speaker_model import (
+    SpeakerModel,
+    VerificationError,
+    find_audio_files,
+    load_speech,
+)
+from speakerverify.speakers.store import now_iso
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Score calibration: an affine map from raw scores to log-likelihood ratios, fitted by
 prior-weighted logistic regression on development trials, saved as a small JSON file.
 
-Pure functions of score arrays; `speakerverify.scoring.calibrate_scores` runs the whole
+Pure functions of score arrays; `speakerverify.backend.scoring.calibrate_scores` runs the whole
 `speakerverify calibrate` step (trial list + score file in, calibration file out).
 """
 

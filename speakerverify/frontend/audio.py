@@ -21,8 +21,8 @@ if TYPE_CHECKING:  # torch is imported where it is used: `read_audio` must not n
     import torch
 
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.vad_numpy import speech_mask as numpy_speech_mask
-from speakerverify.vad_numpy import voiced_samples
+from speakerverify.frontend.vad_numpy import speech_mask as numpy_speech_mask
+from speakerverify.frontend.vad_numpy import voiced_samples
 
 logger = logging.getLogger(__name__)
 
@@ -320,9 +320,9 @@ def speech_mask(
 
     A frame is voiced when at least `proportion_threshold` of the frames within `frames_context`
     of it have log-energy above ``energy_threshold + energy_mean_scale * mean(log-energy)``.
-    Frames are the snip-edges frames of :class:`speakerverify.features.Fbank`, so the mask lines
-    up with the feature frames. Energies are on Kaldi's 16-bit scale, so Kaldi's defaults apply;
-    as in Kaldi, steady noise well above digital silence counts as voiced.
+    Frames are the snip-edges frames of :class:`speakerverify.frontend.features.Fbank`, so the mask
+    lines up with the feature frames. Energies are on Kaldi's 16-bit scale, so Kaldi's defaults
+    apply; as in Kaldi, steady noise well above digital silence counts as voiced.
 
     Args:
         wave: waveform `(S,)`, float in [-1, 1].

@@ -1,7 +1,7 @@
 """On-the-fly augmentation of training crops: MUSAN noise, music and babble at a drawn SNR, and
 reverberation with RIRS_NOISES simulated room impulse responses (the Kaldi/WeSpeaker recipe),
-then optionally a recording channel simulated per crop (`speakerverify.simulate`), which needs no
-download.
+then optionally a recording channel simulated per crop (`speakerverify.frontend.simulate`), which
+needs no download.
 
 Speed perturbation is not here: it makes new speakers, so it lives in `CropDataset`.
 """

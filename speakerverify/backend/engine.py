@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from speakerverify.utterance import SpeakerModel, VerificationError
+from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def requested_backend() -> str:
 
 def _onnx_model(checkpoint_path: str, forced: bool) -> SpeakerModel | None:
     """The ONNX twin as a SpeakerModel, or None (with `forced`, a one-line error instead)."""
-    from speakerverify.onnx_embedder import OnnxEmbedder, OnnxModelError, onnx_twin
+    from speakerverify.backend.onnx_embedder import OnnxEmbedder, OnnxModelError, onnx_twin
 
     def unusable(reason: str) -> None:
         if forced:
@@ -130,11 +130,12 @@ def load_command_model(checkpoint_path: str | os.PathLike) -> SpeakerModel:
             return model
     import torch
 
-    from speakerverify import verification
+    # Looked up on the module at call time, so that tests can stand a fake loader in for it.
+    from speakerverify.backend import speaker_model
 
     if "OMP_NUM_THREADS" not in os.environ:
         # One utterance is a small forward pass: on 2 shared cores the second thread's
         # synchronisation cost more than it saved (embed CPU 0.15-0.5 s -> 0.06 s, VAD 0.15 ->
         # 0.004 s in bench_cli.py's breakdown).
         torch.set_num_threads(1)
-    return verification.load_speaker_model(checkpoint_path)
+    return speaker_model.load_speaker_model(checkpoint_path)

@@ -1,7 +1,7 @@
 """Building the pieces of a training run from a Config (model, front-end, data, optimizer, losses),
 where training is (`Progress`), and the RNG bookkeeping that makes resume exact.
 
-`speakerverify.train` runs the pieces; this module never imports it.
+`speakerverify.training.loop` runs the pieces; this module never imports it.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from speakerverify.augment import Augmenter
 from speakerverify.config import Config, ConfigError, check_kwargs
 from speakerverify.data import CropDataset, DataDir, PKSampler, collate_crops
-from speakerverify.distributed import DistEnv
-from speakerverify.features import Fbank, SpecAugment
+from speakerverify.frontend.augment import Augmenter
+from speakerverify.frontend.features import Fbank, SpecAugment
 from speakerverify.losses import MINING_LOSSES, build_loss
 from speakerverify.models import build_model
-from speakerverify.schedules import LrSchedule, mining_at, warmup_steps_of
+from speakerverify.training.distributed import DistEnv
+from speakerverify.training.schedules import LrSchedule, mining_at, warmup_steps_of
 
 __all__ = [
     "Parts",
@@ -100,14 +100,14 @@ def build_parts(config: Config, env: DistEnv, init: str | os.PathLike | None = N
     model_args = build_model_args(config)
     encoder = build_model(config.model.name, **model_args).to(device)
     if init is not None:
-        from speakerverify.finetune import load_init_weights
+        from speakerverify.training.finetune import load_init_weights
 
         load_init_weights(
             encoder, init, config.model.name, model_args, config.features.fbank_dict()
         )
         logger.info("initialised the encoder from %s", init)
     if config.train.freeze:
-        from speakerverify.finetune import freeze_parameters
+        from speakerverify.training.finetune import freeze_parameters
 
         frozen = freeze_parameters(encoder, config.train.freeze)
         logger.info("froze %d parameter tensors (%s)", frozen, ", ".join(config.train.freeze))
@@ -123,7 +123,7 @@ def build_parts(config: Config, env: DistEnv, init: str | os.PathLike | None = N
     train_dir = DataDir.load(data.train_dir)
     augmenter = None
     if data.musan_index or data.rir_index or config.augment.channel:
-        from speakerverify.simulate import ChannelSimulator
+        from speakerverify.frontend.simulate import ChannelSimulator
 
         channel = None
         if config.augment.channel:

@@ -1,7 +1,7 @@
-"""Embedding extraction (batched, long-file windowing, sharded, resumable) into on-disk stores.
+"""Embedding extraction (batched, long-file windowing, sharded, resumable) into embedding dirs.
 
-The store itself (`EmbeddingStore`, `save_embeddings`, `load_embeddings`) lives in
-`speakerverify.embedding_store` and is re-exported here. torch is imported only by the extractor.
+The directory format itself (`EmbeddingStore`, `save_embeddings`, `load_embeddings`) lives in
+`speakerverify.backend.embedding_dir`. torch is imported only by the extractor.
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from speakerverify.embedding_store import (
-    EMBEDDINGS_FILE,
+from speakerverify.backend.embedding_dir import (
     META_FILE,
-    UTT_IDS_FILE,
     EmbeddingStore,
     EmbeddingStoreError,
     load_embeddings,
@@ -41,17 +39,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "EMBEDDINGS_FILE",
-    "META_FILE",
-    "UTT_IDS_FILE",
     "EmbedError",
     "Embedder",
-    "EmbeddingStore",
-    "EmbeddingStoreError",
     "extract_embeddings",
-    "load_embeddings",
     "plan_batches",
-    "save_embeddings",
 ]
 
 
@@ -175,7 +166,7 @@ class Embedder:
 
     def embed_file(self, path: str | os.PathLike) -> np.ndarray:
         """Embedding `(D,)` of an audio file; long files are read window by window."""
-        from speakerverify.audio import audio_info, load_audio
+        from speakerverify.frontend.audio import audio_info, load_audio
 
         info = audio_info(path)
         if info.duration_seconds <= self.max_seconds:
@@ -278,7 +269,7 @@ def _model_signature(embedder: Embedder) -> str:
 
 def _utterance_samples(data_dir: DataDir, sample_rate: int) -> list[int]:
     """Samples per utterance at `sample_rate`, from utt2dur when present, else file headers."""
-    from speakerverify.audio import audio_info
+    from speakerverify.frontend.audio import audio_info
 
     durations = data_dir.utt2dur or {}
     samples = []
@@ -322,7 +313,7 @@ def _make_plan(
 
 def _embed_shard(embedder: Embedder, data_dir: DataDir, batches: list[list[int]]) -> np.ndarray:
 
-    from speakerverify.audio import load_audio
+    from speakerverify.frontend.audio import load_audio
 
     paths = list(data_dir.wav.values())
     utt_ids = data_dir.utt_ids

@@ -9,7 +9,7 @@ import math
 import torch
 from torch import nn
 
-from speakerverify.fbank_config import FbankConfig
+from speakerverify.frontend.fbank_config import FbankConfig
 
 # Frames per chunk of the no-grad path (framing -> FFT -> power -> mel -> log): the chunk's
 # buffers (~5 kB per frame) stay in cache; fewer frames per chunk and Python overhead dominates.

@@ -1,5 +1,6 @@
 """Kaldi's energy VAD in numpy: `speech_mask` and `trim_silence` for the torch-free ONNX path,
-and the implementation behind `speakerverify.audio.speech_mask` / `trim_silence` for tensors.
+and the implementation behind `speakerverify.frontend.audio.speech_mask` / `trim_silence` for
+tensors.
 """
 
 from __future__ import annotations

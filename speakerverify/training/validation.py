@@ -23,17 +23,18 @@ def validate(
 ) -> dict[str, float]:
     """EER/minDCF of `encoder` (left in eval mode) on a trial list by cosine scoring.
 
-    Files longer than `max_seconds` are embedded in windows (`speakerverify.embed.Embedder`).
+    Files longer than `max_seconds` are embedded in windows
+    (`speakerverify.backend.extraction.Embedder`).
 
     Returns:
         `compute_metrics` output as plain floats (at least "eer" and "min_dcf").
     """
+    from speakerverify.backend.extraction import Embedder
+    from speakerverify.backend.metrics import compute_metrics
+    from speakerverify.backend.scoring import l2_normalize
     from speakerverify.data import DataDir, read_trials
-    from speakerverify.embed import Embedder
-    from speakerverify.fbank_config import FbankConfig
-    from speakerverify.features import Fbank
-    from speakerverify.metrics import compute_metrics
-    from speakerverify.scoring import l2_normalize
+    from speakerverify.frontend.fbank_config import FbankConfig
+    from speakerverify.frontend.features import Fbank
 
     data_dir = DataDir.load(valid_dir)
     trials = read_trials(valid_trials, data_dir)

@@ -2,9 +2,8 @@
 
 Decisions come from a calibration at a stated operating point or from an explicit threshold on
 the raw cosine score, never from a constant in the code; every result says which. The decision
-rule lives in `speakerverify.decision`, the embedding of one file in `speakerverify.utterance` and
-the result types in `speakerverify.verification_results`; their public names are re-exported here
-for the CLI, tests and benchmarks.
+rule lives in `speakerverify.speakers.decision`, the embedding of one file in
+`speakerverify.backend.speaker_model` and the result types in `speakerverify.speakers.results`.
 """
 
 from __future__ import annotations
@@ -15,62 +14,26 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerverify.decision import (
-    DecisionRule,
-    bayes_llr_threshold,
-    centring_caveat,
-    default_calibration_path,
-    resolve_decision_rule,
-)
-from speakerverify.scoring import cosine_scores, l2_normalize
-from speakerverify.store import (
-    DomainMean,
-    SpeakerStore,
-    StoreError,
-    validate_name,
-)
-from speakerverify.utterance import (
-    AUDIO_EXTENSIONS,
-    MIN_FILE_SPEECH_SECONDS,
-    RECOMMENDED_SAMPLE_RATE,
+from speakerverify.backend.scoring import cosine_scores, l2_normalize
+from speakerverify.backend.speaker_model import (
     SpeakerModel,
     Utterance,
     VerificationError,
-    WaveformEmbedder,
     embed_utterance,
     find_audio_files,
-    load_speaker_model,
 )
-from speakerverify.verification_results import (
-    AdaptResult,
-    EnrollResult,
-    IdentifyResult,
-    VerifyResult,
+from speakerverify.speakers.decision import (
+    DecisionRule,
+    centring_caveat,
 )
+from speakerverify.speakers.results import AdaptResult, EnrollResult, IdentifyResult, VerifyResult
+from speakerverify.speakers.store import DomainMean, SpeakerStore, StoreError, validate_name
 
 __all__ = [
-    "AUDIO_EXTENSIONS",
-    "MIN_FILE_SPEECH_SECONDS",
-    "RECOMMENDED_SAMPLE_RATE",
-    "AdaptResult",
-    "DecisionRule",
-    "EnrollResult",
-    "IdentifyResult",
-    "SpeakerModel",
-    "Utterance",
-    "VerificationError",
-    "VerifyResult",
-    "WaveformEmbedder",
     "adapt",
-    "bayes_llr_threshold",
-    "default_calibration_path",
-    "embed_utterance",
     "enroll_speaker",
-    "find_audio_files",
     "identify",
-    "load_speaker_model",
     "rank_speakers",
-    "resolve_decision_rule",
     "verify_against",
     "verify_pair",
 ]
@@ -322,7 +285,7 @@ def adapt(
 
 
 def _read_embedding_store(directory: str | os.PathLike) -> tuple[np.ndarray, str]:
-    from speakerverify.embed import load_embeddings
+    from speakerverify.backend.extraction import load_embeddings
 
     directory = Path(directory)
     if not directory.is_dir():

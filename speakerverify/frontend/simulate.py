@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from speakerverify.augment import mix_at_snr
+from speakerverify.frontend.augment import mix_at_snr
 
 NOISE_KINDS = ("white", "pink", "brown", "hum", "babble")
 # Six log-spaced points of the random EQ curve, Hz.

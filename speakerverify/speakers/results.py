@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from speakerverify.decision import DecisionRule
-from speakerverify.store import DomainMean
-from speakerverify.utterance import Utterance
+from speakerverify.backend.speaker_model import Utterance
+from speakerverify.speakers.decision import DecisionRule
+from speakerverify.speakers.store import DomainMean
 
 
 def _centring_json(domain: DomainMean | None) -> dict | None:

@@ -1,5 +1,6 @@
-"""The log-mel front-end of :class:`speakerverify.features.Fbank` in numpy, for the torch-free ONNX
-path: same framing, DC removal, pre-emphasis, windows, Kaldi mel banks, log floors and CMN.
+"""The log-mel front-end of :class:`speakerverify.frontend.features.Fbank` in numpy, for the
+torch-free ONNX path: same framing, DC removal, pre-emphasis, windows, Kaldi mel banks, log floors
+and CMN.
 
 Computed in float64 (torch runs float32), so the two agree to ~1e-5 on log-mel.
 """
@@ -10,7 +11,7 @@ import math
 
 import numpy as np
 
-from speakerverify.fbank_config import FbankConfig
+from speakerverify.frontend.fbank_config import FbankConfig
 
 _FLOAT32 = np.finfo(np.float32)
 

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from speakerverify.backend.scoring import l2_normalize
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.scoring import l2_normalize
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ class SpeakerModel:
     """What the commands need from a checkpoint.
 
     Attributes:
-        embedder: Anything with `embed_waveform(wave (S,)) -> (D,)` (normally `embed.Embedder`).
+        embedder: Anything with `embed_waveform(wave (S,)) -> (D,)` (normally
+            `extraction.Embedder`).
         fingerprint: The checkpoint's model fingerprint.
         sample_rate: Rate the front-end expects, Hz.
         path: The checkpoint path (for messages and the default calibration file).
@@ -57,7 +58,7 @@ def load_speaker_model(path: str | os.PathLike, device: str = "cpu") -> SpeakerM
     if Path(path).is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     loaded = load_model(path, device=device)
-    from speakerverify.embed import Embedder
+    from speakerverify.backend.extraction import Embedder
 
     embedder = Embedder(
         loaded.frontend, loaded.encoder, fingerprint=loaded.fingerprint, device=device
@@ -120,7 +121,7 @@ def _as_waveform(source: Any) -> Any:
     """A 1-D float waveform (numpy or torch) as a float32 tensor; AudioError when it is not one."""
     import torch
 
-    from speakerverify.audio import AudioError
+    from speakerverify.frontend.audio import AudioError
 
     try:
         wave = torch.as_tensor(source)
@@ -153,13 +154,13 @@ def load_speech(
         audio.AudioError: missing, empty, directory, corrupt or non-audio file; not a waveform.
         VerificationError: no speech, or less than `min_speech_seconds` of it.
     """
-    from speakerverify.audio import SOUNDFILE_EXTENSIONS, audio_info
+    from speakerverify.frontend.audio import SOUNDFILE_EXTENSIONS, audio_info
 
     if model.backend == "onnx":  # the same rules on numpy arrays, without importing torch
-        from speakerverify.audio import load_audio_array as load_audio
-        from speakerverify.vad_numpy import speech_mask, trim_silence
+        from speakerverify.frontend.audio import load_audio_array as load_audio
+        from speakerverify.frontend.vad_numpy import speech_mask, trim_silence
     else:
-        from speakerverify.audio import load_audio, speech_mask, trim_silence
+        from speakerverify.frontend.audio import load_audio, speech_mask, trim_silence
 
     warnings: list[str] = []
     file_rate = None

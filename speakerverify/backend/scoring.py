@@ -1,6 +1,6 @@
 """Cosine scoring of trial lists, mean subtraction, S-Norm/AS-Norm, score files, and the
 `speakerverify score` / `calibrate` steps as one call each (`score_trial_list`,
-`calibrate_scores`; the calibration itself is `speakerverify.calibration`).
+`calibrate_scores`; the calibration itself is `speakerverify.backend.calibration`).
 
 All vectorized: rows are looked up once per distinct utterance, trials are scored in chunks by a
 row-wise dot product, and cohort statistics come from one matrix product per chunk of utterances.
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from speakerverify.calibration import Calibration, CalibrationError, fit_calibration
-from speakerverify.embedding_store import (
+from speakerverify.backend.calibration import Calibration, CalibrationError, fit_calibration
+from speakerverify.backend.embedding_dir import (
     EmbeddingStore,
     EmbeddingStoreError,
     UnknownUtteranceError,
@@ -492,7 +492,7 @@ def calibrate_scores(
     Raises:
         TrialsError, ScoresError, CalibrationError, CheckpointError: unusable input.
     """
-    from speakerverify.metrics import cllr, min_cllr
+    from speakerverify.backend.metrics import cllr, min_cllr
 
     fingerprint = ""
     if model_path:

@@ -1,5 +1,6 @@
-"""Waveform -> embedding without torch: the numpy front-end (`fbank_numpy`) and an encoder exported
-by `speakerverify.export`, run by onnxruntime. A drop-in for `embed.Embedder.embed_waveform`.
+"""Waveform -> embedding without torch: the numpy front-end (`frontend.fbank_numpy`) and an encoder
+exported by `speakerverify.backend.export`, run by onnxruntime. A drop-in for
+`extraction.Embedder.embed_waveform`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.fbank_config import FbankConfig
-from speakerverify.fbank_numpy import NumpyFbank
+from speakerverify.frontend.fbank_config import FbankConfig
+from speakerverify.frontend.fbank_numpy import NumpyFbank
 
 
 class OnnxModelError(SpeakerVerifyError, ValueError):
@@ -35,9 +36,9 @@ class OnnxEmbedder:
     and averaged weighted by window length. The raw encoder output is returned (no L2 norm).
 
     Args:
-        onnx_path: a file written by `speakerverify.export.export_onnx` (its metadata holds the
-            fingerprint, the front-end config and the shortest input).
-        max_seconds, window_seconds, hop_seconds: as `embed.Embedder`.
+        onnx_path: a file written by `speakerverify.backend.export.export_onnx` (its metadata
+            holds the fingerprint, the front-end config and the shortest input).
+        max_seconds, window_seconds, hop_seconds: as `extraction.Embedder`.
 
     Raises:
         OnnxModelError: onnxruntime cannot load the file, or its metadata is not ours.

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from speakerverify.backend.scoring import l2_normalize
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.scoring import l2_normalize
 
 logger = logging.getLogger(__name__)
 

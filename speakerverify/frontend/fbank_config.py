@@ -1,8 +1,8 @@
-"""Options of the log-mel front-end (`speakerverify.features.Fbank`), without torch.
+"""Options of the log-mel front-end (`speakerverify.frontend.features.Fbank`), without torch.
 
 Experiment configs compose their `features` section from `FbankConfig` (so loading a config
 never imports torch) and checkpoints store `FbankConfig.to_dict()`; a new option added here
-flows through both. The ONNX fast path and `speakerverify.fbank_numpy` read it from model
+flows through both. The ONNX fast path and `speakerverify.frontend.fbank_numpy` read it from model
 metadata, also without torch.
 """
 

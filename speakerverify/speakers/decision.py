@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from speakerverify.store import DomainMean
-from speakerverify.utterance import SpeakerModel, VerificationError
+from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
+from speakerverify.speakers.store import DomainMean
 
 
 def bayes_llr_threshold(p_target: float) -> float:
@@ -150,7 +150,7 @@ def _load_calibration(path: Path, fingerprint: str) -> Any:
         raise VerificationError(f"{path}: is a directory, not a calibration file")
     if not path.is_file():
         raise VerificationError(f"{path}: calibration file not found")
-    from speakerverify.calibration import Calibration
+    from speakerverify.backend.calibration import Calibration
 
     try:
         calibration = Calibration.load(path)

@@ -22,7 +22,7 @@ from torch import nn
 
 from speakerverify.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from speakerverify.config import Config, save_config
-from speakerverify.distributed import (
+from speakerverify.training.distributed import (
     DistEnv,
     any_rank,
     barrier,
@@ -30,17 +30,16 @@ from speakerverify.distributed import (
     params_in_sync,
     shutdown_distributed,
 )
-from speakerverify.experiment import (
+from speakerverify.training.experiment import (
     JsonlLog,
     StopFlag,
     copy_atomic,
-    find_checkpoint,
     prune_checkpoints,
     resume_path,
     stop_on_signals,
 )
-from speakerverify.schedules import loss_arguments, mining_at
-from speakerverify.training_setup import (
+from speakerverify.training.schedules import loss_arguments, mining_at
+from speakerverify.training.setup import (
     LogFn,
     Parts,
     Progress,
@@ -52,15 +51,13 @@ from speakerverify.training_setup import (
     preserved_global_state,
     restore_rng,
 )
-from speakerverify.validation import validate
+from speakerverify.training.validation import validate
 
 __all__ = [
     "Outcome",
     "TrainingInterrupted",
-    "find_checkpoint",
     "fit",
     "train_one_epoch",
-    "validate",
 ]
 
 logger = logging.getLogger(__name__)
