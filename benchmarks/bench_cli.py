@@ -42,7 +42,7 @@ import torch, torchaudio
 t1 = now()
 if "OMP_NUM_THREADS" not in os.environ:  # as the speaker commands do
     torch.set_num_threads(1)
-from speakerverify.cli import speakers  # noqa: F401
+from speakerverify.cli import verify  # noqa: F401
 from speakerverify.backend import speaker_model
 from speakerverify.speakers.store import SpeakerStore
 t2 = now()
@@ -71,7 +71,7 @@ def now():
 t0 = now()
 import numpy, onnxruntime
 t1 = now()
-from speakerverify.cli import speakers  # noqa: F401
+from speakerverify.cli import verify  # noqa: F401
 from speakerverify.backend import engine
 from speakerverify.speakers.store import SpeakerStore
 t2 = now()
