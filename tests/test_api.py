@@ -19,7 +19,7 @@ from synth import random_speaker, speech_like
 
 import speakerverify
 from speakerverify.api import Model
-from speakerverify.backend.scoring import Calibration
+from speakerverify.backend.calibration import Calibration
 from speakerverify.backend.speaker_model import VerificationError
 from speakerverify.checkpoint import CheckpointError
 from speakerverify.cli import main

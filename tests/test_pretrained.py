@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from synth import random_speaker, speech_like
 
 import speakerverify.pretrained as pretrained
-from speakerverify.backend.scoring import Calibration
+from speakerverify.backend.calibration import Calibration
 from speakerverify.checkpoint import load_checkpoint, load_model, model_fingerprint, save_checkpoint
 from speakerverify.cli import main
 from speakerverify.frontend.fbank_config import FbankConfig

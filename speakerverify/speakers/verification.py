@@ -285,7 +285,7 @@ def adapt(
 
 
 def _read_embedding_store(directory: str | os.PathLike) -> tuple[np.ndarray, str]:
-    from speakerverify.backend.extraction import load_embeddings
+    from speakerverify.backend.embedding_dir import load_embeddings
 
     directory = Path(directory)
     if not directory.is_dir():

@@ -68,7 +68,7 @@ def _git_commit() -> str:
 def package(args: argparse.Namespace) -> dict:
     import torch
 
-    from speakerverify.backend.scoring import Calibration
+    from speakerverify.backend.calibration import Calibration
     from speakerverify.checkpoint import CheckpointError, load_checkpoint, model_fingerprint
     from speakerverify.model_card import make_card
 
@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit", default=_git_commit(), help="code revision (default: HEAD)")
     args = parser.parse_args(argv)
 
+    from speakerverify.backend.calibration import CalibrationError
     from speakerverify.backend.export import ExportError
-    from speakerverify.backend.scoring import CalibrationError
     from speakerverify.checkpoint import CheckpointError
 
     try:
