@@ -15,7 +15,7 @@ import speakerverify.cli
 from speakerverify.backend.calibration import Calibration
 from speakerverify.backend.embedding_dir import load_embeddings, save_embeddings
 from speakerverify.backend.metrics import compute_metrics
-from speakerverify.backend.scoring import read_scores
+from speakerverify.backend.score_files import read_scores
 from speakerverify.checkpoint import save_checkpoint
 from speakerverify.data import DataDir, Trials, write_trials
 from speakerverify.frontend.fbank_config import FbankConfig

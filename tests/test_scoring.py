@@ -10,17 +10,19 @@ import pytest
 from speakerverify.backend.calibration import Calibration, CalibrationError, fit_calibration
 from speakerverify.backend.embedding_dir import EmbeddingStore, load_embeddings, save_embeddings
 from speakerverify.backend.metrics import cllr, eer
-from speakerverify.backend.scoring import (
+from speakerverify.backend.score_files import (
     ScoresError,
+    read_scored_trials,
+    read_scores,
+    trial_labels,
+    write_scores,
+)
+from speakerverify.backend.scoring import (
     calibrate_scores,
     cohort_means,
     cosine_scores,
-    read_scored_trials,
-    read_scores,
     score_trial_list,
     score_trials,
-    trial_labels,
-    write_scores,
 )
 from speakerverify.data import Trials
 

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--trials and --scores go together")
 
     from speakerverify.backend.embedding_dir import save_embeddings
-    from speakerverify.backend.scoring import write_scores
+    from speakerverify.backend.score_files import write_scores
     from speakerverify.data.trials import TrialsError, read_trials
 
     try:

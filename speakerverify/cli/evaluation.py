@@ -211,7 +211,7 @@ def evaluate(
 ) -> None:
     """EER, minDCF (p_target 0.01 and 0.05) and minCllr of SCORES against TRIALS labels."""
     from speakerverify.backend.metrics import act_dcf, cllr, compute_metrics, det_curve, min_cllr
-    from speakerverify.backend.scoring import read_scored_trials
+    from speakerverify.backend.score_files import read_scored_trials
 
     scores, labels = read_scored_trials(trials_path, scores_path)
     result: dict[str, Any] = compute_metrics(scores, labels)
