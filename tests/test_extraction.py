@@ -11,15 +11,9 @@ import torch
 from synth import random_speaker, speech_like
 from torch import nn
 
+from speakerverify.backend.embedder import Embedder, EmbedError, plan_batches
 from speakerverify.backend.embedding_dir import load_embeddings
-from speakerverify.backend.extraction import (
-    Embedder,
-    EmbedError,
-    _make_plan,
-    _run_shards,
-    extract_embeddings,
-    plan_batches,
-)
+from speakerverify.backend.extraction import _make_plan, _run_shards, extract_embeddings
 from speakerverify.data import DataDir
 from speakerverify.frontend.features import Fbank
 

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from synth import random_speaker, speech_like
 
 from speakerverify.backend import engine
+from speakerverify.backend.embedder import Embedder
 from speakerverify.backend.export import export_onnx
-from speakerverify.backend.extraction import Embedder
 from speakerverify.backend.onnx_embedder import OnnxEmbedder
 from speakerverify.backend.speaker_model import embed_utterance, load_speaker_model
 from speakerverify.checkpoint import load_checkpoint, save_checkpoint

@@ -1,6 +1,6 @@
 """Waveform -> embedding without torch: the numpy front-end (`frontend.fbank_numpy`) and an encoder
 exported by `speakerverify.backend.export`, run by onnxruntime. A drop-in for
-`extraction.Embedder.embed_waveform`.
+`embedder.Embedder.embed_waveform`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class OnnxEmbedder:
     Args:
         onnx_path: a file written by `speakerverify.backend.export.export_onnx` (its metadata
             holds the fingerprint, the front-end config and the shortest input).
-        max_seconds, window_seconds, hop_seconds: as `extraction.Embedder`.
+        max_seconds, window_seconds, hop_seconds: as `embedder.Embedder`.
 
     Raises:
         OnnxModelError: onnxruntime cannot load the file, or its metadata is not ours.

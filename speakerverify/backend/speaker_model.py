@@ -36,7 +36,7 @@ class SpeakerModel:
 
     Attributes:
         embedder: Anything with `embed_waveform(wave (S,)) -> (D,)` (normally
-            `extraction.Embedder`).
+            `embedder.Embedder`).
         fingerprint: The checkpoint's model fingerprint.
         sample_rate: Rate the front-end expects, Hz.
         path: The checkpoint path (for messages and the default calibration file).
@@ -58,7 +58,7 @@ def load_speaker_model(path: str | os.PathLike, device: str = "cpu") -> SpeakerM
     if Path(path).is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
     loaded = load_model(path, device=device)
-    from speakerverify.backend.extraction import Embedder
+    from speakerverify.backend.embedder import Embedder
 
     embedder = Embedder(
         loaded.frontend, loaded.encoder, fingerprint=loaded.fingerprint, device=device

@@ -62,7 +62,8 @@ def embed(
     dim, front-end config). Interrupted runs resume from finished shards.
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from speakerverify.backend.extraction import Embedder, extract_embeddings
+    from speakerverify.backend.embedder import Embedder
+    from speakerverify.backend.extraction import extract_embeddings
     from speakerverify.data import DataDir
 
     data = DataDir.load(data_dir)

@@ -24,12 +24,12 @@ def validate(
     """EER/minDCF of `encoder` (left in eval mode) on a trial list by cosine scoring.
 
     Files longer than `max_seconds` are embedded in windows
-    (`speakerverify.backend.extraction.Embedder`).
+    (`speakerverify.backend.embedder.Embedder`).
 
     Returns:
         `compute_metrics` output as plain floats (at least "eer" and "min_dcf").
     """
-    from speakerverify.backend.extraction import Embedder
+    from speakerverify.backend.embedder import Embedder
     from speakerverify.backend.metrics import compute_metrics
     from speakerverify.backend.scoring import l2_normalize
     from speakerverify.data import DataDir, read_trials
