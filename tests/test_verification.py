@@ -11,13 +11,13 @@ import soundfile as sf
 from speaker_helpers import FP, SpectrumEmbedder, store_rows
 from synth import random_speaker, speech_like
 
+from speakerverify.backend.calibration import default_calibration_path
 from speakerverify.backend.scoring import cosine_scores
 from speakerverify.backend.speaker_model import SpeakerModel, VerificationError, embed_utterance
 from speakerverify.frontend.audio import AudioError
 from speakerverify.speakers.decision import (
     DecisionRule,
     bayes_llr_threshold,
-    default_calibration_path,
     resolve_decision_rule,
 )
 from speakerverify.speakers.store import SpeakerStore, StoreError, UnknownSpeakerError

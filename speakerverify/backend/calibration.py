@@ -18,7 +18,7 @@ import numpy as np
 from speakerverify.errors import SpeakerVerifyError
 from speakerverify.files import write_atomic
 
-__all__ = ["Calibration", "CalibrationError", "fit_calibration"]
+__all__ = ["Calibration", "CalibrationError", "default_calibration_path", "fit_calibration"]
 
 
 class CalibrationError(SpeakerVerifyError, ValueError):
@@ -109,6 +109,12 @@ class Calibration:
             if not math.isfinite(value):
                 raise CalibrationError(f"{path}: '{key}' is not finite")
         return cls(**data)
+
+
+def default_calibration_path(model_path: str | os.PathLike) -> Path:
+    """`<dir>/<checkpoint stem>.calibration.json`, where `calibrate` puts it next to a model."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}.calibration.json")
 
 
 def fit_calibration(

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from speakerverify.backend.calibration import default_calibration_path
 from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
 from speakerverify.speakers.store import DomainMean
 
@@ -82,12 +83,6 @@ class DecisionRule:
             "score_threshold": self.score_threshold,
             "description": self.describe(),
         }
-
-
-def default_calibration_path(model_path: str | os.PathLike) -> Path:
-    """`<dir>/<checkpoint stem>.calibration.json`, where `calibrate` puts it next to a model."""
-    model_path = Path(model_path)
-    return model_path.with_name(f"{model_path.stem}.calibration.json")
 
 
 def resolve_decision_rule(
