@@ -15,12 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speakerverify.speakers.store import (
-    SpeakerStore,
-    StoreError,
-    UnknownSpeakerError,
-    validate_name,
-)
+from speakerverify.speakers.records import validate_name
+from speakerverify.speakers.store import SpeakerStore, StoreError, UnknownSpeakerError
 
 FP = "0123456789abcdef"
 

@@ -27,7 +27,7 @@ from speakerverify.backend.speaker_model import (
     find_audio_files,
     load_speech,
 )
-from speakerverify.speakers.store import now_iso
+from speakerverify.speakers.records import now_iso
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from speakerverify.backend.calibration import default_calibration_path
 from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
-from speakerverify.speakers.store import DomainMean
+from speakerverify.speakers.records import DomainMean
 
 
 def bayes_llr_threshold(p_target: float) -> float:

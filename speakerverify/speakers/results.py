@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from speakerverify.backend.speaker_model import Utterance
 from speakerverify.speakers.decision import DecisionRule
-from speakerverify.speakers.store import DomainMean
+from speakerverify.speakers.records import DomainMean
 
 
 def _centring_json(domain: DomainMean | None) -> dict | None:

@@ -26,8 +26,9 @@ from speakerverify.speakers.decision import (
     DecisionRule,
     centring_caveat,
 )
+from speakerverify.speakers.records import DomainMean, validate_name
 from speakerverify.speakers.results import AdaptResult, EnrollResult, IdentifyResult, VerifyResult
-from speakerverify.speakers.store import DomainMean, SpeakerStore, StoreError, validate_name
+from speakerverify.speakers.store import SpeakerStore, StoreError
 
 __all__ = [
     "adapt",
