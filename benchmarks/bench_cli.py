@@ -42,13 +42,13 @@ import torch, torchaudio
 t1 = now()
 if "OMP_NUM_THREADS" not in os.environ:  # as the speaker commands do
     torch.set_num_threads(1)
-from speakerverify.cli import speakers  # noqa: F401
-from speakerverify import verification
-from speakerverify.store import SpeakerStore
+from speakerverify.cli import verify  # noqa: F401
+from speakerverify.backend import speaker_model
+from speakerverify.speakers.store import SpeakerStore
 t2 = now()
-model = verification.load_speaker_model(sys.argv[1])
+model = speaker_model.load_speaker_model(sys.argv[1])
 t3 = now()
-from speakerverify.audio import load_audio, speech_mask, trim_silence
+from speakerverify.frontend.audio import load_audio, speech_mask, trim_silence
 wave = load_audio(sys.argv[2], model.sample_rate)
 speech_mask(wave, model.sample_rate)
 trimmed = trim_silence(wave, model.sample_rate)
@@ -71,15 +71,15 @@ def now():
 t0 = now()
 import numpy, onnxruntime
 t1 = now()
-from speakerverify.cli import speakers  # noqa: F401
-from speakerverify import backends
-from speakerverify.store import SpeakerStore
+from speakerverify.cli import verify  # noqa: F401
+from speakerverify.backend import engine
+from speakerverify.speakers.store import SpeakerStore
 t2 = now()
-model = backends.load_command_model(sys.argv[1])
+model = engine.load_command_model(sys.argv[1])
 assert model.backend == "onnx"
 t3 = now()
-from speakerverify.audio import load_audio_array
-from speakerverify.vad_numpy import speech_mask, trim_silence
+from speakerverify.frontend.audio import load_audio_array
+from speakerverify.frontend.vad_numpy import speech_mask, trim_silence
 wave = load_audio_array(sys.argv[2], model.sample_rate)
 speech_mask(wave, model.sample_rate)
 trimmed = trim_silence(wave, model.sample_rate)
@@ -142,7 +142,7 @@ def prepare(root: Path, model_name: str) -> tuple[Path, Path, Path, bool]:
     from synth import random_speaker, speech_like
 
     from speakerverify.checkpoint import save_checkpoint
-    from speakerverify.fbank_config import FbankConfig
+    from speakerverify.frontend.fbank_config import FbankConfig
     from speakerverify.models import build_model
 
     torch.manual_seed(0)
@@ -156,7 +156,7 @@ def prepare(root: Path, model_name: str) -> tuple[Path, Path, Path, bool]:
         features=FbankConfig().to_dict(),
     )
     try:  # the ONNX twin next to the checkpoint: what the fast path runs
-        from speakerverify.export import ExportError, export_onnx
+        from speakerverify.backend.export import ExportError, export_onnx
 
         export_onnx(checkpoint, checkpoint.with_suffix(".onnx"))
         has_onnx = True

@@ -36,7 +36,7 @@ def make_methods() -> dict[str, Callable[[torch.Tensor, np.ndarray], object]]:
     import torchaudio
     from torchaudio.compliance import kaldi
 
-    from speakerverify.features import Fbank
+    from speakerverify.frontend.features import Fbank
 
     fbank = Fbank().eval()
     melspec = torchaudio.transforms.MelSpectrogram(

@@ -21,10 +21,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from synth import make_voxceleb_corpus, speech_like
 
-from speakerverify.augment import Augmenter
 from speakerverify.data import CropDataset, PKSampler, collate_crops, prepare_voxceleb
 from speakerverify.data.noise import prepare_musan, prepare_rirs
-from speakerverify.features import Fbank
+from speakerverify.frontend.augment import Augmenter
+from speakerverify.frontend.features import Fbank
 from speakerverify.models import build_model
 
 SR = 16000

@@ -3,7 +3,7 @@
 Run: python benchmarks/bench_metrics.py [--sizes 100000 1000000 10000000] [--repeats 3]
 
 Metrics (1 thread; float32 scores, targets ~ N(2, 1), non-targets ~ N(0, 1), half targets):
-  - ours: `speakerverify.metrics.compute_metrics` (one sort for all three figures);
+  - ours: `speakerverify.backend.metrics.compute_metrics` (one sort for all three figures);
   - sklearn: one `sklearn.metrics.roc_curve(drop_intermediate=False)` pass, then EER and both
     minDCFs from its operating points (the reference the tests use);
   - floor: a bare `np.sort` of the scores;
@@ -29,10 +29,10 @@ import numpy as np
 from sklearn.metrics import roc_curve
 from threadpoolctl import threadpool_limits
 
+from speakerverify.backend.embedding_dir import EmbeddingStore
+from speakerverify.backend.metrics import compute_metrics
+from speakerverify.backend.scoring import score_trials
 from speakerverify.data import Trials
-from speakerverify.embed import EmbeddingStore
-from speakerverify.metrics import compute_metrics
-from speakerverify.scoring import score_trials
 
 
 def sklearn_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:

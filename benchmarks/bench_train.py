@@ -1,8 +1,8 @@
 """End-to-end training throughput vs the bare model step, at batch 64 × 2 s (P=32, K=2).
 
-End to end = `speakerverify.train.fit` as users run it: DataLoader workers reading and cropping
-wavs, Fbank + CMN on the training device, the encoder, triplet mining + loss, backward, gradient
-clipping, Adam, LR schedule, logging, per-epoch checkpoints. Peer: the bare model step on
+End to end = `speakerverify.training.loop.fit` as users run it: DataLoader workers reading and
+cropping wavs, Fbank + CMN on the training device, the encoder, triplet mining + loss, backward,
+gradient clipping, Adam, LR schedule, logging, per-epoch checkpoints. Peer: the bare model step on
 pre-made features (encoder forward + backward + Adam on a (64, 198, 80) tensor), measured in the
 same run with the same threads. Goal: end-to-end >= 0.8 × bare step.
 
@@ -28,9 +28,9 @@ from synth import make_voxceleb_corpus
 
 from speakerverify.config import Config
 from speakerverify.data import DataDir
-from speakerverify.features import Fbank
+from speakerverify.frontend.features import Fbank
 from speakerverify.models import build_model
-from speakerverify.train import fit
+from speakerverify.training.loop import fit
 
 BATCH, CHUNK_SECONDS, NUM_FRAMES, WARMUP_STEPS = 64, 2.0, 198, 2
 

@@ -1,10 +1,10 @@
 """The Python API: load a model, then embed, score and verify audio files or waveforms.
 
-A thin layer over the library the CLI uses (`utterance` for VAD trimming and embedding,
-`decision` for calibrated decisions, `verification` for pair trials), so the same input gives the
-same embedding, score and decision as the `speakerverify` command. Bad input raises the project's
-exceptions (`audio.AudioError`, `utterance.VerificationError`, `checkpoint.CheckpointError`) with
-the CLI's one-line messages.
+A thin layer over the library the CLI uses (`backend.speaker_model` for VAD trimming and
+embedding, `speakers.decision` for calibrated decisions, `speakers.verification` for pair trials),
+so the same input gives the same embedding, score and decision as the `speakerverify` command. Bad
+input raises the project's exceptions (`audio.AudioError`, `speaker_model.VerificationError`,
+`checkpoint.CheckpointError`) with the CLI's one-line messages.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from speakerverify.utterance import (
+from speakerverify.backend.scoring import cosine_scores
+from speakerverify.backend.speaker_model import (
     MIN_FILE_SPEECH_SECONDS,
     SpeakerModel,
     embed_speech,
@@ -23,8 +24,9 @@ from speakerverify.utterance import (
     load_speaker_model,
     load_speech,
 )
-from speakerverify.verification import cosine_scores, resolve_decision_rule, verify_pair
-from speakerverify.verification_results import VerifyResult
+from speakerverify.speakers.decision import resolve_decision_rule
+from speakerverify.speakers.results import VerifyResult
+from speakerverify.speakers.verification import verify_pair
 
 __all__ = ["Model", "load_model"]
 
@@ -39,7 +41,7 @@ class Model:
     `sample_rate` (16 kHz); silence is trimmed by the energy VAD first, as in the CLI.
 
     Args:
-        speaker_model: the checkpoint loaded by `utterance.load_speaker_model`.
+        speaker_model: the checkpoint loaded by `speaker_model.load_speaker_model`.
         name: a display name (the bundled model's card name, else the file stem).
     """
 
@@ -75,7 +77,7 @@ class Model:
 
         Raises:
             audio.AudioError: unreadable file or not a 1-D float waveform.
-            utterance.VerificationError: less than `min_speech_seconds` of speech.
+            speaker_model.VerificationError: less than `min_speech_seconds` of speech.
         """
         utterance = embed_utterance(
             self.speaker_model, audio, min_speech_seconds=min_speech_seconds
@@ -122,7 +124,7 @@ class Model:
         `describe()`); `to_json()` is the CLI's `--json` document.
 
         Raises:
-            utterance.VerificationError: neither a calibration nor a threshold, bad `p_target`,
+            speaker_model.VerificationError: neither a calibration nor a threshold, bad `p_target`,
                 too little speech.
             audio.AudioError: unreadable input.
         """

@@ -209,8 +209,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     Raises:
         CheckpointError: unreadable checkpoint, unknown model name or mismatching weights.
     """
-    from speakerverify.fbank_config import FbankConfig
-    from speakerverify.features import Fbank
+    from speakerverify.frontend.fbank_config import FbankConfig
+    from speakerverify.frontend.features import Fbank
     from speakerverify.models import build_model
 
     payload = load_checkpoint(path)

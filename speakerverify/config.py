@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.fbank_config import FbankConfig
 from speakerverify.files import write_atomic
+from speakerverify.frontend.fbank_config import FbankConfig
 
 __all__ = [
     "AugmentConfig",
@@ -120,8 +120,8 @@ class FeaturesConfig:
     In YAML the `FbankConfig` options sit directly in the `features` section next to
     `spec_augment` and `spec_augment_args` (`from_flat` / `to_flat`); every `FbankConfig` option
     is a valid key, so a new front-end option needs no change here. `spec_augment_args` are
-    keyword arguments of `speakerverify.features.SpecAugment`, checked against its signature when
-    training starts.
+    keyword arguments of `speakerverify.frontend.features.SpecAugment`, checked against its
+    signature when training starts.
     """
 
     fbank: FbankConfig = field(default_factory=FbankConfig)
@@ -171,9 +171,9 @@ class AugmentConfig:
     """On-the-fly augmentation: MUSAN/RIRs when `data.musan_index` or `data.rir_index` is set,
     and a simulated recording channel per crop when `channel` is true (no download needed).
 
-    `args` are extra keyword arguments of `speakerverify.augment.Augmenter` (SNR ranges, ...),
-    `channel_args` of `speakerverify.simulate.ChannelSimulator` (stage probabilities and
-    ranges); both are checked against their signatures when training starts.
+    `args` are extra keyword arguments of `speakerverify.frontend.augment.Augmenter` (SNR ranges,
+    ...), `channel_args` of `speakerverify.frontend.simulate.ChannelSimulator` (stage
+    probabilities and ranges); both are checked against their signatures when training starts.
     """
 
     aug_prob: float = 0.6

@@ -2,8 +2,9 @@
 
 The CLI turns exactly `SpeakerVerifyError` into `error: <first line of the message>` and exit
 status 2; anything else is a bug and shows its traceback. Each module defines its own subclasses
-(`AudioError` in `speakerverify.audio`, `ConfigError` in `speakerverify.config`, ...); those that
-were `ValueError`s or `RuntimeError`s before keep that base too, so existing handlers still match.
+(`AudioError` in `speakerverify.frontend.audio`, `ConfigError` in `speakerverify.config`, ...);
+those that were `ValueError`s or `RuntimeError`s before keep that base too, so existing handlers
+still match.
 """
 
 from __future__ import annotations

@@ -47,8 +47,8 @@ def describe_model(path: str | os.PathLike, card: dict[str, Any] | None = None) 
     Raises:
         checkpoint.CheckpointError: unreadable or foreign checkpoint.
     """
+    from speakerverify.backend.calibration import default_calibration_path
     from speakerverify.checkpoint import load_checkpoint, load_model
-    from speakerverify.decision import default_calibration_path
 
     payload = load_checkpoint(path)
     loaded = load_model(path)

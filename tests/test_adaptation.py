@@ -1,4 +1,4 @@
-"""Tests for label-free BatchNorm adaptation (speakerverify.adaptation, `adapt --out`): the
+"""Tests for label-free BatchNorm adaptation (speakerverify.speakers.adaptation, `adapt --out`): the
 statistics against a hand computation, everything else untouched, a new fingerprint that old
 stores refuse."""
 
@@ -13,14 +13,20 @@ import torch
 from click.testing import CliRunner
 from synth import random_speaker, speech_like
 
-from speakerverify.adaptation import adapt_batchnorm, split_crops
+from speakerverify.backend.speaker_model import (
+    SpeakerModel,
+    VerificationError,
+    load_speaker_model,
+    load_speech,
+)
 from speakerverify.checkpoint import load_checkpoint, load_model, model_fingerprint, save_checkpoint
 from speakerverify.cli import main
-from speakerverify.fbank_config import FbankConfig
+from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
-from speakerverify.store import StoreError
-from speakerverify.utterance import SpeakerModel, VerificationError, load_speaker_model, load_speech
-from speakerverify.verification import enroll_speaker, resolve_decision_rule, verify_against
+from speakerverify.speakers.adaptation import adapt_batchnorm, split_crops
+from speakerverify.speakers.decision import resolve_decision_rule
+from speakerverify.speakers.store import StoreError
+from speakerverify.speakers.verification import enroll_speaker, verify_against
 
 STATS = ("running_mean", "running_var", "num_batches_tracked")
 

@@ -19,12 +19,12 @@ from synth import random_speaker, speech_like
 
 import speakerverify
 from speakerverify.api import Model
-from speakerverify.audio import AudioError
+from speakerverify.backend.calibration import Calibration
+from speakerverify.backend.speaker_model import VerificationError
 from speakerverify.checkpoint import CheckpointError
 from speakerverify.cli import main
+from speakerverify.frontend.audio import AudioError
 from speakerverify.pretrained import bundled_calibration, bundled_card
-from speakerverify.scoring import Calibration
-from speakerverify.utterance import VerificationError
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

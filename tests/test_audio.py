@@ -1,4 +1,5 @@
-"""Tests for speakerverify.audio: formats, widths, rates, crops, every failure, and the VAD."""
+"""Tests for speakerverify.frontend.audio: formats, widths, rates, crops, every failure, and the
+VAD."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import soundfile as sf
 import torch
 from synth import speech_like
 
-from speakerverify.audio import (
+from speakerverify.frontend.audio import (
     AudioError,
     audio_info,
     find_ffmpeg,
@@ -246,7 +247,7 @@ def test_corrupt_m4a_raises_audio_error(tmp_path):
 
 
 def test_missing_ffmpeg_says_it_is_needed(tmp_path, monkeypatch):
-    import speakerverify.audio as audio
+    import speakerverify.frontend.audio as audio
 
     monkeypatch.setattr(audio, "find_ffmpeg", lambda: None)
     path = write_garbage(tmp_path / "clip.aac", b"\xff\xf1" + b"\x00" * 100)

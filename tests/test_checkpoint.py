@@ -16,7 +16,7 @@ from speakerverify.checkpoint import (
     model_fingerprint,
     save_checkpoint,
 )
-from speakerverify.fbank_config import FbankConfig
+from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
 
 TINY_ARGS = {

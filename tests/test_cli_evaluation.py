@@ -12,14 +12,14 @@ from click.testing import CliRunner
 from synth import random_speaker, speech_like
 
 import speakerverify.cli
-from speakerverify.calibration import Calibration
+from speakerverify.backend.calibration import Calibration
+from speakerverify.backend.embedding_dir import load_embeddings, save_embeddings
+from speakerverify.backend.metrics import compute_metrics
+from speakerverify.backend.score_files import read_scores
 from speakerverify.checkpoint import save_checkpoint
 from speakerverify.data import DataDir, Trials, write_trials
-from speakerverify.embed import load_embeddings, save_embeddings
-from speakerverify.fbank_config import FbankConfig
-from speakerverify.metrics import compute_metrics
+from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
-from speakerverify.scoring import read_scores
 
 
 def run(*args: str):

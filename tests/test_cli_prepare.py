@@ -11,11 +11,11 @@ import soundfile as sf
 from click.testing import CliRunner
 from synth import make_voxceleb_corpus, speech_like
 
-from speakerverify.audio import find_ffmpeg
 from speakerverify.cli import main
 from speakerverify.data import DataDir
 from speakerverify.data.convert import convert_m4a_tree
 from speakerverify.data.noise import read_index
+from speakerverify.frontend.audio import find_ffmpeg
 
 
 def invoke(*args):
@@ -178,7 +178,7 @@ def test_prepare_musan_and_rirs_index_the_published_layouts(tmp_path):
     assert {k: len(v) for k, v in rirs.items()} == {"smallroom": 4, "mediumroom": 4, "largeroom": 4}
     assert rirs["smallroom"][0].endswith("simulated_rirs/smallroom/Room001/Room001-00001.wav")
 
-    from speakerverify.augment import Augmenter
+    from speakerverify.frontend.augment import Augmenter
 
     augmenter = Augmenter(tmp_path / "musan.txt", tmp_path / "rirs.txt", aug_prob=1.0)
     assert augmenter.methods == ["noise", "music", "babble", "reverb"]

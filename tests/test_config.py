@@ -181,13 +181,13 @@ def test_features_section_mirrors_fbank_config_exactly():
     # The features section is composed from FbankConfig (torch-free), so a new or changed
     # front-end default or option cannot drift between the two.
     from speakerverify.config import FeaturesConfig
-    from speakerverify.fbank_config import FbankConfig
+    from speakerverify.frontend.fbank_config import FbankConfig
 
     assert FeaturesConfig().fbank_dict() == FbankConfig().to_dict()
 
 
 def test_every_fbank_option_is_a_features_key_and_round_trips(tmp_path):
-    from speakerverify.fbank_config import FbankConfig
+    from speakerverify.frontend.fbank_config import FbankConfig
 
     options = {f.name for f in dataclasses.fields(FbankConfig)}
     cfg = load_config(write(tmp_path, MINIMAL))

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train import TINY, make_corpus
+from test_training_loop import TINY, make_corpus
 
 from speakerverify.checkpoint import load_checkpoint, load_model
 

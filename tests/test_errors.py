@@ -41,9 +41,9 @@ def test_every_project_error_derives_from_the_one_base():
 
 
 def test_errors_that_were_value_errors_still_are():
+    from speakerverify.backend.embedding_dir import UnknownUtteranceError
     from speakerverify.config import ConfigError
     from speakerverify.data import DataDirError, TrialsError
-    from speakerverify.embedding_store import UnknownUtteranceError
 
     assert issubclass(ConfigError, ValueError) and issubclass(TrialsError, ValueError)
     assert issubclass(DataDirError, ValueError)

@@ -1,5 +1,6 @@
-"""Tests for ONNX export (speakerverify.export, `speakerverify model export`): onnxruntime gives
-the torch embedding within 1e-4 on a few seconds of speech, at any length and batch size."""
+"""Tests for ONNX export (speakerverify.backend.export, `speakerverify model export`):
+onnxruntime gives the torch embedding within 1e-4 on a few seconds of speech, at any length and
+batch size."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import torch
 from click.testing import CliRunner
 from synth import speech_like
 
+from speakerverify.backend.export import export_onnx
 from speakerverify.checkpoint import load_model, save_checkpoint
 from speakerverify.cli import main
-from speakerverify.export import export_onnx
-from speakerverify.fbank_config import FbankConfig
+from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
 from speakerverify.pretrained import bundled_card
 
@@ -129,7 +130,7 @@ def test_other_encoders_export_too(tmp_path, name, args):
 
 
 def test_export_failure_is_an_export_error(checkpoint, tmp_path, monkeypatch):
-    from speakerverify.export import ExportError
+    from speakerverify.backend.export import ExportError
 
     def broken(*args, **kwargs):
         raise RuntimeError("unsupported operator aten::mystery\nlong details")

@@ -17,15 +17,15 @@ import torch
 from click.testing import CliRunner
 from synth import random_speaker, speech_like
 
-from speakerverify import backends
+from speakerverify.backend import engine
+from speakerverify.backend.embedder import Embedder
+from speakerverify.backend.export import export_onnx
+from speakerverify.backend.onnx_embedder import OnnxEmbedder
+from speakerverify.backend.speaker_model import embed_utterance, load_speaker_model
 from speakerverify.checkpoint import load_checkpoint, save_checkpoint
 from speakerverify.cli import main
-from speakerverify.embed import Embedder
-from speakerverify.export import export_onnx
-from speakerverify.fbank_config import FbankConfig
+from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
-from speakerverify.onnx_embedder import OnnxEmbedder
-from speakerverify.utterance import embed_utterance, load_speaker_model
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -80,20 +80,20 @@ def tiny(tmp_path_factory):
 
 
 def _load(checkpoint, monkeypatch, backend):
-    monkeypatch.setenv(backends.BACKEND_ENV, backend)
-    return backends.load_command_model(checkpoint)
+    monkeypatch.setenv(engine.BACKEND_ENV, backend)
+    return engine.load_command_model(checkpoint)
 
 
 def test_checkpoint_fingerprint_is_read_without_torch(tiny, tmp_path):
     checkpoint, fingerprint, _ = tiny
-    assert backends.checkpoint_fingerprint(checkpoint) == fingerprint
+    assert engine.checkpoint_fingerprint(checkpoint) == fingerprint
     assert load_checkpoint(checkpoint)["fingerprint"] == fingerprint
     pickled = tmp_path / "evil.pt"
     torch.save({"fingerprint": "x", "model": Path("/tmp")}, pickled)  # refused, never built
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint")
     for path in (pickled, text, tmp_path / "none.pt", tmp_path):
-        assert backends.checkpoint_fingerprint(path) is None
+        assert engine.checkpoint_fingerprint(path) is None
 
 
 def test_onnx_embedding_equals_torch(tiny, monkeypatch):
@@ -121,7 +121,7 @@ def test_long_input_windows_equal_embedder(tiny):
 
 
 def _run(args, backend, **env):
-    env = {backends.BACKEND_ENV: backend, "SPEAKERVERIFY_MODEL": "", **env}
+    env = {engine.BACKEND_ENV: backend, "SPEAKERVERIFY_MODEL": "", **env}
     return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
 
 
@@ -198,7 +198,7 @@ def test_selection_falls_back_to_torch_quietly(tiny, tmp_path, monkeypatch, capl
     (tmp_path / "broken.onnx").write_text("not onnx")
     assert _load(broken, monkeypatch, "auto").backend == "torch"
     assert _load(checkpoint, monkeypatch, "torch").backend == "torch"  # forced
-    monkeypatch.setattr(backends, "onnxruntime_available", lambda: False)
+    monkeypatch.setattr(engine, "onnxruntime_available", lambda: False)
     assert _load(checkpoint, monkeypatch, "auto").backend == "torch"  # not installed
     assert not [r for r in caplog.records if r.levelname in ("WARNING", "ERROR")]
 
@@ -242,7 +242,7 @@ def test_onnx_path_never_imports_torch(tiny, tmp_path):
         ["identify", str(files["bo0"]), "--threshold", "0", *common],
         ["verify", "ann", str(files["quiet"]), "--threshold", "0", *common],  # an input error
     ]
-    env = {**os.environ, backends.BACKEND_ENV: "auto", "SPEAKERVERIFY_MODEL": ""}
+    env = {**os.environ, engine.BACKEND_ENV: "auto", "SPEAKERVERIFY_MODEL": ""}
     for command in commands:
         proc = subprocess.run(
             [sys.executable, "-c", WRAPPER, *command], capture_output=True, text=True,
@@ -256,7 +256,7 @@ def test_help_imports_nothing_new():
     code = (
         "import sys\nfrom speakerverify.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "heavy = [m for m in ('torch', 'numpy', 'onnxruntime', 'speakerverify.backends') "
+        "heavy = [m for m in ('torch', 'numpy', 'onnxruntime', 'speakerverify.backend.engine') "
         "if m in sys.modules]\nassert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from synth import speech_like
 
-from speakerverify import audio, vad_numpy
-from speakerverify.fbank_config import FbankConfig
-from speakerverify.fbank_numpy import NumpyFbank, kaldi_mel_banks
-from speakerverify.features import Fbank
+from speakerverify.frontend import audio, vad_numpy
+from speakerverify.frontend.fbank_config import FbankConfig
+from speakerverify.frontend.fbank_numpy import NumpyFbank, kaldi_mel_banks
+from speakerverify.frontend.features import Fbank
 
 CONFIGS = [
     {},
@@ -113,9 +113,9 @@ def test_vad_edge_cases_equal_torch():
 def test_numpy_front_end_does_not_import_torch():
     code = (
         "import sys, numpy as np\n"
-        "from speakerverify.fbank_numpy import NumpyFbank\n"
-        "from speakerverify.vad_numpy import trim_silence\n"
-        "from speakerverify.audio import read_audio\n"
+        "from speakerverify.frontend.fbank_numpy import NumpyFbank\n"
+        "from speakerverify.frontend.vad_numpy import trim_silence\n"
+        "from speakerverify.frontend.audio import read_audio\n"
         "NumpyFbank()(trim_silence(np.random.default_rng(0).normal(0, .1, 16000)))\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )

@@ -1,4 +1,5 @@
-"""Tests for speakerverify.features: Kaldi equality, batching, padding, CMN, gradients, masks."""
+"""Tests for speakerverify.frontend.features: Kaldi equality, batching, padding, CMN, gradients,
+masks."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import torch
 from synth import speech_like
 from torchaudio.compliance import kaldi
 
-from speakerverify.fbank_config import FbankConfig
-from speakerverify.features import Fbank, SpecAugment
+from speakerverify.frontend.fbank_config import FbankConfig
+from speakerverify.frontend.features import Fbank, SpecAugment
 
 TOLERANCE = 1e-3  # max abs difference on log-mel, before CMN
 
@@ -81,7 +82,7 @@ def test_single_wave_and_odd_lengths_match_kaldi():
 @pytest.mark.parametrize("chunk_frames", [7, 50, 1024])
 def test_chunk_boundaries_do_not_change_the_result(monkeypatch, chunk_frames):
     # Rows longer than a chunk are split into frame ranges, shorter rows grouped: both exact.
-    import speakerverify.features as features
+    import speakerverify.frontend.features as features
 
     fbank = Fbank(FbankConfig(cmn=False))
     lengths = [16000, 12345, 3001]

@@ -15,10 +15,10 @@ from speakerverify.checkpoint import load_checkpoint, save_checkpoint
 from speakerverify.cli import main
 from speakerverify.config import ConfigError, load_config
 from speakerverify.data import prepare_voxceleb
-from speakerverify.distributed import init_distributed
-from speakerverify.finetune import checkpoint_sections, freeze_parameters
 from speakerverify.models import build_model
-from speakerverify.training_setup import build_parts
+from speakerverify.training.distributed import init_distributed
+from speakerverify.training.finetune import checkpoint_sections, freeze_parameters
+from speakerverify.training.setup import build_parts
 
 TINY = Path(__file__).parent / "conf" / "tiny.yaml"
 MODEL_ARGS = {"feat_dim": 24, "embed_dim": 32, "channels": 64, "stats_channels": 128}

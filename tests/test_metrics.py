@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
-from speakerverify.metrics import (
+from speakerverify.backend.metrics import (
     act_dcf,
     cllr,
     compute_metrics,
@@ -20,7 +20,8 @@ from speakerverify.metrics import (
 
 
 def reference_metrics(scores, labels, p_targets=(0.01, 0.05)):
-    """Same definitions as speakerverify.metrics, from sklearn's ROC (all distinct thresholds)."""
+    """Same definitions as speakerverify.backend.metrics, from sklearn's ROC (all distinct
+    thresholds)."""
     fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
     # sklearn: decreasing thresholds, first point rejects all; flip to increasing thresholds
     p_miss, p_fa, thresholds = (1.0 - tpr)[::-1], fpr[::-1], thresholds[::-1]

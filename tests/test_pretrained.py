@@ -19,11 +19,11 @@ from click.testing import CliRunner
 from synth import random_speaker, speech_like
 
 import speakerverify.pretrained as pretrained
+from speakerverify.backend.calibration import Calibration
 from speakerverify.checkpoint import load_checkpoint, load_model, model_fingerprint, save_checkpoint
 from speakerverify.cli import main
-from speakerverify.fbank_config import FbankConfig
+from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
-from speakerverify.scoring import Calibration
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_MODEL = ROOT / "recipes" / "mini" / "local" / "package_model.py"

@@ -152,10 +152,10 @@ def test_mini_stage_7_shows_the_bundled_model(bundled_model_files, tmp_path):
     import torch
     from synth import random_speaker, speech_like
 
+    from speakerverify.backend.calibration import Calibration
     from speakerverify.checkpoint import save_checkpoint
-    from speakerverify.fbank_config import FbankConfig
+    from speakerverify.frontend.fbank_config import FbankConfig
     from speakerverify.models import build_model
-    from speakerverify.scoring import Calibration
 
     rng = np.random.default_rng(8)
     wav_scp, utt2spk = [], []

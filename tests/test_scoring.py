@@ -7,22 +7,24 @@ import math
 import numpy as np
 import pytest
 
-from speakerverify.calibration import Calibration, CalibrationError, fit_calibration
-from speakerverify.data import Trials
-from speakerverify.embed import EmbeddingStore, load_embeddings, save_embeddings
-from speakerverify.metrics import cllr, eer
-from speakerverify.scoring import (
+from speakerverify.backend.calibration import Calibration, CalibrationError, fit_calibration
+from speakerverify.backend.embedding_dir import EmbeddingStore, load_embeddings, save_embeddings
+from speakerverify.backend.metrics import cllr, eer
+from speakerverify.backend.score_files import (
     ScoresError,
-    calibrate_scores,
-    cohort_means,
-    cosine_scores,
     read_scored_trials,
     read_scores,
-    score_trial_list,
-    score_trials,
     trial_labels,
     write_scores,
 )
+from speakerverify.backend.scoring import (
+    calibrate_scores,
+    cohort_means,
+    cosine_scores,
+    score_trial_list,
+    score_trials,
+)
+from speakerverify.data import Trials
 
 
 def make_store(rng, num_speakers=6, per_speaker=4, dim=8):
@@ -235,7 +237,7 @@ def test_score_and_calibrate_are_one_call_each(tmp_path, rng):
 
 
 def test_one_normalization_with_one_zero_vector_rule():
-    from speakerverify.scoring import l2_normalize
+    from speakerverify.backend.scoring import l2_normalize
 
     rows = np.array([[3.0, 4.0], [0.0, 0.0]])
     np.testing.assert_array_equal(l2_normalize(rows), [[0.6, 0.8], [0.0, 0.0]])
@@ -247,7 +249,7 @@ def test_one_normalization_with_one_zero_vector_rule():
 
 
 def test_the_store_still_refuses_a_zero_embedding(tmp_path):
-    from speakerverify.store import SpeakerStore
+    from speakerverify.speakers.store import SpeakerStore
 
     with (
         SpeakerStore(tmp_path / "s.db", create=True) as store,

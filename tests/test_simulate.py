@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from synth import speech_like
 
-from speakerverify.simulate import (
+from speakerverify.frontend.simulate import (
     Channel,
     ChannelSimulator,
     apply_channel,
@@ -107,8 +107,8 @@ def test_conditions_per_crop_do_not_depend_on_the_speaker(tmp_path):
     # crops is the same for every speaker (binomial bounds), so the channel is no speaker cue.
     import soundfile as sf
 
-    from speakerverify.augment import Augmenter
     from speakerverify.data import CropDataset, DataDir, PKSampler
+    from speakerverify.frontend.augment import Augmenter
 
     wav_scp, utt2spk = [], []
     for spk in range(4):

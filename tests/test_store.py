@@ -1,5 +1,5 @@
-"""Tests for speakerverify.store: weighted means, names, model binding, corrupt files, concurrency,
-durability under SIGKILL."""
+"""Tests for speakerverify.speakers.store: weighted means, names, model binding, corrupt files,
+concurrency, durability under SIGKILL."""
 
 from __future__ import annotations
 
@@ -15,12 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speakerverify.store import (
-    SpeakerStore,
-    StoreError,
-    UnknownSpeakerError,
-    validate_name,
-)
+from speakerverify.speakers.records import validate_name
+from speakerverify.speakers.store import SpeakerStore, StoreError, UnknownSpeakerError
 
 FP = "0123456789abcdef"
 
@@ -208,7 +204,7 @@ def test_store_uses_wal(tmp_path):
 WRITER = textwrap.dedent(
     """
     import sys, numpy as np
-    from speakerverify.store import SpeakerStore
+    from speakerverify.speakers.store import SpeakerStore
     path, worker = sys.argv[1], int(sys.argv[2])
     rng = np.random.default_rng(worker)
     with SpeakerStore(path, create=True, timeout_seconds=120) as store:
@@ -242,7 +238,7 @@ def test_eight_processes_enrolling_concurrently_lose_nothing(tmp_path):
 KILLER = textwrap.dedent(
     """
     import os, signal, sys, numpy as np
-    from speakerverify.store import SpeakerStore
+    from speakerverify.speakers.store import SpeakerStore
     store = SpeakerStore(sys.argv[1], create=True)
     store.before_commit = lambda: os.kill(os.getpid(), signal.SIGKILL)
     store.add(sys.argv[2], np.full((3, 8), 5.0), 9.0, fingerprint=sys.argv[3])

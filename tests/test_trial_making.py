@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from speakerverify.backend.embedding_dir import save_embeddings
 from speakerverify.cli import main
 from speakerverify.data import DataDir, TrialsError, read_trials
 from speakerverify.data.trial_making import TrialOptions, make_trials
 from speakerverify.data.trials import read_enroll_map
-from speakerverify.embedding_store import save_embeddings
 
 
 def invoke(*args):

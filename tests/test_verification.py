@@ -1,5 +1,5 @@
-"""Tests for speakerverify.verification with a fake (spectral-envelope) embedder: decision rules,
-centred scoring, enroll/verify/identify/adapt over real audio files and a real store."""
+"""Tests for speakerverify.speakers.verification with a fake (spectral-envelope) embedder: decision
+rules, centred scoring, enroll/verify/identify/adapt over real audio files and a real store."""
 
 from __future__ import annotations
 
@@ -11,20 +11,20 @@ import soundfile as sf
 from speaker_helpers import FP, SpectrumEmbedder, store_rows
 from synth import random_speaker, speech_like
 
-from speakerverify.audio import AudioError
-from speakerverify.scoring import cosine_scores
-from speakerverify.store import SpeakerStore, StoreError, UnknownSpeakerError
-from speakerverify.verification import (
+from speakerverify.backend.calibration import default_calibration_path
+from speakerverify.backend.scoring import cosine_scores
+from speakerverify.backend.speaker_model import SpeakerModel, VerificationError, embed_utterance
+from speakerverify.frontend.audio import AudioError
+from speakerverify.speakers.decision import (
     DecisionRule,
-    SpeakerModel,
-    VerificationError,
-    adapt,
     bayes_llr_threshold,
-    default_calibration_path,
-    embed_utterance,
+    resolve_decision_rule,
+)
+from speakerverify.speakers.store import SpeakerStore, StoreError, UnknownSpeakerError
+from speakerverify.speakers.verification import (
+    adapt,
     enroll_speaker,
     identify,
-    resolve_decision_rule,
     verify_against,
     verify_pair,
 )
@@ -290,11 +290,11 @@ def test_adapt_bad_inputs_leave_store_alone(tmp_path, voices):
     assert store_rows(store) == before
 
 
-# -- real calibration files (speakerverify.calibration.Calibration) -------------------------------
+# -- real calibration files (speakerverify.backend.calibration.Calibration) --------------------
 
 
 def write_calibration(path, **fields):
-    from speakerverify.calibration import Calibration
+    from speakerverify.backend.calibration import Calibration
 
     values = {"slope": 10.0, "offset": -5.0, "model_fingerprint": FP, **fields}
     Calibration(**values).save(path)
@@ -346,7 +346,7 @@ def test_calibrated_verify_reports_llr_and_centring_caveat(tmp_path, voices):
 
 
 def test_adapt_from_embedding_store(tmp_path, rng):
-    from speakerverify.embed import save_embeddings
+    from speakerverify.backend.embedding_dir import save_embeddings
 
     vectors = rng.standard_normal((30, 8)).astype(np.float32) + 3.0
     save_embeddings(
@@ -394,7 +394,7 @@ def test_each_enrollment_file_needs_half_a_second_of_speech(tmp_path, voices):
 def test_find_audio_files_follows_symlinked_directories_once(tmp_path):
     # adapt AUDIO_DIR and enroll from a directory of links to a corpus: the files behind the
     # links count, and a link loop is visited once.
-    from speakerverify.utterance import find_audio_files
+    from speakerverify.backend.speaker_model import find_audio_files
 
     corpus = tmp_path / "corpus" / "spk1"
     corpus.mkdir(parents=True)

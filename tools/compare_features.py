@@ -23,7 +23,7 @@ def band_statistics(files, frontend, channel=None) -> tuple[np.ndarray, np.ndarr
     """Mean over files of the per-band std over time and of the per-band mean |delta|."""
     import torch
 
-    from speakerverify.audio import load_audio
+    from speakerverify.frontend.audio import load_audio
 
     rng = np.random.default_rng(0)
     spreads, deltas = [], []
@@ -47,9 +47,9 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from speakerverify.fbank_config import FbankConfig
-    from speakerverify.features import Fbank
-    from speakerverify.simulate import ChannelSimulator
+    from speakerverify.frontend.fbank_config import FbankConfig
+    from speakerverify.frontend.features import Fbank
+    from speakerverify.frontend.simulate import ChannelSimulator
 
     torch.set_num_threads(1)
     frontend = Fbank(FbankConfig(noise_floor_db=args.noise_floor_db)).eval()

@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from espeak import Espeak, VoiceVariant
 
-from speakerverify.simulate import Channel, ChannelSimulator, apply_channel
+from speakerverify.frontend.simulate import Channel, ChannelSimulator, apply_channel
 
 SAMPLE_RATE = 16000
 TEST_FIRST_ID = 10270  # VoxCeleb1-O test speakers are id10270-id10309

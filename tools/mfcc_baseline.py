@@ -54,8 +54,8 @@ def embed_data_dir(
     """MFCC mean/std vectors for every utterance of a data dir -> (utt_ids, `(N, D)`)."""
     from tqdm import tqdm
 
-    from speakerverify.audio import load_audio
     from speakerverify.data.datadir import DataDir
+    from speakerverify.frontend.audio import load_audio
 
     data = DataDir.load(data_dir)
     utt_ids = data.utt_ids
@@ -96,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     if bool(args.trials) != bool(args.scores):
         parser.error("--trials and --scores go together")
 
+    from speakerverify.backend.embedding_dir import save_embeddings
+    from speakerverify.backend.score_files import write_scores
     from speakerverify.data.trials import TrialsError, read_trials
-    from speakerverify.embed import save_embeddings
-    from speakerverify.scoring import write_scores
 
     try:
         trials = read_trials(args.trials) if args.trials else None

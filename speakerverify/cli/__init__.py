@@ -26,11 +26,11 @@ COMMANDS: dict[str, str] = {
     "score": "evaluation:score",
     "calibrate": "evaluation:calibrate",
     "evaluate": "evaluation:evaluate",
-    "enroll": "speakers:enroll",
-    "verify": "speakers:verify",
-    "identify": "speakers:identify",
+    "enroll": "enroll:enroll",
+    "verify": "verify:verify",
+    "identify": "identify:identify",
     "speakers": "speakers:speakers",
-    "adapt": "speakers:adapt",
+    "adapt": "adapt:adapt",
     "model": "model:model",
 }
 

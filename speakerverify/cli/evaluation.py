@@ -1,5 +1,6 @@
-"""`speakerverify embed | score | calibrate | evaluate`: thin wrappers over embed.py, scoring.py and
-metrics.py (numpy/torch/sklearn/matplotlib are imported inside the command bodies)."""
+"""`speakerverify embed | score | calibrate | evaluate`: thin wrappers over `backend.extraction`,
+`backend.scoring` and `backend.metrics` (numpy/torch/sklearn/matplotlib are imported inside the
+command bodies)."""
 
 from __future__ import annotations
 
@@ -61,8 +62,9 @@ def embed(
     dim, front-end config). Interrupted runs resume from finished shards.
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from speakerverify.backend.embedder import Embedder
+    from speakerverify.backend.extraction import extract_embeddings
     from speakerverify.data import DataDir
-    from speakerverify.embed import Embedder, extract_embeddings
 
     data = DataDir.load(data_dir)
     model = model_path_or_bundled(model)
@@ -127,7 +129,7 @@ def score(
     norm = norm or ("asnorm" if cohort_store else "none")
     if norm != "none" and not cohort_store:
         fail(f"--norm {norm} needs --cohort-store")
-    from speakerverify.scoring import score_trial_list
+    from speakerverify.backend.scoring import score_trial_list
 
     num_trials = score_trial_list(
         trials_path,
@@ -176,7 +178,7 @@ def calibrate(
     prior: float,
 ) -> None:
     """Fit score -> LLR calibration (logistic regression) on development TRIALS and SCORES."""
-    from speakerverify.scoring import calibrate_scores
+    from speakerverify.backend.scoring import calibrate_scores
 
     report = calibrate_scores(
         trials_path, scores_path, out, model_path=model, norm=norm, prior=prior
@@ -209,8 +211,8 @@ def evaluate(
     trials_path: str, scores_path: str, plot_dir: str | None, llr: bool, as_json: bool
 ) -> None:
     """EER, minDCF (p_target 0.01 and 0.05) and minCllr of SCORES against TRIALS labels."""
-    from speakerverify.metrics import act_dcf, cllr, compute_metrics, det_curve, min_cllr
-    from speakerverify.scoring import read_scored_trials
+    from speakerverify.backend.metrics import act_dcf, cllr, compute_metrics, det_curve, min_cllr
+    from speakerverify.backend.score_files import read_scored_trials
 
     scores, labels = read_scored_trials(trials_path, scores_path)
     result: dict[str, Any] = compute_metrics(scores, labels)
@@ -222,7 +224,7 @@ def evaluate(
     if plot_dir:
         from pathlib import Path
 
-        from speakerverify.plotting import plot_det, plot_histogram
+        from speakerverify.backend.plotting import plot_det, plot_histogram
 
         p_miss, p_fa, _ = det_curve(scores, labels)
         det = plot_det(

@@ -1,6 +1,7 @@
 """`speakerverify model info | export`: what a checkpoint is, and its encoder as ONNX.
 
-Thin wrappers over `speakerverify.model_card.describe_model` and `speakerverify.export.export_onnx`.
+Thin wrappers over `speakerverify.model_card.describe_model` and
+`speakerverify.backend.export.export_onnx`.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def export(checkpoint, onnx_path, as_json) -> None:
     config is in the ONNX metadata); output `embedding` (B, D), not L2-normalised. B and T are
     dynamic.
     """
-    from speakerverify.export import export_onnx
+    from speakerverify.backend.export import export_onnx
 
     result = export_onnx(model_path_or_bundled(checkpoint), onnx_path)
     if as_json:

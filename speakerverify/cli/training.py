@@ -1,4 +1,4 @@
-"""`speakerverify train` and `speakerverify average`: thin wrappers over `train.fit` and
+"""`speakerverify train` and `speakerverify average`: thin wrappers over `training.loop.fit` and
 `checkpoint.average_checkpoints` (torch is imported inside the command bodies)."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def train(
     SIGINT/SIGTERM save a checkpoint at the next step and exit with 128 + signal.
     """
     from speakerverify.config import load_config
-    from speakerverify.train import TrainingInterrupted, fit
+    from speakerverify.training.loop import TrainingInterrupted, fit
 
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(
@@ -66,7 +66,7 @@ def train(
     try:
         defaults = None
         if init is not None:
-            from speakerverify.finetune import checkpoint_sections
+            from speakerverify.training.finetune import checkpoint_sections
 
             defaults = checkpoint_sections(init)
         cfg = load_config(config, [*overrides, *extra_overrides], defaults=defaults)

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from speakerverify.audio import find_ffmpeg
 from speakerverify.errors import SpeakerVerifyError
+from speakerverify.frontend.audio import find_ffmpeg
 
 logger = logging.getLogger(__name__)
 

@@ -288,7 +288,7 @@ def _add(
 def _durations(wav: dict[str, str], progress: bool) -> dict[str, float] | None:
     from tqdm import tqdm
 
-    from speakerverify.audio import SOUNDFILE_EXTENSIONS, AudioError, audio_info
+    from speakerverify.frontend.audio import SOUNDFILE_EXTENSIONS, AudioError, audio_info
 
     if any(os.path.splitext(p)[1].lower() not in SOUNDFILE_EXTENSIONS for p in wav.values()):
         logger.info("files that only ffmpeg decodes (m4a, ...): no utt2dur")

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from speakerverify.audio import audio_info, load_audio
+from speakerverify.frontend.audio import audio_info, load_audio
 
 
 def num_samples_of(path: str | os.PathLike, sample_rate: int = 16000) -> int:

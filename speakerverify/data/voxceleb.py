@@ -141,7 +141,7 @@ def _in_split(speaker: str, split: str) -> bool:
 def _durations(wav: dict[str, str], progress: bool) -> dict[str, float] | None:
     from tqdm import tqdm
 
-    from speakerverify.audio import AudioError, audio_info
+    from speakerverify.frontend.audio import AudioError, audio_info
 
     if any(p.lower().endswith(".m4a") for p in wav.values()):
         logger.info("m4a files: no utt2dur (convert to wav first for durations)")

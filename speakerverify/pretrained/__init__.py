@@ -3,7 +3,7 @@
 `speakerverify` commands and `speakerverify.load_model()` use it when no model is given. The files
 ship inside the package (`xvector_synth.pt`, `xvector_synth.calibration.json`,
 `xvector_synth.card.json`, and the ONNX twin `xvector_synth.onnx` that the speaker commands run
-without torch when onnxruntime is installed: `speakerverify.backends`);
+without torch when onnxruntime is installed: `speakerverify.backend.engine`);
 `recipes/mini/local/package_model.py` writes them. Importing this module does not import torch.
 """
 

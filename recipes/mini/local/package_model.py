@@ -70,9 +70,9 @@ def _git_commit() -> str:
 def package(args: argparse.Namespace) -> dict:
     import torch
 
+    from speakerverify.backend.calibration import Calibration
     from speakerverify.checkpoint import CheckpointError, load_checkpoint, model_fingerprint
     from speakerverify.model_card import make_card
-    from speakerverify.scoring import Calibration
 
     payload = load_checkpoint(args.checkpoint)
     calibration = Calibration.load(args.calibration)
@@ -105,7 +105,7 @@ def package(args: argparse.Namespace) -> dict:
     checkpoint = out_dir / f"{args.name}.pt"
     _atomic_write(checkpoint, lambda tmp: torch.save(packaged, tmp))
     if args.onnx:
-        from speakerverify.export import export_onnx
+        from speakerverify.backend.export import export_onnx
 
         export_onnx(checkpoint, out_dir / f"{args.name}.onnx")  # atomic too
     calibration.model_fingerprint = fingerprint  # rebinding is a no-op without --fp16
@@ -161,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commit", default=_git_commit(), help="code revision (default: HEAD)")
     args = parser.parse_args(argv)
 
+    from speakerverify.backend.calibration import CalibrationError
+    from speakerverify.backend.export import ExportError
     from speakerverify.checkpoint import CheckpointError
-    from speakerverify.export import ExportError
-    from speakerverify.scoring import CalibrationError
 
     try:
         card = package(args)

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     from speakerverify.checkpoint import save_checkpoint
     from speakerverify.config import ConfigError, load_config
     from speakerverify.models import build_model
-    from speakerverify.training_setup import build_model_args
+    from speakerverify.training.setup import build_model_args
 
     try:
         config = load_config(args.config, args.overrides)

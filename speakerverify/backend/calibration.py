@@ -1,0 +1,168 @@
+"""Score calibration: an affine map from raw scores to log-likelihood ratios, fitted by
+prior-weighted logistic regression on development trials, saved as a small JSON file.
+
+Pure functions of score arrays; `speakerverify.backend.scoring.calibrate_scores` runs the whole
+`speakerverify calibrate` step (trial list + score file in, calibration file out).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import write_atomic
+
+__all__ = ["Calibration", "CalibrationError", "default_calibration_path", "fit_calibration"]
+
+
+class CalibrationError(SpeakerVerifyError, ValueError):
+    """A calibration cannot be fitted, loaded or inverted; the message names the file if any."""
+
+
+@dataclass
+class Calibration:
+    """Affine map from raw scores to log-likelihood ratios: `llr = slope * score + offset`.
+
+    Attributes:
+        slope: > 0 for a usable calibration.
+        offset: in LLR units.
+        model_fingerprint: fingerprint of the model whose scores were calibrated ("" unknown).
+        prior: effective target prior used to weight the training trials.
+        num_targets: target trials it was fitted on.
+        num_nontargets: non-target trials it was fitted on.
+        norm: the score normalization the calibration expects ("none", "snorm", "asnorm").
+    """
+
+    slope: float
+    offset: float
+    model_fingerprint: str = ""
+    prior: float = 0.5
+    num_targets: int = 0
+    num_nontargets: int = 0
+    norm: str = "none"
+
+    def apply(self, scores: np.ndarray) -> np.ndarray:
+        """LLRs `(N,)` float64 of raw scores `(N,)`.
+
+        >>> Calibration(2.0, -1.0).apply(np.array([0.0, 1.0])).tolist()
+        [-1.0, 1.0]
+        """
+        return self.slope * np.asarray(scores, dtype=np.float64) + self.offset
+
+    def score_threshold(self, p_target: float) -> float:
+        """Raw score at which the LLR equals the Bayes threshold −logit(p_target).
+
+        >>> Calibration(2.0, -1.0).score_threshold(0.5)
+        0.5
+        """
+        if not 0.0 < p_target < 1.0:
+            raise CalibrationError(f"p_target must be in (0, 1), got {p_target}")
+        if not self.slope > 0:
+            raise CalibrationError(f"calibration slope {self.slope} is not positive")
+        return (math.log((1.0 - p_target) / p_target) - self.offset) / self.slope
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write as a small JSON object, atomically.
+
+        Raises:
+            CalibrationError: the file cannot be written.
+        """
+        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, text)
+        except OSError as error:
+            raise CalibrationError(f"{path}: cannot write ({error.strerror or error})") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Calibration:
+        """Read a JSON calibration written by `save`.
+
+        Raises:
+            CalibrationError: missing file, bad JSON, missing/unknown keys, non-numbers.
+        """
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise CalibrationError(f"{path}: calibration file not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CalibrationError(f"{path}: invalid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise CalibrationError(f"{path}: expected a JSON object")
+        valid = set(cls.__dataclass_fields__)
+        unknown = set(data) - valid
+        if unknown:
+            raise CalibrationError(
+                f"{path}: unknown keys {sorted(unknown)}; valid: {', '.join(sorted(valid))}"
+            )
+        for key in ("slope", "offset"):
+            value = data.get(key)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise CalibrationError(f"{path}: '{key}' must be a number")
+            if not math.isfinite(value):
+                raise CalibrationError(f"{path}: '{key}' is not finite")
+        return cls(**data)
+
+
+def default_calibration_path(model_path: str | os.PathLike) -> Path:
+    """`<dir>/<checkpoint stem>.calibration.json`, where `calibrate` puts it next to a model."""
+    model_path = Path(model_path)
+    return model_path.with_name(f"{model_path.stem}.calibration.json")
+
+
+def fit_calibration(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    *,
+    prior: float = 0.5,
+    model_fingerprint: str = "",
+    norm: str = "none",
+) -> Calibration:
+    """Fit `llr = slope * score + offset` by prior-weighted logistic regression (BOSARIS style).
+
+    Targets are weighted `prior / N_t` and non-targets `(1 - prior) / N_n`, so the fitted log-odds
+    are posterior log-odds at `prior`; subtracting logit(prior) leaves an LLR.
+
+    Args:
+        scores: (N,) raw development scores.
+        labels: (N,) 1 target / 0 non-target.
+        prior: effective target prior of the fit (0.5 = the usual balanced Cllr objective).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    if scores.shape != labels.shape or scores.ndim != 1:
+        raise CalibrationError("scores and labels must be 1-D arrays of equal length")
+    if not np.all(np.isfinite(scores)):
+        raise CalibrationError("scores must be finite")
+    num_targets = int(labels.sum())
+    num_nontargets = labels.size - num_targets
+    if num_targets == 0 or num_nontargets == 0:
+        raise CalibrationError("calibration needs both target and non-target trials")
+    if not 0.0 < prior < 1.0:
+        raise CalibrationError(f"prior must be in (0, 1), got {prior}")
+    weights = np.where(labels, prior / num_targets, (1.0 - prior) / num_nontargets)
+    weights *= labels.size  # keep the loss scale near the unweighted one for the solver
+    # centre/scale the input so lbfgs converges on tiny score ranges (cosines ~ 0.1 apart)
+    centre, scale = float(scores.mean()), float(scores.std()) or 1.0
+    model = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000)
+    model.fit(((scores - centre) / scale)[:, None], labels, sample_weight=weights)
+    slope = float(model.coef_[0, 0]) / scale
+    offset = float(model.intercept_[0]) - slope * centre - math.log(prior / (1.0 - prior))
+    return Calibration(
+        slope=slope,
+        offset=offset,
+        model_fingerprint=model_fingerprint,
+        prior=prior,
+        num_targets=num_targets,
+        num_nontargets=num_nontargets,
+        norm=norm,
+    )

@@ -1,0 +1,303 @@
+"""Embedding extraction over a data dir (batched, sharded across processes, resumable) into an
+embedding dir.
+
+The embedder is `speakerverify.backend.embedder`; the directory format (`EmbeddingStore`,
+`save_embeddings`, `load_embeddings`) lives in `speakerverify.backend.embedding_dir`. torch is
+imported only by the extractor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from speakerverify.backend.embedder import Embedder, EmbedError, plan_batches
+from speakerverify.backend.embedding_dir import (
+    META_FILE,
+    EmbeddingStore,
+    EmbeddingStoreError,
+    load_embeddings,
+    save_embeddings,
+)
+from speakerverify.files import write_atomic
+
+if TYPE_CHECKING:
+    import torch
+
+    from speakerverify.data import DataDir
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "extract_embeddings",
+]
+
+
+# -- extraction over a data dir ---------------------------------------------------------------
+
+SHARD_DIR = ".shards"
+
+
+def _model_signature(embedder: Embedder) -> str:
+    if embedder.fingerprint:
+        return embedder.fingerprint
+    digest = hashlib.sha1()
+    for module in (embedder.frontend, embedder.encoder):
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _utterance_samples(data_dir: DataDir, sample_rate: int) -> list[int]:
+    """Samples per utterance at `sample_rate`, from utt2dur when present, else file headers."""
+    from speakerverify.frontend.audio import audio_info
+
+    durations = data_dir.utt2dur or {}
+    samples = []
+    for utt, path in data_dir.wav.items():
+        seconds = durations.get(utt)
+        if seconds is None:
+            seconds = audio_info(path).duration_seconds
+        samples.append(max(1, round(seconds * sample_rate)))
+    return samples
+
+
+@dataclass(frozen=True)
+class _Plan:
+    signature: str
+    shards: list[list[list[int]]]  # shard -> batches -> utterance indices (DataDir order)
+
+    def shard_path(self, out_dir: Path, shard: int) -> Path:
+        return out_dir / SHARD_DIR / f"{self.signature}-{shard:06d}.npz"
+
+
+def _make_plan(
+    data_dir: DataDir, embedder: Embedder, batch_size: int, shard_size: int
+) -> tuple[_Plan, list[int]]:
+    lengths = _utterance_samples(data_dir, embedder.sample_rate)
+    batches = plan_batches(lengths, embedder.max_samples, batch_size)
+    shards: list[list[list[int]]] = [[]]
+    count = 0
+    for batch in batches:
+        if count >= shard_size:
+            shards.append([])
+            count = 0
+        shards[-1].append(batch)
+        count += len(batch)
+    digest = hashlib.sha1()
+    key = [_model_signature(embedder), embedder.meta(), batch_size, shard_size]
+    digest.update(json.dumps(key, sort_keys=True).encode())
+    digest.update("\n".join(data_dir.wav).encode())
+    digest.update(np.asarray(lengths, np.int64).tobytes())
+    return _Plan(digest.hexdigest()[:12], shards), lengths
+
+
+def _embed_shard(embedder: Embedder, data_dir: DataDir, batches: list[list[int]]) -> np.ndarray:
+
+    from speakerverify.frontend.audio import load_audio
+
+    paths = list(data_dir.wav.values())
+    utt_ids = data_dir.utt_ids
+
+    def read(batch: list[int]) -> list[torch.Tensor] | None:
+        if len(batch) == 1:  # alone: possibly long, read window by window by embed_file
+            return None
+        return [load_audio(paths[i], embedder.sample_rate) for i in batch]
+
+    rows = []
+    # decoding the next batch (a thread: file reads and resampling release the GIL) overlaps
+    # the forward pass of the current one
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(read, batches[0]) if batches else None
+        for number, batch in enumerate(batches):
+            waves = pending.result()
+            if number + 1 < len(batches):
+                pending = reader.submit(read, batches[number + 1])
+            if waves is None:
+                try:
+                    rows.append(embedder.embed_file(paths[batch[0]])[None])
+                except EmbedError as error:
+                    raise EmbedError(f"{paths[batch[0]]} ({utt_ids[batch[0]]}): {error}") from None
+                continue
+            lengths = [w.shape[0] for w in waves]
+            if min(lengths) < 1:
+                short = batch[int(np.argmin(lengths))]
+                raise EmbedError(f"{paths[short]} ({utt_ids[short]}): empty audio")
+            try:
+                rows.append(embedder._embed_batch(waves))
+            except EmbedError:  # name the offending file
+                for i, wave in zip(batch, waves, strict=True):
+                    try:
+                        embedder.embed_waveform(wave)
+                    except EmbedError as error:
+                        raise EmbedError(f"{paths[i]} ({utt_ids[i]}): {error}") from None
+                raise
+    return np.concatenate(rows).astype(np.float32)
+
+
+def _run_shards(
+    embedder: Embedder,
+    data_dir: DataDir,
+    out_dir: Path,
+    plan: _Plan,
+    rank: int,
+    world_size: int,
+    resume: bool,
+    progress: bool,
+    num_threads: int = 0,
+) -> None:
+    import torch
+    from tqdm import tqdm
+
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    mine = [k for k in range(len(plan.shards)) if k % world_size == rank]
+    total = sum(len(b) for k in mine for b in plan.shards[k])
+    disable = not progress or rank != 0 or not sys.stderr.isatty()
+    utt_ids = data_dir.utt_ids
+    with tqdm(total=total, desc="embed", unit="utt", disable=disable) as bar:
+        for k in mine:
+            path = plan.shard_path(out_dir, k)
+            indices = [i for batch in plan.shards[k] for i in batch]
+            if resume and path.is_file():
+                bar.update(len(indices))
+                continue
+            embeddings = _embed_shard(embedder, data_dir, plan.shards[k])
+            ids = np.asarray([utt_ids[i] for i in indices])
+            write_atomic(
+                path,
+                lambda f, e=embeddings, ids=ids, ix=indices: np.savez(
+                    f, embeddings=e, utt_ids=ids, indices=np.asarray(ix, np.int64)
+                ),
+            )
+            bar.update(len(indices))
+    logger.info("rank %d/%d embedded %d shard(s)", rank, world_size, len(mine))
+
+
+def _job_main(args: tuple) -> None:  # pragma: no cover - runs in a spawned process
+    _run_shards(*args)
+
+
+def _merge_shards(
+    data_dir: DataDir, out_dir: Path, plan: _Plan, embedder: Embedder, wait_seconds: float
+) -> EmbeddingStore:
+    deadline = time.monotonic() + wait_seconds
+    paths = [plan.shard_path(out_dir, k) for k in range(len(plan.shards))]
+    while not all(p.is_file() for p in paths):
+        if time.monotonic() > deadline:
+            missing = sum(not p.is_file() for p in paths)
+            raise EmbeddingStoreError(f"{out_dir}: {missing} shard(s) never appeared")
+        time.sleep(1.0)
+    embeddings = np.empty((len(data_dir.wav), embedder.embed_dim), np.float32)
+    done = np.zeros(len(data_dir.wav), bool)
+    for path in paths:
+        with np.load(path) as shard:
+            embeddings[shard["indices"]] = shard["embeddings"]
+            done[shard["indices"]] = True
+    if not done.all():
+        raise EmbeddingStoreError(f"{out_dir}: shards cover {done.sum()} of {done.size} utts")
+    store = save_embeddings(
+        out_dir, data_dir.utt_ids, embeddings, {**embedder.meta(), "plan": plan.signature}
+    )
+    shutil.rmtree(out_dir / SHARD_DIR, ignore_errors=True)
+    return store
+
+
+def extract_embeddings(
+    data_dir: DataDir,
+    out_dir: str | os.PathLike,
+    embedder: Embedder,
+    *,
+    batch_size: int = 32,
+    resume: bool = True,
+    num_jobs: int = 1,
+    rank: int | None = None,
+    world_size: int | None = None,
+    shard_size: int = 256,
+    progress: bool = True,
+    wait_seconds: float = 7 * 24 * 3600.0,
+) -> EmbeddingStore:
+    """Embed every utterance of a data dir into a store at `out_dir` (rows in DataDir order).
+
+    Utterances are batched by similar length (a plan that depends only on the data and the
+    model, so results do not depend on how the work is split), grouped into shards of about
+    `shard_size` utterances, and each shard is written atomically under `out_dir/.shards/`.
+    With `resume`, existing shards (and a finished store from the same model) are reused. Work
+    is split over `num_jobs` local processes (torch.multiprocessing, spawn) or over torchrun
+    ranks (`RANK`/`WORLD_SIZE` env vars, or `rank`/`world_size`): every rank embeds its shards,
+    rank 0 merges once all shard files exist, the others wait for the merged store.
+
+    Args:
+        data_dir: utterances (`wav`, optional `utt2dur` for planning without reading headers).
+        out_dir: store directory.
+        embedder: the model.
+        batch_size: utterances per forward pass (fewer when long).
+        resume: reuse finished shards/store; False recomputes this process's shards.
+        num_jobs: local worker processes (ignored under torchrun).
+        shard_size: utterances per shard file.
+        progress: tqdm bar on rank 0 when stderr is a terminal.
+        wait_seconds: how long rank 0 waits for other ranks' shards.
+
+    Returns:
+        The store (memory-mapped).
+    """
+    out = Path(out_dir)
+    if rank is None:
+        rank = int(os.environ.get("RANK", "0"))
+    if world_size is None:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if not len(data_dir.wav):
+        raise EmbeddingStoreError(f"{out}: the data dir has no utterances")
+    plan, _ = _make_plan(data_dir, embedder, batch_size, shard_size)
+    if resume and (out / META_FILE).is_file():
+        try:
+            store = load_embeddings(out)
+        except EmbeddingStoreError:
+            store = None
+        if store is not None and store.meta.get("plan") == plan.signature:
+            logger.info("%s: already complete", out)
+            return store
+    try:
+        (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EmbeddingStoreError(f"{out}: cannot write ({error.strerror or error})") from None
+    if world_size > 1:
+        _run_shards(embedder, data_dir, out, plan, rank, world_size, resume, progress)
+        if rank == 0:
+            return _merge_shards(data_dir, out, plan, embedder, wait_seconds)
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline:
+            if (out / META_FILE).is_file():
+                store = load_embeddings(out)
+                if store.meta.get("plan") == plan.signature:
+                    return store
+            time.sleep(1.0)
+        raise EmbeddingStoreError(f"{out}: rank 0 did not write the merged store in time")
+    if num_jobs > 1:
+        import torch.multiprocessing as mp
+
+        threads = max(1, (os.cpu_count() or 1) // num_jobs)
+        jobs = [
+            (embedder, data_dir, out, plan, job, num_jobs, resume, progress, threads)
+            for job in range(num_jobs)
+        ]
+        # this process is job 0; the others are spawned (fork is unsafe once torch has threads)
+        with mp.get_context("spawn").Pool(num_jobs - 1) as pool:
+            pending = pool.map_async(_job_main, jobs[1:])
+            _run_shards(embedder, data_dir, out, plan, 0, num_jobs, resume, progress)
+            pending.get()
+    else:
+        _run_shards(embedder, data_dir, out, plan, 0, 1, resume, progress)
+    return _merge_shards(data_dir, out, plan, embedder, wait_seconds)

@@ -1,0 +1,115 @@
+"""`speakerverify adapt`: a thin Click wrapper over `speakerverify.speakers.verification.adapt`
+(domain mean in the store) and `speakerverify.speakers.adaptation` (`--out`: BatchNorm
+statistics re-estimated into a new checkpoint).
+"""
+
+from __future__ import annotations
+
+import click
+
+from speakerverify.cli.common import echo_json, fail, model_path_or_bundled
+from speakerverify.cli.speaker_options import (
+    command_model,
+    json_option,
+    model_option,
+    print_warnings,
+    store_option,
+    store_path_or_fail,
+)
+
+
+@click.command()
+@click.argument("audio_dir", required=False, metavar="[AUDIO_DIR]")
+@click.option(
+    "--embeddings",
+    "embeddings_dir",
+    metavar="DIR",
+    help="Use an `speakerverify embed` output directory instead of audio.",
+)
+@model_option
+@store_option
+@click.option(
+    "--min-speech",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Seconds of speech each file needs.",
+)
+@click.option(
+    "--out",
+    "out_path",
+    metavar="NEW.pt",
+    help="Instead: write a new checkpoint with BatchNorm statistics re-estimated on AUDIO_DIR.",
+)
+@click.option(
+    "--crop-seconds",
+    type=click.FloatRange(min=0.5),
+    default=6.0,
+    show_default=True,
+    help="With --out: longer speech is fed to the encoder in crops of at most this.",
+)
+@json_option
+def adapt(
+    audio_dir, embeddings_dir, model_path, store_path, min_speech, out_path, crop_seconds, as_json
+) -> None:
+    """Adapt to your domain with unlabelled in-domain audio: centre scores, or --out a new model.
+
+    \b
+    Without --out: embeds every audio file under AUDIO_DIR (or reads --embeddings DIR) and stores
+    the mean in the speaker store; `verify` and `identify` then score cosine after subtracting it.
+    With --out NEW.pt: re-estimates the encoder's BatchNorm statistics on the speech under
+    AUDIO_DIR and writes a new checkpoint (new fingerprint, so a new store; the store is not
+    touched and no mean is saved, as the last BatchNorm already centres on the domain).
+    No labels needed. Exit status: 0 saved, 2 usage or input error.
+    """
+    from speakerverify.speakers.verification import adapt as adapt_store
+
+    if (audio_dir is None) == (embeddings_dir is None):
+        fail("give either AUDIO_DIR or --embeddings DIR")
+    if out_path is not None:
+        if audio_dir is None:
+            fail("--out re-estimates the model on audio: give AUDIO_DIR, not --embeddings")
+        _adapt_model(audio_dir, model_path, out_path, crop_seconds, min_speech, as_json)
+        return
+    store_path = store_path_or_fail(store_path)
+    model = None
+    if audio_dir is not None or model_path:
+        model = command_model(model_path)
+    result = adapt_store(
+        store_path,
+        model=model,
+        audio_dir=audio_dir,
+        embeddings_dir=embeddings_dir,
+        min_speech_seconds=min_speech,
+    )
+    print_warnings(result.warnings)
+    if as_json:
+        echo_json(result.to_json())
+    else:
+        click.echo(
+            f"saved the domain mean of {result.num_embeddings} embeddings from {result.source} "
+            f"in {result.store} (|mean| = {result.mean_norm:.3f}); verify and identify now "
+            "score centred embeddings"
+        )
+
+
+def _adapt_model(audio_dir, model_path, out_path, crop_seconds, min_speech, as_json) -> None:
+    from speakerverify.speakers.adaptation import adapt_batchnorm
+
+    result = adapt_batchnorm(
+        model_path_or_bundled(model_path),
+        audio_dir,
+        out_path,
+        crop_seconds=crop_seconds,
+        min_speech_seconds=min_speech,
+    )
+    print_warnings(list(result.warnings))
+    if as_json:
+        echo_json(result.to_json())
+        return
+    click.echo(
+        f"wrote {result.path}: BatchNorm statistics of {len(result.layers)} layers re-estimated on "
+        f"{result.num_files} files ({result.speech_seconds:.1f} s of speech) from {result.source}; "
+        f"model {result.parent_fingerprint} -> {result.fingerprint}. Use it with a new store "
+        "(stores of the old model refuse it) and calibrate it or pass --threshold."
+    )

@@ -1,0 +1,69 @@
+"""`speakerverify identify`: a thin Click wrapper over `speakerverify.speakers.verification`
+(`identify`); exit status 0 identified, 1 unknown, 2 usage or input error.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from speakerverify.cli.common import EXIT_OK, EXIT_REJECTED, echo_json
+from speakerverify.cli.speaker_options import (
+    centring_line,
+    command_model,
+    decision_options,
+    json_option,
+    model_option,
+    open_store,
+    print_warnings,
+    store_option,
+    store_path_or_fail,
+)
+
+
+@click.command()
+@click.argument("test", metavar="WAV")
+@click.option("--top", "top_k", type=int, default=5, show_default=True, help="Speakers to list.")
+@model_option
+@store_option
+@decision_options
+@json_option
+def identify(
+    test, top_k, model_path, store_path, threshold, calibration_path, p_target, min_speech, as_json
+) -> None:
+    """Who in the store speaks in WAV? Answers "unknown" when nobody passes the threshold.
+
+    \b
+    Exit status: 0 identified, 1 unknown, 2 usage or input error.
+    """
+    from speakerverify.speakers.decision import resolve_decision_rule
+    from speakerverify.speakers.verification import identify as identify_speaker
+
+    store_path = store_path_or_fail(store_path)
+    open_store(store_path).close()  # before the model: a bad store fails in 0.2 s
+    model = command_model(model_path)
+    rule = resolve_decision_rule(
+        model, threshold=threshold, calibration_path=calibration_path, p_target=p_target
+    )
+    result = identify_speaker(
+        store_path, model, rule, test, top_k=top_k, min_speech_seconds=min_speech
+    )
+    print_warnings(result.warnings)
+    payload = result.to_json()
+    if as_json:
+        echo_json(payload)
+    else:
+        click.echo(f"test:      {result.test}")
+        click.echo(f"scoring:   {centring_line(payload['centring'])}")
+        click.echo(f"threshold: {rule.describe()}")
+        click.echo(f"{'rank':>4}  {'score':>8}  {'LLR':>8}  {'decision':<8}  name")
+        for cand in result.candidates:
+            llr = "-" if cand["llr"] is None else f"{cand['llr']:.3f}"
+            decision = "accept" if cand["accepted"] else "reject"
+            click.echo(
+                f"{cand['rank']:>4}  {cand['score']:>8.4f}  {llr:>8}  {decision:<8}  {cand['name']}"
+            )
+        answer = result.identified if result.identified is not None else "unknown"
+        click.echo(f"identified: {answer} (of {result.num_enrolled} enrolled)")
+    sys.exit(EXIT_OK if result.identified is not None else EXIT_REJECTED)

@@ -1,0 +1,306 @@
+"""Enroll, verify, identify and adapt: the library behind the speaker commands of the CLI.
+
+Decisions come from a calibration at a stated operating point or from an explicit threshold on
+the raw cosine score, never from a constant in the code; every result says which. The decision
+rule lives in `speakerverify.speakers.decision`, the embedding of one file in
+`speakerverify.backend.speaker_model` and the result types in `speakerverify.speakers.results`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from speakerverify.backend.scoring import cosine_scores, l2_normalize
+from speakerverify.backend.speaker_model import (
+    SpeakerModel,
+    Utterance,
+    VerificationError,
+    embed_utterance,
+    find_audio_files,
+)
+from speakerverify.speakers.decision import (
+    DecisionRule,
+    centring_caveat,
+)
+from speakerverify.speakers.records import DomainMean, validate_name
+from speakerverify.speakers.results import AdaptResult, EnrollResult, IdentifyResult, VerifyResult
+from speakerverify.speakers.store import SpeakerStore, StoreError
+
+__all__ = [
+    "adapt",
+    "enroll_speaker",
+    "identify",
+    "rank_speakers",
+    "verify_against",
+    "verify_pair",
+]
+
+# -- scoring ---------------------------------------------------------------------------------
+
+
+# -- the operations --------------------------------------------------------------------------
+
+
+def _check_store_early(store_path: str | os.PathLike, fingerprint: str, source: str) -> None:
+    """Fail on a foreign, corrupt or unwritable store before the slow embedding work."""
+    path = Path(store_path)
+    if path.exists():
+        with SpeakerStore(path) as store:
+            store.check_model(fingerprint, source=source)
+    elif not path.parent.is_dir():
+        raise StoreError(f"{path}: directory {path.parent} does not exist")
+
+
+def _open_existing(store_path: str | os.PathLike, model: SpeakerModel) -> SpeakerStore:
+    store = SpeakerStore(store_path, create=False)
+    try:
+        store.check_model(model.fingerprint, source=f"checkpoint {model.path}")
+    except StoreError:
+        store.close()
+        raise
+    return store
+
+
+def enroll_speaker(
+    store_path: str | os.PathLike,
+    model: SpeakerModel,
+    name: str,
+    audio_paths: Sequence[str | os.PathLike],
+    *,
+    min_speech_seconds: float = 3.0,
+    replace: bool = False,
+) -> EnrollResult:
+    """Embed the voiced speech of `audio_paths` and add it to `name` in the store.
+
+    Everything is checked and embedded before the store is opened for writing, and the write is
+    one transaction, so any failure leaves the store as it was (a missing store stays missing).
+
+    Raises:
+        VerificationError, audio.AudioError, StoreError.
+    """
+    try:
+        name = validate_name(name)
+    except ValueError as error:
+        raise VerificationError(str(error)) from None
+    if not audio_paths:
+        raise VerificationError("no audio files to enroll")
+    _check_store_early(store_path, model.fingerprint, f"checkpoint {model.path}")
+    utterances = [embed_utterance(model, path) for path in audio_paths]
+    total = sum(u.speech_seconds for u in utterances)
+    if total < min_speech_seconds:
+        files = ", ".join(str(p) for p in audio_paths)
+        raise VerificationError(
+            f"{files}: only {total:.2f} s of speech in total, need at least "
+            f"{min_speech_seconds:g} s (--min-speech)"
+        )
+    with SpeakerStore(store_path, create=True) as store:
+        store.check_model(model.fingerprint, source=f"checkpoint {model.path}")
+        record = store.add(
+            name,
+            np.stack([u.embedding for u in utterances]),
+            total,
+            fingerprint=model.fingerprint,
+            replace=replace,
+        )
+    warnings = [w for u in utterances for w in u.warnings]
+    return EnrollResult(
+        str(store_path), record.summary(), utterances, replace, model.fingerprint, warnings
+    )
+
+
+def verify_against(
+    store_path: str | os.PathLike,
+    model: SpeakerModel,
+    rule: DecisionRule,
+    name: str,
+    test_path: str | os.PathLike,
+    *,
+    min_speech_seconds: float = 1.0,
+) -> VerifyResult:
+    """Score `test_path` against the enrolled speaker `name` and decide with `rule`."""
+    with _open_existing(store_path, model) as store:
+        record = store.get(name)
+        domain = store.domain_mean
+    test = embed_utterance(model, test_path, min_speech_seconds=min_speech_seconds)
+    return _verify(
+        "store", record.name, record.embedding, test, rule, domain, model, list(test.warnings)
+    )
+
+
+def verify_pair(
+    model: SpeakerModel,
+    rule: DecisionRule,
+    enroll_path: str | os.PathLike,
+    test_path: str | os.PathLike,
+    *,
+    min_speech_seconds: float = 1.0,
+    domain: DomainMean | None = None,
+) -> VerifyResult:
+    """Score two files against each other (no store) and decide with `rule`."""
+    first = embed_utterance(model, enroll_path, min_speech_seconds=min_speech_seconds)
+    second = embed_utterance(model, test_path, min_speech_seconds=min_speech_seconds)
+    warnings = list(first.warnings + second.warnings)
+    return _verify("pair", first.path, first.embedding, second, rule, domain, model, warnings)
+
+
+def _verify(mode, enroll, enroll_embedding, test, rule, domain, model, warnings) -> VerifyResult:
+    mean = None if domain is None else domain.mean
+    score = float(cosine_scores(enroll_embedding, test.embedding, mean)[0])
+    llr = rule.llr(np.array([score]))
+    accepted = bool(rule.accept(np.array([score]))[0])
+    llr_value = None if llr is None else float(llr[0])
+    warnings = warnings + centring_caveat(rule, domain)
+    return VerifyResult(
+        mode,
+        enroll,
+        test.path,
+        score,
+        llr_value,
+        accepted,
+        rule,
+        domain,
+        model.fingerprint,
+        warnings,
+    )
+
+
+def identify(
+    store_path: str | os.PathLike,
+    model: SpeakerModel,
+    rule: DecisionRule,
+    test_path: str | os.PathLike,
+    *,
+    top_k: int = 5,
+    min_speech_seconds: float = 1.0,
+) -> IdentifyResult:
+    """Rank the enrolled speakers for `test_path`; "unknown" (None) when the best is rejected."""
+    if top_k < 1:
+        raise VerificationError(f"--top must be at least 1, got {top_k}")
+    with _open_existing(store_path, model) as store:
+        names, matrix = store.matrix()
+        domain = store.domain_mean
+    if not names:
+        raise VerificationError(f"{store_path}: no speakers enrolled")
+    test = embed_utterance(model, test_path, min_speech_seconds=min_speech_seconds)
+    return rank_speakers(names, matrix, test, rule, domain, model.fingerprint, top_k=top_k)
+
+
+def rank_speakers(
+    names: list[str],
+    matrix: np.ndarray,
+    test: Utterance,
+    rule: DecisionRule,
+    domain: DomainMean | None,
+    fingerprint: str,
+    *,
+    top_k: int = 5,
+) -> IdentifyResult:
+    """Open-set identification of `test` against enrolled embeddings `(N, D)`."""
+    scores = cosine_scores(matrix, test.embedding, None if domain is None else domain.mean)
+    accepted = rule.accept(scores)
+    llrs = rule.llr(scores)
+    order = np.argsort(-scores, kind="stable")[:top_k]
+    candidates = [
+        {
+            "rank": rank + 1,
+            "name": names[i],
+            "score": float(scores[i]),
+            "llr": None if llrs is None else float(llrs[i]),
+            "accepted": bool(accepted[i]),
+        }
+        for rank, i in enumerate(order)
+    ]
+    best = candidates[0]
+    identified = best["name"] if best["accepted"] else None
+    return IdentifyResult(
+        test.path,
+        identified,
+        candidates,
+        len(names),
+        rule,
+        domain,
+        fingerprint,
+        list(test.warnings) + centring_caveat(rule, domain),
+    )
+
+
+def adapt(
+    store_path: str | os.PathLike,
+    *,
+    model: SpeakerModel | None = None,
+    audio_dir: str | os.PathLike | None = None,
+    embeddings_dir: str | os.PathLike | None = None,
+    min_speech_seconds: float = 1.0,
+) -> AdaptResult:
+    """Save the mean of in-domain embeddings in the store (for centred scoring).
+
+    Give either `audio_dir` (embedded with `model`) or `embeddings_dir` (an `embed` output whose
+    meta names the model fingerprint). Files with no speech are errors, like everywhere else.
+    """
+    if (audio_dir is None) == (embeddings_dir is None):
+        raise VerificationError("give either an audio directory or --embeddings, not both")
+    warnings: list[str] = []
+    if audio_dir is not None:
+        if model is None:
+            raise VerificationError("adapt AUDIO_DIR needs a model (--model)")
+        _check_store_early(store_path, model.fingerprint, f"checkpoint {model.path}")
+        paths = find_audio_files(audio_dir)
+        if not paths:
+            raise VerificationError(f"{audio_dir}: no audio files found")
+        utterances = []
+        for path in paths:
+            utterance = embed_utterance(model, path, min_speech_seconds=min_speech_seconds)
+            utterances.append(utterance)
+            warnings.extend(utterance.warnings)
+        embeddings = np.stack([u.embedding for u in utterances]).astype(np.float64)
+        fingerprint, source = model.fingerprint, str(audio_dir)
+    else:
+        embeddings, fingerprint = _read_embedding_store(embeddings_dir)
+        if model is not None and model.fingerprint != fingerprint:
+            raise VerificationError(
+                f"{embeddings_dir}: embeddings were made by model {fingerprint}, but "
+                f"checkpoint {model.path} is model {model.fingerprint}"
+            )
+        source = str(embeddings_dir)
+    mean = l2_normalize(embeddings).mean(axis=0)
+    if len(embeddings) < 20:
+        warnings.append(
+            f"{source}: the domain mean comes from only {len(embeddings)} embeddings; "
+            "use a few hundred in-domain recordings for a stable estimate"
+        )
+    with SpeakerStore(store_path, create=True) as store:
+        store.check_model(fingerprint, source=source)
+        store.set_domain_mean(mean, len(embeddings), source, fingerprint=fingerprint)
+    return AdaptResult(
+        str(store_path),
+        source,
+        len(embeddings),
+        float(np.linalg.norm(mean)),
+        fingerprint,
+        warnings,
+    )
+
+
+def _read_embedding_store(directory: str | os.PathLike) -> tuple[np.ndarray, str]:
+    from speakerverify.backend.embedding_dir import load_embeddings
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise VerificationError(f"{directory}: not an embedding directory")
+    try:
+        loaded = load_embeddings(directory, mmap=False)
+    except Exception as error:  # any read failure: a bad input
+        cause = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise VerificationError(f"{directory}: cannot read embeddings ({cause})") from None
+    meta = loaded.meta or {}
+    fingerprint = meta.get("model_fingerprint") or meta.get("fingerprint")
+    if not fingerprint:
+        raise VerificationError(f"{directory}/meta.json: no model fingerprint")
+    embeddings = np.asarray(loaded.embeddings, dtype=np.float64)
+    if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+        raise VerificationError(f"{directory}: no embeddings")
+    return embeddings, str(fingerprint)

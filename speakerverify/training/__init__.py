@@ -1,0 +1,5 @@
+"""Training: the loop, its setup from a config, schedules, per-epoch validation, the
+experiment directory, distributed helpers and fine-tuning.
+
+Docstring only: import the modules themselves.
+"""

@@ -1,0 +1,346 @@
+"""Building the pieces of a training run from a Config (model, front-end, data, optimizer, losses),
+where training is (`Progress`), and the RNG bookkeeping that makes resume exact.
+
+`speakerverify.training.loop` runs the pieces; this module never imports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from speakerverify.config import Config, ConfigError, check_kwargs
+from speakerverify.data import CropDataset, DataDir, PKSampler, collate_crops
+from speakerverify.frontend.augment import Augmenter
+from speakerverify.frontend.features import Fbank, SpecAugment
+from speakerverify.losses import MINING_LOSSES, build_loss
+from speakerverify.models import build_model
+from speakerverify.training.distributed import DistEnv
+from speakerverify.training.schedules import LrSchedule, mining_at, warmup_steps_of
+
+__all__ = [
+    "Parts",
+    "Progress",
+    "build_loader",
+    "build_losses",
+    "build_parts",
+    "capture_rng",
+    "preserved_global_state",
+    "restore_rng",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Progress:
+    """Where training is: completed epochs, batches done in the current epoch, optimizer steps."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    best_eer: float = math.inf
+    epoch_loss: float = math.nan  # mean loss of the batches run in the last epoch
+
+
+@dataclass
+class Parts:
+    """Everything a run needs, built once by `build_parts`."""
+
+    model: nn.Module  # the encoder, DDP-wrapped under torchrun
+    model_args: dict[str, Any]  # its constructor arguments (what checkpoints record)
+    frontend: nn.Module
+    spec_augment: nn.Module | None
+    dataset: CropDataset
+    sampler: PKSampler
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    env: DistEnv
+    amp_dtype: torch.dtype | None = None
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The encoder itself (without a DDP wrapper)."""
+        if isinstance(self.model, nn.parallel.DistributedDataParallel):
+            return self.model.module
+        return self.model
+
+
+# Called with one record per log line (rank 0 only), and asked after every step whether to stop.
+LogFn = Callable[[dict[str, Any]], None]
+StopFn = Callable[[], bool]
+
+
+def build_model_args(config: Config) -> dict[str, Any]:
+    """Constructor arguments of the encoder; `feat_dim` follows `features.fbank.num_mel_bins`."""
+    return {"feat_dim": config.features.fbank.num_mel_bins, **dict(config.model.args)}
+
+
+def build_parts(config: Config, env: DistEnv, init: str | os.PathLike | None = None) -> Parts:
+    """Seed, then build encoder (DDP-wrapped when distributed), front-end, SpecAugment, dataset,
+    P×K sampler (sharded by rank), optimizer, LR scheduler and grad scaler.
+
+    With `init`, the encoder starts from that checkpoint's weights (fine-tuning); parameters
+    named by `train.freeze` are left out of the optimizer (before DDP wraps the encoder).
+    """
+    device = env.device
+    torch.manual_seed(config.train.seed)  # identical initial weights on every rank
+    model_args = build_model_args(config)
+    encoder = build_model(config.model.name, **model_args).to(device)
+    if init is not None:
+        from speakerverify.training.finetune import load_init_weights
+
+        load_init_weights(
+            encoder, init, config.model.name, model_args, config.features.fbank_dict()
+        )
+        logger.info("initialised the encoder from %s", init)
+    if config.train.freeze:
+        from speakerverify.training.finetune import freeze_parameters
+
+        frozen = freeze_parameters(encoder, config.train.freeze)
+        logger.info("froze %d parameter tensors (%s)", frozen, ", ".join(config.train.freeze))
+    frontend = Fbank(config.features.fbank).to(device)
+    spec_augment = None
+    if config.features.spec_augment:
+        args = dict(config.features.spec_augment_args)
+        check_kwargs("features.spec_augment_args", SpecAugment, args)
+        spec_augment = SpecAugment(**args)
+        spec_augment = spec_augment.to(device)
+
+    data = config.data
+    train_dir = DataDir.load(data.train_dir)
+    augmenter = None
+    if data.musan_index or data.rir_index or config.augment.channel:
+        from speakerverify.frontend.simulate import ChannelSimulator
+
+        channel = None
+        if config.augment.channel:
+            channel_args = dict(config.augment.channel_args)
+            check_kwargs("augment.channel_args", ChannelSimulator, channel_args)
+            channel = ChannelSimulator(**channel_args)
+        extra = dict(config.augment.args)
+        check_kwargs("augment.args", Augmenter, extra)
+        augmenter = Augmenter(
+            musan_index=data.musan_index,
+            rir_index=data.rir_index,
+            aug_prob=config.augment.aug_prob,
+            sample_rate=config.features.fbank.sample_rate,
+            channel=channel,
+            **extra,
+        )
+    else:
+        logger.info("no musan_index/rir_index/augment.channel configured: no augmentation")
+    dataset = CropDataset(
+        train_dir,
+        chunk_seconds=data.chunk_seconds,
+        sample_rate=config.features.fbank.sample_rate,
+        augmenter=augmenter,
+        speed_perturb=data.speed_perturb,
+    )
+    try:
+        sampler = PKSampler(
+            dataset.labels,
+            num_speakers=data.num_speakers,
+            num_utts=data.num_utts,
+            seed=config.train.seed,
+            rank=env.rank,
+            world_size=env.world_size,
+            small_speakers=data.small_speakers,
+        )
+    except ValueError as error:  # too few speakers for one P×K step across the ranks
+        raise ConfigError(f"data: {data.train_dir}: {error}") from None
+
+    model: torch.nn.Module = encoder
+    if env.distributed:
+        device_ids = [device.index] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(encoder, device_ids=device_ids)
+    optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
+    total_steps = config.train.epochs * len(sampler)
+    schedule = LrSchedule(
+        total_steps,
+        warmup_steps_of(config.optim, len(sampler)),
+        config.optim.scheduler,
+        config.optim.final_lr / config.optim.lr,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    amp_dtype = None
+    if device.type == "cuda" and config.train.amp != "none":
+        amp_dtype = torch.bfloat16 if config.train.amp == "bf16" else torch.float16
+    elif config.train.amp != "none":
+        logger.info("train.amp=%s ignored on %s", config.train.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    # Per-rank randomness (SpecAugment, dither) after the shared initialisation.
+    torch.manual_seed(config.train.seed + 1_000_003 * env.rank + 1)
+    return Parts(
+        model=model,
+        model_args=model_args,
+        frontend=frontend,
+        spec_augment=spec_augment,
+        dataset=dataset,
+        sampler=sampler,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        env=env,
+        amp_dtype=amp_dtype,
+    )
+
+
+def build_optimizer(config: Config, params: Any) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD (Nesterov momentum) from `config.optim`."""
+    optim = config.optim
+    if optim.name == "adam":
+        return torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    if optim.name == "adamw":
+        return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    return torch.optim.SGD(
+        params, lr=optim.lr, momentum=optim.momentum, nesterov=True, weight_decay=optim.weight_decay
+    )
+
+
+def build_losses(config: Config, env: DistEnv) -> dict[str | None, nn.Module]:
+    """One loss module per mining strategy used during the run (warm-up and main), keyed by
+    `mining_at`; a loss that does not mine is the one entry under None.
+
+    A margin set in the config is the loss's own default; a margin schedule passes it per call.
+    """
+    loss = config.loss
+    strategies = {mining_at(loss, 0), mining_at(loss, loss.mining_warmup_epochs)}
+    losses = {}
+    for mining in strategies:
+        kwargs: dict[str, Any] = {}
+        if loss.margin is not None:
+            kwargs["margin"] = loss.margin
+        if loss.name in MINING_LOSSES:
+            kwargs |= {
+                "mining": mining,
+                "distance": loss.distance,
+                "soft_margin": loss.soft_margin,
+                "gather_distributed": loss.gather_distributed and env.distributed,
+            }
+            if loss.reduction is not None:
+                kwargs["reduction"] = loss.reduction
+        kwargs.update(loss.args)
+        try:
+            losses[mining] = build_loss(loss.name, **kwargs).to(env.device)
+        except TypeError as err:
+            raise ConfigError(f"loss: {err}") from None
+    return losses
+
+
+class BatchesFrom:
+    """The batches of a sampler's current epoch from batch `start` on (exact resume)."""
+
+    def __init__(self, sampler: Any, start: int) -> None:
+        self.sampler = sampler
+        self.start = start
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.start)
+
+    def __iter__(self) -> Iterator[Any]:
+        if hasattr(self.sampler, "iter_from"):
+            return iter(self.sampler.iter_from(self.start))
+        iterator = iter(self.sampler)
+        for _ in range(self.start):
+            next(iterator)
+        return iterator
+
+
+def build_loader(dataset: Any, sampler: Any, start: int, config: Config, env: DistEnv) -> Any:
+    """A DataLoader over the P×K batches of the current epoch, skipping the first `start`."""
+    workers = config.data.num_workers
+    # A private generator: creating a loader iterator would otherwise draw from the global torch
+    # RNG (worker base seed), shifting SpecAugment/dither randomness after a resume.
+    generator = torch.Generator().manual_seed(config.train.seed * 100_003 + sampler.epoch)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=BatchesFrom(sampler, start),
+        collate_fn=collate_crops,
+        num_workers=workers,
+        pin_memory=env.device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+        generator=generator,
+        worker_init_fn=_ignore_sigint if workers else None,
+    )
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """Ctrl-C reaches the whole process group; workers leave it to the main process, which saves
+    a checkpoint at the next step (defensive: workers that quit on SIGINT could fail a fetch that
+    is still in flight)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def capture_rng() -> dict[str, Any]:
+    """Every RNG state as tensors and plain types (so `weights_only=True` can load it)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the global state is what we save)
+    version, python_state, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": {"version": version, "state": list(python_state), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_host_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    keys = numpy_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(  # noqa: NPY002
+        (
+            numpy_state["kind"],
+            keys,
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached"],
+        )
+    )
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss_next"]))
+
+
+def restore_rng(state: dict[str, Any], env: DistEnv, seed: int, step: int) -> None:
+    """Restore `capture_rng()` output; ranks other than 0 reseed from (seed, rank, step) since
+    the checkpoint holds rank 0's states."""
+    _restore_host_rng(state)
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if env.rank > 0:
+        torch.manual_seed(seed + 1_000_003 * env.rank + 7919 * step + 1)
+
+
+@contextlib.contextmanager
+def preserved_global_state(num_threads: int = 0) -> Iterator[None]:
+    """Set torch's thread count (0 = unchanged) for the duration; restore it and every host RNG
+    afterwards, so calling `fit` leaves the caller's process as it found it."""
+    threads = torch.get_num_threads()
+    saved = capture_rng()
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        _restore_host_rng(saved)

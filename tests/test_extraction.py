@@ -1,0 +1,168 @@
+"""Embedder determinism, long-file windowing, batching, and sharded/resumable extraction."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from synth import random_speaker, speech_like
+from torch import nn
+
+from speakerverify.backend.embedder import Embedder, EmbedError, plan_batches
+from speakerverify.backend.embedding_dir import load_embeddings
+from speakerverify.backend.extraction import _make_plan, _run_shards, extract_embeddings
+from speakerverify.data import DataDir
+from speakerverify.frontend.features import Fbank
+
+
+class TinyEncoder(nn.Module):
+    """Frame-wise MLP + masked mean/std pooling: follows the encoder interface, runs in ms."""
+
+    def __init__(self, feat_dim: int = 80, embed_dim: int = 16) -> None:
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.frame = nn.Sequential(nn.Linear(feat_dim, 32), nn.ReLU())
+        self.out = nn.Linear(64, embed_dim)
+        self.calls = 0
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        self.calls += 1
+        hidden = self.frame(feats)
+        if lengths is None:
+            lengths = torch.full((feats.shape[0],), feats.shape[1])
+        mask = (torch.arange(feats.shape[1])[None] < lengths[:, None]).float()[..., None]
+        count = mask.sum(1)
+        mean = (hidden * mask).sum(1) / count
+        std = ((((hidden - mean[:, None]) ** 2) * mask).sum(1) / count).clamp_min(1e-8).sqrt()
+        return self.out(torch.cat([mean, std], dim=1))
+
+
+def make_embedder(**options) -> Embedder:
+    torch.manual_seed(0)
+    return Embedder(Fbank(), TinyEncoder(), fingerprint="tiny0001", **options)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """7 utterances of 0.4-2.5 s from 2 speakers, written as 16 kHz wav."""
+    rng = np.random.default_rng(3)
+    speakers = [random_speaker(rng) for _ in range(2)]
+    wav, utt2spk = {}, {}
+    for i, seconds in enumerate([1.0, 0.4, 2.5, 1.2, 0.7, 1.9, 1.0]):
+        utt = f"id1000{i % 2}/s/{i:05d}"
+        path = tmp_path / "wav" / f"{utt}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, speech_like(seconds, 16000, speakers[i % 2], seed=i), 16000)
+        wav[utt] = str(path)
+        utt2spk[utt] = utt.split("/")[0]
+    return DataDir(wav, utt2spk)
+
+
+def test_same_file_twice_gives_identical_vectors(corpus):
+    embedder = make_embedder()
+    path = next(iter(corpus.wav.values()))
+    first, second = embedder.embed_file(path), embedder.embed_file(path)
+    assert first.dtype == np.float32 and first.shape == (16,)
+    assert np.array_equal(first, second)
+    # dither in the config must not leak in: eval mode
+    assert not embedder.frontend.training and not embedder.encoder.training
+
+
+def test_short_input_is_one_window_equal_to_whole_file(corpus):
+    embedder = make_embedder()
+    wave = torch.from_numpy(sf.read(corpus.wav["id10000/s/00002"], dtype="float32")[0])
+    assert embedder.windows(wave.shape[0]) == [(0, wave.shape[0])]
+    with torch.inference_mode():
+        feats, lengths = embedder.frontend(wave[None])
+        whole = embedder.encoder(feats, lengths)[0].numpy()
+    assert np.array_equal(embedder.embed_waveform(wave), whole)
+    # with windowing configured but the input under the limit, nothing changes
+    windowed = make_embedder(max_seconds=3.0, window_seconds=1.0, hop_seconds=0.5)
+    assert np.array_equal(windowed.embed_waveform(wave), whole)
+
+
+def test_long_input_is_the_weighted_mean_of_windows(corpus, tmp_path):
+    embedder = make_embedder(max_seconds=1.0, window_seconds=0.8, hop_seconds=0.5)
+    path = corpus.wav["id10000/s/00002"]  # 2.5 s
+    wave = torch.from_numpy(sf.read(path, dtype="float32")[0])
+    windows = embedder.windows(wave.shape[0])
+    assert windows[0] == (0, 12800) and windows[-1] == (40000 - 12800, 12800)
+    assert all(b[0] - a[0] == 8000 for a, b in itertools.pairwise(windows[:-1]))
+    reference = np.mean(
+        [make_embedder().embed_waveform(wave[s : s + n]) for s, n in windows], axis=0
+    )
+    np.testing.assert_allclose(embedder.embed_waveform(wave), reference, rtol=1e-5, atol=1e-6)
+    # the file path reads window by window and agrees
+    np.testing.assert_allclose(embedder.embed_file(path), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_batched_equals_one_by_one(corpus):
+    embedder = make_embedder()
+    waves = [torch.from_numpy(sf.read(p, dtype="float32")[0]) for p in corpus.wav.values()]
+    batched = embedder.embed_waveforms(waves, batch_size=3)
+    single = np.stack([embedder.embed_waveform(w) for w in waves])
+    np.testing.assert_allclose(batched, single, rtol=1e-4, atol=1e-5)
+
+
+def test_too_short_input_is_an_error():
+    with pytest.raises(EmbedError, match="shorter than a frame"):
+        make_embedder().embed_waveform(torch.zeros(100))
+
+
+def test_plan_batches_groups_similar_lengths():
+    lengths = [100, 5000, 120, 4900, 110, 99999]
+    batches = plan_batches(lengths, max_samples=10000, batch_size=3)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    assert batches[0] == [5]  # too long: alone (windowed)
+    assert [1, 3] in [sorted(b) for b in batches]
+
+
+def test_extract_embeddings_store(corpus, tmp_path):
+    embedder = make_embedder()
+    store = extract_embeddings(corpus, tmp_path / "store", embedder, batch_size=3, shard_size=2)
+    assert store.utt_ids == corpus.utt_ids
+    assert store.embeddings.shape == (7, 16) and store.embeddings.dtype == np.float32
+    assert store.meta["model_fingerprint"] == "tiny0001"
+    assert store.meta["frontend"]["num_mel_bins"] == 80
+    assert not (tmp_path / "store" / ".shards").exists()
+    reloaded = load_embeddings(tmp_path / "store")
+    assert isinstance(reloaded.embeddings, np.memmap)
+    expected = np.stack([embedder.embed_file(p) for p in corpus.wav.values()])
+    np.testing.assert_allclose(reloaded.embeddings, expected, rtol=1e-4, atol=1e-5)
+    # a finished store from the same model is reused without any forward pass
+    embedder.encoder.calls = 0
+    extract_embeddings(corpus, tmp_path / "store", embedder, batch_size=3, shard_size=2)
+    assert embedder.encoder.calls == 0
+
+
+def test_resume_and_ranks_reuse_finished_shards(corpus, tmp_path):
+    out = tmp_path / "store"
+    embedder = make_embedder()
+    whole = extract_embeddings(corpus, tmp_path / "whole", embedder, batch_size=2, shard_size=2)
+    plan, _ = _make_plan(corpus, embedder, 2, 2)
+    assert len(plan.shards) >= 3
+    (out / ".shards").mkdir(parents=True)
+    # "rank 1 of 2" finished its shards earlier (or a crashed run left them)
+    _run_shards(embedder, corpus, out, plan, rank=1, world_size=2, resume=True, progress=False)
+    done = sorted(p.name for p in (out / ".shards").iterdir())
+    assert len(done) == len(plan.shards) // 2
+    embedder.encoder.calls = 0
+    store = extract_embeddings(
+        corpus, out, embedder, batch_size=2, shard_size=2, rank=0, world_size=2
+    )
+    rank0_batches = sum(len(plan.shards[k]) for k in range(0, len(plan.shards), 2))
+    assert embedder.encoder.calls <= rank0_batches + 2  # only rank 0's shards were embedded
+    np.testing.assert_array_equal(np.asarray(store.embeddings), np.asarray(whole.embeddings))
+
+
+def test_jobs_give_the_same_store(corpus, tmp_path):
+    embedder = make_embedder()
+    one = extract_embeddings(corpus, tmp_path / "one", embedder, batch_size=2, shard_size=2)
+    two = extract_embeddings(
+        corpus, tmp_path / "two", embedder, batch_size=2, shard_size=2, num_jobs=2
+    )
+    assert two.utt_ids == one.utt_ids
+    np.testing.assert_allclose(two.embeddings, one.embeddings, rtol=1e-5, atol=1e-6)
