@@ -46,8 +46,25 @@ def write_atomic(
                 stream.write(content)
             else:
                 content(stream)
+        # mkstemp makes the file 0600; give it the mode open() would (0666 less the umask), so
+        # stores, checkpoints and installed model files stay readable as any other output
+        os.chmod(temp, 0o666 & ~_umask())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc), else set back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

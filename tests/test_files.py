@@ -34,3 +34,16 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(tmp_path):
 def test_a_missing_directory_is_an_os_error(tmp_path):
     with pytest.raises(OSError):
         write_atomic(tmp_path / "missing" / "out", "x")
+
+
+def test_the_file_gets_the_mode_open_would_give_it(tmp_path):
+    import os
+
+    mask = os.umask(0o027)
+    try:
+        write_atomic(tmp_path / "atomic", "x")
+        (tmp_path / "plain").write_text("x")
+    finally:
+        os.umask(mask)
+    mode = (tmp_path / "atomic").stat().st_mode & 0o777
+    assert mode == (tmp_path / "plain").stat().st_mode & 0o777 == 0o640
