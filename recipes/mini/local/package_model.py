@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 TRAINING_DATA = (
@@ -39,18 +37,6 @@ LIMITS = (
     "re-estimates it on your own unlabelled audio; train on VoxCeleb (recipes/voxceleb) for real "
     "use."
 )
-
-
-def _atomic_write(path: Path, write) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; installed package files must be readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _git_commit() -> str:
@@ -72,6 +58,7 @@ def package(args: argparse.Namespace) -> dict:
 
     from speakerverify.backend.calibration import Calibration
     from speakerverify.checkpoint import CheckpointError, load_checkpoint, model_fingerprint
+    from speakerverify.files import write_atomic
     from speakerverify.model_card import make_card
 
     payload = load_checkpoint(args.checkpoint)
@@ -103,14 +90,14 @@ def package(args: argparse.Namespace) -> dict:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / f"{args.name}.pt"
-    _atomic_write(checkpoint, lambda tmp: torch.save(packaged, tmp))
+    write_atomic(checkpoint, lambda stream: torch.save(packaged, stream))
     if args.onnx:
         from speakerverify.backend.export import export_onnx
 
         export_onnx(checkpoint, out_dir / f"{args.name}.onnx")  # atomic too
     calibration.model_fingerprint = fingerprint  # rebinding is a no-op without --fp16
     calibration_path = out_dir / f"{args.name}.calibration.json"
-    _atomic_write(calibration_path, calibration.save)
+    calibration.save(calibration_path)  # atomic too
     metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else {}
     config = payload.get("config") or {}
     training = {
@@ -136,7 +123,7 @@ def package(args: argparse.Namespace) -> dict:
     )
     card_path = out_dir / f"{args.name}.card.json"
     text = json.dumps(card, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    _atomic_write(card_path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_atomic(card_path, text)
     return card
 
 
