@@ -112,6 +112,24 @@ def test_too_short_input_is_an_error():
         make_embedder().embed_waveform(torch.zeros(100))
 
 
+class InfEncoder(TinyEncoder):
+    """Overflows on the utterance whose features are the loudest of the batch."""
+
+    def forward(self, feats, lengths=None):
+        out = super().forward(feats, lengths)
+        loudest = feats.mean(dim=(1, 2)).argmax()
+        return torch.where(torch.arange(len(out))[:, None] == loudest, torch.inf, out)
+
+
+def test_a_non_finite_embedding_is_an_error_naming_the_file(corpus, tmp_path):
+    embedder = Embedder(Fbank(), InfEncoder(), fingerprint="inf00001")
+    with pytest.raises(EmbedError, match="non-finite embedding"):
+        embedder.embed_file(next(iter(corpus.wav.values())))
+    with pytest.raises(EmbedError, match=r"\.wav \(id1000\d/s/\d{5}\): .*non-finite"):
+        extract_embeddings(corpus, tmp_path / "store", embedder, batch_size=3, shard_size=2)
+    assert not (tmp_path / "store" / "embeddings.npy").exists()
+
+
 def test_plan_batches_groups_similar_lengths():
     lengths = [100, 5000, 120, 4900, 110, 99999]
     batches = plan_batches(lengths, max_samples=10000, batch_size=3)

@@ -123,8 +123,10 @@ class Embedder:
             feats, feat_lengths = self.frontend(waves.to(self.device), lengths.to(self.device))
             if int(feat_lengths.min()) < 1:
                 raise EmbedError(f"input of {int(lengths.min())} samples is shorter than a frame")
-            embeddings = self.encoder(feats, feat_lengths)
-        return embeddings.float().cpu().numpy()
+            embeddings = self.encoder(feats, feat_lengths).float().cpu().numpy()
+        if not np.isfinite(embeddings).all():  # would poison every score it takes part in
+            raise EmbedError("the model produced a non-finite embedding (NaN or Inf)")
+        return embeddings
 
     def embed_waveform(self, wave: torch.Tensor | np.ndarray) -> np.ndarray:
         """Embedding `(D,)` float32 of one waveform `(S,)` at the front-end's sample rate."""
