@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -270,3 +271,16 @@ def test_too_short_input_is_a_value_error_naming_the_cause(tiny):
         fast.embed_waveform(noise[:100])
     with pytest.raises(ValueError, match="15-frame context"):
         fast.embed_waveform(noise[:1000])
+
+
+def test_a_non_finite_onnx_embedding_is_an_error(tiny, monkeypatch):
+    checkpoint, _, _ = tiny
+    fast = OnnxEmbedder(checkpoint.with_suffix(".onnx"))
+    noise = np.random.default_rng(0).normal(0, 0.1, 16000).astype(np.float32)
+    assert np.isfinite(fast.embed_waveform(noise)).all()
+    run = fast.session.run
+    monkeypatch.setattr(
+        fast, "session", SimpleNamespace(run=lambda *a: [o * np.inf for o in run(*a)])
+    )
+    with pytest.raises(ValueError, match="non-finite embedding"):
+        fast.embed_waveform(noise)

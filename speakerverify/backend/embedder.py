@@ -29,6 +29,14 @@ class EmbedError(SpeakerVerifyError, ValueError):
     """An utterance cannot be embedded (e.g. shorter than one frame); the message names it."""
 
 
+def require_finite(embeddings: np.ndarray) -> np.ndarray:
+    """`embeddings` as they are, or EmbedError when one is NaN or Inf (it would poison every
+    score it takes part in); shared by the torch and the ONNX embedders."""
+    if not np.isfinite(embeddings).all():
+        raise EmbedError("the model produced a non-finite embedding (NaN or Inf)")
+    return embeddings
+
+
 class Embedder:
     """Front-end + encoder in eval mode, no dither: the same input always gives the same vector.
 
@@ -124,9 +132,7 @@ class Embedder:
             if int(feat_lengths.min()) < 1:
                 raise EmbedError(f"input of {int(lengths.min())} samples is shorter than a frame")
             embeddings = self.encoder(feats, feat_lengths).float().cpu().numpy()
-        if not np.isfinite(embeddings).all():  # would poison every score it takes part in
-            raise EmbedError("the model produced a non-finite embedding (NaN or Inf)")
-        return embeddings
+        return require_finite(embeddings)
 
     def embed_waveform(self, wave: torch.Tensor | np.ndarray) -> np.ndarray:
         """Embedding `(D,)` float32 of one waveform `(S,)` at the front-end's sample rate."""

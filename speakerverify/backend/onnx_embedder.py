@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from speakerverify.backend.embedder import require_finite
 from speakerverify.errors import SpeakerVerifyError
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.frontend.fbank_numpy import NumpyFbank
@@ -105,7 +106,7 @@ class OnnxEmbedder:
         except Exception as error:  # onnxruntime's own types, not all RuntimeErrors
             cause = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise ValueError(f"onnxruntime: {cause}") from None
-        return np.asarray(embedding[0], dtype=np.float64)
+        return require_finite(np.asarray(embedding[0], dtype=np.float64))
 
     def embed_waveform(self, wave: np.ndarray) -> np.ndarray:
         """Embedding `(D,)` float32 of one waveform `(S,)` at `sample_rate`."""
