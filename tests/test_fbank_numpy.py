@@ -28,6 +28,7 @@ CONFIGS = [
     {"noise_floor_db": -30.0},
     {"noise_floor_db": -50.0, "snip_edges": False, "window_type": "hamming"},
     {"sample_rate": 8000, "num_mel_bins": 40, "noise_floor_db": -30.0},
+    {"noise_floor_db": -30.0, "cvn": True},
 ]
 
 

@@ -146,6 +146,29 @@ def test_cmn_is_over_valid_frames_only():
         assert bool((feats[row, valid:] == 0).all())
 
 
+def test_cvn_gives_unit_variance_over_valid_frames_only():
+    """Each band of each row: mean 0 and variance 1 over its own valid frames, zeros after;
+    the same as CMN's output divided by its per-band standard deviation."""
+    waves, lengths = padded_batch([16000, 6000], seed=4)
+    feats, feat_lengths = Fbank(FbankConfig(cvn=True))(waves, lengths)
+    centred, _ = Fbank()(waves, lengths)
+    for row in range(2):
+        valid = int(feat_lengths[row])
+        band = feats[row, :valid].double()
+        assert float(band.mean(0).abs().max()) < 1e-4
+        assert float((band.square().mean(0) - 1).abs().max()) < 1e-4
+        expected = centred[row, :valid] / centred[row, :valid].square().mean(0).sqrt()
+        torch.testing.assert_close(feats[row, :valid], expected, atol=1e-4, rtol=0)
+        assert bool((feats[row, valid:] == 0).all())
+
+
+def test_cvn_leaves_a_constant_band_at_zero_and_needs_cmn():
+    feats, _ = Fbank(FbankConfig(cvn=True))(torch.zeros(1, 8000))  # every band at the log floor
+    assert bool(torch.isfinite(feats).all()) and float(feats.abs().max()) < 1e-3
+    with pytest.raises(ValueError, match="cvn"):
+        FbankConfig(cmn=False, cvn=True)
+
+
 def test_lengths_longer_than_the_batch_are_rejected():
     with pytest.raises(ValueError, match="lengths"):
         Fbank()(torch.randn(2, 1000), torch.tensor([1000, 1001]))

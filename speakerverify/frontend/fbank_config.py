@@ -12,9 +12,12 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["WINDOW_TYPES", "FbankConfig"]
+__all__ = ["CVN_MIN_VARIANCE", "WINDOW_TYPES", "FbankConfig"]
 
 WINDOW_TYPES = ("povey", "hanning", "hamming", "rectangular", "blackman")
+# `cvn` divides by sqrt(max(variance, this)): a band constant over an utterance (whose CMN
+# leaves float rounding, ~1e-6) stays near 0.
+CVN_MIN_VARIANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,11 @@ class FbankConfig:
     empty (above a telephone band, below a high-pass) get the same floor in training and at
     test, instead of log-energies of quantisation noise that differ from one recording chain to
     the next. None (the default) keeps the features equal to Kaldi's.
+
+    ``cvn`` (Kaldi's ``apply-cmvn --norm-vars``) also scales each band of an utterance to unit
+    variance over its frames, after ``cmn``: how far a band's log energy swings depends on the
+    recording chain (real narrowband speech swings two to three times more in the low bands
+    than synthetic speech does), and this takes that out.
 
     >>> FbankConfig(num_mel_bins=40).frame_length
     400
@@ -46,6 +54,7 @@ class FbankConfig:
     high_freq: float = 0.0
     snip_edges: bool = True
     cmn: bool = True
+    cvn: bool = False
     noise_floor_db: float | None = None
 
     def __post_init__(self) -> None:
@@ -66,6 +75,8 @@ class FbankConfig:
             )
         if self.dither < 0 or not 0 <= self.preemphasis <= 1:
             raise ValueError("dither must be >= 0 and preemphasis in [0, 1]")
+        if self.cvn and not self.cmn:
+            raise ValueError("cvn (variance normalisation) needs cmn (mean normalisation)")
         if self.noise_floor_db is not None and not math.isfinite(self.noise_floor_db):
             raise ValueError(
                 f"noise_floor_db must be a finite number or None, got {self.noise_floor_db}"

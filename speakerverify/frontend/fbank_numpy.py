@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from speakerverify.frontend.fbank_config import FbankConfig
+from speakerverify.frontend.fbank_config import CVN_MIN_VARIANCE, FbankConfig
 
 _FLOAT32 = np.finfo(np.float32)
 
@@ -127,4 +127,6 @@ class NumpyFbank:
         feats = np.log(np.maximum(mel, self.log_floor))
         if cfg.cmn:
             feats = feats - feats.mean(axis=0, keepdims=True)
+            if cfg.cvn:
+                feats = feats / np.sqrt(np.maximum(np.mean(feats**2, axis=0), CVN_MIN_VARIANCE))
         return feats.astype(np.float32)

@@ -9,7 +9,7 @@ import math
 import torch
 from torch import nn
 
-from speakerverify.frontend.fbank_config import FbankConfig
+from speakerverify.frontend.fbank_config import CVN_MIN_VARIANCE, FbankConfig
 
 # Frames per chunk of the no-grad path (framing -> FFT -> power -> mel -> log): the chunk's
 # buffers (~5 kB per frame) stay in cache; fewer frames per chunk and Python overhead dominates.
@@ -147,7 +147,8 @@ class Fbank(nn.Module):
 
         Returns:
             feats `(B, T, F)` (a `(S,)` input gives `B = 1`), zero on padded frames and
-            mean-normalised over the valid frames when ``config.cmn``; feat_lengths `(B,)`.
+            mean-normalised over the valid frames when ``config.cmn`` (and variance-normalised
+            when ``config.cvn``); feat_lengths `(B,)`.
         """
         # Always full precision: under fp16 autocast a loud frame's mel energy overflows.
         with torch.autocast(waves.device.type, enabled=False):
@@ -191,6 +192,10 @@ class Fbank(nn.Module):
             mean = feats.sum(dim=1, keepdim=True) / counts
             feats = feats - mean if differentiable else feats.sub_(mean)
             feats = _zero_padding(feats, feat_lengths, differentiable)
+            if self.config.cvn:
+                variance = feats.square().sum(dim=1, keepdim=True) / counts
+                std = variance.clamp_min(CVN_MIN_VARIANCE).sqrt()
+                feats = feats / std if differentiable else feats.div_(std)
         return feats, feat_lengths
 
     def _reflect_edges(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
