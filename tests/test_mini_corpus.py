@@ -104,6 +104,9 @@ def test_same_seed_same_bytes_whatever_the_jobs_and_resume_restores(tiny, tmp_pa
     ]
     refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "utts_per_speaker 4 -> 5" in refused.stderr
+    command = [sys.executable, str(SCRIPT), str(again), "--quiet", *TINY, "--own-language", "0.9"]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and re.search(r"own_language \S+ -> 0\.9", refused.stderr)
 
 
 def test_other_seed_other_audio(tiny, tmp_path):

@@ -39,6 +39,7 @@ from speakerverify.frontend.simulate import Channel, ChannelSimulator, apply_cha
 SAMPLE_RATE = 16000
 TEST_FIRST_ID = 10270  # VoxCeleb1-O test speakers are id10270-id10309
 MAX_TEST_SPEAKERS = 40
+OWN_LANGUAGE = 0.4  # share of a speaker's utterances in their preferred language
 SESSION_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 # eSpeak voice -> (consonants, vowels) used to build pseudo-words; "" = inherent vowel.
@@ -238,19 +239,26 @@ def _init_worker() -> None:
     _ENGINE.set_variant_name(f"speaker{os.getpid()}")
 
 
-def synthesize_speaker(task: tuple[str, int, str, int, float, bool]) -> tuple[str, int, float]:
+def synthesize_speaker(
+    task: tuple[str, int, str, int, float, bool, float],
+) -> tuple[str, int, float]:
     """Write the missing files of one speaker; returns (speaker, files written, seconds written)."""
-    out_dir, seed, speaker, num_utts, seconds, clean = task
     assert _ENGINE is not None
     try:
-        return _synthesize_speaker(out_dir, seed, speaker, num_utts, seconds, clean)
+        return _synthesize_speaker(*task)
     finally:  # eSpeak lists every file in voices/!v (349 at most): leave none behind
         if _ENGINE is not None and os.path.exists(_ENGINE.variant_path):
             os.unlink(_ENGINE.variant_path)
 
 
 def _synthesize_speaker(
-    out_dir: str, seed: int, speaker: str, num_utts: int, seconds: float, clean: bool
+    out_dir: str,
+    seed: int,
+    speaker: str,
+    num_utts: int,
+    seconds: float,
+    clean: bool,
+    own_language: float,
 ) -> tuple[str, int, float]:
     from scipy.signal import resample_poly
 
@@ -266,7 +274,8 @@ def _synthesize_speaker(
         path = os.path.join(out_dir, utterance.path)
         done = os.path.exists(path)  # still synthesised: later utterances depend on eSpeak state
         rng = np.random.default_rng(utterance.seed)
-        language = habits["language"] if rng.random() < 0.4 else str(rng.choice(list(LANGUAGES)))
+        own = rng.random() < own_language
+        language = habits["language"] if own else str(rng.choice(list(LANGUAGES)))
         rate = float(np.clip(habits["rate_wpm"] * (1 + 0.07 * rng.standard_normal()), 90, 300))
         target = seconds * rng.uniform(0.7, 1.3)
         pieces, duration = [], 0.0
@@ -348,6 +357,7 @@ def check_settings(out_dir: str, settings: dict) -> None:
     if os.path.exists(path):
         with open(path, encoding="utf-8") as handle:
             before = json.load(handle)
+        before.setdefault("own_language", 0.4)  # trees made before the option existed
         changed = sorted(k for k in settings if before.get(k) != settings[k])
         if changed:
             raise SystemExit(
@@ -370,6 +380,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--clean", action="store_true", help="no channel, noise or level change")
+    parser.add_argument(
+        "--own-language",
+        type=float,
+        default=OWN_LANGUAGE,
+        help="probability that an utterance is in its speaker's preferred language (else any)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     import multiprocessing
@@ -385,9 +401,10 @@ def main(argv: list[str] | None = None) -> int:
     check_settings(args.out_dir, {
         "seed": args.seed, "utts_per_speaker": args.utts_per_speaker,
         "test_utts_per_speaker": test_utts, "seconds": args.seconds, "clean": args.clean,
+        "own_language": args.own_language,
     })  # fmt: skip
     tasks = [
-        (args.out_dir, args.seed, speaker, num_utts, args.seconds, args.clean)
+        (args.out_dir, args.seed, speaker, num_utts, args.seconds, args.clean, args.own_language)
         for speakers, num_utts in ((train, args.utts_per_speaker), (test, test_utts))
         for speaker in speakers
         if not all(
