@@ -26,10 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from synth import make_voxceleb_corpus
 
-from speakerverify.config import Config
 from speakerverify.data import DataDir
 from speakerverify.frontend.features import Fbank
 from speakerverify.models import build_model
+from speakerverify.training.experiment_config import Config
 from speakerverify.training.loop import fit
 
 BATCH, CHUNK_SECONDS, NUM_FRAMES, WARMUP_STEPS = 64, 2.0, 198, 2

@@ -7,7 +7,13 @@ import dataclasses
 import pytest
 import yaml
 
-from speakerverify.config import Config, ConfigError, apply_overrides, load_config, save_config
+from speakerverify.config import ConfigError
+from speakerverify.training.experiment_config import (
+    Config,
+    apply_overrides,
+    load_config,
+    save_config,
+)
 
 MINIMAL = {"data": {"train_dir": "data/train"}}
 
@@ -207,11 +213,13 @@ def test_fbank_validation_is_a_config_error(tmp_path):
 
 def test_importing_the_config_module_does_not_import_torch():
     # Registry names are checked when a config is built (that imports the registries); the
-    # module itself, and with it FbankConfig, stays torch-free.
+    # modules themselves (the sections and the YAML loader), and with them FbankConfig, stay
+    # torch-free.
     import subprocess
     import sys
 
-    code = "import sys, speakerverify.config; print('torch' in sys.modules)"
+    modules = "speakerverify.config, speakerverify.training.experiment_config"
+    code = f"import sys, {modules}; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"

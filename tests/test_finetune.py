@@ -13,10 +13,11 @@ from synth import make_voxceleb_corpus
 
 from speakerverify.checkpoint import load_checkpoint, save_checkpoint
 from speakerverify.cli import main
-from speakerverify.config import ConfigError, load_config
+from speakerverify.config import ConfigError
 from speakerverify.data import prepare_voxceleb
 from speakerverify.models import build_model
 from speakerverify.training.distributed import init_distributed
+from speakerverify.training.experiment_config import load_config
 from speakerverify.training.finetune import checkpoint_sections, freeze_parameters
 from speakerverify.training.setup import build_parts
 

@@ -21,11 +21,12 @@ from synth import make_voxceleb_corpus
 
 from speakerverify.checkpoint import CheckpointError, load_checkpoint, load_model
 from speakerverify.cli import main
-from speakerverify.config import ConfigError, LossConfig, OptimConfig, load_config
+from speakerverify.config import ConfigError, LossConfig, OptimConfig
 from speakerverify.data import DataDir, Trials, write_trials
 from speakerverify.losses import LOSSES
 from speakerverify.models import build_model
 from speakerverify.training.experiment import find_checkpoint
+from speakerverify.training.experiment_config import load_config
 from speakerverify.training.loop import fit
 from speakerverify.training.schedules import LrSchedule, margin_at, mining_at, warmup_steps_of
 from speakerverify.training.validation import validate

@@ -52,7 +52,7 @@ def train(
     Under `torchrun --nproc_per_node N` the same command trains with DDP.
     SIGINT/SIGTERM save a checkpoint at the next step and exit with 128 + signal.
     """
-    from speakerverify.config import load_config
+    from speakerverify.training.experiment_config import load_config
     from speakerverify.training.loop import TrainingInterrupted, fit
 
     rank = int(os.environ.get("RANK", "0"))

@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from speakerverify.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from speakerverify.config import Config, save_config
 from speakerverify.training.distributed import (
     DistEnv,
     any_rank,
@@ -38,6 +37,7 @@ from speakerverify.training.experiment import (
     resume_path,
     stop_on_signals,
 )
+from speakerverify.training.experiment_config import Config, save_config
 from speakerverify.training.schedules import loss_arguments, mining_at
 from speakerverify.training.setup import (
     LogFn,

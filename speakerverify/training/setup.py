@@ -20,13 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from speakerverify.config import Config, ConfigError, check_kwargs
+from speakerverify.config import ConfigError, check_kwargs
 from speakerverify.data import CropDataset, DataDir, PKSampler, collate_crops
 from speakerverify.frontend.augment import Augmenter
 from speakerverify.frontend.features import Fbank, SpecAugment
 from speakerverify.losses import MINING_LOSSES, build_loss
 from speakerverify.models import build_model
 from speakerverify.training.distributed import DistEnv
+from speakerverify.training.experiment_config import Config
 from speakerverify.training.schedules import LrSchedule, mining_at, warmup_steps_of
 
 __all__ = [

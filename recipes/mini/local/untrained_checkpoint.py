@@ -23,8 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from speakerverify.checkpoint import save_checkpoint
-    from speakerverify.config import ConfigError, load_config
+    from speakerverify.config import ConfigError
     from speakerverify.models import build_model
+    from speakerverify.training.experiment_config import load_config
     from speakerverify.training.setup import build_model_args
 
     try:
