@@ -8,15 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
-from speakerverify.backend.metrics import (
-    act_dcf,
-    cllr,
-    compute_metrics,
-    det_curve,
-    eer,
-    min_cllr,
-    min_dcf,
-)
+from speakerverify.backend.calibration import act_dcf, cllr, min_cllr
+from speakerverify.backend.metrics import compute_metrics, det_curve, eer, min_dcf
 
 
 def reference_metrics(scores, labels, p_targets=(0.01, 0.05)):

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from speakerverify.backend.calibration import Calibration, CalibrationError, fit_calibration
+from speakerverify.backend.calibration import Calibration, CalibrationError, cllr, fit_calibration
 from speakerverify.backend.embedding_dir import EmbeddingStore, load_embeddings, save_embeddings
-from speakerverify.backend.metrics import cllr, eer
+from speakerverify.backend.metrics import eer
 from speakerverify.backend.score_files import (
     ScoresError,
     read_scored_trials,

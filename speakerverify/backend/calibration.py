@@ -1,5 +1,6 @@
 """Score calibration: an affine map from raw scores to log-likelihood ratios, fitted by
-prior-weighted logistic regression on development trials, saved as a small JSON file.
+prior-weighted logistic regression on development trials, saved as a small JSON file; and the
+metrics of calibrated scores (actual DCF, Cllr, and minCllr after the best monotone calibration).
 
 Pure functions of score arrays; `speakerverify.backend.scoring.calibrate_scores` runs the whole
 `speakerverify calibrate` step (trial list + score file in, calibration file out).
@@ -15,10 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
+from speakerverify.backend.metrics import check_prior, check_trials
 from speakerverify.errors import SpeakerVerifyError
 from speakerverify.files import write_atomic
 
-__all__ = ["Calibration", "CalibrationError", "default_calibration_path", "fit_calibration"]
+__all__ = [
+    "Calibration",
+    "CalibrationError",
+    "act_dcf",
+    "cllr",
+    "default_calibration_path",
+    "fit_calibration",
+    "min_cllr",
+]
 
 
 class CalibrationError(SpeakerVerifyError, ValueError):
@@ -166,3 +176,67 @@ def fit_calibration(
         num_nontargets=num_nontargets,
         norm=norm,
     )
+
+
+def act_dcf(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    threshold: float | None = None,
+    p_target: float = 0.01,
+    c_miss: float = 1.0,
+    c_fa: float = 1.0,
+) -> float:
+    """Normalized DCF of the decisions `score >= threshold` (actual, not minimized).
+
+    Args:
+        threshold: decision threshold; None means the scores are LLRs and the Bayes threshold
+            log(c_fa * (1 - p_target) / (c_miss * p_target)) is used.
+
+    >>> act_dcf(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]), 0.3, p_target=0.5)
+    0.5
+    """
+    scores, labels, _, _ = check_trials(scores, labels)
+    check_prior(p_target)
+    if threshold is None:
+        threshold = math.log(c_fa * (1.0 - p_target) / (c_miss * p_target))
+    accepted = scores >= threshold
+    p_miss = np.count_nonzero(~accepted & labels) / np.count_nonzero(labels)
+    p_fa = np.count_nonzero(accepted & ~labels) / np.count_nonzero(~labels)
+    cost = c_miss * p_target * p_miss + c_fa * (1.0 - p_target) * p_fa
+    return float(cost / min(c_miss * p_target, c_fa * (1.0 - p_target)))
+
+
+def cllr(llrs: np.ndarray, labels: np.ndarray) -> float:
+    """Log-likelihood-ratio cost in bits (0 perfect, 1 = an uninformative system).
+
+    Cllr = 1/(2 N_t) sum log2(1 + e^-llr_t) + 1/(2 N_n) sum log2(1 + e^llr_n).
+
+    >>> cllr(np.zeros(4), np.array([0, 1, 0, 1]))
+    1.0
+    """
+    llrs, labels, _, _ = check_trials(llrs, labels)
+    llrs = llrs.astype(np.float64)
+    target_cost = np.logaddexp(0.0, -llrs[labels]).mean()
+    nontarget_cost = np.logaddexp(0.0, llrs[~labels]).mean()
+    return float((target_cost + nontarget_cost) / (2.0 * math.log(2.0)))
+
+
+def min_cllr(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Cllr after the optimal monotone (PAV) calibration of the scores; ties stay tied.
+
+    >>> min_cllr(np.array([0.2, 0.3, 0.7, 0.9]), np.array([0, 0, 1, 1]))
+    0.0
+    """
+    from sklearn.isotonic import IsotonicRegression
+
+    scores, labels, _, _ = check_trials(scores, labels)
+    posterior = IsotonicRegression(out_of_bounds="clip").fit_transform(
+        scores.astype(np.float64), labels.astype(np.float64)
+    )
+    num_targets = np.count_nonzero(labels)
+    prior_log_odds = math.log(num_targets / (labels.size - num_targets))
+    with np.errstate(divide="ignore"):
+        llrs = np.log(posterior) - np.log1p(-posterior) - prior_log_odds
+    target_cost = np.logaddexp(0.0, -llrs[labels]).mean()
+    nontarget_cost = np.logaddexp(0.0, llrs[~labels]).mean()
+    return float((target_cost + nontarget_cost) / (2.0 * math.log(2.0)))

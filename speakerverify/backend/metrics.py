@@ -1,6 +1,7 @@
-"""Verification metrics: EER, minDCF, actual DCF, Cllr/minCllr and the DET curve.
+"""Verification metrics of discrimination: EER, minDCF and the DET curve.
 
 Every error-rate metric comes from ONE sort of the trials; equal scores form one operating point.
+The metrics of calibrated scores (actual DCF, Cllr, minCllr) are in `backend.calibration`.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "MetricsError",
-    "act_dcf",
-    "cllr",
+    "check_prior",
+    "check_trials",
     "compute_metrics",
     "det_curve",
     "eer",
-    "min_cllr",
     "min_dcf",
 ]
 
@@ -56,7 +56,7 @@ def _check_inputs(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
     return scores, labels
 
 
-def _check_trials(
+def check_trials(
     scores: np.ndarray, labels: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, int, bool]:
     """Validated (scores, boolean labels, number of targets, whether any score is infinite)."""
@@ -93,7 +93,7 @@ class _Sweep:
 
     @classmethod
     def build(cls, scores: np.ndarray, labels: np.ndarray) -> _Sweep:
-        scores, labels, num_targets, has_inf = _check_trials(scores, labels)
+        scores, labels, num_targets, has_inf = check_trials(scores, labels)
         n = scores.size
         small_int = scores.dtype.kind in "iub" and scores.dtype.itemsize <= 2
         if scores.dtype == np.float32 or small_int:
@@ -193,7 +193,7 @@ class _Sweep:
     ) -> list[tuple[float, float]]:
         """(normalized minDCF, threshold) for each prior, in one chunked pass over the targets."""
         for p_target in p_targets:
-            _check_prior(p_target)
+            check_prior(p_target)
         weights_miss = [c_miss * p / self.num_targets for p in p_targets]
         weights_fa = [c_fa * (1.0 - p) / self.num_nontargets for p in p_targets]
         # Candidates: just before each target (the DCF only falls along a run of non-targets) and
@@ -230,7 +230,8 @@ class _Sweep:
         return results
 
 
-def _check_prior(p_target: float) -> None:
+def check_prior(p_target: float) -> None:
+    """Refuse a target prior outside (0, 1)."""
     if not 0.0 < p_target < 1.0:
         raise ValueError(f"p_target must be in (0, 1), got {p_target}")
 
@@ -319,70 +320,6 @@ def compute_metrics(
         num_trials=sweep.size, num_targets=sweep.num_targets, num_nontargets=sweep.num_nontargets
     )
     return result
-
-
-def act_dcf(
-    scores: np.ndarray,
-    labels: np.ndarray,
-    threshold: float | None = None,
-    p_target: float = 0.01,
-    c_miss: float = 1.0,
-    c_fa: float = 1.0,
-) -> float:
-    """Normalized DCF of the decisions `score >= threshold` (actual, not minimized).
-
-    Args:
-        threshold: decision threshold; None means the scores are LLRs and the Bayes threshold
-            log(c_fa * (1 - p_target) / (c_miss * p_target)) is used.
-
-    >>> act_dcf(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]), 0.3, p_target=0.5)
-    0.5
-    """
-    scores, labels, _, _ = _check_trials(scores, labels)
-    _check_prior(p_target)
-    if threshold is None:
-        threshold = math.log(c_fa * (1.0 - p_target) / (c_miss * p_target))
-    accepted = scores >= threshold
-    p_miss = np.count_nonzero(~accepted & labels) / np.count_nonzero(labels)
-    p_fa = np.count_nonzero(accepted & ~labels) / np.count_nonzero(~labels)
-    cost = c_miss * p_target * p_miss + c_fa * (1.0 - p_target) * p_fa
-    return float(cost / min(c_miss * p_target, c_fa * (1.0 - p_target)))
-
-
-def cllr(llrs: np.ndarray, labels: np.ndarray) -> float:
-    """Log-likelihood-ratio cost in bits (0 perfect, 1 = an uninformative system).
-
-    Cllr = 1/(2 N_t) sum log2(1 + e^-llr_t) + 1/(2 N_n) sum log2(1 + e^llr_n).
-
-    >>> cllr(np.zeros(4), np.array([0, 1, 0, 1]))
-    1.0
-    """
-    llrs, labels, _, _ = _check_trials(llrs, labels)
-    llrs = llrs.astype(np.float64)
-    target_cost = np.logaddexp(0.0, -llrs[labels]).mean()
-    nontarget_cost = np.logaddexp(0.0, llrs[~labels]).mean()
-    return float((target_cost + nontarget_cost) / (2.0 * math.log(2.0)))
-
-
-def min_cllr(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Cllr after the optimal monotone (PAV) calibration of the scores; ties stay tied.
-
-    >>> min_cllr(np.array([0.2, 0.3, 0.7, 0.9]), np.array([0, 0, 1, 1]))
-    0.0
-    """
-    from sklearn.isotonic import IsotonicRegression
-
-    scores, labels, _, _ = _check_trials(scores, labels)
-    posterior = IsotonicRegression(out_of_bounds="clip").fit_transform(
-        scores.astype(np.float64), labels.astype(np.float64)
-    )
-    num_targets = np.count_nonzero(labels)
-    prior_log_odds = math.log(num_targets / (labels.size - num_targets))
-    with np.errstate(divide="ignore"):
-        llrs = np.log(posterior) - np.log1p(-posterior) - prior_log_odds
-    target_cost = np.logaddexp(0.0, -llrs[labels]).mean()
-    nontarget_cost = np.logaddexp(0.0, llrs[~labels]).mean()
-    return float((target_cost + nontarget_cost) / (2.0 * math.log(2.0)))
 
 
 def det_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from speakerverify.backend.calibration import Calibration, CalibrationError, fit_calibration
+from speakerverify.backend.calibration import (
+    Calibration,
+    CalibrationError,
+    cllr,
+    fit_calibration,
+    min_cllr,
+)
 from speakerverify.backend.embedding_dir import (
     EmbeddingStore,
     EmbeddingStoreError,
@@ -378,8 +384,6 @@ def calibrate_scores(
     Raises:
         TrialsError, ScoresError, CalibrationError, CheckpointError: unusable input.
     """
-    from speakerverify.backend.metrics import cllr, min_cllr
-
     fingerprint = ""
     if model_path:
         from speakerverify.checkpoint import load_checkpoint  # torch, only when asked

@@ -211,7 +211,8 @@ def evaluate(
     trials_path: str, scores_path: str, plot_dir: str | None, llr: bool, as_json: bool
 ) -> None:
     """EER, minDCF (p_target 0.01 and 0.05) and minCllr of SCORES against TRIALS labels."""
-    from speakerverify.backend.metrics import act_dcf, cllr, compute_metrics, det_curve, min_cllr
+    from speakerverify.backend.calibration import act_dcf, cllr, min_cllr
+    from speakerverify.backend.metrics import compute_metrics, det_curve
     from speakerverify.backend.score_files import read_scored_trials
 
     scores, labels = read_scored_trials(trials_path, scores_path)
