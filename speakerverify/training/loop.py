@@ -2,13 +2,12 @@
 
 One code path for CPU, one GPU and `torchrun` DDP. Checkpoints every epoch and on SIGINT/SIGTERM
 (at the next step boundary); `resume` restores model, optimizer, scheduler, sampler position and
-RNG states so a resumed run equals an uninterrupted one on CPU.
+RNG states (`speakerverify.training.resume`) so a resumed run equals an uninterrupted one on CPU.
 """
 
 from __future__ import annotations
 
 import enum
-import logging
 import math
 import os
 import signal
@@ -20,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from speakerverify.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from speakerverify.checkpoint import CheckpointError
 from speakerverify.training.distributed import (
     DistEnv,
     any_rank,
@@ -38,18 +37,20 @@ from speakerverify.training.experiment import (
     stop_on_signals,
 )
 from speakerverify.training.experiment_config import Config, save_config
+from speakerverify.training.resume import (
+    Progress,
+    load_train_state,
+    preserved_global_state,
+    save_train_checkpoint,
+)
 from speakerverify.training.schedules import loss_arguments, mining_at
 from speakerverify.training.setup import (
     LogFn,
     Parts,
-    Progress,
     StopFn,
     build_loader,
     build_losses,
     build_parts,
-    capture_rng,
-    preserved_global_state,
-    restore_rng,
 )
 from speakerverify.training.validation import validate
 
@@ -59,8 +60,6 @@ __all__ = [
     "fit",
     "train_one_epoch",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 class TrainingInterrupted(Exception):
@@ -288,7 +287,7 @@ class _Run:
     def fit(self) -> Path:
         config, progress = self.config, self.progress
         if self.last_path is not None:
-            self._resume(self.last_path)
+            load_train_state(self.last_path, config, self.parts, progress)
         losses = build_losses(config, self.env)
         log = JsonlLog(self.log_path, config.train.tensorboard) if self.env.is_main else None
         try:
@@ -355,60 +354,10 @@ class _Run:
 
     def _save(self, path: Path) -> Path:
         """Write a resumable checkpoint on rank 0; every rank waits for it."""
-        progress, parts = self.progress, self.parts
         if self.env.is_main:
-            state = {
-                "epoch": progress.epoch,
-                "batch_in_epoch": progress.batch,
-                "global_step": progress.step,
-                "best_eer": progress.best_eer,
-                "world_size": self.env.world_size,
-                "optimizer": parts.optimizer.state_dict(),
-                "scheduler": parts.scheduler.state_dict(),
-                "scaler": parts.scaler.state_dict(),
-                "rng": capture_rng(),
-            }
-            save_checkpoint(
-                path,
-                model_name=self.config.model.name,
-                model_args=parts.model_args,
-                model=parts.model,
-                features=self.config.features.fbank_dict(),
-                config=self.config.to_dict(),
-                train_state=state,
-            )
+            save_train_checkpoint(path, self.config, self.parts, self.progress)
         barrier(self.env)
         return path
-
-    def _resume(self, path: Path) -> None:
-        config, parts, progress = self.config, self.parts, self.progress
-        payload = load_checkpoint(path)
-        if payload["model_name"] != config.model.name or payload["model_args"] != parts.model_args:
-            raise CheckpointError(
-                f"{path}: made by {payload['model_name']} {payload['model_args']}, but the config "
-                f"asks for {config.model.name} {parts.model_args}"
-            )
-        state = payload.get("train_state")
-        if not state:
-            raise CheckpointError(f"{path}: has no train state (an averaged or exported model?)")
-        parts.encoder.load_state_dict(payload["state_dict"])
-        parts.optimizer.load_state_dict(state["optimizer"])
-        parts.scheduler.load_state_dict(state["scheduler"])
-        parts.scaler.load_state_dict(state["scaler"])
-        progress.epoch = int(state["epoch"])
-        progress.batch = int(state["batch_in_epoch"])
-        progress.step = int(state["global_step"])
-        progress.best_eer = float(state["best_eer"])
-        if int(state.get("world_size", 1)) != self.env.world_size:
-            logger.warning(
-                "%s was written with world size %s, now %d: the sampler position of the "
-                "current epoch is approximate",
-                path,
-                state.get("world_size"),
-                self.env.world_size,
-            )
-        restore_rng(state["rng"], self.env, config.train.seed, progress.step)
-        logger.info("resumed from %s at epoch %d step %d", path, progress.epoch + 1, progress.step)
 
     def _validate(self) -> dict[str, float]:
         data = self.config.data

@@ -1,22 +1,18 @@
-"""Building the pieces of a training run from a Config (model, front-end, data, optimizer, losses),
-where training is (`Progress`), and the RNG bookkeeping that makes resume exact.
+"""Building the pieces of a training run from a Config (model, front-end, data, optimizer, losses)
+and the loader of an epoch's batches (from any batch on, for exact resume).
 
 `speakerverify.training.loop` runs the pieces; this module never imports it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import os
-import random
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -32,27 +28,12 @@ from speakerverify.training.schedules import LrSchedule, mining_at, warmup_steps
 
 __all__ = [
     "Parts",
-    "Progress",
     "build_loader",
     "build_losses",
     "build_parts",
-    "capture_rng",
-    "preserved_global_state",
-    "restore_rng",
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class Progress:
-    """Where training is: completed epochs, batches done in the current epoch, optimizer steps."""
-
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
-    best_eer: float = math.inf
-    epoch_loss: float = math.nan  # mean loss of the batches run in the last epoch
 
 
 @dataclass
@@ -283,65 +264,3 @@ def _ignore_sigint(worker_id: int) -> None:
     a checkpoint at the next step (defensive: workers that quit on SIGINT could fail a fetch that
     is still in flight)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def capture_rng() -> dict[str, Any]:
-    """Every RNG state as tensors and plain types (so `weights_only=True` can load it)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the global state is what we save)
-    version, python_state, gauss_next = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached": float(cached),
-        },
-        "python": {"version": version, "state": list(python_state), "gauss_next": gauss_next},
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_host_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    numpy_state = state["numpy"]
-    keys = numpy_state["keys"].numpy().astype(np.uint32)
-    np.random.set_state(  # noqa: NPY002
-        (
-            numpy_state["kind"],
-            keys,
-            numpy_state["pos"],
-            numpy_state["has_gauss"],
-            numpy_state["cached"],
-        )
-    )
-    python = state["python"]
-    random.setstate((python["version"], tuple(python["state"]), python["gauss_next"]))
-
-
-def restore_rng(state: dict[str, Any], env: DistEnv, seed: int, step: int) -> None:
-    """Restore `capture_rng()` output; ranks other than 0 reseed from (seed, rank, step) since
-    the checkpoint holds rank 0's states."""
-    _restore_host_rng(state)
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if env.rank > 0:
-        torch.manual_seed(seed + 1_000_003 * env.rank + 7919 * step + 1)
-
-
-@contextlib.contextmanager
-def preserved_global_state(num_threads: int = 0) -> Iterator[None]:
-    """Set torch's thread count (0 = unchanged) for the duration; restore it and every host RNG
-    afterwards, so calling `fit` leaves the caller's process as it found it."""
-    threads = torch.get_num_threads()
-    saved = capture_rng()
-    if num_threads > 0:
-        torch.set_num_threads(num_threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        _restore_host_rng(saved)
