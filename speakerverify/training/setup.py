@@ -80,88 +80,24 @@ def build_parts(config: Config, env: DistEnv, init: str | os.PathLike | None = N
     device = env.device
     torch.manual_seed(config.train.seed)  # identical initial weights on every rank
     model_args = build_model_args(config)
-    encoder = build_model(config.model.name, **model_args).to(device)
-    if init is not None:
-        from speakerverify.training.finetune import load_init_weights
-
-        load_init_weights(
-            encoder, init, config.model.name, model_args, config.features.fbank_dict()
-        )
-        logger.info("initialised the encoder from %s", init)
-    if config.train.freeze:
-        from speakerverify.training.finetune import freeze_parameters
-
-        frozen = freeze_parameters(encoder, config.train.freeze)
-        logger.info("froze %d parameter tensors (%s)", frozen, ", ".join(config.train.freeze))
+    encoder = _build_encoder(config, model_args, device, init)
     frontend = Fbank(config.features.fbank).to(device)
-    spec_augment = None
-    if config.features.spec_augment:
-        args = dict(config.features.spec_augment_args)
-        check_kwargs("features.spec_augment_args", SpecAugment, args)
-        spec_augment = SpecAugment(**args)
-        spec_augment = spec_augment.to(device)
-
-    data = config.data
-    train_dir = DataDir.load(data.train_dir)
-    augmenter = None
-    if data.musan_index or data.rir_index or config.augment.channel:
-        from speakerverify.frontend.simulate import ChannelSimulator
-
-        channel = None
-        if config.augment.channel:
-            channel_args = dict(config.augment.channel_args)
-            check_kwargs("augment.channel_args", ChannelSimulator, channel_args)
-            channel = ChannelSimulator(**channel_args)
-        extra = dict(config.augment.args)
-        check_kwargs("augment.args", Augmenter, extra)
-        augmenter = Augmenter(
-            musan_index=data.musan_index,
-            rir_index=data.rir_index,
-            aug_prob=config.augment.aug_prob,
-            sample_rate=config.features.fbank.sample_rate,
-            channel=channel,
-            **extra,
-        )
-    else:
-        logger.info("no musan_index/rir_index/augment.channel configured: no augmentation")
+    spec_augment = _build_spec_augment(config, device)
     dataset = CropDataset(
-        train_dir,
-        chunk_seconds=data.chunk_seconds,
+        DataDir.load(config.data.train_dir),
+        chunk_seconds=config.data.chunk_seconds,
         sample_rate=config.features.fbank.sample_rate,
-        augmenter=augmenter,
-        speed_perturb=data.speed_perturb,
+        augmenter=_build_augmenter(config),
+        speed_perturb=config.data.speed_perturb,
     )
-    try:
-        sampler = PKSampler(
-            dataset.labels,
-            num_speakers=data.num_speakers,
-            num_utts=data.num_utts,
-            seed=config.train.seed,
-            rank=env.rank,
-            world_size=env.world_size,
-            small_speakers=data.small_speakers,
-        )
-    except ValueError as error:  # too few speakers for one P×K step across the ranks
-        raise ConfigError(f"data: {data.train_dir}: {error}") from None
-
+    sampler = _build_sampler(dataset, config, env)
     model: torch.nn.Module = encoder
     if env.distributed:
         device_ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(encoder, device_ids=device_ids)
     optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
-    total_steps = config.train.epochs * len(sampler)
-    schedule = LrSchedule(
-        total_steps,
-        warmup_steps_of(config.optim, len(sampler)),
-        config.optim.scheduler,
-        config.optim.final_lr / config.optim.lr,
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    amp_dtype = None
-    if device.type == "cuda" and config.train.amp != "none":
-        amp_dtype = torch.bfloat16 if config.train.amp == "bf16" else torch.float16
-    elif config.train.amp != "none":
-        logger.info("train.amp=%s ignored on %s", config.train.amp, device)
+    scheduler = _build_scheduler(config, optimizer, len(sampler))
+    amp_dtype = _amp_dtype(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     # Per-rank randomness (SpecAugment, dither) after the shared initialisation.
     torch.manual_seed(config.train.seed + 1_000_003 * env.rank + 1)
@@ -178,6 +114,102 @@ def build_parts(config: Config, env: DistEnv, init: str | os.PathLike | None = N
         env=env,
         amp_dtype=amp_dtype,
     )
+
+
+def _build_encoder(
+    config: Config,
+    model_args: dict[str, Any],
+    device: torch.device,
+    init: str | os.PathLike | None,
+) -> nn.Module:
+    """The encoder on `device`, from `init`'s weights if given, with `train.freeze` applied."""
+    encoder = build_model(config.model.name, **model_args).to(device)
+    if init is not None:
+        from speakerverify.training.finetune import load_init_weights
+
+        load_init_weights(
+            encoder, init, config.model.name, model_args, config.features.fbank_dict()
+        )
+        logger.info("initialised the encoder from %s", init)
+    if config.train.freeze:
+        from speakerverify.training.finetune import freeze_parameters
+
+        frozen = freeze_parameters(encoder, config.train.freeze)
+        logger.info("froze %d parameter tensors (%s)", frozen, ", ".join(config.train.freeze))
+    return encoder
+
+
+def _build_spec_augment(config: Config, device: torch.device) -> nn.Module | None:
+    """SpecAugment from `features.spec_augment_args`, or None when it is off."""
+    if not config.features.spec_augment:
+        return None
+    args = dict(config.features.spec_augment_args)
+    check_kwargs("features.spec_augment_args", SpecAugment, args)
+    return SpecAugment(**args).to(device)
+
+
+def _build_augmenter(config: Config) -> Augmenter | None:
+    """MUSAN/RIR and channel augmentation of the crops, or None when none is configured."""
+    data = config.data
+    if not (data.musan_index or data.rir_index or config.augment.channel):
+        logger.info("no musan_index/rir_index/augment.channel configured: no augmentation")
+        return None
+    from speakerverify.frontend.simulate import ChannelSimulator
+
+    channel = None
+    if config.augment.channel:
+        channel_args = dict(config.augment.channel_args)
+        check_kwargs("augment.channel_args", ChannelSimulator, channel_args)
+        channel = ChannelSimulator(**channel_args)
+    extra = dict(config.augment.args)
+    check_kwargs("augment.args", Augmenter, extra)
+    return Augmenter(
+        musan_index=data.musan_index,
+        rir_index=data.rir_index,
+        aug_prob=config.augment.aug_prob,
+        sample_rate=config.features.fbank.sample_rate,
+        channel=channel,
+        **extra,
+    )
+
+
+def _build_sampler(dataset: CropDataset, config: Config, env: DistEnv) -> PKSampler:
+    """The P×K sampler of this rank; too few speakers for one step is a ConfigError."""
+    data = config.data
+    try:
+        return PKSampler(
+            dataset.labels,
+            num_speakers=data.num_speakers,
+            num_utts=data.num_utts,
+            seed=config.train.seed,
+            rank=env.rank,
+            world_size=env.world_size,
+            small_speakers=data.small_speakers,
+        )
+    except ValueError as error:  # too few speakers for one P×K step across the ranks
+        raise ConfigError(f"data: {data.train_dir}: {error}") from None
+
+
+def _build_scheduler(
+    config: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step warm-up and decay over all `train.epochs` (see `schedules.LrSchedule`)."""
+    schedule = LrSchedule(
+        config.train.epochs * steps_per_epoch,
+        warmup_steps_of(config.optim, steps_per_epoch),
+        config.optim.scheduler,
+        config.optim.final_lr / config.optim.lr,
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def _amp_dtype(config: Config, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of `train.amp` on CUDA; None on CPU (where it is ignored) or when off."""
+    if device.type == "cuda" and config.train.amp != "none":
+        return torch.bfloat16 if config.train.amp == "bf16" else torch.float16
+    if config.train.amp != "none":
+        logger.info("train.amp=%s ignored on %s", config.train.amp, device)
+    return None
 
 
 def build_optimizer(config: Config, params: Any) -> torch.optim.Optimizer:
