@@ -191,15 +191,45 @@ def adapt_batchnorm(
         audio.AudioError: an unreadable file.
         checkpoint.CheckpointError: unusable input checkpoint, or the output cannot be written.
     """
-    import torch
+    from speakerverify.checkpoint import load_checkpoint, load_model, model_fingerprint
 
-    from speakerverify.checkpoint import (
-        CheckpointError,
-        load_checkpoint,
-        load_model,
-        model_fingerprint,
+    out = _check_output(checkpoint_path, out_path, crop_seconds)
+    payload = load_checkpoint(checkpoint_path)
+    loaded = load_model(checkpoint_path)
+    encoder = loaded.encoder.eval()
+    num_files, inputs, speech_seconds = _speech_crops(
+        loaded, checkpoint_path, audio_dir, crop_seconds, min_speech_seconds
     )
-    from speakerverify.files import write_atomic
+    layers = _batchnorm_layers(encoder, inputs[0])
+    _reestimate_statistics(layers, encoder, inputs)
+    state_dict = {k: v.detach().to("cpu").clone() for k, v in encoder.state_dict().items()}
+    warnings = []
+    if speech_seconds < 300:
+        warnings.append(
+            f"{audio_dir}: only {speech_seconds:.0f} s of speech; statistics from a few minutes "
+            "or more of in-domain audio are more reliable"
+        )
+    result = BatchNormAdaptation(
+        str(out),
+        model_fingerprint(state_dict, payload["features"]),
+        payload["fingerprint"],
+        str(Path(audio_dir).resolve()),
+        num_files,
+        len(inputs),
+        speech_seconds,
+        tuple(name for name, _ in layers),
+        now_iso(),
+        tuple(warnings),
+    )
+    _write_adapted(out, payload, state_dict, result)
+    return result
+
+
+def _check_output(
+    checkpoint_path: str | os.PathLike, out_path: str | os.PathLike, crop_seconds: float
+) -> Path:
+    """The output path, refused before any work if it cannot (or must not) be written."""
+    from speakerverify.checkpoint import CheckpointError
 
     out = Path(out_path)
     if out.is_dir():
@@ -210,9 +240,20 @@ def adapt_batchnorm(
         raise VerificationError(f"{out}: would overwrite the model it adapts; choose a new --out")
     if not crop_seconds > 0:
         raise VerificationError(f"--crop-seconds must be positive, got {crop_seconds}")
-    payload = load_checkpoint(checkpoint_path)
-    loaded = load_model(checkpoint_path)
-    frontend, encoder = loaded.frontend.eval(), loaded.encoder.eval()
+    return out
+
+
+def _speech_crops(
+    loaded: Any,
+    checkpoint_path: str | os.PathLike,
+    audio_dir: str | os.PathLike,
+    crop_seconds: float,
+    min_speech_seconds: float,
+) -> tuple[int, list[Any], float]:
+    """(number of files, eval-mode features `(1, T, F)` of every speech crop, speech seconds)."""
+    import torch
+
+    frontend = loaded.frontend.eval()
     paths = find_audio_files(audio_dir)
     if not paths:
         raise VerificationError(f"{audio_dir}: no audio files found")
@@ -230,7 +271,11 @@ def adapt_batchnorm(
         raise VerificationError(
             f"{audio_dir}: one crop of speech is too little to estimate statistics from"
         )
-    layers = _batchnorm_layers(encoder, inputs[0])
+    return len(paths), inputs, speech_seconds
+
+
+def _reestimate_statistics(layers: list[tuple[str, Any]], encoder: Any, inputs: list[Any]) -> None:
+    """Set each layer's running statistics from its inputs, in forward order (see the module)."""
     for name, layer in layers:
         mean, variance, _ = input_statistics(encoder, layer, inputs)
         layer.running_mean.copy_(mean.to(layer.running_mean.dtype))
@@ -238,33 +283,24 @@ def adapt_batchnorm(
         if layer.num_batches_tracked is not None:
             layer.num_batches_tracked.fill_(len(inputs))
         logger.debug("%s: statistics of %d crops", name, len(inputs))
-    state_dict = {k: v.detach().to("cpu").clone() for k, v in encoder.state_dict().items()}
-    fingerprint = model_fingerprint(state_dict, payload["features"])
-    warnings = []
-    if speech_seconds < 300:
-        warnings.append(
-            f"{audio_dir}: only {speech_seconds:.0f} s of speech; statistics from a few minutes "
-            "or more of in-domain audio are more reliable"
-        )
-    result = BatchNormAdaptation(
-        str(out),
-        fingerprint,
-        payload["fingerprint"],
-        str(Path(audio_dir).resolve()),
-        len(paths),
-        len(inputs),
-        speech_seconds,
-        tuple(name for name, _ in layers),
-        now_iso(),
-        tuple(warnings),
-    )
+
+
+def _write_adapted(
+    out: Path, payload: dict[str, Any], state_dict: dict[str, Any], result: BatchNormAdaptation
+) -> None:
+    """Write the adapted checkpoint atomically; it records this and any earlier adaptation."""
+    import torch
+
+    from speakerverify.checkpoint import CheckpointError
+    from speakerverify.files import write_atomic
+
     record = result.record()
     if payload.get("adaptation"):
         record["previous"] = payload["adaptation"]
     adapted = {
         **payload,
         "state_dict": state_dict,
-        "fingerprint": fingerprint,
+        "fingerprint": result.fingerprint,
         "train_state": None,
         "adaptation": record,
     }
@@ -274,4 +310,3 @@ def adapt_batchnorm(
         raise CheckpointError(
             f"{out}: cannot write checkpoint: {error.strerror or error}"
         ) from None
-    return result
