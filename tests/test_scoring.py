@@ -17,13 +17,8 @@ from speakerverify.backend.score_files import (
     trial_labels,
     write_scores,
 )
-from speakerverify.backend.scoring import (
-    calibrate_scores,
-    cohort_means,
-    cosine_scores,
-    score_trial_list,
-    score_trials,
-)
+from speakerverify.backend.scoring import cohort_means, cosine_scores, score_trials
+from speakerverify.backend.scoring_steps import calibrate_scores, score_trial_list
 from speakerverify.data import Trials
 
 

@@ -2,8 +2,8 @@
 prior-weighted logistic regression on development trials, saved as a small JSON file; and the
 metrics of calibrated scores (actual DCF, Cllr, and minCllr after the best monotone calibration).
 
-Pure functions of score arrays; `speakerverify.backend.scoring.calibrate_scores` runs the whole
-`speakerverify calibrate` step (trial list + score file in, calibration file out).
+Pure functions of score arrays; `speakerverify.backend.scoring_steps.calibrate_scores` runs the
+whole `speakerverify calibrate` step (trial list + score file in, calibration file out).
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
-"""Cosine scoring of trial lists, mean subtraction, S-Norm/AS-Norm, and the `speakerverify score`
-/ `calibrate` steps as one call each (`score_trial_list`, `calibrate_scores`; the calibration
-itself is `speakerverify.backend.calibration`, score files `speakerverify.backend.score_files`).
+"""Cosine scoring of trial lists, mean subtraction and S-Norm/AS-Norm, as pure functions of
+embedding arrays (`speakerverify.backend.scoring_steps` runs them from files).
 
 All vectorized: rows are looked up once per distinct utterance, trials are scored in chunks by a
 row-wise dot product, and cohort statistics come from one matrix product per chunk of utterances.
@@ -10,44 +9,27 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from speakerverify.backend.calibration import (
-    Calibration,
-    CalibrationError,
-    cllr,
-    fit_calibration,
-    min_cllr,
-)
 from speakerverify.backend.embedding_dir import (
     EmbeddingStore,
-    EmbeddingStoreError,
     UnknownUtteranceError,
-    load_embeddings,
-    with_enrollment_models,
 )
-from speakerverify.backend.score_files import read_scored_trials, write_scores
 
-if TYPE_CHECKING:  # speakerverify.data imports torch; the readers below import it when called
+if TYPE_CHECKING:  # speakerverify.data imports torch
     from speakerverify.data import Trials
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "NORMS",
-    "CalibrationReport",
-    "calibrate_scores",
     "cohort_means",
     "cosine_scores",
     "l2_normalize",
-    "mean_embedding",
-    "score_trial_list",
     "score_trials",
 ]
 
@@ -213,25 +195,12 @@ def score_trials(
         ValueError: unknown norm, or a norm without a cohort.
         UnknownUtteranceError: trial utterances missing from the store (a KeyError).
     """
-    if norm not in NORMS:
-        raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
-    if norm != "none" and cohort is None:
-        raise ValueError(f"norm {norm!r} needs a cohort")
-    if norm == "asnorm" and top_n < 2:
-        raise ValueError(f"top_n must be >= 2, got {top_n}")
+    _check_norm(norm, cohort, top_n)
     num_trials = len(trials.enroll)
     if len(trials.test) != num_trials:
         raise ValueError("enroll and test lists differ in length")
-    # each distinct utterance once: code the trial sides in one pass, then gather and normalize
-    codes: dict[str, int] = {}
-    setdefault = codes.setdefault
-    sides = np.fromiter(
-        (setdefault(u, len(codes)) for u in itertools.chain(trials.enroll, trials.test)),
-        np.int64,
-        count=2 * num_trials,
-    )
-    enroll_rows, test_rows = sides[:num_trials], sides[num_trials:]
-    rows = store.embeddings[store.rows(list(codes))]  # a copy (fancy indexing)
+    utt_ids, enroll_rows, test_rows = _trial_rows(trials)
+    rows = store.embeddings[store.rows(utt_ids)]  # a copy (fancy indexing)
     embeddings = l2_normalize(rows, mean, dtype=np.float32, copy=False)
     scores = np.empty(num_trials, np.float32)
     for begin in range(0, num_trials, _CHUNK):
@@ -249,154 +218,25 @@ def score_trials(
     return (0.5 * (enroll_part + test_part)).astype(np.float32)
 
 
-# -- the `score` and `calibrate` steps ----------------------------------------------------------
+def _check_norm(norm: str, cohort: np.ndarray | None, top_n: int) -> None:
+    """Refuse an unknown norm, a norm without a cohort and an AS-Norm `top_n` below 2."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+    if norm != "none" and cohort is None:
+        raise ValueError(f"norm {norm!r} needs a cohort")
+    if norm == "asnorm" and top_n < 2:
+        raise ValueError(f"top_n must be >= 2, got {top_n}")
 
 
-def mean_embedding(store: EmbeddingStore) -> np.ndarray:
-    """Mean `(D,)` float32 of a store's embeddings, accumulated in float64 in blocks."""
-    total = np.zeros(store.dim, np.float64)
-    for begin in range(0, len(store), 65536):
-        total += store.embeddings[begin : begin + 65536].sum(axis=0, dtype=np.float64)
-    return (total / len(store)).astype(np.float32)
-
-
-def _check_same_model(name: str, fingerprint: str, expected: str, error: type[Exception]) -> None:
-    if fingerprint and expected and fingerprint != expected:
-        raise error(
-            f"{name} was made by model {fingerprint}, but the embeddings by model {expected}"
-        )
-
-
-def score_trial_list(
-    trials_path: str | os.PathLike,
-    store_path: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    mean_store: str | os.PathLike | None = None,
-    cohort_store: str | os.PathLike | None = None,
-    norm: str = "none",
-    top_n: int = 300,
-    calibration_path: str | os.PathLike | None = None,
-    enroll_map: str | os.PathLike | None = None,
-) -> int:
-    """Score a trial list with the embeddings of a store and write the score file `out`.
-
-    Args:
-        trials_path: the trial list.
-        store_path: embeddings of every trial utterance.
-        out: `enroll test score` lines in trial order.
-        mean_store: subtract the mean embedding of this store (e.g. the training set).
-        cohort_store: cohort utterances for `norm` (averaged per speaker).
-        norm: "none", "snorm" or "asnorm" (the latter two need `cohort_store`).
-        top_n: AS-Norm cohort scores kept per side.
-        calibration_path: write calibrated LLRs with this calibration (fitted on scores of the
-            same model and normalization).
-        enroll_map: `model utt1 utt2 ...` lines: the trials' enroll side names these models,
-            each scored as the mean of its utterances' normalised embeddings.
-
-    Returns:
-        The number of trials scored.
-
-    Raises:
-        TrialsError, EmbeddingStoreError, CalibrationError, ScoresError: unusable input, or
-            stores / calibration made by another model.
-    """
-    from speakerverify.data import read_trials
-    from speakerverify.data.trials import read_enroll_map
-
-    trials = read_trials(trials_path)
-    store = load_embeddings(store_path)
-    if enroll_map:
-        models = read_enroll_map(enroll_map)
-        tests = [u for u in dict.fromkeys([*trials.enroll, *trials.test]) if u not in models]
-        store = with_enrollment_models(store, models, tests)
-    fingerprint = store.meta.get("model_fingerprint", "")
-    mean = None
-    if mean_store:
-        mean_embeddings = load_embeddings(mean_store)
-        mean = mean_embedding(mean_embeddings)
-        _check_same_model(
-            f"--mean-store {mean_store}",
-            mean_embeddings.meta.get("model_fingerprint", ""),
-            fingerprint,
-            EmbeddingStoreError,
-        )
-    cohort = None
-    if cohort_store and norm != "none":
-        cohort_embeddings = load_embeddings(cohort_store)
-        _check_same_model(
-            f"--cohort-store {cohort_store}",
-            cohort_embeddings.meta.get("model_fingerprint", ""),
-            fingerprint,
-            EmbeddingStoreError,
-        )
-        cohort = cohort_means(cohort_embeddings, mean=mean)
-    calibration = None
-    if calibration_path:
-        calibration = Calibration.load(calibration_path)
-        _check_same_model(
-            f"calibration {calibration_path}",
-            calibration.model_fingerprint,
-            fingerprint,
-            EmbeddingStoreError,
-        )
-        if calibration.norm != norm:
-            raise CalibrationError(
-                f"{calibration_path}: fitted on {calibration.norm} scores, but --norm is {norm}"
-            )
-    scores = score_trials(store, trials, mean=mean, cohort=cohort, norm=norm, top_n=top_n)
-    if calibration is not None:
-        scores = calibration.apply(scores)
-    write_scores(out, trials.enroll, trials.test, scores)
-    return len(trials)
-
-
-@dataclass
-class CalibrationReport:
-    """What `calibrate_scores` fitted and how well: Cllr after calibration, and minCllr."""
-
-    calibration: Calibration
-    cllr: float
-    min_cllr: float
-    num_trials: int
-
-
-def calibrate_scores(
-    trials_path: str | os.PathLike,
-    scores_path: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    model_path: str | os.PathLike | None = None,
-    norm: str = "none",
-    prior: float = 0.5,
-) -> CalibrationReport:
-    """Fit a calibration on development trials and their scores and write it to `out`.
-
-    Args:
-        trials_path: the development trial list (labels).
-        scores_path: their `enroll test score` file.
-        out: the calibration JSON to write.
-        model_path: the checkpoint that made the scores; binds the calibration to its
-            fingerprint, so the speaker commands refuse it for another model.
-        norm: the score normalization the scores were made with.
-        prior: effective target prior of the fit.
-
-    Raises:
-        TrialsError, ScoresError, CalibrationError, CheckpointError: unusable input.
-    """
-    fingerprint = ""
-    if model_path:
-        from speakerverify.checkpoint import load_checkpoint  # torch, only when asked
-
-        fingerprint = str(load_checkpoint(model_path)["fingerprint"])
-    scores, labels = read_scored_trials(trials_path, scores_path)
-    calibration = fit_calibration(
-        scores, labels, prior=prior, model_fingerprint=fingerprint, norm=norm
+def _trial_rows(trials: Trials) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Each distinct utterance once (first-seen order), and the index into it of every trial's
+    enroll and test side, coded in one pass."""
+    num_trials = len(trials.enroll)
+    codes: dict[str, int] = {}
+    setdefault = codes.setdefault
+    sides = np.fromiter(
+        (setdefault(u, len(codes)) for u in itertools.chain(trials.enroll, trials.test)),
+        np.int64,
+        count=2 * num_trials,
     )
-    calibration.save(out)
-    return CalibrationReport(
-        calibration=calibration,
-        cllr=cllr(calibration.apply(scores), labels),
-        min_cllr=min_cllr(scores, labels),
-        num_trials=len(scores),
-    )
+    return list(codes), sides[:num_trials], sides[num_trials:]

@@ -1,6 +1,6 @@
 """`speakerverify embed | score | calibrate | evaluate`: thin wrappers over `backend.extraction`,
-`backend.scoring` and `backend.metrics` (numpy/torch/sklearn/matplotlib are imported inside the
-command bodies)."""
+`backend.scoring_steps`, `backend.calibration` and `backend.metrics` (numpy/torch/sklearn/matplotlib
+are imported inside the command bodies)."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def score(
     norm = norm or ("asnorm" if cohort_store else "none")
     if norm != "none" and not cohort_store:
         fail(f"--norm {norm} needs --cohort-store")
-    from speakerverify.backend.scoring import score_trial_list
+    from speakerverify.backend.scoring_steps import score_trial_list
 
     num_trials = score_trial_list(
         trials_path,
@@ -178,7 +178,7 @@ def calibrate(
     prior: float,
 ) -> None:
     """Fit score -> LLR calibration (logistic regression) on development TRIALS and SCORES."""
-    from speakerverify.backend.scoring import calibrate_scores
+    from speakerverify.backend.scoring_steps import calibrate_scores
 
     report = calibrate_scores(
         trials_path, scores_path, out, model_path=model, norm=norm, prior=prior

@@ -1,0 +1,189 @@
+"""The `speakerverify score` and `calibrate` steps as one call each: a trial list and embedding
+stores in, a score file out (`score_trial_list`); a trial list and its scores in, a calibration out
+(`calibrate_scores`).
+
+The scoring itself is `speakerverify.backend.scoring`, the calibration
+`speakerverify.backend.calibration`, score files `speakerverify.backend.score_files`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from speakerverify.backend.calibration import (
+    Calibration,
+    CalibrationError,
+    cllr,
+    fit_calibration,
+    min_cllr,
+)
+from speakerverify.backend.embedding_dir import (
+    EmbeddingStore,
+    EmbeddingStoreError,
+    load_embeddings,
+    with_enrollment_models,
+)
+from speakerverify.backend.score_files import read_scored_trials, write_scores
+from speakerverify.backend.scoring import cohort_means, score_trials
+
+if TYPE_CHECKING:  # speakerverify.data imports torch; the readers below import it when called
+    from speakerverify.data import Trials
+
+__all__ = ["CalibrationReport", "calibrate_scores", "mean_embedding", "score_trial_list"]
+
+
+def mean_embedding(store: EmbeddingStore) -> np.ndarray:
+    """Mean `(D,)` float32 of a store's embeddings, accumulated in float64 in blocks."""
+    total = np.zeros(store.dim, np.float64)
+    for begin in range(0, len(store), 65536):
+        total += store.embeddings[begin : begin + 65536].sum(axis=0, dtype=np.float64)
+    return (total / len(store)).astype(np.float32)
+
+
+def _check_same_model(name: str, fingerprint: str, expected: str) -> None:
+    """Refuse `name` when its model fingerprint and the embeddings' differ (both known)."""
+    if fingerprint and expected and fingerprint != expected:
+        raise EmbeddingStoreError(
+            f"{name} was made by model {fingerprint}, but the embeddings by model {expected}"
+        )
+
+
+def score_trial_list(
+    trials_path: str | os.PathLike,
+    store_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    mean_store: str | os.PathLike | None = None,
+    cohort_store: str | os.PathLike | None = None,
+    norm: str = "none",
+    top_n: int = 300,
+    calibration_path: str | os.PathLike | None = None,
+    enroll_map: str | os.PathLike | None = None,
+) -> int:
+    """Score a trial list with the embeddings of a store and write the score file `out`.
+
+    Args:
+        trials_path: the trial list.
+        store_path: embeddings of every trial utterance.
+        out: `enroll test score` lines in trial order.
+        mean_store: subtract the mean embedding of this store (e.g. the training set).
+        cohort_store: cohort utterances for `norm` (averaged per speaker).
+        norm: "none", "snorm" or "asnorm" (the latter two need `cohort_store`).
+        top_n: AS-Norm cohort scores kept per side.
+        calibration_path: write calibrated LLRs with this calibration (fitted on scores of the
+            same model and normalization).
+        enroll_map: `model utt1 utt2 ...` lines: the trials' enroll side names these models,
+            each scored as the mean of its utterances' normalised embeddings.
+
+    Returns:
+        The number of trials scored.
+
+    Raises:
+        TrialsError, EmbeddingStoreError, CalibrationError, ScoresError: unusable input, or
+            stores / calibration made by another model.
+    """
+    from speakerverify.data import read_trials
+
+    trials = read_trials(trials_path)
+    store = _trial_store(trials, store_path, enroll_map)
+    fingerprint = store.meta.get("model_fingerprint", "")
+    mean = None
+    if mean_store:
+        mean = mean_embedding(_same_model_store(mean_store, "--mean-store", fingerprint))
+    cohort = None
+    if cohort_store and norm != "none":
+        cohort_embeddings = _same_model_store(cohort_store, "--cohort-store", fingerprint)
+        cohort = cohort_means(cohort_embeddings, mean=mean)
+    calibration = None
+    if calibration_path:
+        calibration = _load_calibration(calibration_path, fingerprint, norm)
+    scores = score_trials(store, trials, mean=mean, cohort=cohort, norm=norm, top_n=top_n)
+    if calibration is not None:
+        scores = calibration.apply(scores)
+    write_scores(out, trials.enroll, trials.test, scores)
+    return len(trials)
+
+
+def _trial_store(
+    trials: Trials, store_path: str | os.PathLike, enroll_map: str | os.PathLike | None
+) -> EmbeddingStore:
+    """The trials' embeddings; with an enroll map, its models replace their utterances."""
+    from speakerverify.data.trials import read_enroll_map
+
+    store = load_embeddings(store_path)
+    if enroll_map:
+        models = read_enroll_map(enroll_map)
+        tests = [u for u in dict.fromkeys([*trials.enroll, *trials.test]) if u not in models]
+        store = with_enrollment_models(store, models, tests)
+    return store
+
+
+def _same_model_store(path: str | os.PathLike, option: str, fingerprint: str) -> EmbeddingStore:
+    """A mean or cohort store, refused when another model made it than the trials' store."""
+    store = load_embeddings(path)
+    _check_same_model(f"{option} {path}", store.meta.get("model_fingerprint", ""), fingerprint)
+    return store
+
+
+def _load_calibration(path: str | os.PathLike, fingerprint: str, norm: str) -> Calibration:
+    """A calibration of the trials' model, fitted on scores with the same `norm`."""
+    calibration = Calibration.load(path)
+    _check_same_model(f"calibration {path}", calibration.model_fingerprint, fingerprint)
+    if calibration.norm != norm:
+        raise CalibrationError(f"{path}: fitted on {calibration.norm} scores, but --norm is {norm}")
+    return calibration
+
+
+@dataclass
+class CalibrationReport:
+    """What `calibrate_scores` fitted and how well: Cllr after calibration, and minCllr."""
+
+    calibration: Calibration
+    cllr: float
+    min_cllr: float
+    num_trials: int
+
+
+def calibrate_scores(
+    trials_path: str | os.PathLike,
+    scores_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    model_path: str | os.PathLike | None = None,
+    norm: str = "none",
+    prior: float = 0.5,
+) -> CalibrationReport:
+    """Fit a calibration on development trials and their scores and write it to `out`.
+
+    Args:
+        trials_path: the development trial list (labels).
+        scores_path: their `enroll test score` file.
+        out: the calibration JSON to write.
+        model_path: the checkpoint that made the scores; binds the calibration to its
+            fingerprint, so the speaker commands refuse it for another model.
+        norm: the score normalization the scores were made with.
+        prior: effective target prior of the fit.
+
+    Raises:
+        TrialsError, ScoresError, CalibrationError, CheckpointError: unusable input.
+    """
+    fingerprint = ""
+    if model_path:
+        from speakerverify.checkpoint import load_checkpoint  # torch, only when asked
+
+        fingerprint = str(load_checkpoint(model_path)["fingerprint"])
+    scores, labels = read_scored_trials(trials_path, scores_path)
+    calibration = fit_calibration(
+        scores, labels, prior=prior, model_fingerprint=fingerprint, norm=norm
+    )
+    calibration.save(out)
+    return CalibrationReport(
+        calibration=calibration,
+        cllr=cllr(calibration.apply(scores), labels),
+        min_cllr=min_cllr(scores, labels),
+        num_trials=len(scores),
+    )
