@@ -254,50 +254,86 @@ def extract_embeddings(
         The store (memory-mapped).
     """
     out = Path(out_dir)
-    if rank is None:
-        rank = int(os.environ.get("RANK", "0"))
-    if world_size is None:
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world_size = _torchrun_rank(rank, world_size)
     if not len(data_dir.wav):
         raise EmbeddingStoreError(f"{out}: the data dir has no utterances")
     plan, _ = _make_plan(data_dir, embedder, batch_size, shard_size)
-    if resume and (out / META_FILE).is_file():
-        try:
-            store = load_embeddings(out)
-        except EmbeddingStoreError:
-            store = None
-        if store is not None and store.meta.get("plan") == plan.signature:
-            logger.info("%s: already complete", out)
-            return store
-    try:
-        (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise EmbeddingStoreError(f"{out}: cannot write ({error.strerror or error})") from None
+    store = _finished_store(out, plan) if resume else None
+    if store is not None:
+        logger.info("%s: already complete", out)
+        return store
+    _make_shard_dir(out)
     if world_size > 1:
         _run_shards(embedder, data_dir, out, plan, rank, world_size, resume, progress)
         if rank == 0:
             return _merge_shards(data_dir, out, plan, embedder, wait_seconds)
-        deadline = time.monotonic() + wait_seconds
-        while time.monotonic() < deadline:
-            if (out / META_FILE).is_file():
-                store = load_embeddings(out)
-                if store.meta.get("plan") == plan.signature:
-                    return store
-            time.sleep(1.0)
-        raise EmbeddingStoreError(f"{out}: rank 0 did not write the merged store in time")
+        return _wait_for_merged_store(out, plan, wait_seconds)
     if num_jobs > 1:
-        import torch.multiprocessing as mp
-
-        threads = max(1, (os.cpu_count() or 1) // num_jobs)
-        jobs = [
-            (embedder, data_dir, out, plan, job, num_jobs, resume, progress, threads)
-            for job in range(num_jobs)
-        ]
-        # this process is job 0; the others are spawned (fork is unsafe once torch has threads)
-        with mp.get_context("spawn").Pool(num_jobs - 1) as pool:
-            pending = pool.map_async(_job_main, jobs[1:])
-            _run_shards(embedder, data_dir, out, plan, 0, num_jobs, resume, progress)
-            pending.get()
+        _run_local_jobs(embedder, data_dir, out, plan, num_jobs, resume, progress)
     else:
         _run_shards(embedder, data_dir, out, plan, 0, 1, resume, progress)
     return _merge_shards(data_dir, out, plan, embedder, wait_seconds)
+
+
+def _torchrun_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """`rank` and `world_size`, or torchrun's `RANK`/`WORLD_SIZE` where None (0 and 1 without)."""
+    if rank is None:
+        rank = int(os.environ.get("RANK", "0"))
+    if world_size is None:
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    return rank, world_size
+
+
+def _make_shard_dir(out: Path) -> None:
+    """Create `out/.shards` (and `out`); an unwritable place is an EmbeddingStoreError."""
+    try:
+        (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EmbeddingStoreError(f"{out}: cannot write ({error.strerror or error})") from None
+
+
+def _finished_store(out: Path, plan: _Plan) -> EmbeddingStore | None:
+    """The store at `out` if it is complete and made with `plan` (same data and model)."""
+    if not (out / META_FILE).is_file():
+        return None
+    try:
+        store = load_embeddings(out)
+    except EmbeddingStoreError:
+        return None
+    return store if store.meta.get("plan") == plan.signature else None
+
+
+def _wait_for_merged_store(out: Path, plan: _Plan, wait_seconds: float) -> EmbeddingStore:
+    """On a rank other than 0: the store once rank 0 has merged it (an error after the wait)."""
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        if (out / META_FILE).is_file():
+            store = load_embeddings(out)
+            if store.meta.get("plan") == plan.signature:
+                return store
+        time.sleep(1.0)
+    raise EmbeddingStoreError(f"{out}: rank 0 did not write the merged store in time")
+
+
+def _run_local_jobs(
+    embedder: Embedder,
+    data_dir: DataDir,
+    out: Path,
+    plan: _Plan,
+    num_jobs: int,
+    resume: bool,
+    progress: bool,
+) -> None:
+    """Embed the shards in `num_jobs` local processes, this one included, sharing the CPUs."""
+    import torch.multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // num_jobs)
+    jobs = [
+        (embedder, data_dir, out, plan, job, num_jobs, resume, progress, threads)
+        for job in range(num_jobs)
+    ]
+    # this process is job 0; the others are spawned (fork is unsafe once torch has threads)
+    with mp.get_context("spawn").Pool(num_jobs - 1) as pool:
+        pending = pool.map_async(_job_main, jobs[1:])
+        _run_shards(embedder, data_dir, out, plan, 0, num_jobs, resume, progress)
+        pending.get()
