@@ -74,8 +74,6 @@ def export_onnx(
         checkpoint.CheckpointError: unusable checkpoint.
         ExportError: onnx/onnxscript not installed, or the output cannot be written.
     """
-    import torch
-
     from speakerverify.checkpoint import load_model
 
     out = Path(out_path)
@@ -83,40 +81,15 @@ def export_onnx(
         raise ExportError(f"{out}: is a directory")
     if not out.parent.is_dir():
         raise ExportError(f"{out}: directory {out.parent} does not exist")
-    try:
-        import onnx
-        import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
-    except ImportError:
-        raise ExportError(
-            "ONNX export needs the onnx and onnxscript packages: pip install 'speakerverify[onnx]'"
-        ) from None
+    onnx = _import_onnx()
     loaded = load_model(checkpoint_path)
     encoder = loaded.encoder.eval()
     feat_dim = int(loaded.frontend.config.num_mel_bins)
     min_frames = _min_frames(encoder)
-    example = torch.randn(1, max(200, min_frames), feat_dim)
-    frames = torch.export.Dim("frames", min=min_frames, max=100_000)
     handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(handle)
-    # the exporter logs at WARNING about optional torchvision ops it skips; not ours to report
-    exporter_log = logging.getLogger("torch.onnx")
-    level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            program = torch.onnx.export(
-                encoder,
-                (example,),
-                dynamo=True,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes={"feats": {0: torch.export.Dim("batch"), 1: frames}},
-                opset_version=opset,
-                external_data=False,
-                verbose=False,
-            )
-        program.save(tmp, external_data=False)
+        _trace(encoder, tmp, feat_dim, min_frames, opset)
         proto = onnx.load(tmp)
         metadata = {
             "fingerprint": loaded.fingerprint,
@@ -139,7 +112,47 @@ def export_onnx(
             f"{checkpoint_path}: cannot export {loaded.model_name} to ONNX ({cause})"
         ) from None
     finally:
-        exporter_log.setLevel(level)
         Path(tmp).unlink(missing_ok=True)
     logger.info("exported %s (%s) to %s", checkpoint_path, loaded.fingerprint, out)
     return OnnxExport(str(out), loaded.fingerprint, loaded.embed_dim, feat_dim, min_frames)
+
+
+def _import_onnx() -> Any:
+    """The `onnx` module, once onnx and onnxscript are known to be installed (else ExportError)."""
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (torch.onnx's exporter needs it)
+    except ImportError:
+        raise ExportError(
+            "ONNX export needs the onnx and onnxscript packages: pip install 'speakerverify[onnx]'"
+        ) from None
+    return onnx
+
+
+def _trace(encoder: Any, path: str, feat_dim: int, min_frames: int, opset: int) -> None:
+    """Export `encoder` with dynamic batch and frame axes to the ONNX file `path`."""
+    import torch
+
+    example = torch.randn(1, max(200, min_frames), feat_dim)
+    frames = torch.export.Dim("frames", min=min_frames, max=100_000)
+    # the exporter logs at WARNING about optional torchvision ops it skips; not ours to report
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
+                encoder,
+                (example,),
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={"feats": {0: torch.export.Dim("batch"), 1: frames}},
+                opset_version=opset,
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        exporter_log.setLevel(level)
+    program.save(path, external_data=False)
