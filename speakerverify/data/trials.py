@@ -95,6 +95,24 @@ def read_trials(
     ('id10270/a/00001', 'id10300/c/00001', [1, 0], 't')
     """  # noqa: E501
     path = Path(path)
+    enroll, test, labels = _read_trial_lines(path)
+    known = KNOWN_LISTS.get(path.name)
+    if known and check_known:
+        _check_published(path, known, len(labels))
+    name = known.name if known else path.stem
+    trials = Trials(enroll=enroll, test=test, labels=np.asarray(labels, dtype=np.int8), name=name)
+    if data_dir is not None:
+        missing = [u for u in trials.utt_ids if u not in data_dir.wav]
+        if missing:
+            raise TrialsError(
+                f"{path}: {len(missing)} utterances are not in the data dir "
+                f"(first: {', '.join(missing[:5])})"
+            )
+    return trials
+
+
+def _read_trial_lines(path: Path) -> tuple[list[str], list[str], list[int]]:
+    """Enroll ids, test ids and 0/1 labels in file order; every line in the first line's format."""
     enroll: list[str] = []
     test: list[str] = []
     labels: list[int] = []
@@ -108,16 +126,7 @@ def read_trials(
             fields = line.split()
             if not fields:
                 continue
-            if len(fields) != 3:
-                raise TrialsError(
-                    f"{path}:{lineno}: expected 3 fields, got {len(fields)}: {line.strip()!r}"
-                )
-            line_fmt = _detect(fields)
-            if line_fmt is None:
-                raise TrialsError(
-                    f"{path}:{lineno}: neither VoxCeleb '<0|1> <enroll> <test>' nor Kaldi "
-                    f"'<enroll> <test> <target|nontarget>': {line.strip()!r}"
-                )
+            line_fmt = _line_format(f"{path}:{lineno}", line, fields)
             if fmt is None:
                 fmt = line_fmt
             elif line_fmt != fmt:
@@ -132,29 +141,35 @@ def read_trials(
                 labels.append(_KALDI_LABELS[fields[2]])
     if fmt is None:
         raise TrialsError(f"{path}: no trials")
-    known = KNOWN_LISTS.get(path.name)
-    name = known.name if known else path.stem
-    if known and check_known:
-        if len(labels) != known.num_trials:
-            raise TrialsError(
-                f"{path}: {len(labels)} trials, but the published {path.name} has "
-                f"{known.num_trials} (truncated or edited copy?)"
-            )
-        if not known.cleaned:
-            logger.warning(
-                "%s is the uncleaned list with errors in its labels; use %s instead",
-                path,
-                path.name.replace(".txt", "2.txt"),
-            )
-    trials = Trials(enroll=enroll, test=test, labels=np.asarray(labels, dtype=np.int8), name=name)
-    if data_dir is not None:
-        missing = [u for u in trials.utt_ids if u not in data_dir.wav]
-        if missing:
-            raise TrialsError(
-                f"{path}: {len(missing)} utterances are not in the data dir "
-                f"(first: {', '.join(missing[:5])})"
-            )
-    return trials
+    return enroll, test, labels
+
+
+def _line_format(where: str, line: str, fields: list[str]) -> str:
+    """The format of a trial line ("voxceleb" or "kaldi"); anything else is a TrialsError."""
+    if len(fields) != 3:
+        raise TrialsError(f"{where}: expected 3 fields, got {len(fields)}: {line.strip()!r}")
+    line_fmt = _detect(fields)
+    if line_fmt is None:
+        raise TrialsError(
+            f"{where}: neither VoxCeleb '<0|1> <enroll> <test>' nor Kaldi "
+            f"'<enroll> <test> <target|nontarget>': {line.strip()!r}"
+        )
+    return line_fmt
+
+
+def _check_published(path: Path, known: KnownList, num_trials: int) -> None:
+    """Refuse a copy of a published list with another trial count; warn about an uncleaned one."""
+    if num_trials != known.num_trials:
+        raise TrialsError(
+            f"{path}: {num_trials} trials, but the published {path.name} has "
+            f"{known.num_trials} (truncated or edited copy?)"
+        )
+    if not known.cleaned:
+        logger.warning(
+            "%s is the uncleaned list with errors in its labels; use %s instead",
+            path,
+            path.name.replace(".txt", "2.txt"),
+        )
 
 
 def write_trials(path: str | os.PathLike, trials: Trials, format: str = "voxceleb") -> None:
