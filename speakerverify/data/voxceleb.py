@@ -87,25 +87,8 @@ def scan_voxceleb(
             if not SPEAKER_PATTERN.match(speaker) or not (tree / speaker).is_dir():
                 skipped += 1
                 continue
-            if not _in_split(speaker, split):
-                continue
-            for session in sorted(os.listdir(tree / speaker)):
-                session_dir = tree / speaker / session
-                if not session_dir.is_dir():
-                    skipped += 1
-                    continue
-                for name in sorted(os.listdir(session_dir)):
-                    stem, ext = os.path.splitext(name)
-                    if ext.lower() not in AUDIO_EXTENSIONS or not UTTERANCE_PATTERN.match(stem):
-                        skipped += 1
-                        continue
-                    utt_id = f"{speaker}/{session}/{stem}"
-                    path = os.path.join(tree_path, speaker, session, name)
-                    if utt_id in wav:
-                        raise DataDirError(
-                            f"{path}: utterance {utt_id} also exists as {wav[utt_id]}"
-                        )
-                    wav[utt_id] = path
+            if _in_split(speaker, split):
+                skipped += _scan_speaker(tree, tree_path, speaker, wav)
     if skipped:
         logger.info("skipped %d entries that do not follow the VoxCeleb layout", skipped)
     if not wav:
@@ -115,6 +98,28 @@ def scan_voxceleb(
     utt2dur = _durations(wav, progress) if with_durations else None
     logger.info("found %d utterances of %d speakers", len(wav), len(set(utt2spk.values())))
     return DataDir(wav=wav, utt2spk=utt2spk, utt2dur=utt2dur)
+
+
+def _scan_speaker(tree: Path, tree_path: str, speaker: str, wav: dict[str, str]) -> int:
+    """Add a speaker's `session/utterance` files to `wav`; return the entries skipped as not
+    following the layout. A utt id already in `wav` (another tree) is a DataDirError."""
+    skipped = 0
+    for session in sorted(os.listdir(tree / speaker)):
+        session_dir = tree / speaker / session
+        if not session_dir.is_dir():
+            skipped += 1
+            continue
+        for name in sorted(os.listdir(session_dir)):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in AUDIO_EXTENSIONS or not UTTERANCE_PATTERN.match(stem):
+                skipped += 1
+                continue
+            utt_id = f"{speaker}/{session}/{stem}"
+            path = os.path.join(tree_path, speaker, session, name)
+            if utt_id in wav:
+                raise DataDirError(f"{path}: utterance {utt_id} also exists as {wav[utt_id]}")
+            wav[utt_id] = path
+    return skipped
 
 
 def prepare_voxceleb(
