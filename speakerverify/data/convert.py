@@ -73,8 +73,6 @@ def convert_m4a_tree(
     Raises:
         ConvertError: no ffmpeg, or `src` is not a directory.
     """
-    from tqdm import tqdm
-
     ffmpeg = find_ffmpeg()
     if ffmpeg is None:
         raise ConvertError("ffmpeg not found: install it (on PATH) or `pip install imageio-ffmpeg`")
@@ -82,6 +80,18 @@ def convert_m4a_tree(
     if not src.is_dir():
         raise ConvertError(f"{src}: not a directory")
     result = ConvertResult()
+    todo = _pending_files(src, dst, result)
+    _convert_files(ffmpeg, todo, result, jobs=jobs, sample_rate=sample_rate, progress=progress)
+    logger.info(
+        "converted %d, skipped %d existing, %d failed",
+        result.converted, result.skipped, len(result.failed),
+    )  # fmt: skip
+    return result
+
+
+def _pending_files(src: Path, dst: Path, result: ConvertResult) -> list[tuple[Path, Path]]:
+    """(source, output) of each m4a whose wav does not exist yet (counted in `result.skipped`);
+    temp files of an interrupted run are removed first."""
     if dst.is_dir():  # temp files of an interrupted run are never valid outputs
         for stale in dst.rglob(".*.tmp"):
             stale.unlink()
@@ -92,6 +102,20 @@ def convert_m4a_tree(
             result.skipped += 1
         else:
             todo.append((path, out))
+    return todo
+
+
+def _convert_files(
+    ffmpeg: str,
+    todo: list[tuple[Path, Path]],
+    result: ConvertResult,
+    *,
+    jobs: int,
+    sample_rate: int,
+    progress: bool,
+) -> None:
+    """Run `convert_file` on every pair in `jobs` threads, counting outcomes in `result`."""
+    from tqdm import tqdm
 
     def run(pair: tuple[Path, Path]) -> tuple[Path, str | None]:
         try:
@@ -112,8 +136,3 @@ def convert_m4a_tree(
                     result.failed.append((str(path), error))
                 bar.update(1)
         bar.close()
-    logger.info(
-        "converted %d, skipped %d existing, %d failed",
-        result.converted, result.skipped, len(result.failed),
-    )  # fmt: skip
-    return result
