@@ -19,6 +19,34 @@ SMALL_SPEAKER_POLICIES = ("replace", "exclude")
 Batch = list[tuple[int, int]]
 
 
+def _eligible_speakers(
+    labels: Sequence[int], num_utts: int, small_speakers: str
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(speaker labels, utterance counts, item indices of each) of the speakers to sample from:
+    those with fewer than K utterances are logged once, and left out under "exclude"."""
+    labels_array = np.asarray(labels, dtype=np.int64)
+    order = np.argsort(labels_array, kind="stable")
+    speaker_ids, starts, counts = np.unique(
+        labels_array[order], return_index=True, return_counts=True
+    )
+    groups = [order[s : s + c] for s, c in zip(starts, counts, strict=True)]
+    small = counts < num_utts
+    if small.any():
+        action = "sampled with replacement" if small_speakers == "replace" else "excluded"
+        logger.warning(
+            "%d of %d speakers have fewer than K=%d utterances: %s",
+            int(small.sum()),
+            len(counts),
+            num_utts,
+            action,
+        )
+        if small_speakers == "exclude":
+            keep = ~small
+            speaker_ids, counts = speaker_ids[keep], counts[keep]
+            groups = [g for g, k in zip(groups, keep, strict=True) if k]
+    return speaker_ids, counts, groups
+
+
 class PKSampler:
     """Batch sampler yielding lists of P*K `(index, item_seed)` tuples.
 
@@ -77,26 +105,7 @@ class PKSampler:
         self.epoch = 0
         self.start_batch = start_batch
 
-        labels_array = np.asarray(labels, dtype=np.int64)
-        order = np.argsort(labels_array, kind="stable")
-        speaker_ids, starts, counts = np.unique(
-            labels_array[order], return_index=True, return_counts=True
-        )
-        groups = [order[s : s + c] for s, c in zip(starts, counts, strict=True)]
-        small = counts < num_utts
-        if small.any():
-            action = "sampled with replacement" if small_speakers == "replace" else "excluded"
-            logger.warning(
-                "%d of %d speakers have fewer than K=%d utterances: %s",
-                int(small.sum()),
-                len(counts),
-                num_utts,
-                action,
-            )
-            if small_speakers == "exclude":
-                keep = ~small
-                speaker_ids, counts = speaker_ids[keep], counts[keep]
-                groups = [g for g, k in zip(groups, keep, strict=True) if k]
+        speaker_ids, counts, groups = _eligible_speakers(labels, num_utts, small_speakers)
         self.speaker_labels = speaker_ids
         self._members = groups  # item indices of each eligible speaker
         self._num_groups = np.maximum(counts // num_utts, 1)
