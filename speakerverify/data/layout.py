@@ -177,15 +177,19 @@ def scan_tree(
     entries = dict(sorted(entries.items()))
     wav = {u: path for u, (path, _) in entries.items()}
     utt2spk = {u: fields["speaker"] for u, (_, fields) in entries.items()}
+    durations = _durations(wav, progress) if with_durations else None
+    return Corpus(DataDir(wav=wav, utt2spk=utt2spk, utt2dur=durations), _attributes(entries))
+
+
+def _attributes(entries: dict[str, tuple[str, dict[str, str]]]) -> dict[str, dict[str, str]]:
+    """utt_id -> value per named field other than speaker and utt (`session` saved as `sess`)."""
     names = sorted({n for _, fields in entries.values() for n in fields} - {"speaker", "utt"})
-    attributes = {  # an optional group that did not match leaves the utterance out
+    return {  # an optional group that did not match leaves the utterance out
         ("sess" if name == "session" else name): {
             u: f[name] for u, (_, f) in entries.items() if name in f
         }
         for name in names
     }
-    durations = _durations(wav, progress) if with_durations else None
-    return Corpus(DataDir(wav=wav, utt2spk=utt2spk, utt2dur=durations), attributes)
 
 
 def prepare_dir(root: str | os.PathLike, out_dir: str | os.PathLike, **options: Any) -> Corpus:
