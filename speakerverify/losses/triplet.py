@@ -207,50 +207,13 @@ class TripletLoss(nn.Module):
     ) -> LossOutput:
         """batch_all / semi_hard_all reduced over per-rank (B, B) windows, no triplet list."""
         batch = len(labels)
-        dtype = distances.dtype
         pair_weights = torch.zeros_like(distances)
         # total loss, num_valid, num_nonzero, num_active, Σd_ap, Σd_an, num_semi_hard, num_hard
         sums = torch.zeros(8, dtype=torch.float64, device=distances.device)
         rows = torch.arange(batch, device=distances.device)
-        # Float masks and count_nonzero: masked where() and bool sums are several times slower
-        # on (B, B) tensors than multiplies by a 0/1 float mask.
-        semi_hard_only = self.mining == "semi_hard_all"
         for d_ap, positive_of, window in dense_windows(distances, labels, self.mining, margin):
-            has_pair = torch.isfinite(d_ap)
-            d_ap = torch.where(has_pair, d_ap, 0.0)  # finite z everywhere; masks zero the rest
-            z = (d_ap + margin) - distances
-            in_window = window.to(dtype)
-            # A semi-hard window lies inside z > 0: every kept triplet is active, none is hard.
-            active = window if semi_hard_only else window & (z > 0)
-            num_active = torch.count_nonzero(active)
-            if self.soft_margin:
-                per_triplet = F.softplus(z) * in_window
-                slope = torch.sigmoid(z) * in_window
-                num_nonzero = torch.count_nonzero(per_triplet)
-            else:
-                slope = in_window if semi_hard_only else active.to(dtype)
-                per_triplet = z * slope
-                num_nonzero = num_active
-            # Each kept triplet adds w to W[a, p_r(a)] and subtracts it from W[a, n].
-            pair_weights -= slope
-            pair_weights.index_put_((rows, positive_of), slope.sum(1), accumulate=True)
-            per_row = in_window.sum(1)
-            if semi_hard_only:
-                num_semi_hard, num_hard = num_active, torch.zeros_like(num_active)
-            else:
-                num_semi_hard = torch.count_nonzero(active & (distances > d_ap))
-                num_hard = torch.count_nonzero(window & (distances < d_ap))
-            sums += torch.stack(
-                [
-                    per_triplet.sum().double(),
-                    per_row.sum().double(),
-                    num_nonzero.double(),
-                    num_active.double(),
-                    (per_row * d_ap.squeeze(1)).sum().double(),
-                    (distances * in_window).sum().double(),
-                    num_semi_hard.double(),
-                    num_hard.double(),
-                ]
+            sums += self._dense_window(
+                distances, d_ap, positive_of, window, margin, pair_weights, rows
             )
         total, num_valid, num_nonzero, num_active, sum_ap, sum_an, semi, hard = sums.tolist()
         denominator = max(num_valid if self.reduction == "mean" else num_nonzero, 1.0)
@@ -260,6 +223,59 @@ class TripletLoss(nn.Module):
             embeddings, distances, value, self.distance, pair_weights=pair_weights / denominator
         )
         return LossOutput(value, stats)
+
+    def _dense_window(
+        self,
+        distances: torch.Tensor,
+        d_ap: torch.Tensor,
+        positive_of: torch.Tensor,
+        window: torch.Tensor,
+        margin: float,
+        pair_weights: torch.Tensor,
+        rows: torch.Tensor,
+    ) -> torch.Tensor:
+        """Add one window's triplet weights to `pair_weights`; return its sums (float64, in the
+        order of `sums` in `_dense_loss`)."""
+        dtype = distances.dtype
+        # Float masks and count_nonzero: masked where() and bool sums are several times slower
+        # on (B, B) tensors than multiplies by a 0/1 float mask.
+        semi_hard_only = self.mining == "semi_hard_all"
+        has_pair = torch.isfinite(d_ap)
+        d_ap = torch.where(has_pair, d_ap, 0.0)  # finite z everywhere; masks zero the rest
+        z = (d_ap + margin) - distances
+        in_window = window.to(dtype)
+        # A semi-hard window lies inside z > 0: every kept triplet is active, none is hard.
+        active = window if semi_hard_only else window & (z > 0)
+        num_active = torch.count_nonzero(active)
+        if self.soft_margin:
+            per_triplet = F.softplus(z) * in_window
+            slope = torch.sigmoid(z) * in_window
+            num_nonzero = torch.count_nonzero(per_triplet)
+        else:
+            slope = in_window if semi_hard_only else active.to(dtype)
+            per_triplet = z * slope
+            num_nonzero = num_active
+        # Each kept triplet adds w to W[a, p_r(a)] and subtracts it from W[a, n].
+        pair_weights -= slope
+        pair_weights.index_put_((rows, positive_of), slope.sum(1), accumulate=True)
+        per_row = in_window.sum(1)
+        if semi_hard_only:
+            num_semi_hard, num_hard = num_active, torch.zeros_like(num_active)
+        else:
+            num_semi_hard = torch.count_nonzero(active & (distances > d_ap))
+            num_hard = torch.count_nonzero(window & (distances < d_ap))
+        return torch.stack(
+            [
+                per_triplet.sum().double(),
+                per_row.sum().double(),
+                num_nonzero.double(),
+                num_active.double(),
+                (per_row * d_ap.squeeze(1)).sum().double(),
+                (distances * in_window).sum().double(),
+                num_semi_hard.double(),
+                num_hard.double(),
+            ]
+        )
 
     @torch.no_grad()
     def _record_stats(
