@@ -8,7 +8,6 @@ row-wise dot product, and cohort statistics come from one matrix product per chu
 from __future__ import annotations
 
 import itertools
-import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -23,7 +22,6 @@ from speakerverify.backend.embedding_dir import (
 if TYPE_CHECKING:  # speakerverify.data imports torch
     from speakerverify.data import Trials
 
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "NORMS",
