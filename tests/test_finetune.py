@@ -11,14 +11,18 @@ import torch
 from click.testing import CliRunner
 from synth import make_voxceleb_corpus
 
-from speakerverify.checkpoint import load_checkpoint, save_checkpoint
+from speakerverify.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from speakerverify.cli import main
 from speakerverify.config import ConfigError
 from speakerverify.data import prepare_voxceleb
 from speakerverify.models import build_model
 from speakerverify.training.distributed import init_distributed
 from speakerverify.training.experiment_config import load_config
-from speakerverify.training.finetune import checkpoint_sections, freeze_parameters
+from speakerverify.training.finetune import (
+    checkpoint_sections,
+    freeze_parameters,
+    load_init_weights,
+)
 from speakerverify.training.setup import build_parts
 
 TINY = Path(__file__).parent / "conf" / "tiny.yaml"
@@ -112,3 +116,20 @@ def test_checkpoint_sections_and_freeze_errors(tmp_path):
         freeze_parameters(model, ["frame"])
     with pytest.raises(ConfigError, match="expected a list of names"):
         load_config(TINY, ["data.train_dir=x", "train.freeze=3"])
+
+
+def test_init_from_a_checkpoint_older_than_a_front_end_option(tmp_path):
+    """A checkpoint written before `cvn` existed has no such key: that is the default front-end,
+    so --init accepts it; a real difference (the mel bins) is still refused."""
+    config = load_config(TINY, ["data.train_dir=x"])
+    features = config.features.fbank_dict()
+    old = dict(features)
+    del old["cvn"]
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, model_name="xvector", model_args=MODEL_ARGS,
+                    model=build_model("xvector", **MODEL_ARGS), features=old)  # fmt: skip
+    model = build_model("xvector", **MODEL_ARGS)
+    expected = load_checkpoint(path)["fingerprint"]
+    assert load_init_weights(model, path, "xvector", MODEL_ARGS, features) == expected
+    with pytest.raises(CheckpointError, match="another front-end \\(num_mel_bins differ"):
+        load_init_weights(model, path, "xvector", MODEL_ARGS, {**features, "num_mel_bins": 40})

@@ -14,6 +14,7 @@ from torch import nn
 
 from speakerverify.checkpoint import CheckpointError, load_checkpoint
 from speakerverify.config import ConfigError
+from speakerverify.frontend.fbank_config import FbankConfig
 
 __all__ = ["checkpoint_sections", "freeze_parameters", "load_init_weights"]
 
@@ -51,7 +52,11 @@ def load_init_weights(
             f"{model_name} {dict(model_args)} (leave out the config's model section to use the "
             "checkpoint's)"
         )
-    differ = sorted(k for k in features if payload["features"].get(k) != features[k])
+    # Through FbankConfig, so an option added since the checkpoint was written counts as its
+    # default (which is what the checkpoint's front-end computes), not as a difference.
+    theirs_features = FbankConfig.from_dict(dict(payload["features"])).to_dict()
+    ours = FbankConfig.from_dict(dict(features)).to_dict()
+    differ = sorted(k for k in ours if theirs_features[k] != ours[k])
     if differ:
         raise CheckpointError(
             f"{path}: --init checkpoint has another front-end ({', '.join(differ)} differ from "
