@@ -33,6 +33,7 @@ def _training(payload: dict[str, Any]) -> dict[str, Any]:
         "step": state.get("step") if isinstance(state, dict) else None,
         "loss": loss.get("name"),
         "mining": loss.get("mining"),
+        "frozen": list(train.get("freeze") or []),  # layers left as initialised
     }
 
 

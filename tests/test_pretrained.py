@@ -258,6 +258,8 @@ def test_model_info_bundled(bundled_model_files, tmp_path):
     # one aligned line of metrics, not one row per key (which widened every label)
     assert f"test metrics:  EER {card['metrics']['eer']:.2%}" in text.stdout
     assert "threshold" not in text.stdout and "None" not in text.stdout
+    frozen = card["training"].get("frozen") or []  # the card's layers left at initialisation
+    assert (", ".join(frozen) + " frozen" in text.stdout) == bool(frozen)
     as_json = json.loads(run(["model", "info", "--json"], env={"SPEAKERVERIFY_MODEL": ""}).stdout)
     assert as_json["fingerprint"] == card["fingerprint"] and as_json["card"] == card
     assert as_json["embed_dim"] == card["embed_dim"] and as_json["name"] == card["name"]
@@ -272,7 +274,8 @@ def test_model_info_of_a_plain_checkpoint(trained, tmp_path):
     assert info["calibration"] == str(checkpoint.with_name("final.calibration.json"))
     assert info["training"]["step"] == 7 and info["versions"]["torch"] == torch.__version__
     text = run(["model", "info", checkpoint]).stdout
-    assert "saved:" in text and "calibration:   " in text
+    assert "saved:" in text and "calibration:   " in text and "frozen" not in text
+    assert info["training"]["frozen"] == []
 
 
 @pytest.mark.parametrize("content", [None, b"not a checkpoint"])

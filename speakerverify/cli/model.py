@@ -25,6 +25,7 @@ def _training_line(training: dict) -> str:
         f"{training['epochs']} epochs" if training.get("epochs") else "",
         f"{training['loss']} loss" if training.get("loss") else "",
         f"{training['mining']} mining" if training.get("mining") else "",
+        f"{', '.join(training['frozen'])} frozen" if training.get("frozen") else "",
     ]
     details = [d for d in details if d]
     text = str(training.get("data") or "unknown")

@@ -104,6 +104,7 @@ def package(args: argparse.Namespace) -> dict:
         "data": args.training_data,
         "data_dir": (config.get("data") or {}).get("train_dir"),
         "epochs": (config.get("train") or {}).get("epochs"),
+        "frozen": list((config.get("train") or {}).get("freeze") or []),
         "steps": args.training_steps,
         "seconds": args.training_seconds,
         "calibration": (
