@@ -107,6 +107,9 @@ def test_same_seed_same_bytes_whatever_the_jobs_and_resume_restores(tiny, tmp_pa
     command = [sys.executable, str(SCRIPT), str(again), "--quiet", *TINY, "--own-language", "0.9"]
     refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and re.search(r"own_language \S+ -> 0\.9", refused.stderr)
+    command[-1] = "1.5"
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--own-language must be a probability" in refused.stderr
 
 
 def test_other_seed_other_audio(tiny, tmp_path):

@@ -388,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.own_language <= 1.0:
+        parser.error(f"--own-language must be a probability in [0, 1], got {args.own_language}")
     import multiprocessing
 
     from tqdm import tqdm
