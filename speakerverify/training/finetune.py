@@ -54,7 +54,10 @@ def load_init_weights(
         )
     # Through FbankConfig, so an option added since the checkpoint was written counts as its
     # default (which is what the checkpoint's front-end computes), not as a difference.
-    theirs_features = FbankConfig.from_dict(dict(payload["features"])).to_dict()
+    try:
+        theirs_features = FbankConfig.from_dict(dict(payload["features"])).to_dict()
+    except (ValueError, TypeError) as err:  # e.g. an option from a newer speakerverify
+        raise CheckpointError(f"{path}: --init checkpoint's front-end: {err}") from None
     ours = FbankConfig.from_dict(dict(features)).to_dict()
     differ = sorted(k for k in ours if theirs_features[k] != ours[k])
     if differ:
