@@ -160,3 +160,34 @@ def test_full_size_parameter_counts():
     }
     assert XVector().embed_dim == 512 and EcapaTdnn().embed_dim == 192
     assert ResNet().embed_dim == 256
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_uncentred_embeddings_are_the_centred_ones_shifted_back(name):
+    """centre_embeddings=False changes inference only: the same weights give the centred
+    embedding plus running_mean / running_std, and training mode is unchanged."""
+    centred = small_model(name)
+    torch.manual_seed(0)
+    uncentred = build_model(name, **SMALL[name], centre_embeddings=False)
+    uncentred.load_state_dict(centred.state_dict())  # BatchNorm1d's keys: either loads
+    uncentred.eval()
+    norm = centred.embed_norm
+    x, lengths = feats(3, 40), torch.tensor([40, 33, 25])
+    shift = norm.running_mean / torch.sqrt(norm.running_var + norm.eps)
+    with torch.no_grad():
+        torch.testing.assert_close(uncentred(x, lengths), centred(x, lengths) + shift)
+        assert not torch.allclose(uncentred(x, lengths), centred(x, lengths), atol=1e-3)
+        torch.testing.assert_close(uncentred.train()(x, lengths), centred.train()(x, lengths))
+
+
+def test_embedding_norm_is_batchnorm_when_centred():
+    from speakerverify.models.embedding_norm import EmbeddingNorm
+
+    ours, reference = EmbeddingNorm(5), torch.nn.BatchNorm1d(5, affine=False)
+    for step in range(3):
+        x = torch.randn(8, 5, generator=torch.Generator().manual_seed(step)) * 3 + step
+        torch.testing.assert_close(ours(x), reference(x))
+    assert torch.equal(ours.num_batches_tracked, reference.num_batches_tracked)
+    torch.testing.assert_close(ours.running_var, reference.running_var)
+    ours.eval(), reference.eval()
+    torch.testing.assert_close(ours(x), reference(x))

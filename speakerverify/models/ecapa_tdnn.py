@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from speakerverify.models.embedding_norm import EmbeddingNorm
 from speakerverify.models.pooling import AttentiveStatsPool, full_lengths, lengths_to_mask
 
 
@@ -98,6 +99,8 @@ class EcapaTdnn(nn.Module):
         scale: Res2Net groups.
         se_channels: squeeze-excitation bottleneck.
         attention_channels: attentive pooling bottleneck.
+        centre_embeddings: at inference, centre the embedding on the training data's mean
+            (True, BatchNorm's usual eval) or only scale it (False; see `EmbeddingNorm`).
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class EcapaTdnn(nn.Module):
         scale: int = 8,
         se_channels: int = 128,
         attention_channels: int = 128,
+        centre_embeddings: bool = True,
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
@@ -120,7 +124,7 @@ class EcapaTdnn(nn.Module):
         self.pool = AttentiveStatsPool(aggregate_channels, attention_channels)
         self.pool_norm = nn.BatchNorm1d(2 * aggregate_channels)
         self.embedding = nn.Linear(2 * aggregate_channels, embed_dim)
-        self.embed_norm = nn.BatchNorm1d(embed_dim, affine=False)
+        self.embed_norm = EmbeddingNorm(embed_dim, centre=centre_embeddings)
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Embed a batch.

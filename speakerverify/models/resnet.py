@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from speakerverify.models.embedding_norm import EmbeddingNorm
 from speakerverify.models.pooling import StatsPool, full_lengths, lengths_to_mask
 
 
@@ -60,6 +61,8 @@ class ResNet(nn.Module):
         embed_dim: D.
         base_channels: channels of the first stage (32: the "thin" ResNet).
         num_blocks: blocks per stage.
+        centre_embeddings: at inference, centre the embedding on the training data's mean
+            (True, BatchNorm's usual eval) or only scale it (False; see `EmbeddingNorm`).
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class ResNet(nn.Module):
         embed_dim: int = 256,
         base_channels: int = 32,
         num_blocks: tuple[int, ...] | list[int] = (3, 4, 6, 3),
+        centre_embeddings: bool = True,
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
@@ -89,7 +93,7 @@ class ResNet(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.pool = StatsPool()
         self.embedding = nn.Linear(2 * in_channels * freq_bins, embed_dim)
-        self.embed_norm = nn.BatchNorm1d(embed_dim, affine=False)
+        self.embed_norm = EmbeddingNorm(embed_dim, centre=centre_embeddings)
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Embed a batch.

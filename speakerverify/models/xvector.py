@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from speakerverify.models.embedding_norm import EmbeddingNorm
 from speakerverify.models.pooling import StatsPool, full_lengths, lengths_to_mask
 
 
@@ -36,6 +37,8 @@ class XVector(nn.Module):
         embed_dim: D, embedding dimension.
         channels: width of the first four frame layers.
         stats_channels: width of the last frame layer (pooled).
+        centre_embeddings: at inference, centre the embedding on the training data's mean
+            (True, BatchNorm's usual eval) or only scale it (False; see `EmbeddingNorm`).
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class XVector(nn.Module):
         embed_dim: int = 512,
         channels: int = 512,
         stats_channels: int = 1500,
+        centre_embeddings: bool = True,
     ) -> None:
         super().__init__()
         self.embed_dim = embed_dim
@@ -59,7 +63,7 @@ class XVector(nn.Module):
         self.context = sum(layer.context for layer in self.frame_layers)
         self.pool = StatsPool()
         self.segment = nn.Linear(2 * stats_channels, embed_dim)
-        self.embed_norm = nn.BatchNorm1d(embed_dim, affine=False)
+        self.embed_norm = EmbeddingNorm(embed_dim, centre=centre_embeddings)
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Embed a batch.
