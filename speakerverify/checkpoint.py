@@ -46,8 +46,19 @@ class CheckpointError(SpeakerVerifyError):
     """A checkpoint cannot be written, read or used; the one-line message names the file."""
 
 
-def model_fingerprint(state_dict: dict[str, torch.Tensor], features: dict[str, Any]) -> str:
-    """16 hex chars identifying the weights and the front-end config (order independent).
+# Model arguments that change what the same weights compute, with their defaults. A value other
+# than the default is part of the fingerprint; at the default it is left out, so fingerprints of
+# checkpoints written before the argument existed do not change.
+INFERENCE_ARGS: dict[str, Any] = {"centre_embeddings": True}
+
+
+def model_fingerprint(
+    state_dict: dict[str, torch.Tensor],
+    features: dict[str, Any],
+    model_args: dict[str, Any] | None = None,
+) -> str:
+    """16 hex chars identifying the weights, the front-end config and the `INFERENCE_ARGS` that
+    differ from their defaults (order independent).
 
     Two checkpoints with equal weights and front-end give the same fingerprint, whatever their
     training state; embedding and enrollment stores record it to refuse mixing models.
@@ -60,6 +71,13 @@ def model_fingerprint(state_dict: dict[str, torch.Tensor], features: dict[str, A
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     digest.update(json.dumps(features, sort_keys=True).encode())
+    changed = {
+        key: value
+        for key, value in (model_args or {}).items()
+        if key in INFERENCE_ARGS and value != INFERENCE_ARGS[key]
+    }
+    if changed:
+        digest.update(json.dumps(changed, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
@@ -127,7 +145,7 @@ def build_payload(
         "features": dict(features),
         "config": config,
         "versions": {"speakerverify": __version__, "torch": str(torch.__version__)},
-        "fingerprint": model_fingerprint(state_dict, features),
+        "fingerprint": model_fingerprint(state_dict, features, model_args),
         "train_state": train_state,
     }
     if averaged_from is not None:

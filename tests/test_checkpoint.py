@@ -85,6 +85,10 @@ def test_fingerprint_tracks_weights_and_frontend():
     key = next(k for k, v in changed.items() if v.is_floating_point())
     changed[key].view(-1)[0] += 1e-6
     assert model_fingerprint(changed, FEATURES) != base
+    # An argument that changes what the weights compute counts, but only away from its default,
+    # so checkpoints written before it existed keep their fingerprints.
+    assert model_fingerprint(state, FEATURES, {"channels": 8, "centre_embeddings": True}) == base
+    assert model_fingerprint(state, FEATURES, {"centre_embeddings": False}) != base
 
 
 class Payload:  # a class a malicious checkpoint could smuggle in

@@ -211,7 +211,7 @@ def adapt_batchnorm(
         )
     result = BatchNormAdaptation(
         str(out),
-        model_fingerprint(state_dict, payload["features"]),
+        model_fingerprint(state_dict, payload["features"], payload["model_args"]),
         payload["fingerprint"],
         str(Path(audio_dir).resolve()),
         num_files,
