@@ -58,7 +58,9 @@ def test_card_describes_the_bundled_checkpoint(bundled_model_files):
         k: v.float() if v.is_floating_point() else v for k, v in payload["state_dict"].items()
     }
     assert card["fingerprint"] == payload["fingerprint"]
-    assert card["fingerprint"] == model_fingerprint(restored, payload["features"])
+    assert card["fingerprint"] == model_fingerprint(
+        restored, payload["features"], payload["model_args"]
+    )
     loaded = load_model(pretrained.bundled_checkpoint())
     assert card["embed_dim"] == loaded.embed_dim
     assert card["num_parameters"] == sum(p.numel() for p in loaded.encoder.parameters())
@@ -177,7 +179,7 @@ def test_package_model_fp16_loads_as_float32(trained, tmp_path):
     assert (
         card["fingerprint"]
         == loaded.fingerprint
-        == model_fingerprint(restored, payload["features"])
+        == model_fingerprint(restored, payload["features"], payload["model_args"])
     )
     assert (
         Calibration.load(tmp_path / "demo.calibration.json").model_fingerprint

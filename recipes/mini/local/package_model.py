@@ -73,7 +73,7 @@ def package(args: argparse.Namespace) -> dict:
     if args.fp16:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         restored = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        fingerprint = model_fingerprint(restored, payload["features"])
+        fingerprint = model_fingerprint(restored, payload["features"], payload["model_args"])
     else:
         fingerprint = payload["fingerprint"]
     packaged = {
