@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -184,3 +187,39 @@ def test_jobs_give_the_same_store(corpus, tmp_path):
     )
     assert two.utt_ids == one.utt_ids
     np.testing.assert_allclose(two.embeddings, one.embeddings, rtol=1e-5, atol=1e-6)
+
+
+LEAK_SCRIPT = """
+import json, sys
+import torch
+from speakerverify.backend.embedder import Embedder
+from speakerverify.backend.extraction import extract_embeddings
+from speakerverify.data import DataDir
+from speakerverify.frontend.features import Fbank
+from speakerverify.frontend.fbank_config import FbankConfig
+from speakerverify.models import build_model
+
+if __name__ == "__main__":
+    wav, utt2spk, out = json.loads(sys.argv[1])
+    torch.manual_seed(0)
+    encoder = build_model("xvector", feat_dim=24, embed_dim=8, channels=16, stats_channels=16)
+    embedder = Embedder(Fbank(FbankConfig(num_mel_bins=24)), encoder, fingerprint="tiny0002")
+    data = DataDir(wav, utt2spk)
+    store = extract_embeddings(data, out, embedder, shard_size=2, num_jobs=2, progress=True)
+    print(len(store.utt_ids))
+"""
+
+
+def test_jobs_exit_cleanly_without_leaked_semaphores(corpus, tmp_path):
+    """The worker processes are closed and joined, not terminated: nothing is left for the
+    resource tracker to warn about when the command exits."""
+    script = tmp_path / "embed_jobs.py"
+    script.write_text(LEAK_SCRIPT)
+    spec = json.dumps([corpus.wav, corpus.utt2spk, str(tmp_path / "out")])
+    result = subprocess.run(
+        [sys.executable, str(script), spec], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["7"]
+    assert "leaked" not in result.stderr and "Traceback" not in result.stderr
+

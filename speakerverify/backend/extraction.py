@@ -337,3 +337,7 @@ def _run_local_jobs(
         pending = pool.map_async(_job_main, jobs[1:])
         _run_shards(embedder, data_dir, out, plan, 0, num_jobs, resume, progress)
         pending.get()
+        # let the workers exit on their own: the context manager's terminate() kills them and
+        # leaves their semaphores to the resource tracker's "leaked semaphore" warning
+        pool.close()
+        pool.join()
