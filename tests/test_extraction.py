@@ -222,4 +222,3 @@ def test_jobs_exit_cleanly_without_leaked_semaphores(corpus, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["7"]
     assert "leaked" not in result.stderr and "Traceback" not in result.stderr
-

@@ -137,5 +137,5 @@ def test_init_from_a_checkpoint_older_than_a_front_end_option(tmp_path):
     save_checkpoint(newer, model_name="xvector", model_args=MODEL_ARGS,
                     model=build_model("xvector", **MODEL_ARGS),
                     features={**features, "warp": 1.1})  # fmt: skip
-    with pytest.raises(CheckpointError, match="newer.pt: --init checkpoint's front-end: .*warp"):
+    with pytest.raises(CheckpointError, match=r"newer\.pt: --init checkpoint's front-end: .*warp"):
         load_init_weights(model, newer, "xvector", MODEL_ARGS, features)
