@@ -9,9 +9,9 @@
 #                            [--corpus DIR] [--jobs N] [--set key=value ...] [--workdir DIR]
 #                            [--full]
 # data/ and exp/ are made in --workdir (default: this recipe's directory). --full trains the
-# bundled model instead: conf/xvector_synth.yaml, the same corpus five times longer with the
-# frame layers frozen at their random initialisation (about 13 min of training on 2 idle cores),
-# and stage 8 packages it into speakerverify/pretrained/.
+# bundled model instead: conf/xvector_synth.yaml, the demo's config and corpus five times longer
+# (about 13 min of training on 2 idle cores), and stage 8 packages it into
+# speakerverify/pretrained/.
 set -euo pipefail
 
 stage=0
