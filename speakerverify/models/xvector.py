@@ -30,7 +30,8 @@ class XVector(nn.Module):
     frames and padding never reaches a valid frame. The segment layer is the affine layer whose
     output is the embedding ("a" in Kaldi), followed by a BatchNorm without affine parameters:
     embeddings are centred and scaled per dimension, which keeps triplet training from collapsing
-    all embeddings onto one direction. 4,354,964 parameters at F = 80, D = 512.
+    all embeddings onto one direction (at inference, `centre_embeddings=False` only scales them;
+    see `EmbeddingNorm`). 4,354,964 parameters at F = 80, D = 512.
 
     Args:
         feat_dim: F, input feature dimension.
