@@ -32,6 +32,7 @@ class EmbeddingNorm(nn.BatchNorm1d):
         if self.training:  # BatchNorm1d's training step, written out for TorchScript
             if self.num_batches_tracked is not None:
                 self.num_batches_tracked.add_(1)
+            # (no encoder uses BatchNorm's cumulative mode, momentum None; 0.1 is the default)
             momentum = 0.1 if self.momentum is None else float(self.momentum)
             return F.batch_norm(
                 x, self.running_mean, self.running_var, None, None, True, momentum, self.eps
