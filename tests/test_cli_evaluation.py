@@ -150,3 +150,32 @@ def test_embed_command_writes_a_store(tmp_path):
     assert store.meta["model_fingerprint"] == fingerprint
     result = run("embed", "--model", tmp_path / "nope.pt", tmp_path / "data", tmp_path / "e2")
     assert result.exit_code == 2 and result.output.startswith("error: ")
+
+
+NO_TORCH = """
+import sys
+from speakerverify.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as done:
+    assert not done.code, done.code
+assert "torch" not in sys.modules, "torch was imported"
+"""
+
+
+def test_score_and_evaluate_start_without_torch(scored, tmp_path):
+    """Scoring and metrics need numpy only: importing torch would add seconds to every call."""
+    import subprocess
+    import sys
+
+    scores = tmp_path / "scores.txt"
+    for command in (
+        ["score", scored / "trials.txt", scored / "store", "--out", scores],
+        ["evaluate", scored / "trials.txt", scores, "--json"],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-c", NO_TORCH, *map(str, command)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    assert len(read_scores(scores)[2]) == 400

@@ -1,8 +1,11 @@
 """Data: Kaldi-style data dirs, VoxCeleb and any-layout scanning, trial lists, crop dataset and the
 P×K sampler."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from speakerverify.data.datadir import DataDir, DataDirError
-from speakerverify.data.dataset import CropDataset, collate_crops
 from speakerverify.data.layout import prepare_dir, scan_tree
 from speakerverify.data.sampler import PKSampler
 from speakerverify.data.trials import Trials, TrialsError, read_trials, write_trials
@@ -23,3 +26,13 @@ __all__ = [
     "scan_voxceleb",
     "write_trials",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The crop dataset needs torch: imported on first use, so commands that only read data
+    dirs and trial lists (`score`, `evaluate`, `prepare`) start without torch."""
+    if name in ("CropDataset", "collate_crops"):
+        from speakerverify.data import dataset
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
