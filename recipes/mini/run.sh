@@ -111,10 +111,12 @@ fi
 
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   echo "$(stamp)stage 4: embeddings (test, held-out) and the MFCC mean/std baseline"
+  # one process each: for a few hundred short files, spawning a second one costs more than it
+  # saves (7.1 s against 10.3 s for the test set on 2 cores)
   for model in final untrained; do
-    speakerverify embed --model "$exp/$model.pt" --jobs "$jobs" $data/test "$exp/$model/test"
+    speakerverify embed --model "$exp/$model.pt" $data/test "$exp/$model/test"
   done
-  speakerverify embed --model "$exp/final.pt" --jobs "$jobs" $data/heldout "$exp/final/heldout"
+  speakerverify embed --model "$exp/final.pt" $data/heldout "$exp/final/heldout"
   python "$tools/mfcc_baseline.py" $data/test "$exp/mfcc/test" --quiet
 fi
 
