@@ -29,14 +29,11 @@ class EmbeddingNorm(nn.BatchNorm1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert self.running_mean is not None and self.running_var is not None
-        if self.training:  # BatchNorm1d's training step, written out for TorchScript
-            if self.num_batches_tracked is not None:
+        if self.training or self.centre:  # BatchNorm1d's own step, written out for TorchScript
+            if self.training and self.num_batches_tracked is not None:
                 self.num_batches_tracked.add_(1)
             # (no encoder uses BatchNorm's cumulative mode, momentum None; 0.1 is the default)
             momentum = 0.1 if self.momentum is None else float(self.momentum)
-            return F.batch_norm(
-                x, self.running_mean, self.running_var, None, None, True, momentum, self.eps
-            )
-        if self.centre:
-            return (x - self.running_mean) / torch.sqrt(self.running_var + self.eps)
+            mean, var = self.running_mean, self.running_var
+            return F.batch_norm(x, mean, var, None, None, self.training, momentum, self.eps)
         return x / torch.sqrt(self.running_var + self.eps)
