@@ -29,6 +29,10 @@ CONFIGS = [
     {"noise_floor_db": -50.0, "snip_edges": False, "window_type": "hamming"},
     {"sample_rate": 8000, "num_mel_bins": 40, "noise_floor_db": -30.0},
     {"noise_floor_db": -30.0, "cvn": True},
+    {"noise_floor_db": -30.0, "num_ceps": 30},
+    {"num_ceps": 20, "num_mel_bins": 40, "cmn": False},  # the lifter: test_features (torchaudio)
+    {"noise_floor_db": -30.0, "cmn_ceps": 3},
+    {"noise_floor_db": -30.0, "num_ceps": 30, "cmn_ceps": 3, "snip_edges": False},
 ]
 
 

@@ -9,7 +9,7 @@ import torch
 from synth import speech_like
 from torchaudio.compliance import kaldi
 
-from speakerverify.frontend.fbank_config import FbankConfig
+from speakerverify.frontend.fbank_config import FbankConfig, dct_basis
 from speakerverify.frontend.features import Fbank, SpecAugment
 
 TOLERANCE = 1e-3  # max abs difference on log-mel, before CMN
@@ -231,6 +231,109 @@ def test_dither_only_in_training():
     assert not torch.equal(fbank(wave)[0], fbank(wave)[0])
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"num_ceps": 30},
+        {"num_ceps": 13, "cepstral_lifter": 22.0},
+        {"num_ceps": 40, "num_mel_bins": 40, "snip_edges": False, "cepstral_lifter": 8.0},
+    ],
+)
+def test_cepstra_equal_kaldi_mfcc_per_utterance(options):
+    """`num_ceps` gives Kaldi's MFCCs (no energy term): torchaudio's `kaldi.mfcc` row by row."""
+    config = FbankConfig(cmn=False, **options)
+    lengths = [16000, 12345, 4003]
+    waves, lengths_tensor = padded_batch(lengths, seed=5)
+    feats, feat_lengths = Fbank(config)(waves, lengths_tensor)
+    assert feats.shape == (3, max(feat_lengths), config.num_ceps) and config.feat_dim == config.num_ceps
+    for row, length in enumerate(lengths):
+        reference = kaldi.mfcc(
+            waves[row : row + 1, :length],
+            num_ceps=config.num_ceps,
+            num_mel_bins=config.num_mel_bins,
+            cepstral_lifter=config.cepstral_lifter,
+            use_energy=False,
+            dither=0.0,
+            snip_edges=config.snip_edges,
+        )
+        assert int(feat_lengths[row]) == reference.shape[0]
+        scale = float(reference.abs().max())
+        assert float((feats[row, : reference.shape[0]] - reference).abs().max()) <= 1e-5 * scale
+        assert bool((feats[row, reference.shape[0] :] == 0).all())
+
+
+def test_cepstra_keep_the_envelope_and_drop_the_harmonics():
+    """All cepstra are an orthogonal change of basis of the log-mel (nothing lost); the first
+    few keep a smooth envelope, so a harmonic ripple across the bands is mostly removed."""
+    wave = speech(16000, seed=3)
+    log_mel, _ = Fbank(FbankConfig())(wave)
+    full, _ = Fbank(FbankConfig(num_ceps=80))(wave)
+    assert torch.allclose(full.square().sum(-1), log_mel.square().sum(-1), rtol=1e-4)
+    dct = torch.tensor(FbankConfig(num_ceps=80).dct_matrix(), dtype=torch.float64)
+    assert torch.allclose(dct.T @ dct, torch.eye(80, dtype=torch.float64), atol=1e-12)
+    ripple = torch.cos(torch.arange(80, dtype=torch.float64) * torch.pi * 0.8)  # fast in frequency
+    smooth = torch.linspace(-1.0, 1.0, 80, dtype=torch.float64)
+    first = dct[:, :20]
+    assert float((ripple @ first).norm()) < 0.1 * float(ripple.norm())
+    assert float((smooth @ first).norm()) > 0.99 * float(smooth.norm())
+
+
+def test_cepstra_size_the_encoder_input(tmp_path):
+    from speakerverify.training.experiment_config import load_config
+    from speakerverify.training.setup import build_model_args
+
+    path = tmp_path / "exp.yaml"
+    path.write_text("data: {train_dir: data/train}\n")
+    assert build_model_args(load_config(path))["feat_dim"] == 80
+    assert build_model_args(load_config(path, ["features.num_ceps=30"]))["feat_dim"] == 30
+
+
+@pytest.mark.parametrize("options", [{}, {"num_ceps": 30}, {"noise_floor_db": -30.0}])
+def test_partial_cmn_subtracts_only_the_smooth_part_of_the_mean(options):
+    """`cmn_ceps`: the features without CMN, minus the mean frame's projection on the first
+    cepstral basis vectors, over each row's valid frames; the rest of the mean stays."""
+    lengths = [16000, 9001]
+    waves, lengths_tensor = padded_batch(lengths, seed=11)
+    raw, _ = Fbank(FbankConfig(cmn=False, **options))(waves, lengths_tensor)
+    partial, feat_lengths = Fbank(FbankConfig(cmn_ceps=3, **options))(waves, lengths_tensor)
+    full, _ = Fbank(FbankConfig(**options))(waves, lengths_tensor)
+    dim = raw.shape[-1]
+    if "num_ceps" in options:
+        smooth = torch.eye(dim, dtype=torch.float64)[:, :3]
+    else:
+        smooth = torch.tensor(dct_basis(dim, 3), dtype=torch.float64)
+    for row, frames in enumerate(feat_lengths.tolist()):
+        mean = raw[row, :frames].double().mean(0)
+        expected = raw[row, :frames].double() - smooth @ (smooth.T @ mean)
+        assert torch.allclose(partial[row, :frames].double(), expected, atol=1e-4)
+        assert bool((partial[row, frames:] == 0).all())
+        # What full CMN removes and partial CMN keeps: the mean's non-smooth part.
+        kept = (partial[row, :frames] - full[row, :frames]).double().mean(0)
+        assert torch.allclose(kept, mean - smooth @ (smooth.T @ mean), atol=1e-4)
+        assert float(kept.norm()) > 0.1
+
+
+def test_partial_cmn_ignores_gain_and_smooth_spectral_tilts():
+    """A gain adds a constant to every log-mel band and a smooth EQ a slowly varying curve: the
+    projection CMN subtracts takes both out whole, and leaves a formant-like bump mostly in."""
+    projection = torch.tensor(FbankConfig(cmn_ceps=3).cmn_projection(), dtype=torch.float64)
+    assert torch.allclose(projection @ projection, projection, atol=1e-12)
+    assert torch.allclose(projection, projection.T) and round(float(projection.trace())) == 3
+    bands = torch.arange(80, dtype=torch.float64)
+    phase = torch.pi * (bands + 0.5) / 80
+    gain, tilt = torch.full((80,), 1.7, dtype=torch.float64), -0.8 * torch.cos(phase)
+    bow = 0.3 * torch.cos(2 * phase)
+    assert torch.allclose(projection @ (gain + tilt + bow), gain + tilt + bow, atol=1e-12)
+    ramp = -0.03 * bands  # a straight tilt: nearly all of it
+    assert float((ramp - projection @ ramp).norm()) < 0.1 * float(ramp.norm())
+    bump = torch.exp(-0.5 * ((bands - 30) / 3) ** 2)
+    assert float((bump - projection @ bump).norm()) > 0.8 * float(bump.norm())
+    wave = speech(16000, seed=4)
+    louder, _ = Fbank(FbankConfig(cmn_ceps=1, noise_floor_db=-30.0))(wave * 3.0)
+    quiet, _ = Fbank(FbankConfig(cmn_ceps=1, noise_floor_db=-30.0))(wave)
+    assert torch.allclose(louder, quiet, atol=1e-3)
+
+
 def test_config_dict_round_trip_and_validation():
     config = FbankConfig(num_mel_bins=64, cmn=False)
     assert FbankConfig.from_dict(config.to_dict()) == config
@@ -240,6 +343,16 @@ def test_config_dict_round_trip_and_validation():
         FbankConfig(window_type="kaiser")
     with pytest.raises(ValueError, match="high_freq"):
         FbankConfig(low_freq=9000.0)
+    with pytest.raises(ValueError, match="num_ceps must be in"):
+        FbankConfig(num_ceps=81)
+    with pytest.raises(ValueError, match="cepstral_lifter"):
+        FbankConfig(num_ceps=13, cepstral_lifter=-1.0)
+    with pytest.raises(ValueError, match="partial CMN"):
+        FbankConfig(cmn=False, cmn_ceps=3)
+    with pytest.raises(ValueError, match="partial CMN"):
+        FbankConfig(cvn=True, cmn_ceps=3)
+    with pytest.raises(ValueError, match="cmn_ceps must be in"):
+        FbankConfig(num_ceps=20, cmn_ceps=21)
 
 
 def test_specaugment_masks_only_in_training_and_is_reproducible():

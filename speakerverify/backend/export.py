@@ -84,7 +84,7 @@ def export_onnx(
     onnx = _import_onnx()
     loaded = load_model(checkpoint_path)
     encoder = loaded.encoder.eval()
-    feat_dim = int(loaded.frontend.config.num_mel_bins)
+    feat_dim = int(loaded.frontend.config.feat_dim)
     min_frames = _min_frames(encoder)
     handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(handle)

@@ -6,6 +6,8 @@ Thin wrappers over `speakerverify.model_card.describe_model` and
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from speakerverify.cli.common import echo_json, model_path_or_bundled
@@ -30,6 +32,17 @@ def _training_line(training: dict) -> str:
     details = [d for d in details if d]
     text = str(training.get("data") or "unknown")
     return f"{text} ({', '.join(details)})" if details else text
+
+
+def _frontend_line(frontend: dict[str, Any]) -> str:
+    """E.g. "30 cepstra of 80 log-mel bins at 16000 Hz, CMN on the first 3 cepstra"."""
+    bins = f"{frontend.get('num_mel_bins')} log-mel bins at {frontend.get('sample_rate')} Hz"
+    if frontend.get("num_ceps"):
+        bins = f"{frontend['num_ceps']} cepstra of {bins}"
+    cmn = "off"
+    if frontend.get("cmn"):
+        cmn = f"on the first {frontend['cmn_ceps']} cepstra" if frontend.get("cmn_ceps") else "on"
+    return f"{bins}, CMN {cmn}"
 
 
 def _metrics_line(metrics: dict) -> str:
@@ -57,11 +70,7 @@ def _rows(info: dict) -> list[tuple[str, str]]:
         ("embedding", f"{info['embed_dim']} dims"),
         ("parameters", f"{info['num_parameters']:,}"),
         ("fingerprint", info["fingerprint"]),
-        (
-            "front-end",
-            f"{frontend.get('num_mel_bins')} log-mel bins at {frontend.get('sample_rate')} Hz, "
-            f"CMN {'on' if frontend.get('cmn') else 'off'}",
-        ),
+        ("front-end", _frontend_line(frontend)),
         ("training data", _training_line(training)),
     ]
     if card:

@@ -12,12 +12,32 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-__all__ = ["CVN_MIN_VARIANCE", "WINDOW_TYPES", "FbankConfig"]
+__all__ = ["CVN_MIN_VARIANCE", "WINDOW_TYPES", "FbankConfig", "dct_basis"]
 
 WINDOW_TYPES = ("povey", "hanning", "hamming", "rectangular", "blackman")
 # `cvn` divides by sqrt(max(variance, this)): a band constant over an utterance (whose CMN
 # leaves float rounding, ~1e-6) stays near 0.
 CVN_MIN_VARIANCE = 1e-4
+
+
+def dct_basis(num_bins: int, num_ceps: int, lifter: float = 0.0) -> list[list[float]]:
+    """`(num_bins, num_ceps)` orthonormal DCT-II columns, each times Kaldi's sinusoidal lifter
+    when `lifter` > 0: the matrix of ``torchaudio.compliance.kaldi.mfcc`` (Kaldi's
+    ``ComputeDctMatrix``), in float64 as plain lists so the torch and numpy front-ends share it.
+
+    >>> basis = dct_basis(4, 2)
+    >>> round(sum(row[0] * row[1] for row in basis), 12), round(sum(row[1] ** 2 for row in basis), 12)
+    (0.0, 1.0)
+    """
+    rows = []
+    for n in range(num_bins):
+        row = []
+        for k in range(num_ceps):
+            scale = math.sqrt((1.0 if k == 0 else 2.0) / num_bins)
+            weight = 1.0 + 0.5 * lifter * math.sin(math.pi * k / lifter) if lifter else 1.0
+            row.append(scale * math.cos(math.pi / num_bins * (n + 0.5) * k) * weight)
+        rows.append(row)
+    return rows
 
 
 @dataclass(frozen=True)
@@ -31,6 +51,20 @@ class FbankConfig:
     test, instead of log-energies of quantisation noise that differ from one recording chain to
     the next. None (the default) keeps the features equal to Kaldi's.
 
+    ``num_ceps`` turns the log-mel into MFCCs: the first ``num_ceps`` coefficients of its
+    orthonormal DCT-II (Kaldi's ``compute-mfcc-feats`` with ``use_energy=false``), multiplied by
+    Kaldi's sinusoidal lifter when ``cepstral_lifter`` > 0. Dropping the higher cepstra smooths
+    each frame's spectrum across frequency: the envelope (vocal tract, channel) stays and the
+    pitch harmonics, which 80 mel bins resolve in the low bands, go. Kaldi's own default lifter
+    is 22; ours is 0 (none), since the lifter up-weights the middle cepstra.
+
+    ``cmn_ceps`` limits CMN to the smooth part of the utterance's mean log spectrum: the
+    projection of the mean frame onto the first ``cmn_ceps`` cepstral basis vectors (level and
+    broad tilt) is subtracted, the rest of the mean is kept. The mean log spectrum over an
+    utterance holds both the recording channel's response, which mostly tilts and scales it,
+    and the speaker's own long-term envelope (formant regions), which full CMN throws away with
+    the channel. None (the default) is full CMN, as in Kaldi.
+
     ``cvn`` (Kaldi's ``apply-cmvn --norm-vars``) also scales each band of an utterance to unit
     variance over its frames, after ``cmn``: how far a band's log energy swings depends on the
     recording chain (real narrowband speech swings two to three times more in the low bands
@@ -38,6 +72,8 @@ class FbankConfig:
 
     >>> FbankConfig(num_mel_bins=40).frame_length
     400
+    >>> FbankConfig(num_ceps=30).feat_dim
+    30
     >>> FbankConfig.from_dict({"num_mel_bins": 64}).num_mel_bins
     64
     """
@@ -56,6 +92,9 @@ class FbankConfig:
     cmn: bool = True
     cvn: bool = False
     noise_floor_db: float | None = None
+    num_ceps: int | None = None
+    cepstral_lifter: float = 0.0
+    cmn_ceps: int | None = None
 
     def __post_init__(self) -> None:
         if self.window_type not in WINDOW_TYPES:
@@ -77,10 +116,51 @@ class FbankConfig:
             raise ValueError("dither must be >= 0 and preemphasis in [0, 1]")
         if self.cvn and not self.cmn:
             raise ValueError("cvn (variance normalisation) needs cmn (mean normalisation)")
+        if self.num_ceps is not None and not 1 <= self.num_ceps <= self.num_mel_bins:
+            raise ValueError(
+                f"num_ceps must be in [1, num_mel_bins = {self.num_mel_bins}], got {self.num_ceps}"
+            )
+        if self.cmn_ceps is not None:
+            if not self.cmn or self.cvn:
+                raise ValueError("cmn_ceps (partial CMN) needs cmn and no cvn")
+            if not 1 <= self.cmn_ceps <= self.feat_dim:
+                raise ValueError(
+                    f"cmn_ceps must be in [1, {self.feat_dim}] (values per frame), "
+                    f"got {self.cmn_ceps}"
+                )
+        if not (math.isfinite(self.cepstral_lifter) and self.cepstral_lifter >= 0):
+            raise ValueError(f"cepstral_lifter must be >= 0, got {self.cepstral_lifter}")
         if self.noise_floor_db is not None and not math.isfinite(self.noise_floor_db):
             raise ValueError(
                 f"noise_floor_db must be a finite number or None, got {self.noise_floor_db}"
             )
+
+    @property
+    def feat_dim(self) -> int:
+        """Values per frame: `num_ceps` cepstra, or `num_mel_bins` log-mel energies."""
+        return self.num_mel_bins if self.num_ceps is None else self.num_ceps
+
+    def dct_matrix(self) -> list[list[float]] | None:
+        """`(num_mel_bins, num_ceps)` log-mel -> cepstra (`dct_basis` with the lifter), or None."""
+        if self.num_ceps is None:
+            return None
+        return dct_basis(self.num_mel_bins, self.num_ceps, self.cepstral_lifter)
+
+    def cmn_projection(self) -> list[list[float]] | None:
+        """`(feat_dim, feat_dim)` matrix taking an utterance's mean frame to the part of it that
+        CMN subtracts when `cmn_ceps` is set (None: all of it).
+
+        For cepstra it keeps the first `cmn_ceps` coefficients; for log-mel it projects onto
+        the first `cmn_ceps` DCT basis vectors (the smooth part of the mean log spectrum).
+        """
+        if self.cmn_ceps is None:
+            return None
+        keep = self.cmn_ceps
+        if self.num_ceps is not None:
+            return [[1.0 if i == j < keep else 0.0 for j in range(self.num_ceps)]
+                    for i in range(self.num_ceps)]  # fmt: skip
+        basis = dct_basis(self.num_mel_bins, keep)
+        return [[sum(a * b for a, b in zip(row_i, row_j)) for row_j in basis] for row_i in basis]
 
     @property
     def frame_length(self) -> int:

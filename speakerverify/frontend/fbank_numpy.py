@@ -1,6 +1,6 @@
 """The log-mel front-end of :class:`speakerverify.frontend.features.Fbank` in numpy, for the
-torch-free ONNX path: same framing, DC removal, pre-emphasis, windows, Kaldi mel banks, log floors
-and CMN.
+torch-free ONNX path: same framing, DC removal, pre-emphasis, windows, Kaldi mel banks, log floors,
+cepstra (MFCC) and CMN.
 
 Computed in float64 (torch runs float32), so the two agree to ~1e-5 on log-mel.
 """
@@ -87,6 +87,10 @@ class NumpyFbank:
         self.noise_mel_energy = noise_mel_energy(self.config, self.mel_banks)
         # As in Fbank: Kaldi's float32-epsilon clamp, or only a log(0) guard under a noise floor.
         self.log_floor = _FLOAT32.eps if self.config.noise_floor_db is None else _FLOAT32.tiny
+        dct = self.config.dct_matrix()
+        self.dct = None if dct is None else np.array(dct, dtype=np.float64)
+        projection = self.config.cmn_projection()
+        self.cmn_projection = None if projection is None else np.array(projection, np.float64)
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for `num_samples` samples (snip-edges or Kaldi's centred framing)."""
@@ -110,7 +114,7 @@ class NumpyFbank:
         wave = np.asarray(wave, dtype=np.float64).reshape(-1)
         num_frames = self.num_frames(wave.shape[0])
         if num_frames == 0:
-            return np.zeros((0, cfg.num_mel_bins), np.float32)
+            return np.zeros((0, cfg.feat_dim), np.float32)
         length, shift = cfg.frame_length, cfg.frame_shift
         span = (num_frames - 1) * shift + length
         signal = wave[:span] if cfg.snip_edges else self._padded(wave, span)
@@ -125,8 +129,11 @@ class NumpyFbank:
             level = np.mean(wave**2) * 10.0 ** (cfg.noise_floor_db / 10.0)
             mel = mel + level * self.noise_mel_energy
         feats = np.log(np.maximum(mel, self.log_floor))
+        if self.dct is not None:
+            feats = feats @ self.dct
         if cfg.cmn:
-            feats = feats - feats.mean(axis=0, keepdims=True)
+            mean = feats.mean(axis=0, keepdims=True)
+            feats = feats - (mean if self.cmn_projection is None else mean @ self.cmn_projection)
             if cfg.cvn:
                 feats = feats / np.sqrt(np.maximum(np.mean(feats**2, axis=0), CVN_MIN_VARIANCE))
         return feats.astype(np.float32)

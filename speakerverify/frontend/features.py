@@ -74,6 +74,9 @@ class Fbank(nn.Module):
     >>> feats, lengths = Fbank()(torch.randn(2, 16000) * 0.1, torch.tensor([16000, 8000]))
     >>> tuple(feats.shape), lengths.tolist()
     ((2, 98, 80), [98, 48])
+
+    With ``num_ceps`` the frames are MFCCs, equal to ``torchaudio.compliance.kaldi.mfcc``
+    (``use_energy=False``, the same ``cepstral_lifter``).
     """
 
     def __init__(self, config: FbankConfig | None = None) -> None:
@@ -102,6 +105,18 @@ class Fbank(nn.Module):
         self.register_buffer("noise_mel_energy", self._noise_mel_energy(mel), persistent=False)
         # Kaldi clamps mel energies at float32 epsilon (for any dtype) before the log; with a
         # noise floor that clamp would undo its gain invariance, so it only guards log(0) then.
+        dct = cfg.dct_matrix()
+        self.dct: torch.Tensor | None
+        self.register_buffer(
+            "dct", None if dct is None else torch.tensor(dct, dtype=torch.float64), persistent=False
+        )
+        projection = cfg.cmn_projection()
+        self.cmn_projection: torch.Tensor | None
+        self.register_buffer(
+            "cmn_projection",
+            None if projection is None else torch.tensor(projection, dtype=torch.float64),
+            persistent=False,
+        )
         finfo = torch.finfo(torch.float32)
         self._log_floor = finfo.eps if cfg.noise_floor_db is None else finfo.tiny
 
@@ -177,7 +192,7 @@ class Fbank(nn.Module):
         feat_lengths = self._frame_counts(lengths)
         num_frames = self.num_frames(num_samples)
         if num_frames == 0:
-            empty = waves.new_zeros(batch, 0, self.config.num_mel_bins)
+            empty = waves.new_zeros(batch, 0, self.config.feat_dim)
             return empty, feat_lengths
         differentiable = torch.is_grad_enabled() and waves.requires_grad
         # Cache-sized chunks pay off on CPU; a GPU wants few large kernels.
@@ -185,11 +200,15 @@ class Fbank(nn.Module):
             feats = self._log_mel(self._windowed_frames(waves, num_frames), mel_floor)
         else:
             feats = self._log_mel_chunked(waves, num_frames, mel_floor)
+        if self.dct is not None:  # MFCCs: the first cepstra of each frame's log-mel
+            feats = torch.matmul(feats, self.dct.to(feats.dtype))
         # Frames past a row's length saw padding: zero them (before the CMN sums and after).
         feats = _zero_padding(feats, feat_lengths, differentiable)
         if self.config.cmn:
             counts = feat_lengths.clamp_min(1).to(feats.dtype)[:, None, None]
             mean = feats.sum(dim=1, keepdim=True) / counts
+            if self.cmn_projection is not None:  # partial CMN: the smooth part of the mean
+                mean = torch.matmul(mean, self.cmn_projection.to(feats.dtype))
             feats = feats - mean if differentiable else feats.sub_(mean)
             feats = _zero_padding(feats, feat_lengths, differentiable)
             if self.config.cvn:

@@ -66,8 +66,9 @@ StopFn = Callable[[], bool]
 
 
 def build_model_args(config: Config) -> dict[str, Any]:
-    """Constructor arguments of the encoder; `feat_dim` follows `features.fbank.num_mel_bins`."""
-    return {"feat_dim": config.features.fbank.num_mel_bins, **dict(config.model.args)}
+    """Constructor arguments of the encoder; `feat_dim` follows the front-end's `feat_dim`
+    (`num_ceps` when set, else `num_mel_bins`)."""
+    return {"feat_dim": config.features.fbank.feat_dim, **dict(config.model.args)}
 
 
 def build_parts(config: Config, env: DistEnv, init: str | os.PathLike | None = None) -> Parts:
