@@ -108,12 +108,16 @@ def test_torch_export_with_dynamic_length():
     any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxscript", "onnxruntime")),
     reason="onnx/onnxscript/onnxruntime not installed (the dev extra has them)",
 )
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", [*sorted(MODELS), "xvector+stats"])
 def test_onnx_export(name, tmp_path):
     import onnx
     import onnxruntime
 
-    model = small_model(name)
+    if name == "xvector+stats":  # the fused statistics branch traces too
+        torch.manual_seed(0)
+        model = build_model("xvector", **SMALL["xvector"], stats_dims=8).eval()
+    else:
+        model = small_model(name)
     path = tmp_path / "model.onnx"
     x, lengths = feats(2, 40), torch.tensor([40, 30])
     torch.onnx.export(model, (x, lengths), str(path))
@@ -191,3 +195,34 @@ def test_embedding_norm_is_batchnorm_when_centred():
     torch.testing.assert_close(ours.running_var, reference.running_var)
     ours.eval(), reference.eval()
     assert torch.equal(ours(x), reference(x))  # the very same computation, not just close
+
+
+def test_xvector_stats_branch_fuses_two_cosines():
+    """stats_dims: the embedding is [a/|a|, p/|p|]/sqrt(2), so its cosine is the mean of the
+    trained embedding's and the projected statistics' cosines; the projection is a fixed,
+    seeded buffer that takes no gradient and leaves the rest of the initialisation unchanged."""
+    plain = small_model("xvector")
+    torch.manual_seed(0)
+    fused = build_model("xvector", **SMALL["xvector"], stats_dims=24)
+    extra = set(fused.state_dict()) - set(plain.state_dict())
+    assert extra == {"stats_projection"} and fused.embed_dim == 16 + 24
+    fused.load_state_dict({**plain.state_dict(), "stats_projection": fused.stats_projection})
+    fused.eval()
+    again = build_model("xvector", **SMALL["xvector"], stats_dims=24)
+    assert torch.equal(again.stats_projection, fused.stats_projection)
+    assert "stats_projection" not in dict(fused.named_parameters())
+    x, lengths = feats(4, 50), torch.tensor([50, 41, 30, 22])
+    with torch.no_grad():
+        out = fused(x, lengths)
+        trained = torch.nn.functional.normalize(plain(x, lengths), dim=1)
+        hidden = x.transpose(1, 2)
+        for layer in plain.frame_layers:
+            hidden = layer(hidden)
+        mask = torch.arange(hidden.shape[2])[None, :] < (lengths - plain.context)[:, None]
+        pooled = plain.pool(hidden, mask)
+        stats = torch.nn.functional.normalize(pooled @ fused.stats_projection, dim=1)
+    assert out.shape == (4, 40)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(4))
+    torch.testing.assert_close(out @ out.T, (trained @ trained.T + stats @ stats.T) / 2)
+    with pytest.raises(ValueError, match="stats_dims"):
+        build_model("xvector", **SMALL["xvector"], stats_dims=-1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from speakerverify.models.embedding_norm import EmbeddingNorm
 from speakerverify.models.pooling import StatsPool, full_lengths, lengths_to_mask
@@ -20,6 +21,9 @@ class TdnnLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(torch.relu(self.conv(x)))
+
+
+_STATS_PROJECTION_SEED = 20261129
 
 
 class XVector(nn.Module):
@@ -40,6 +44,15 @@ class XVector(nn.Module):
         stats_channels: width of the last frame layer (pooled).
         centre_embeddings: at inference, centre the embedding on the training data's mean
             (True, BatchNorm's usual eval) or only scale it (False; see `EmbeddingNorm`).
+        stats_dims: when > 0, the embedding also carries the pooled statistics themselves,
+            through a fixed random projection to `stats_dims` values (a buffer drawn from its
+            own seeded generator, so the rest of the initialisation is unchanged): the output
+            is `[a / |a|, p / |p|] / sqrt(2)` with `a` the segment layer's embedding and `p`
+            the projection, so its cosine score is the average of the two parts' scores (a
+            score fusion inside the embedding). Random projections keep cosines of the
+            statistics (Johnson-Lindenstrauss), which with frozen random frame layers are
+            generic spectral statistics; the trained part learns what separates voices across
+            channels. 0 (the default) is the plain x-vector. D = `embed_dim + stats_dims`.
     """
 
     def __init__(
@@ -49,9 +62,12 @@ class XVector(nn.Module):
         channels: int = 512,
         stats_channels: int = 1500,
         centre_embeddings: bool = True,
+        stats_dims: int = 0,
     ) -> None:
         super().__init__()
-        self.embed_dim = embed_dim
+        if stats_dims < 0:
+            raise ValueError(f"stats_dims must be >= 0, got {stats_dims}")
+        self.embed_dim = embed_dim + stats_dims
         self.frame_layers = nn.ModuleList(
             [
                 TdnnLayer(feat_dim, channels, kernel_size=5),
@@ -65,6 +81,12 @@ class XVector(nn.Module):
         self.pool = StatsPool()
         self.segment = nn.Linear(2 * stats_channels, embed_dim)
         self.embed_norm = EmbeddingNorm(embed_dim, centre=centre_embeddings)
+        self.stats_projection: torch.Tensor | None
+        projection = None
+        if stats_dims:
+            generator = torch.Generator().manual_seed(_STATS_PROJECTION_SEED)
+            projection = torch.randn(2 * stats_channels, stats_dims, generator=generator)
+        self.register_buffer("stats_projection", projection)
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Embed a batch.
@@ -87,4 +109,8 @@ class XVector(nn.Module):
         # Items shorter than the receptive field still pool their first output frame.
         valid = (lengths - self.context).clamp_min(1)
         pooled = self.pool(x, lengths_to_mask(valid, x.shape[2]))
-        return self.embed_norm(self.segment(pooled))
+        embedding = self.embed_norm(self.segment(pooled))
+        if self.stats_projection is None:
+            return embedding
+        parts = [embedding, torch.matmul(pooled, self.stats_projection)]
+        return torch.cat([F.normalize(part, dim=1) for part in parts], dim=1) * 0.5**0.5
