@@ -245,7 +245,10 @@ def test_cepstra_equal_kaldi_mfcc_per_utterance(options):
     lengths = [16000, 12345, 4003]
     waves, lengths_tensor = padded_batch(lengths, seed=5)
     feats, feat_lengths = Fbank(config)(waves, lengths_tensor)
-    assert feats.shape == (3, max(feat_lengths), config.num_ceps) and config.feat_dim == config.num_ceps
+    assert (
+        feats.shape == (3, max(feat_lengths), config.num_ceps)
+        and config.feat_dim == config.num_ceps
+    )
     for row, length in enumerate(lengths):
         reference = kaldi.mfcc(
             waves[row : row + 1, :length],

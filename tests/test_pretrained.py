@@ -270,8 +270,14 @@ def test_model_info_bundled(bundled_model_files, tmp_path):
 @pytest.mark.parametrize(
     ("frontend", "line"),
     [
-        ({"num_mel_bins": 80, "sample_rate": 16000, "cmn": True}, "80 log-mel bins at 16000 Hz, CMN on"),
-        ({"num_mel_bins": 40, "sample_rate": 8000, "cmn": False}, "40 log-mel bins at 8000 Hz, CMN off"),
+        (
+            {"num_mel_bins": 80, "sample_rate": 16000, "cmn": True},
+            "80 log-mel bins at 16000 Hz, CMN on",
+        ),
+        (
+            {"num_mel_bins": 40, "sample_rate": 8000, "cmn": False},
+            "40 log-mel bins at 8000 Hz, CMN off",
+        ),
         (
             {"num_mel_bins": 80, "sample_rate": 16000, "cmn": True, "num_ceps": 30, "cmn_ceps": 3},
             "30 cepstra of 80 log-mel bins at 16000 Hz, CMN on the first 3 cepstra",

@@ -26,7 +26,8 @@ def dct_basis(num_bins: int, num_ceps: int, lifter: float = 0.0) -> list[list[fl
     ``ComputeDctMatrix``), in float64 as plain lists so the torch and numpy front-ends share it.
 
     >>> basis = dct_basis(4, 2)
-    >>> round(sum(row[0] * row[1] for row in basis), 12), round(sum(row[1] ** 2 for row in basis), 12)
+    >>> dot = lambda i, j: round(sum(row[i] * row[j] for row in basis), 12)
+    >>> dot(0, 1), dot(1, 1)
     (0.0, 1.0)
     """
     rows = []
@@ -160,7 +161,10 @@ class FbankConfig:
             return [[1.0 if i == j < keep else 0.0 for j in range(self.num_ceps)]
                     for i in range(self.num_ceps)]  # fmt: skip
         basis = dct_basis(self.num_mel_bins, keep)
-        return [[sum(a * b for a, b in zip(row_i, row_j)) for row_j in basis] for row_i in basis]
+        return [
+            [sum(a * b for a, b in zip(row_i, row_j, strict=True)) for row_j in basis]
+            for row_i in basis
+        ]
 
     @property
     def frame_length(self) -> int:

@@ -26,7 +26,9 @@ def checkpoint_sections(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     args = dict(payload["model_args"])
     feat_dim = args.pop("feat_dim", None)
     features = dict(payload["features"])
-    if feat_dim is not None and feat_dim != (features.get("num_ceps") or features.get("num_mel_bins")):
+    if feat_dim is not None and feat_dim != (
+        features.get("num_ceps") or features.get("num_mel_bins")
+    ):
         args["feat_dim"] = feat_dim
     return {"model": {"name": payload["model_name"], "args": args}, "features": features}
 
