@@ -30,12 +30,12 @@ TRAINING_DATA = (
     "tools/make_mini_corpus.py); no recordings of real people"
 )
 LIMITS = (
-    "Trained only on synthetic eSpeak NG speakers: it has never heard a real human voice. On real "
-    "speech it is far less accurate than on the synthetic test speakers (see the README's model "
-    "card for measured numbers) and its calibration there is not validated: fine for demos, "
-    "tests and pipelines, not for decisions about people. `speakerverify adapt DIR --out` "
-    "re-estimates it on your own unlabelled audio; train on VoxCeleb (recipes/voxceleb) for real "
-    "use."
+    "Trained only on synthetic eSpeak NG speakers: it has never heard a real human voice. Its "
+    "accuracy on real speech was measured on one small set (see the README's model card) and "
+    "is far below models trained on real speakers; its calibration there is not validated: fine "
+    "for demos, tests and pipelines, not for decisions about people. `speakerverify adapt DIR "
+    "--out` re-estimates it on your own unlabelled audio; train on VoxCeleb (recipes/voxceleb) "
+    "for real use."
 )
 
 
