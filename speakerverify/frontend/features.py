@@ -1,5 +1,6 @@
-"""Batched Kaldi-compatible log-mel filterbanks (equal to ``torchaudio.compliance.kaldi.fbank``),
-per-utterance CMN over the valid frames, and SpecAugment masking for training.
+"""Batched Kaldi-compatible log-mel filterbanks (equal to ``torchaudio.compliance.kaldi.fbank``)
+or MFCCs (``kaldi.mfcc``), per-utterance CMN over the valid frames (or only its smooth part), and
+SpecAugment masking for training.
 """
 
 from __future__ import annotations
@@ -103,8 +104,7 @@ class Fbank(nn.Module):
         self.register_buffer("window", window, persistent=False)
         self.register_buffer("dc_weight", dc_weight, persistent=False)
         self.register_buffer("noise_mel_energy", self._noise_mel_energy(mel), persistent=False)
-        # Kaldi clamps mel energies at float32 epsilon (for any dtype) before the log; with a
-        # noise floor that clamp would undo its gain invariance, so it only guards log(0) then.
+        # Log-mel -> cepstra (`num_ceps`) and the part of the mean frame CMN takes (`cmn_ceps`).
         dct = cfg.dct_matrix()
         self.dct: torch.Tensor | None
         self.register_buffer(
@@ -117,6 +117,8 @@ class Fbank(nn.Module):
             None if projection is None else torch.tensor(projection, dtype=torch.float64),
             persistent=False,
         )
+        # Kaldi clamps mel energies at float32 epsilon (for any dtype) before the log; with a
+        # noise floor that clamp would undo its gain invariance, so it only guards log(0) then.
         finfo = torch.finfo(torch.float32)
         self._log_floor = finfo.eps if cfg.noise_floor_db is None else finfo.tiny
 
