@@ -84,7 +84,8 @@ def test_cli_exports_the_bundled_model_by_default(bundled_model_files, tmp_path)
     )
     assert out.is_file() and not list(tmp_path.glob(".*.tmp"))
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    feats = np.random.default_rng(0).standard_normal((1, 250, 80)).astype(np.float32)
+    feat_dim = FbankConfig.from_dict(card["frontend"]).feat_dim  # cepstra or log-mel bins
+    feats = np.random.default_rng(0).standard_normal((1, 250, feat_dim)).astype(np.float32)
     assert session.run(None, {"feats": feats})[0].shape == (1, card["embed_dim"])
 
 
