@@ -139,3 +139,25 @@ def test_init_from_a_checkpoint_older_than_a_front_end_option(tmp_path):
                     features={**features, "warp": 1.1})  # fmt: skip
     with pytest.raises(CheckpointError, match=r"newer\.pt: --init checkpoint's front-end: .*warp"):
         load_init_weights(model, newer, "xvector", MODEL_ARGS, features)
+    with pytest.raises(CheckpointError, match=r"newer\.pt: --init checkpoint's front-end: .*warp"):
+        checkpoint_sections(newer)
+
+
+def test_checkpoint_sections_take_the_input_size_from_the_front_end(tmp_path):
+    """feat_dim is left out of the model section when the front-end gives it (log-mel bins, or
+    cepstra with num_ceps), and kept when the checkpoint's encoder was built otherwise."""
+    features = load_config(TINY, ["data.train_dir=x"]).features.fbank_dict()
+    for name, front, feat_dim, kept in [
+        ("mel", {}, features["num_mel_bins"], False),
+        ("ceps", {"num_ceps": 20}, 20, False),
+        ("odd", {"num_ceps": 20}, features["num_mel_bins"], True),
+    ]:
+        args = {**MODEL_ARGS, "feat_dim": feat_dim}
+        path = tmp_path / f"{name}.pt"
+        model = build_model("xvector", **args)
+        save_checkpoint(
+            path, model_name="xvector", model_args=args, model=model, features={**features, **front}
+        )
+        sections = checkpoint_sections(path)
+        assert ("feat_dim" in sections["model"]["args"]) == kept, name
+        assert sections["features"] == {**features, **front}

@@ -25,12 +25,23 @@ def checkpoint_sections(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
     payload = load_checkpoint(path)
     args = dict(payload["model_args"])
     feat_dim = args.pop("feat_dim", None)
-    features = dict(payload["features"])
-    if feat_dim is not None and feat_dim != (
-        features.get("num_ceps") or features.get("num_mel_bins")
-    ):
+    if feat_dim is not None and feat_dim != _checkpoint_frontend(path, payload).feat_dim:
         args["feat_dim"] = feat_dim
+    features = dict(payload["features"])
     return {"model": {"name": payload["model_name"], "args": args}, "features": features}
+
+
+def _checkpoint_frontend(path: str | os.PathLike, payload: dict[str, Any]) -> FbankConfig:
+    """The checkpoint's front-end; an option added since it was written counts as its default
+    (which is what the checkpoint's front-end computes).
+
+    Raises:
+        CheckpointError: an option this speakerverify does not know (a newer checkpoint).
+    """
+    try:
+        return FbankConfig.from_dict(dict(payload["features"]))
+    except (ValueError, TypeError) as err:  # e.g. an option from a newer speakerverify
+        raise CheckpointError(f"{path}: --init checkpoint's front-end: {err}") from None
 
 
 def load_init_weights(
@@ -54,12 +65,7 @@ def load_init_weights(
             f"{model_name} {dict(model_args)} (leave out the config's model section to use the "
             "checkpoint's)"
         )
-    # Through FbankConfig, so an option added since the checkpoint was written counts as its
-    # default (which is what the checkpoint's front-end computes), not as a difference.
-    try:
-        theirs_features = FbankConfig.from_dict(dict(payload["features"])).to_dict()
-    except (ValueError, TypeError) as err:  # e.g. an option from a newer speakerverify
-        raise CheckpointError(f"{path}: --init checkpoint's front-end: {err}") from None
+    theirs_features = _checkpoint_frontend(path, payload).to_dict()  # older: defaults filled
     ours = FbankConfig.from_dict(dict(features)).to_dict()
     differ = sorted(k for k in ours if theirs_features[k] != ours[k])
     if differ:
