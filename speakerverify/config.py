@@ -166,7 +166,9 @@ class AugmentConfig:
 
     `args` are extra keyword arguments of `speakerverify.frontend.augment.Augmenter` (SNR ranges,
     ...), `channel_args` of `speakerverify.frontend.simulate.ChannelSimulator` (stage
-    probabilities and ranges); both are checked against their signatures when training starts.
+    probabilities and ranges, and `room`: "simple", the default, or "shoebox" for image-source
+    rooms from pyroomacoustics, `pip install 'speakerverify[rooms]'`); both are checked against
+    their signatures, and the channel's values, when training starts.
     """
 
     aug_prob: float = 0.6

@@ -1,6 +1,10 @@
 """Recording conditions simulated with no download: coloured and babble-like noise, room impulse
 responses, microphone EQ, band limits (telephone, low-pass), mu-law coding and level.
 
+Rooms come from a small hand-made model by default (`room_impulse_response`), or, with the
+`rooms` extra, from the image-source model of a drawn shoebox room (`shoebox_impulse_response`,
+pyroomacoustics).
+
 `ChannelSimulator.draw` picks one condition (a `Channel`) from its ranges; `apply_channel` plays
 a waveform through it. Training draws a condition per crop (independent of the speaker, so the
 encoder cannot use the channel as a cue); the synthetic corpus draws one per session. All
@@ -9,16 +13,32 @@ randomness comes from the `rng` passed in, so a seed gives the same audio.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
+from speakerverify.errors import SpeakerVerifyError
 from speakerverify.frontend.augment import mix_at_snr
 
 NOISE_KINDS = ("white", "pink", "brown", "hum", "babble")
 # Six log-spaced points of the random EQ curve, Hz.
 _EQ_POINTS_HZ = (60.0, 150.0, 400.0, 1000.0, 2800.0, 7600.0)
+# Shoebox rooms, m: (length, width, height) ranges, from a small office to a lecture room.
+_ROOM_DIMS_M = ((3.0, 10.0), (3.0, 8.0), (2.4, 4.0))
+_WALL_MARGIN_M = 0.5  # talker and microphone at least this far from every wall
+_HEIGHT_M = (1.0, 2.0)  # of talker and microphone (seated to standing, desk to wall)
+_DISTANCE_M = (1.0, 3.0)  # talker to microphone
+# Image sources up to this order (about 5,000) cost a few ms; the full order of a 0.8 s room
+# (100+, millions of images) costs seconds. Later reflections become a noise tail.
+_MAX_IMAGE_ORDER = 15
+_MAX_ABSORPTION = 0.9  # walls absorbing more: the room is shrunk instead (short rt60, big room)
+
+
+class MissingExtraError(SpeakerVerifyError, ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +47,8 @@ class Channel:
 
     Attributes:
         rt60: reverberation time of a simulated room, seconds (0: dry).
+        room: how that room is simulated, a `ROOMS` name: "simple" (`room_impulse_response`) or
+            "shoebox" (`shoebox_impulse_response`, needs pyroomacoustics).
         noise: kind of additive acoustic noise (one of NOISE_KINDS) or None.
         snr_db: speech-to-noise ratio of that noise, dB.
         eq_db: gains of a smooth EQ curve at `_EQ_POINTS_HZ` (microphone, voice colour), or None.
@@ -40,6 +62,7 @@ class Channel:
     """
 
     rt60: float = 0.0
+    room: str = "simple"
     noise: str | None = None
     snr_db: float = 30.0
     eq_db: tuple[float, ...] | None = None
@@ -50,6 +73,10 @@ class Channel:
     line_snr_db: float | None = None
     level_db: float = -26.0
 
+    def __post_init__(self) -> None:
+        if self.room not in ROOMS:
+            raise ValueError(f"room {self.room!r}: valid are {list(ROOMS)}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -59,6 +86,9 @@ class ChannelSimulator:
     """Draws `Channel`s: each stage on with its probability, its parameter from its range.
 
     The defaults describe everyday recordings (rooms, phones, laptops, noise at 0-30 dB SNR).
+    `room` names how the rooms of the reverberant channels are simulated (a `ROOMS` name):
+    "simple" (the default) or "shoebox", which needs pyroomacoustics (`pip install
+    'speakerverify[rooms]'`; without it the simulator is refused at once, with MissingExtraError).
 
     >>> rng = np.random.default_rng(0)
     >>> channel = ChannelSimulator(narrowband_prob=1.0, mulaw_prob=0.0).draw(rng)
@@ -71,6 +101,7 @@ class ChannelSimulator:
 
     reverb_prob: float = 0.3
     rt60_range: tuple[float, float] = (0.2, 0.8)
+    room: str = "simple"
     noise_prob: float = 0.6
     noise_kinds: tuple[str, ...] = NOISE_KINDS
     snr_db_range: tuple[float, float] = (5.0, 30.0)
@@ -99,6 +130,10 @@ class ChannelSimulator:
             low, high = getattr(self, name)
             if low > high:
                 raise ValueError(f"{name} must be (low, high) with low <= high, got {(low, high)}")
+        if self.room not in ROOMS:
+            raise ValueError(f"room {self.room!r}: valid are {list(ROOMS)}")
+        if self.room == "shoebox":
+            _import_pyroomacoustics()  # fail now, not in a loader worker; forks inherit it
 
     def draw(self, rng: np.random.Generator) -> Channel:
         """One condition; every stage is drawn whether or not it is used (stable streams)."""
@@ -112,6 +147,7 @@ class ChannelSimulator:
         narrowband = bool(draws[4] < self.narrowband_prob)
         return Channel(
             rt60=rt60 if draws[0] < self.reverb_prob else 0.0,
+            room=self.room,
             noise=noise if draws[1] < self.noise_prob else None,
             snr_db=snr_db,
             eq_db=eq_db if draws[2] < self.eq_prob else None,
@@ -184,6 +220,107 @@ def room_impulse_response(
     return rir / np.sqrt(np.sum(rir**2))
 
 
+def shoebox_impulse_response(
+    rng: np.random.Generator, rt60: float, sample_rate: int = 16000
+) -> np.ndarray:
+    """A drawn shoebox room, talker and microphone, simulated by the image-source model of
+    pyroomacoustics (the `rooms` extra). `(R,)` float64, unit energy.
+
+    The room is 3-10 x 3-8 x 2.4-4 m, talker and microphone 1-2 m high, at least 0.5 m from the
+    walls and 1-3 m apart; the walls absorb what Sabine's formula needs for `rt60`
+    (`pyroomacoustics.inverse_sabine`). Image sources up to order 15 give the direct path and
+    the early reflections; from where the omitted higher orders would start to arrive on, a
+    noise tail continues the simulated level and decays by 60 dB in `rt60`. The direct path
+    arrives after 2.5 ms (half the library's fractional-delay filter); the response lasts `rt60`
+    from there. An `rt60` too short for the drawn room (walls absorbing over 90 %) shrinks it.
+
+    Args:
+        rng: the only source of randomness (the simulation itself is deterministic).
+        rt60: reverberation time, seconds (> 0).
+        sample_rate: Hz.
+
+    Returns:
+        `(R,)` float64 impulse response with `sum(rir**2) == 1`.
+
+    Raises:
+        MissingExtraError: pyroomacoustics is not installed.
+        ValueError: `rt60` is not positive.
+    """
+    pra = _import_pyroomacoustics()
+    if not rt60 > 0:
+        raise ValueError(f"rt60 must be > 0 seconds, got {rt60!r}")
+    speed = float(pra.constants.get("c"))
+    room_dim = np.array([rng.uniform(low, high) for low, high in _ROOM_DIMS_M])
+    # Sabine: absorption = 24 ln(10) V / (c S rt60), so a wall cannot absorb enough for a short
+    # rt60 in a big room; V / S grows with the room's size, so shrink it until one can.
+    volume_per_area = 0.5 / np.sum(1 / room_dim)
+    most = _MAX_ABSORPTION * speed * rt60 / (24 * np.log(10))
+    room_dim *= min(1.0, most / volume_per_area)
+    talker, microphone = _draw_positions(rng, room_dim)
+    absorption, order = pra.inverse_sabine(rt60, room_dim, c=speed)
+    order = min(order, _MAX_IMAGE_ORDER)
+    room = pra.ShoeBox(
+        room_dim, fs=sample_rate, materials=pra.Material(float(absorption)), max_order=order
+    )
+    room.add_source(talker)
+    room.add_microphone(microphone)
+    room.compute_rir()
+    rir = np.asarray(room.rir[0][0], dtype=np.float64)
+    delay = int(np.linalg.norm(microphone - talker) / speed * sample_rate)
+    half_filter = int(pra.constants.get("frac_delay_length")) // 2
+    end = delay + half_filter + int(rt60 * sample_rate)
+    if order == _MAX_IMAGE_ORDER:
+        # The images up to `order` hold every one within (order + 1) shortest spans of the room
+        # lattice (inverse_sabine's reasoning); one span short of that, for where talker and
+        # microphone sit, the response is complete (within 1 dB of order 30 over 30 rooms).
+        span = 1 / np.sqrt(np.sum(1 / np.sort(room_dim)[:2] ** 2))
+        complete = min(int(order * span / speed * sample_rate) + half_filter, len(rir))
+        window = min(int(0.01 * sample_rate), complete)
+        level = np.sqrt(np.mean(rir[complete - window : complete] ** 2))
+        t = (np.arange(complete, end) - (complete - window / 2)) / sample_rate
+        tail = rng.standard_normal(len(t)) * level * np.exp(-np.log(1000) * t / rt60)
+        rir = np.concatenate([rir[:complete], tail])
+    rir = rir[delay:end]
+    return rir / np.sqrt(np.sum(rir**2))
+
+
+def _draw_positions(
+    rng: np.random.Generator, room_dim: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Talker and microphone `(3,)` positions in `room_dim`, m, `_DISTANCE_M` apart if it fits."""
+    margin = np.minimum(_WALL_MARGIN_M, room_dim / 4)
+
+    def point() -> np.ndarray:
+        x, y = rng.uniform(margin[:2], room_dim[:2] - margin[:2])
+        z = np.clip(rng.uniform(*_HEIGHT_M), margin[2], room_dim[2] - margin[2])
+        return np.array([x, y, z])
+
+    talker = point()
+    for _ in range(100):  # rejection: a few tries at most unless the room is shrunk
+        microphone = point()
+        if _DISTANCE_M[0] <= np.linalg.norm(microphone - talker) <= _DISTANCE_M[1]:
+            break
+    return talker, microphone
+
+
+def _import_pyroomacoustics() -> Any:
+    """The pyroomacoustics module, or MissingExtraError naming the extra that installs it."""
+    try:
+        import pyroomacoustics
+    except ImportError:
+        raise MissingExtraError(
+            "room 'shoebox' needs pyroomacoustics: pip install 'speakerverify[rooms]'"
+        ) from None
+    return pyroomacoustics
+
+
+# How `Channel.room` simulates a room: `(rng, rt60, sample_rate) -> (R,)` unit-energy RIR.
+ROOMS: dict[str, Callable[[np.random.Generator, float, int], np.ndarray]] = {
+    "simple": room_impulse_response,
+    "shoebox": shoebox_impulse_response,
+}
+
+
 def _equalise(wave: np.ndarray, gains_db: np.ndarray, sample_rate: int) -> np.ndarray:
     from scipy.fft import irfft, next_fast_len, rfft
 
@@ -219,7 +356,7 @@ def apply_channel(
 
     wave = np.asarray(wave, dtype=np.float64)
     if channel.rt60 > 0:
-        rir = room_impulse_response(rng, channel.rt60, sample_rate)
+        rir = ROOMS[channel.room](rng, channel.rt60, sample_rate)
         wave = fftconvolve(wave, rir)[: len(wave)]
     if channel.noise is not None:  # acoustic: in the room, so the channel filters it too
         noise = colored_noise(rng, channel.noise, len(wave), sample_rate)

@@ -161,7 +161,10 @@ def _build_augmenter(config: Config) -> Augmenter | None:
     if config.augment.channel:
         channel_args = dict(config.augment.channel_args)
         check_kwargs("augment.channel_args", ChannelSimulator, channel_args)
-        channel = ChannelSimulator(**channel_args)
+        try:
+            channel = ChannelSimulator(**channel_args)
+        except ValueError as error:  # a probability, range or room name out of bounds
+            raise ConfigError(f"augment.channel_args: {error}") from None
     extra = dict(config.augment.args)
     check_kwargs("augment.args", Augmenter, extra)
     return Augmenter(
