@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,10 @@ def test_same_seed_same_bytes_whatever_the_jobs_and_resume_restores(tiny, tmp_pa
     command[-1] = "1.5"
     refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "--own-language must be a probability" in refused.stderr
+    if find_spec("pyroomacoustics") is not None:  # other rooms in the same sessions: refused
+        command[-2:] = ["--room", "shoebox"]
+        refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "room simple -> shoebox" in refused.stderr
 
 
 def test_other_seed_other_audio(tiny, tmp_path):

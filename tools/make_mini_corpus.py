@@ -11,7 +11,9 @@ Every speaker has their own eSpeak voice variant (vocal-tract scale on formants 
 heights and widths, pitch, breath, flutter, roughness, spectral tilt, sometimes the Klatt source);
 utterances jitter pitch, rate, formants and loudness; each session has its own channel (telephone
 band at 8 kHz, mu-law, synthetic room reverb, random EQ) and noise at 0-30 dB SNR; the text is
-random pseudo-words from one of many languages' letters, with numbers and punctuation.
+random pseudo-words from one of many languages' letters, with numbers and punctuation. The rooms
+are the simulator's simple model, or with `--room shoebox` image-source shoebox rooms
+(pyroomacoustics, `pip install 'speakerverify[rooms]'`).
 
 Deterministic for a seed (same seed -> identical bytes, whatever `--jobs`), resumable (each file is
 written atomically; finished files are kept), parallel over `--jobs` processes.
@@ -34,7 +36,13 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from espeak import Espeak, VoiceVariant
 
-from speakerverify.frontend.simulate import Channel, ChannelSimulator, apply_channel
+from speakerverify.frontend.simulate import (
+    ROOMS,
+    Channel,
+    ChannelSimulator,
+    MissingExtraError,
+    apply_channel,
+)
 
 SAMPLE_RATE = 16000
 TEST_FIRST_ID = 10270  # VoxCeleb1-O test speakers are id10270-id10309
@@ -240,7 +248,7 @@ def _init_worker() -> None:
 
 
 def synthesize_speaker(
-    task: tuple[str, int, str, int, float, bool, float],
+    task: tuple[str, int, str, int, float, bool, float, str],
 ) -> tuple[str, int, float]:
     """Write the missing files of one speaker; returns (speaker, files written, seconds written)."""
     assert _ENGINE is not None
@@ -259,9 +267,11 @@ def _synthesize_speaker(
     seconds: float,
     clean: bool,
     own_language: float,
+    room: str,
 ) -> tuple[str, int, float]:
     from scipy.signal import resample_poly
 
+    session_channels = replace(SESSION_CHANNELS, room=room)
     variant, habits = make_voice(speaker_rng(seed, speaker, 0))
     utterances = plan_speaker(seed, speaker, num_utts)
     channels: dict[str, Channel] = {}
@@ -270,7 +280,7 @@ def _synthesize_speaker(
         session = utterance.path.split("/")[2]
         if session not in channels:
             channel_rng = speaker_rng(seed, speaker, 2, len(channels))
-            channels[session] = SESSION_CHANNELS.draw(channel_rng)
+            channels[session] = session_channels.draw(channel_rng)
         path = os.path.join(out_dir, utterance.path)
         done = os.path.exists(path)  # still synthesised: later utterances depend on eSpeak state
         rng = np.random.default_rng(utterance.seed)
@@ -357,7 +367,8 @@ def check_settings(out_dir: str, settings: dict) -> None:
     if os.path.exists(path):
         with open(path, encoding="utf-8") as handle:
             before = json.load(handle)
-        before.setdefault("own_language", 0.4)  # trees made before the option existed
+        before.setdefault("own_language", 0.4)  # trees made before the options existed
+        before.setdefault("room", "simple")
         changed = sorted(k for k in settings if before.get(k) != settings[k])
         if changed:
             raise SystemExit(
@@ -386,10 +397,20 @@ def main(argv: list[str] | None = None) -> int:
         default=OWN_LANGUAGE,
         help="probability that an utterance is in its speaker's preferred language (else any)",
     )
+    parser.add_argument(
+        "--room",
+        choices=list(ROOMS),
+        default="simple",
+        help="how the reverberant sessions' rooms are simulated (shoebox: pyroomacoustics)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if not 0.0 <= args.own_language <= 1.0:
         parser.error(f"--own-language must be a probability in [0, 1], got {args.own_language}")
+    try:
+        replace(SESSION_CHANNELS, room=args.room)  # a missing extra: now, not in every worker
+    except MissingExtraError as error:
+        parser.error(str(error))
     import multiprocessing
 
     from tqdm import tqdm
@@ -403,10 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     check_settings(args.out_dir, {
         "seed": args.seed, "utts_per_speaker": args.utts_per_speaker,
         "test_utts_per_speaker": test_utts, "seconds": args.seconds, "clean": args.clean,
-        "own_language": args.own_language,
+        "own_language": args.own_language, "room": args.room,
     })  # fmt: skip
+    options = (args.seconds, args.clean, args.own_language, args.room)
     tasks = [
-        (args.out_dir, args.seed, speaker, num_utts, args.seconds, args.clean, args.own_language)
+        (args.out_dir, args.seed, speaker, num_utts, *options)
         for speakers, num_utts in ((train, args.utts_per_speaker), (test, test_utts))
         for speaker in speakers
         if not all(
