@@ -108,14 +108,15 @@ def test_torch_export_with_dynamic_length():
     any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxscript", "onnxruntime")),
     reason="onnx/onnxscript/onnxruntime not installed (the dev extra has them)",
 )
-@pytest.mark.parametrize("name", [*sorted(MODELS), "xvector+stats"])
+@pytest.mark.parametrize("name", [*sorted(MODELS), "xvector+stats", "xvector+pooled"])
 def test_onnx_export(name, tmp_path):
     import onnx
     import onnxruntime
 
-    if name == "xvector+stats":  # the fused statistics branch traces too
+    if name.startswith("xvector+"):  # the fused statistics branch traces, projected or not
         torch.manual_seed(0)
-        model = build_model("xvector", **SMALL["xvector"], stats_dims=8).eval()
+        stats_dims = 8 if name == "xvector+stats" else -1
+        model = build_model("xvector", **SMALL["xvector"], stats_dims=stats_dims).eval()
     else:
         model = small_model(name)
     path = tmp_path / "model.onnx"
@@ -197,20 +198,25 @@ def test_embedding_norm_is_batchnorm_when_centred():
     assert torch.equal(ours(x), reference(x))  # the very same computation, not just close
 
 
-def test_xvector_stats_branch_fuses_two_cosines():
+@pytest.mark.parametrize("stats_dims", [24, -1])
+def test_xvector_stats_branch_fuses_two_cosines(stats_dims):
     """stats_dims: the embedding is [a/|a|, p/|p|]/sqrt(2), so its cosine is the mean of the
-    trained embedding's and the projected statistics' cosines; the projection is a fixed,
-    seeded buffer that takes no gradient and leaves the rest of the initialisation unchanged."""
+    trained embedding's and the statistics' cosines. N > 0 projects the statistics by a fixed,
+    seeded buffer that takes no gradient and leaves the rest of the initialisation unchanged;
+    -1 takes them as they are (no buffer)."""
     plain = small_model("xvector")
     torch.manual_seed(0)
-    fused = build_model("xvector", **SMALL["xvector"], stats_dims=24)
+    fused = build_model("xvector", **SMALL["xvector"], stats_dims=stats_dims)
     extra = set(fused.state_dict()) - set(plain.state_dict())
-    assert extra == {"stats_projection"} and fused.embed_dim == 16 + 24
-    fused.load_state_dict({**plain.state_dict(), "stats_projection": fused.stats_projection})
+    size = 2 * SMALL["xvector"]["stats_channels"] if stats_dims == -1 else stats_dims
+    assert fused.embed_dim == 16 + size
+    assert extra == ({"stats_projection"} if stats_dims > 0 else set())
+    fused.load_state_dict({**plain.state_dict(), **{k: fused.state_dict()[k] for k in extra}})
     fused.eval()
-    again = build_model("xvector", **SMALL["xvector"], stats_dims=24)
-    assert torch.equal(again.stats_projection, fused.stats_projection)
-    assert "stats_projection" not in dict(fused.named_parameters())
+    if stats_dims > 0:
+        again = build_model("xvector", **SMALL["xvector"], stats_dims=stats_dims)
+        assert torch.equal(again.stats_projection, fused.stats_projection)
+        assert "stats_projection" not in dict(fused.named_parameters())
     x, lengths = feats(4, 50), torch.tensor([50, 41, 30, 22])
     with torch.no_grad():
         out = fused(x, lengths)
@@ -220,9 +226,14 @@ def test_xvector_stats_branch_fuses_two_cosines():
             hidden = layer(hidden)
         mask = torch.arange(hidden.shape[2])[None, :] < (lengths - plain.context)[:, None]
         pooled = plain.pool(hidden, mask)
-        stats = torch.nn.functional.normalize(pooled @ fused.stats_projection, dim=1)
-    assert out.shape == (4, 40)
+        if stats_dims > 0:
+            pooled = pooled @ fused.stats_projection
+        stats = torch.nn.functional.normalize(pooled, dim=1)
+    assert out.shape == (4, 16 + size)
     torch.testing.assert_close(out.norm(dim=1), torch.ones(4))
     torch.testing.assert_close(out @ out.T, (trained @ trained.T + stats @ stats.T) / 2)
-    with pytest.raises(ValueError, match="stats_dims"):
-        build_model("xvector", **SMALL["xvector"], stats_dims=-1)
+
+
+def test_xvector_stats_dims_rejects_other_negative_sizes():
+    with pytest.raises(ValueError, match=r"stats_dims must be -1 \(all\), 0 \(none\) or a pos"):
+        build_model("xvector", **SMALL["xvector"], stats_dims=-2)

@@ -44,15 +44,17 @@ class XVector(nn.Module):
         stats_channels: width of the last frame layer (pooled).
         centre_embeddings: at inference, centre the embedding on the training data's mean
             (True, BatchNorm's usual eval) or only scale it (False; see `EmbeddingNorm`).
-        stats_dims: when > 0, the embedding also carries the pooled statistics themselves,
-            through a fixed random projection to `stats_dims` values (a buffer drawn from its
-            own seeded generator, so the rest of the initialisation is unchanged): the output
-            is `[a / |a|, p / |p|] / sqrt(2)` with `a` the segment layer's embedding and `p`
-            the projection, so its cosine score is the average of the two parts' scores (a
-            score fusion inside the embedding). Random projections keep cosines of the
-            statistics (Johnson-Lindenstrauss), which with frozen random frame layers are
-            generic spectral statistics; the trained part learns what separates voices across
-            channels. 0 (the default) is the plain x-vector. D = `embed_dim + stats_dims`.
+        stats_dims: when not 0, the embedding also carries the pooled statistics themselves:
+            -1 as they are (`2 * stats_channels` values), N > 0 through a fixed random
+            projection to N values (a buffer drawn from its own seeded generator, so the rest of
+            the initialisation is unchanged). The output is `[a / |a|, p / |p|] / sqrt(2)` with
+            `a` the segment layer's embedding and `p` the statistics, so its cosine score is the
+            average of the two parts' scores (a score fusion inside the embedding). A random
+            projection keeps cosines only approximately (Johnson-Lindenstrauss: to about
+            1 / sqrt(N)), which adds a second random draw to the scores; -1 keeps them exactly.
+            With frozen random frame layers the statistics are generic spectral statistics; the
+            trained part learns what separates voices across channels. 0 (the default) is the
+            plain x-vector. D = `embed_dim` + the statistics' size.
     """
 
     def __init__(
@@ -65,9 +67,12 @@ class XVector(nn.Module):
         stats_dims: int = 0,
     ) -> None:
         super().__init__()
-        if stats_dims < 0:
-            raise ValueError(f"stats_dims must be >= 0, got {stats_dims}")
-        self.embed_dim = embed_dim + stats_dims
+        if stats_dims < -1:
+            raise ValueError(
+                f"stats_dims must be -1 (all), 0 (none) or a positive size, got {stats_dims}"
+            )
+        self.stats_dims = 2 * stats_channels if stats_dims == -1 else stats_dims
+        self.embed_dim = embed_dim + self.stats_dims
         self.frame_layers = nn.ModuleList(
             [
                 TdnnLayer(feat_dim, channels, kernel_size=5),
@@ -83,7 +88,7 @@ class XVector(nn.Module):
         self.embed_norm = EmbeddingNorm(embed_dim, centre=centre_embeddings)
         self.stats_projection: torch.Tensor | None
         projection = None
-        if stats_dims:
+        if stats_dims > 0:
             generator = torch.Generator().manual_seed(_STATS_PROJECTION_SEED)
             projection = torch.randn(2 * stats_channels, stats_dims, generator=generator)
         self.register_buffer("stats_projection", projection)
@@ -110,7 +115,8 @@ class XVector(nn.Module):
         valid = (lengths - self.context).clamp_min(1)
         pooled = self.pool(x, lengths_to_mask(valid, x.shape[2]))
         embedding = self.embed_norm(self.segment(pooled))
-        if self.stats_projection is None:
+        if not self.stats_dims:
             return embedding
-        parts = [embedding, torch.matmul(pooled, self.stats_projection)]
+        stats = pooled if self.stats_projection is None else pooled @ self.stats_projection
+        parts = [embedding, stats]
         return torch.cat([F.normalize(part, dim=1) for part in parts], dim=1) * 0.5**0.5
