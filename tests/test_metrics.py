@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
-from speakerverify.backend.calibration import act_dcf, cllr, min_cllr
+from speakerverify.backend.calibration import act_dcf, cllr, isotonic_fit, min_cllr
 from speakerverify.backend.metrics import compute_metrics, det_curve, eer, min_dcf
 
 
@@ -172,3 +172,18 @@ def test_det_curve_matches_roc(rng):
     np.testing.assert_allclose(p_fa, fpr[::-1], atol=1e-12)
     np.testing.assert_array_equal(thresholds[:-1], ref_thresholds[::-1][:-1])
     assert np.all(np.diff(p_miss) >= 0) and np.all(np.diff(p_fa) <= 0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_isotonic_fit_equals_scikit_learns_pav(seed):
+    # Scores rounded to 2 decimals: many ties, which must share one value, as in scikit-learn.
+    from sklearn.isotonic import IsotonicRegression
+
+    rng = np.random.default_rng(seed)
+    labels = rng.random(3000) < 0.2
+    scores = np.round(rng.standard_normal(3000) + 1.5 * labels, 2)
+    ours = isotonic_fit(scores, labels.astype(np.float64))
+    reference = IsotonicRegression(out_of_bounds="clip").fit_transform(scores, labels)
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-12)
+    assert np.all(np.diff(ours[np.argsort(scores, kind="stable")]) >= 0)
+    assert np.sum(ours) == pytest.approx(np.sum(labels))  # PAV keeps the total

@@ -227,12 +227,8 @@ def min_cllr(scores: np.ndarray, labels: np.ndarray) -> float:
     >>> min_cllr(np.array([0.2, 0.3, 0.7, 0.9]), np.array([0, 0, 1, 1]))
     0.0
     """
-    from sklearn.isotonic import IsotonicRegression
-
     scores, labels, _, _ = check_trials(scores, labels)
-    posterior = IsotonicRegression(out_of_bounds="clip").fit_transform(
-        scores.astype(np.float64), labels.astype(np.float64)
-    )
+    posterior = isotonic_fit(scores.astype(np.float64), labels.astype(np.float64))
     num_targets = np.count_nonzero(labels)
     prior_log_odds = math.log(num_targets / (labels.size - num_targets))
     with np.errstate(divide="ignore"):
@@ -240,3 +236,29 @@ def min_cllr(scores: np.ndarray, labels: np.ndarray) -> float:
     target_cost = np.logaddexp(0.0, -llrs[labels]).mean()
     nontarget_cost = np.logaddexp(0.0, llrs[~labels]).mean()
     return float((target_cost + nontarget_cost) / (2.0 * math.log(2.0)))
+
+
+def isotonic_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The non-decreasing function of `x` nearest to `y` in least squares, at each `x` (pool
+    adjacent violators; equal `x` share one value, the mean of their `y`). What scikit-learn's
+    `IsotonicRegression().fit_transform(x, y)` gives, without its 1-2 s import.
+
+    >>> isotonic_fit(np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.0, 1.0, 0.0, 1.0])).tolist()
+    [0.0, 0.5, 0.5, 1.0]
+    """
+    values, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse.ravel(), weights=y, minlength=len(values))
+    means: list[float] = []
+    weights: list[float] = []
+    sizes: list[int] = []
+    for total, count in zip(sums.tolist(), counts.tolist(), strict=True):
+        mean, weight, size = total / count, float(count), 1
+        while means and means[-1] >= mean:  # a violation: pool with the block before
+            before, before_weight = means.pop(), weights.pop()
+            mean = (before * before_weight + mean * weight) / (before_weight + weight)
+            weight += before_weight
+            size += sizes.pop()
+        means.append(mean)
+        weights.append(weight)
+        sizes.append(size)
+    return np.repeat(np.array(means), sizes)[inverse.ravel()]
