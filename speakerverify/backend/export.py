@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -86,11 +87,11 @@ def export_onnx(
     encoder = loaded.encoder.eval()
     feat_dim = int(loaded.frontend.config.feat_dim)
     min_frames = _min_frames(encoder)
-    handle, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(handle)
+    scratch = tempfile.TemporaryDirectory(prefix="speakerverify-onnx-")
     try:
-        _trace(encoder, tmp, feat_dim, min_frames, opset)
-        proto = onnx.load(tmp)
+        traced = Path(scratch.name) / "model.onnx"
+        _trace(encoder, str(traced), feat_dim, min_frames, opset)
+        proto = onnx.load(str(traced))
         metadata = {
             "fingerprint": loaded.fingerprint,
             "model_name": loaded.model_name,
@@ -101,9 +102,7 @@ def export_onnx(
         for key, value in metadata.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
-        onnx.save(proto, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
+        write_atomic(out, proto.SerializeToString())
     except OSError as error:
         raise ExportError(f"{out}: cannot write ({error.strerror or error})") from None
     except Exception as error:  # what the exporter cannot trace: one line, not a traceback
@@ -112,7 +111,7 @@ def export_onnx(
             f"{checkpoint_path}: cannot export {loaded.model_name} to ONNX ({cause})"
         ) from None
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        scratch.cleanup()
     logger.info("exported %s (%s) to %s", checkpoint_path, loaded.fingerprint, out)
     return OnnxExport(str(out), loaded.fingerprint, loaded.embed_dim, feat_dim, min_frames)
 
