@@ -10,7 +10,7 @@
 #                            [--full]
 # data/ and exp/ are made in --workdir (default: this recipe's directory). --full trains the
 # bundled model instead: conf/xvector_synth.yaml, the demo's config and corpus five times longer
-# (about 13 min of training on 2 idle cores), and stage 8 packages it into
+# (about 16 min of training on 2 idle cores), and stage 8 packages it into
 # speakerverify/pretrained/.
 set -euo pipefail
 
