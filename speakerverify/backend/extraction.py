@@ -332,6 +332,11 @@ def _run_local_jobs(
         (embedder, data_dir, out, plan, job, num_jobs, resume, progress, threads)
         for job in range(num_jobs)
     ]
+    # Pickling a CPU tensor for a worker moves its storage into shared memory in place, and the
+    # pool pickles the jobs on a background thread while this process already embeds with the
+    # same tensors: move them first, so that no forward pass reads a storage being swapped out.
+    embedder.frontend.share_memory()
+    embedder.encoder.share_memory()
     # this process is job 0; the others are spawned (fork is unsafe once torch has threads)
     with mp.get_context("spawn").Pool(num_jobs - 1) as pool:
         pending = pool.map_async(_job_main, jobs[1:])
