@@ -356,7 +356,9 @@ def speech_mask(
 def trim_silence(
     wave: torch.Tensor, sample_rate: int = 16000, **vad_options: float
 ) -> torch.Tensor:
-    """Keep only the voiced 10 ms frames of `wave` (see :func:`speech_mask` for the options).
+    """Keep the voiced 10 ms frames of `wave` and those within `vad_numpy.HANGOVER_MS` of one
+    (see :func:`speech_mask` for the options; `hangover_ms` changes the reach): leading,
+    trailing and long silences go, short pauses stay.
 
     Each frame owns the `frame_shift` samples it starts with (the last frame its whole window),
     so concatenating the kept frames never repeats a sample. If no frame is voiced, or the wave is

@@ -60,10 +60,22 @@ def speech_mask(
     return num_above >= proportion_threshold * num_inside - 1e-6
 
 
+# Speech keeps this much of its surroundings: pauses shorter than twice it stay, so the encoder
+# sees speech as it was spoken (consonant onsets, weak syllables and short pauses are not cut
+# out). Cutting every unvoiced frame cost the bundled model a point of EER on realdev (8.5 /
+# 11.0 % against 7.5 / 9.6 % with no trimming; 7.5 / 9.8 % with this hangover).
+HANGOVER_MS = 200.0
+
+
 def voiced_samples(
-    wave: np.ndarray, sample_rate: int = 16000, **vad_options: float
+    wave: np.ndarray,
+    sample_rate: int = 16000,
+    *,
+    hangover_ms: float = HANGOVER_MS,
+    **vad_options: float,
 ) -> np.ndarray | None:
-    """Bool `(S,)`: the samples of the voiced frames, or None when no frame is voiced.
+    """Bool `(S,)`: the samples of the voiced frames and of the frames within `hangover_ms` of
+    one, or None when no frame is voiced.
 
     Each frame owns the `frame_shift` samples it starts with and the last frame its whole
     window, so keeping the voiced samples never repeats one.
@@ -71,7 +83,12 @@ def voiced_samples(
     mask = speech_mask(wave, sample_rate, **vad_options)
     if not mask.any():
         return None
-    frame_shift = int(sample_rate * vad_options.get("frame_shift_ms", 10.0) / 1000)
+    frame_shift_ms = vad_options.get("frame_shift_ms", 10.0)
+    reach = round(hangover_ms / frame_shift_ms)
+    if reach > 0:
+        kernel = np.ones(2 * reach + 1)
+        mask = np.convolve(mask.astype(np.float64), kernel, mode="same") > 0.5
+    frame_shift = int(sample_rate * frame_shift_ms / 1000)
     sample_mask = np.repeat(mask, frame_shift)
     tail = wave.shape[-1] - sample_mask.shape[0]
     if tail > 0:
@@ -80,8 +97,8 @@ def voiced_samples(
 
 
 def trim_silence(wave: np.ndarray, sample_rate: int = 16000, **vad_options: float) -> np.ndarray:
-    """Keep only the voiced 10 ms frames of `wave` `(S,)`; no voiced frame returns `wave`
-    unchanged with a warning."""
+    """Keep the voiced 10 ms frames of `wave` `(S,)` with `HANGOVER_MS` around each (silences
+    longer than twice that are cut); no voiced frame returns `wave` unchanged with a warning."""
     keep = voiced_samples(wave, sample_rate, **vad_options)
     if keep is None:
         logger.warning("trim_silence: no voiced frame found; keeping the whole signal")
