@@ -112,14 +112,15 @@ class Model:
         second: Audio,
         *,
         threshold: float | None = None,
-        p_target: float = 0.5,
+        p_target: float | None = None,
         calibration: str | os.PathLike | None = None,
         min_speech_seconds: float = 1.0,
     ) -> VerifyResult:
         """Do two inputs have the same speaker? As `speakerverify verify FIRST SECOND`.
 
         The decision comes from the model's calibration (`<checkpoint stem>.calibration.json`, or
-        `calibration`) at `p_target`, or from `threshold` on the raw cosine score. The result has
+        `calibration`) at `p_target` (None: the calibration's default operating point), or from
+        `threshold` on the raw cosine score. The result has
         `score`, `llr`, `accepted`, `decision` and `rule` (its `source`, `threshold`,
         `describe()`); `to_json()` is the CLI's `--json` document.
 

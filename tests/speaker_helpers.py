@@ -31,3 +31,24 @@ def store_rows(path: str | os.PathLike) -> list:
         ]
     finally:
         conn.close()
+
+
+def write_domain_audio(directory, num_speakers: int = 6, files_each: int = 4, seed: int = 11):
+    """Unlabelled in-domain recordings for `adapt`: `num_speakers` x `files_each` 1.5 s files
+    (24 by default, above the adapted rule's minimum of 20). Returns the paths."""
+    from pathlib import Path
+
+    import soundfile as sf
+    from synth import random_speaker, speech_like
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for s in range(num_speakers):
+        speaker = random_speaker(rng)
+        for u in range(files_each):
+            path = directory / f"d{s}_{u}.wav"
+            sf.write(path, speech_like(1.5, 16000, speaker, seed=1000 * seed + 10 * s + u), 16000)
+            paths.append(path)
+    return paths

@@ -72,6 +72,21 @@ def test_score_evaluate_calibrate_round_trip(scored, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Cllr" in result.output
     assert Calibration.load(calibration).slope > 0
+    assert Calibration.load(calibration).default_p_target is None
+
+    # --false-accept: the default operating point accepts that share of the non-targets
+    pointed = tmp_path / "pointed.json"
+    result = run(
+        "calibrate", scored / "trials.txt", scores, "--out", pointed, "--false-accept", "0.05"
+    )
+    assert result.exit_code == 0, result.output
+    assert "default operating point: p_target=" in result.output
+    loaded = Calibration.load(pointed)
+    threshold = loaded.score_threshold(loaded.default_p_target)
+    nontargets = values[labels == 0]
+    assert np.mean(nontargets >= threshold) == pytest.approx(0.05, abs=0.006)
+    count = int(np.sum(labels == 0))
+    assert f"at most 0.05 of {count} non-target trials of trials.txt" in loaded.operating_point
 
     llrs = tmp_path / "llrs.txt"
     result = run(

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import soundfile as sf
-from speaker_helpers import FP, SpectrumEmbedder, store_rows
+from speaker_helpers import FP, SpectrumEmbedder, store_rows, write_domain_audio
 from synth import random_speaker, speech_like
 
 from speakerverify.backend.calibration import default_calibration_path
@@ -251,15 +251,11 @@ def test_adapt_saves_mean_and_verify_scores_centred(tmp_path, voices):
     model, store = fake_model(tmp_path), tmp_path / "s.db"
     enroll_all(store, model, voices)
     domain_dir = tmp_path / "domain"
-    (domain_dir / "sub").mkdir(parents=True)
-    for key in ("ann2", "bo2"):
-        (domain_dir / "sub" / f"{key}.wav").write_bytes(voices[key].read_bytes())
+    files = write_domain_audio(domain_dir / "sub")
     (domain_dir / "notes.txt").write_text("not audio, ignored by extension")
     result = adapt(store, model=model, audio_dir=domain_dir)
-    assert result.num_embeddings == 2 and "only 2 embeddings" in result.warnings[0]
-    expected_mean = np.mean(
-        [embed_utterance(model, voices[k]).embedding for k in ("ann2", "bo2")], axis=0
-    )
+    assert result.num_embeddings == 24 and "only 24 files" in result.warnings[0]
+    expected_mean = np.mean([embed_utterance(model, f).embedding for f in files], axis=0)
     with SpeakerStore(store) as opened:
         np.testing.assert_allclose(opened.domain_mean.mean, expected_mean, atol=1e-6)
         ann = opened.get("ann").embedding
@@ -270,7 +266,7 @@ def test_adapt_saves_mean_and_verify_scores_centred(tmp_path, voices):
         float(cosine_scores(ann, test, expected_mean)[0]), abs=1e-5
     )
     assert verdict.to_json()["score_kind"] == "centred_cosine"
-    assert verdict.to_json()["centring"]["num_embeddings"] == 2
+    assert verdict.to_json()["centring"]["num_embeddings"] == 24
 
 
 def test_adapt_bad_inputs_leave_store_alone(tmp_path, voices):
@@ -282,11 +278,15 @@ def test_adapt_bad_inputs_leave_store_alone(tmp_path, voices):
         adapt(store, model=model, audio_dir=tmp_path / "empty")
     with pytest.raises(VerificationError, match="no such directory"):
         adapt(store, model=model, audio_dir=tmp_path / "missing")
-    (tmp_path / "mixed").mkdir()
-    (tmp_path / "mixed" / "a.wav").write_bytes(voices["ann2"].read_bytes())
+    write_domain_audio(tmp_path / "mixed")
     (tmp_path / "mixed" / "b.wav").write_bytes(b"not a wav at all")
     with pytest.raises(AudioError, match=r"b.wav"):
         adapt(store, model=model, audio_dir=tmp_path / "mixed")
+    (tmp_path / "few").mkdir()
+    for key in ("ann2", "bo2", "cy2"):
+        (tmp_path / "few" / f"{key}.wav").write_bytes(voices[key].read_bytes())
+    with pytest.raises(VerificationError, match=r"few: only 3 files; adapt needs at least 20"):
+        adapt(store, model=model, audio_dir=tmp_path / "few")
     assert store_rows(store) == before
 
 
@@ -315,6 +315,22 @@ def test_default_calibration_next_to_checkpoint_gives_bayes_decision(tmp_path):
     assert explicit.source == "threshold" and explicit.llr(np.array([0.3]))[0] == pytest.approx(-2)
 
 
+def test_the_calibrations_operating_point_is_the_default_and_p_target_overrides_it(tmp_path):
+    model = fake_model(tmp_path)
+    write_calibration(
+        default_calibration_path(model.path), default_p_target=0.01, operating_point="synthetic"
+    )
+    rule = resolve_decision_rule(model)
+    assert rule.default and rule.p_target == 0.01 and rule.operating_point == "synthetic"
+    assert rule.score_threshold == pytest.approx((math.log(99) + 5) / 10)
+    assert "p_target=0.01, its default operating point" in rule.describe()
+    asked = resolve_decision_rule(model, p_target=0.5)
+    assert not asked.default and asked.score_threshold == pytest.approx(0.5)
+    bad = write_calibration(tmp_path / "bad.json", default_p_target=1.5)
+    with pytest.raises(VerificationError, match="'default_p_target' must be a number in"):
+        resolve_decision_rule(model, calibration_path=bad)
+
+
 def test_calibration_file_problems_are_one_line_errors(tmp_path):
     model = fake_model(tmp_path)
     foreign = write_calibration(tmp_path / "foreign.json", model_fingerprint="1" * 16)
@@ -337,9 +353,7 @@ def test_calibrated_verify_reports_llr_and_centring_caveat(tmp_path, voices):
     plain = verify_against(store, model, rule, "ann", voices["ann2"])
     assert plain.llr == pytest.approx(10 * plain.score - 5) and not plain.warnings
     assert plain.accepted == (plain.llr >= 0)
-    (tmp_path / "domain").mkdir()
-    for key in ("bo0", "cy0"):
-        (tmp_path / "domain" / f"{key}.wav").write_bytes(voices[key].read_bytes())
+    write_domain_audio(tmp_path / "domain")
     adapt(store, model=model, audio_dir=tmp_path / "domain")
     centred = verify_against(store, model, rule, "ann", voices["ann2"])
     assert centred.centring is not None and "approximate" in centred.warnings[-1]
@@ -348,13 +362,13 @@ def test_calibrated_verify_reports_llr_and_centring_caveat(tmp_path, voices):
 def test_adapt_from_embedding_store(tmp_path, rng):
     from speakerverify.backend.embedding_dir import save_embeddings
 
-    vectors = rng.standard_normal((30, 8)).astype(np.float32) + 3.0
+    vectors = rng.standard_normal((120, 8)).astype(np.float32) + 3.0
     save_embeddings(
-        tmp_path / "emb", [f"u{i}" for i in range(30)], vectors, {"model_fingerprint": FP}
+        tmp_path / "emb", [f"u{i}" for i in range(120)], vectors, {"model_fingerprint": FP}
     )
     store = tmp_path / "s.db"
     result = adapt(store, embeddings_dir=tmp_path / "emb")
-    assert result.num_embeddings == 30 and result.model_fingerprint == FP and not result.warnings
+    assert result.num_embeddings == 120 and result.model_fingerprint == FP and not result.warnings
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     with SpeakerStore(store) as opened:
         np.testing.assert_allclose(opened.domain_mean.mean, unit.mean(axis=0), atol=1e-6)

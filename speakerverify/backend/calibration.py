@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,9 @@ class Calibration:
         num_targets: target trials it was fitted on.
         num_nontargets: non-target trials it was fitted on.
         norm: the score normalization the calibration expects ("none", "snorm", "asnorm").
+        default_p_target: the operating point the speaker commands use when none is asked for
+            (None: 0.5); `with_operating_point` sets it from a false-accept rate.
+        operating_point: how `default_p_target` was chosen, in words.
     """
 
     slope: float
@@ -56,6 +59,8 @@ class Calibration:
     num_targets: int = 0
     num_nontargets: int = 0
     norm: str = "none"
+    default_p_target: float | None = None
+    operating_point: str = ""
 
     def apply(self, scores: np.ndarray) -> np.ndarray:
         """LLRs `(N,)` float64 of raw scores `(N,)`.
@@ -76,6 +81,38 @@ class Calibration:
         if not self.slope > 0:
             raise CalibrationError(f"calibration slope {self.slope} is not positive")
         return (math.log((1.0 - p_target) / p_target) - self.offset) / self.slope
+
+    def with_operating_point(
+        self, nontarget_scores: np.ndarray, false_accept: float, trials: str = ""
+    ) -> Calibration:
+        """A copy whose default operating point accepts at most `false_accept` of the given
+        non-target scores: the prior whose Bayes threshold sits at their (1 - rate) quantile.
+
+        >>> cal = Calibration(10.0, -5.0).with_operating_point(np.linspace(0, 1, 101), 0.1)
+        >>> round(cal.score_threshold(cal.default_p_target), 6)
+        0.9
+        """
+        if not 0.0 < false_accept < 1.0:
+            raise CalibrationError(f"false-accept rate must be in (0, 1), got {false_accept}")
+        if not self.slope > 0:
+            raise CalibrationError(f"calibration slope {self.slope} is not positive")
+        scores = np.asarray(nontarget_scores, dtype=np.float64)
+        if scores.size < math.ceil(1.0 / false_accept):
+            raise CalibrationError(
+                f"{scores.size} non-target trials cannot resolve a {false_accept:g} "
+                f"false-accept rate; need at least {math.ceil(1.0 / false_accept)}"
+            )
+        threshold = float(np.quantile(scores, 1.0 - false_accept))
+        llr = self.slope * threshold + self.offset
+        p_target = 1.0 / (1.0 + math.exp(min(llr, 700.0)))
+        if not 0.0 < p_target < 1.0:
+            raise CalibrationError(f"the operating point's prior {p_target:g} is out of (0, 1)")
+        where = f" of {trials}" if trials else ""
+        text = (
+            f"at most {false_accept:g} of {scores.size} non-target trials{where} accepted "
+            f"(score >= {threshold:.4f})"
+        )
+        return replace(self, default_p_target=p_target, operating_point=text)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write as a small JSON object, atomically.
@@ -118,6 +155,11 @@ class Calibration:
                 raise CalibrationError(f"{path}: '{key}' must be a number")
             if not math.isfinite(value):
                 raise CalibrationError(f"{path}: '{key}' is not finite")
+        point = data.get("default_p_target")
+        if point is not None and (
+            isinstance(point, bool) or not isinstance(point, int | float) or not 0 < point < 1
+        ):
+            raise CalibrationError(f"{path}: 'default_p_target' must be a number in (0, 1)")
         return cls(**data)
 
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # speakerverify.data imports torch
 __all__ = [
     "NORMS",
     "cohort_means",
+    "cohort_statistics",
     "cosine_scores",
     "l2_normalize",
     "score_trials",
@@ -132,10 +133,11 @@ def cohort_means(
     return l2_normalize(sums, dtype=np.float32)
 
 
-def _cohort_stats(
+def cohort_statistics(
     embeddings: np.ndarray, cohort: np.ndarray, top_n: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std `(U,)` of each normalized embedding's scores against its top-n cohort."""
+    """Mean and std `(U,)` float32 of each normalized embedding's `(U, D)` scores against its
+    `top_n` highest-scoring rows of the normalized `cohort` `(C, D)` (None: all of them)."""
     num_utts, num_cohort = embeddings.shape[0], cohort.shape[0]
     means = np.empty(num_utts, np.float32)
     stds = np.empty(num_utts, np.float32)
@@ -209,7 +211,9 @@ def score_trials(
     if norm == "none":
         return scores
     cohort_embeddings = l2_normalize(cohort, dtype=np.float32)
-    means, stds = _cohort_stats(embeddings, cohort_embeddings, top_n if norm == "asnorm" else None)
+    means, stds = cohort_statistics(
+        embeddings, cohort_embeddings, top_n if norm == "asnorm" else None
+    )
     stds = np.maximum(stds, np.float32(1e-6))
     enroll_part = (scores - means[enroll_rows]) / stds[enroll_rows]
     test_part = (scores - means[test_rows]) / stds[test_rows]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -156,6 +157,7 @@ def calibrate_scores(
     model_path: str | os.PathLike | None = None,
     norm: str = "none",
     prior: float = 0.5,
+    false_accept: float | None = None,
 ) -> CalibrationReport:
     """Fit a calibration on development trials and their scores and write it to `out`.
 
@@ -167,6 +169,8 @@ def calibrate_scores(
             fingerprint, so the speaker commands refuse it for another model.
         norm: the score normalization the scores were made with.
         prior: effective target prior of the fit.
+        false_accept: when given, the calibration's default operating point accepts at most
+            this share of the trials' non-targets (`Calibration.with_operating_point`).
 
     Raises:
         TrialsError, ScoresError, CalibrationError, CheckpointError: unusable input.
@@ -180,6 +184,10 @@ def calibrate_scores(
     calibration = fit_calibration(
         scores, labels, prior=prior, model_fingerprint=fingerprint, norm=norm
     )
+    if false_accept is not None:
+        calibration = calibration.with_operating_point(
+            scores[labels == 0], false_accept, Path(trials_path).name
+        )
     calibration.save(out)
     return CalibrationReport(
         calibration=calibration,

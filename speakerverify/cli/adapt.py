@@ -55,8 +55,11 @@ def adapt(
     """Adapt to your domain with unlabelled in-domain audio: centre scores, or --out a new model.
 
     \b
-    Without --out: embeds every audio file under AUDIO_DIR (or reads --embeddings DIR) and stores
-    the mean in the speaker store; `verify` and `identify` then score cosine after subtracting it.
+    Without --out: embeds every audio file under AUDIO_DIR (or reads --embeddings DIR; at least
+    20 files, better a few hundred of many speakers) and stores the adapted decision rule in the
+    speaker store: cosine of embeddings centred on the domain's mean, S-normalised against the
+    domain's own files, accepted at a nominal 1 % false-accept rate. `verify` and `identify`
+    on the store then use it (unless --threshold, --calibration or --p-target is given).
     With --out NEW.pt: re-estimates the encoder's BatchNorm statistics on the speech under
     AUDIO_DIR and writes a new checkpoint (new fingerprint, so a new store; the store is not
     touched and no mean is saved, as the last BatchNorm already centres on the domain).
@@ -86,10 +89,16 @@ def adapt(
     if as_json:
         echo_json(result.to_json())
     else:
+        rule = result.rule
         click.echo(
-            f"saved the domain mean of {result.num_embeddings} embeddings from {result.source} "
-            f"in {result.store} (|mean| = {result.mean_norm:.3f}); verify and identify now "
-            "score centred embeddings"
+            f"saved the domain of {result.num_embeddings} files from {result.source} in "
+            f"{result.store}; verify and identify now decide by the adapted rule: "
+            f"{rule['description']}"
+        )
+        click.echo(
+            f"check: {100 * rule['adapted']['adaptation_pairs_above']:.2f} % of pairs of "
+            "different adaptation files pass it (an upper bound on false accepts in this "
+            "domain: some of those pairs are the same speaker)"
         )
 
 

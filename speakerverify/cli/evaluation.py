@@ -169,6 +169,13 @@ def score(
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     help="Effective target prior of the logistic-regression fit.",
 )
+@click.option(
+    "--false-accept",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Also store a default operating point that accepts at most this share of the "
+    "non-target trials (verify/identify use it when no --p-target is given).",
+)
 def calibrate(
     trials_path: str,
     scores_path: str,
@@ -176,18 +183,30 @@ def calibrate(
     model: str | None,
     norm: str,
     prior: float,
+    false_accept: float | None,
 ) -> None:
     """Fit score -> LLR calibration (logistic regression) on development TRIALS and SCORES."""
     from speakerverify.backend.scoring_steps import calibrate_scores
 
     report = calibrate_scores(
-        trials_path, scores_path, out, model_path=model, norm=norm, prior=prior
+        trials_path,
+        scores_path,
+        out,
+        model_path=model,
+        norm=norm,
+        prior=prior,
+        false_accept=false_accept,
     )
     calibration = report.calibration
     click.echo(
         f"llr = {calibration.slope:.6g} * score {calibration.offset:+.6g}  "
         f"(Cllr {report.cllr:.4f}, minCllr {report.min_cllr:.4f} on {report.num_trials} trials)"
     )
+    if calibration.default_p_target is not None:
+        click.echo(
+            f"default operating point: p_target={calibration.default_p_target:.4g}, "
+            f"{calibration.operating_point}"
+        )
     click.echo(f"wrote {out}")
 
 

@@ -56,13 +56,16 @@ def identify(
     else:
         click.echo(f"test:      {result.test}")
         click.echo(f"scoring:   {centring_line(payload['centring'])}")
-        click.echo(f"threshold: {rule.describe()}")
-        click.echo(f"{'rank':>4}  {'score':>8}  {'LLR':>8}  {'decision':<8}  name")
+        click.echo(f"threshold: {result.rule.describe()}")
+        normalised = result.rule.scale == "snorm"
+        value_name = "S-norm" if normalised else "LLR"
+        click.echo(f"{'rank':>4}  {'score':>8}  {value_name:>8}  name")
         for cand in result.candidates:
-            llr = "-" if cand["llr"] is None else f"{cand['llr']:.3f}"
-            decision = "accept" if cand["accepted"] else "reject"
+            value = cand["normalised"] if normalised else cand["llr"]
+            shown = "-" if value is None else f"{value:.3f}"
+            mark = "  <- identified" if cand["name"] == result.identified else ""
             click.echo(
-                f"{cand['rank']:>4}  {cand['score']:>8.4f}  {llr:>8}  {decision:<8}  {cand['name']}"
+                f"{cand['rank']:>4}  {cand['score']:>8.4f}  {shown:>8}  {cand['name']}{mark}"
             )
         answer = result.identified if result.identified is not None else "unknown"
         click.echo(f"identified: {answer} (of {result.num_enrolled} enrolled)")

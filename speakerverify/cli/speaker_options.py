@@ -62,10 +62,10 @@ def decision_options(function: Callable) -> Callable:
             click.option(
                 "--p-target",
                 type=float,
-                default=0.5,
-                show_default=True,
-                help="Prior of a target trial for calibrated decisions; 0.5 with equal costs "
-                "means accept when LLR >= 0.",
+                default=None,
+                help="Prior of a target trial for calibrated decisions (0.5 with equal costs: "
+                "accept when LLR >= 0). Default: the calibration's own operating point, or the "
+                "store's adapted rule after `adapt`.",
             ),
             click.option(
                 "--min-speech",
@@ -104,9 +104,9 @@ def print_warnings(warnings: list[str]) -> None:
 
 def centring_line(centring: dict | None) -> str:
     if centring is None:
-        return "cosine; no domain mean: run `speakerverify adapt` to centre on your domain"
+        return "cosine; not adapted: `speakerverify adapt DIR` fits the rule to your domain"
     return (
-        f"cosine of centred embeddings; domain mean of {centring['num_embeddings']} "
+        f"cosine of centred embeddings; domain of {centring['num_embeddings']} "
         f"embeddings from {centring['source']}"
     )
 

@@ -41,7 +41,8 @@ def verify(
 
     When FIRST is an existing file the two files are compared (no store needed; a store's
     domain mean is used if --store is given). Otherwise FIRST is a speaker name in the store.
-    The decision comes from the model's calibration at --p-target, or from --threshold.
+    The decision comes from the store's adapted rule (after `adapt`), else the model's
+    calibration at its default operating point (or --p-target), or from --threshold.
     Runs on one CPU thread unless OMP_NUM_THREADS is set.
     """
     from speakerverify.backend.speaker_model import VerificationError
@@ -75,9 +76,11 @@ def verify(
         enroll_label = "speaker" if result.mode == "store" else "enroll"
         rows = [(enroll_label, result.enroll), ("test", result.test)]
         rows.append(("score", f"{result.score:.4f} ({centring_line(payload['centring'])})"))
+        if result.normalised is not None:
+            rows.append(("S-norm", f"{result.normalised:.3f}"))
         if result.llr is not None:
-            rows.append(("LLR", f"{result.llr:.3f} (calibration {rule.calibration_path})"))
-        rows.append(("threshold", rule.describe()))
+            rows.append(("LLR", f"{result.llr:.3f} (calibration {result.rule.calibration_path})"))
+        rows.append(("threshold", result.rule.describe()))
         rows.append(("decision", "ACCEPT" if result.accepted else "REJECT"))
         table(rows)
     sys.exit(EXIT_OK if result.accepted else EXIT_REJECTED)

@@ -1,5 +1,7 @@
-"""The decision rule of the speaker commands: a calibration at a stated operating point
-(`p_target`) or an explicit threshold on the raw cosine score, never a constant in the code.
+"""The decision rule of the speaker commands, never a constant in the code: a calibration at a
+stated operating point (`p_target`; by default the one stored with the calibration), an explicit
+threshold on the cosine score, or, in a store that `adapt` prepared, the adapted rule (S-Norm
+against the store's in-domain cohort, `speakerverify.speakers.domain`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from speakerverify.backend.calibration import default_calibration_path
+from speakerverify.backend.scoring import l2_normalize
 from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
+from speakerverify.speakers.domain import snorm_scores
 from speakerverify.speakers.records import DomainMean
 
 
@@ -31,14 +35,19 @@ class DecisionRule:
     """How a score becomes accept/reject, and where that came from.
 
     Attributes:
-        source: "calibration" (LLR against the Bayes threshold at `p_target`) or "threshold"
-            (the user's `--threshold` on the raw cosine score).
+        source: "calibration" (LLR against the Bayes threshold at `p_target`), "threshold" (the
+            user's `--threshold` on the cosine score) or "adapted" (S-Norm against the store's
+            in-domain cohort, saved by `adapt`).
         threshold: The threshold on `scale`.
-        scale: "llr" or "score".
+        scale: "llr", "score" or "snorm".
         p_target: Prior of a target trial for the calibration rule (else None).
         calibration: The loaded `calibration.Calibration` (also reports LLRs under "threshold").
         calibration_path: Where it was loaded from.
-        score_threshold: The raw score at which the decision flips.
+        score_threshold: The raw score at which the decision flips (None under "snorm").
+        default: Chosen with no --threshold, --calibration or --p-target: a store's adapted
+            rule replaces it (`for_domain`).
+        domain: The adaptation whose cohort and threshold the "adapted" rule uses.
+        operating_point: How the calibration's default `p_target` was chosen, if it has one.
     """
 
     source: str
@@ -48,6 +57,9 @@ class DecisionRule:
     calibration: Any = None
     calibration_path: str | None = None
     score_threshold: float | None = None
+    default: bool = False
+    domain: DomainMean | None = None
+    operating_point: str = ""
 
     def llr(self, scores: np.ndarray) -> np.ndarray | None:
         """Calibrated log-likelihood ratios `(N,)`, or None without a calibration."""
@@ -56,25 +68,44 @@ class DecisionRule:
         return np.asarray(self.calibration.apply(np.asarray(scores, dtype=np.float64)), float)
 
     def accept(self, scores: np.ndarray) -> np.ndarray:
-        """Boolean decisions `(N,)` for raw scores `(N,)`."""
+        """Boolean decisions `(N,)` for cosine scores `(N,)` (not for the "snorm" scale, whose
+        values need the embeddings: `score_against`)."""
+        if self.scale == "snorm":
+            raise ValueError("the adapted rule decides on embeddings: use score_against")
         scores = np.asarray(scores, dtype=np.float64)
         values = self.llr(scores) if self.scale == "llr" else scores
         return np.asarray(values >= self.threshold)
 
+    def for_domain(self, domain: DomainMean | None) -> DecisionRule:
+        """The rule for scores centred on `domain`: a default rule gives way to the adapted one
+        when `adapt` saved one; any other rule stays."""
+        if not self.default or domain is None or not domain.has_rule:
+            return self
+        return DecisionRule(
+            "adapted", float(domain.threshold), "snorm", default=True, domain=domain
+        )
+
     def describe(self) -> str:
         """One line saying where the threshold came from."""
-        if self.source == "calibration":
-            text = (
-                f"calibration {self.calibration_path} at p_target={self.p_target:g}: accept when "
-                f"LLR >= {self.threshold:.3f} (Bayes threshold, equal miss/false-alarm costs)"
+        if self.source == "adapted":
+            domain = self.domain
+            return (
+                f"adapted: S-norm against {len(domain.cohort)} in-domain files (top "
+                f"{domain.top_k}); accept when >= {self.threshold:.3f} (nominal "
+                f"{100 * domain.false_accept:g} % false accepts)"
             )
+        if self.source == "calibration":
+            point = f"p_target={self.p_target:g}"
+            if self.operating_point:
+                point += ", its default operating point"
+            text = f"calibration ({point}): accept when LLR >= {self.threshold:.3f}"
             if self.score_threshold is not None:
                 text += f", i.e. score >= {self.score_threshold:.4f}"
             return text
         return f"--threshold: accept when cosine score >= {self.threshold:.4f} (no calibration)"
 
     def to_json(self) -> dict:
-        return {
+        document = {
             "source": self.source,
             "value": self.threshold,
             "scale": self.scale,
@@ -83,6 +114,56 @@ class DecisionRule:
             "score_threshold": self.score_threshold,
             "description": self.describe(),
         }
+        if self.operating_point:
+            document["operating_point"] = self.operating_point
+        if self.source == "adapted":
+            document["adapted"] = {
+                "cohort_size": len(self.domain.cohort),
+                "top_k": self.domain.top_k,
+                "false_accept": self.domain.false_accept,
+                "adaptation_pairs_above": self.domain.pairs_above,
+            }
+        return document
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Enrolled embeddings scored against one test embedding, and the decisions.
+
+    Attributes:
+        rule: The rule that decided (after `DecisionRule.for_domain`).
+        scores: `(N,)` cosine scores (of centred embeddings when a domain is set).
+        values: `(N,)` what the threshold applies to (LLR, score or S-norm).
+        llrs: `(N,)` calibrated LLRs, or None without a calibration.
+        accepted: `(N,)` bool.
+    """
+
+    rule: DecisionRule
+    scores: np.ndarray
+    values: np.ndarray
+    llrs: np.ndarray | None
+    accepted: np.ndarray
+
+
+def score_against(
+    rule: DecisionRule, domain: DomainMean | None, enroll: np.ndarray, test: np.ndarray
+) -> Scored:
+    """Score enrolled embeddings `(N, D)` against one test embedding `(D,)` and decide.
+
+    Embeddings are centred on the domain mean when `adapt` saved one; a default rule then
+    gives way to the adapted rule (S-Norm against the domain's cohort).
+    """
+    rule = rule.for_domain(domain)
+    mean = None if domain is None else domain.mean
+    enroll = l2_normalize(np.atleast_2d(enroll), mean)
+    test = l2_normalize(np.asarray(test)[None, :], mean)[0]
+    scores = enroll @ test
+    llrs = rule.llr(scores)
+    if rule.scale == "snorm":
+        values = snorm_scores(scores, enroll, test, rule.domain.cohort, rule.domain.top_k)
+    else:
+        values = llrs if rule.scale == "llr" else scores
+    return Scored(rule, scores, values, llrs, np.asarray(values >= rule.threshold))
 
 
 def resolve_decision_rule(
@@ -90,18 +171,20 @@ def resolve_decision_rule(
     *,
     threshold: float | None = None,
     calibration_path: str | os.PathLike | None = None,
-    p_target: float = 0.5,
+    p_target: float | None = None,
 ) -> DecisionRule:
-    """Pick the decision rule: explicit `threshold` first, else the model's calibration.
+    """Pick the decision rule: explicit `threshold` first, else the model's calibration at
+    `p_target` (None: the calibration's default operating point, else 0.5).
 
     The calibration is `calibration_path` or, when None, the default file next to the checkpoint
-    (if present); it must have been fitted for this model's fingerprint.
+    (if present); it must have been fitted for this model's fingerprint. A rule chosen with none
+    of the three options is `default`: a store's adapted rule replaces it.
 
     Raises:
         VerificationError: bad `p_target`, unreadable or foreign calibration, or neither a
             calibration nor a threshold.
     """
-    if not 0.0 < p_target < 1.0:
+    if p_target is not None and not 0.0 < p_target < 1.0:
         raise VerificationError(f"--p-target must be in (0, 1), got {p_target}")
     if threshold is not None and not math.isfinite(threshold):
         raise VerificationError(f"--threshold must be a finite number, got {threshold}")
@@ -124,19 +207,27 @@ def resolve_decision_rule(
             f"{model.path}: no decision threshold: the model has no calibration ({path} not "
             "found); pass --calibration FILE (from `speakerverify calibrate`) or --threshold SCORE"
         )
-    llr_threshold = bayes_llr_threshold(p_target)
+    operating_point = ""
+    chosen = p_target
+    if chosen is None:
+        chosen = getattr(calibration, "default_p_target", None)
+        operating_point = (getattr(calibration, "operating_point", "") or "") if chosen else ""
+        chosen = chosen or 0.5
+    llr_threshold = bayes_llr_threshold(chosen)
     try:
-        score_threshold = float(calibration.score_threshold(p_target))
+        score_threshold = float(calibration.score_threshold(chosen))
     except (ValueError, ZeroDivisionError, AttributeError):
         score_threshold = None
     return DecisionRule(
         "calibration",
         llr_threshold,
         "llr",
-        p_target=p_target,
+        p_target=chosen,
         calibration=calibration,
         calibration_path=str(path),
         score_threshold=score_threshold,
+        default=not explicit and p_target is None,
+        operating_point=operating_point,
     )
 
 
@@ -169,6 +260,7 @@ def _load_calibration(path: Path, fingerprint: str) -> Any:
 
 
 def centring_caveat(rule: DecisionRule, domain: DomainMean | None) -> list[str]:
+    """A warning when a calibration decides on scores centred on a domain it was not fitted on."""
     if domain is None or rule.calibration is None:
         return []
     return [

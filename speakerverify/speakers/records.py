@@ -51,19 +51,36 @@ class SpeakerRecord:
 
 @dataclass(frozen=True)
 class DomainMean:
-    """The mean embedding of unlabelled in-domain audio saved by `adapt`.
+    """What `adapt` saved from unlabelled in-domain audio: the mean embedding and, from 20 files
+    on, the adapted decision rule (`speakerverify.speakers.domain`).
 
     Attributes:
         mean: (D,) float32 mean of L2-normalised embeddings.
         num_embeddings: How many embeddings were averaged.
         source: Where they came from (a directory path).
         updated: ISO 8601 UTC time it was saved.
+        cohort: (C, D) float32 centred, L2-normalised in-domain embeddings (the S-Norm cohort),
+            or None for a mean saved without a rule.
+        top_k: AS-Norm cohort size per side.
+        threshold: Accept when the S-normalised score reaches this.
+        false_accept: The nominal false-accept rate the threshold stands for.
+        pairs_above: Share of adaptation-file pairs at or above the threshold (a check).
     """
 
     mean: np.ndarray
     num_embeddings: int
     source: str
     updated: str
+    cohort: np.ndarray | None = None
+    top_k: int = 0
+    threshold: float | None = None
+    false_accept: float | None = None
+    pairs_above: float | None = None
+
+    @property
+    def has_rule(self) -> bool:
+        """Whether the adapted decision rule is there (a cohort and its threshold)."""
+        return self.cohort is not None and self.threshold is not None
 
 
 def validate_name(name: str) -> str:

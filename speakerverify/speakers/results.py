@@ -83,6 +83,7 @@ class VerifyResult:
     centring: DomainMean | None
     model_fingerprint: str
     warnings: list[str] = field(default_factory=list)
+    normalised: float | None = None  # the S-normalised score under the adapted rule
 
     @property
     def decision(self) -> str:
@@ -98,6 +99,7 @@ class VerifyResult:
                 "test": self.test,
                 "score": self.score,
                 "score_kind": _score_kind(self.centring),
+                "normalised_score": self.normalised,
                 "llr": self.llr,
                 "threshold": self.rule.to_json(),
                 "decision": self.decision,
@@ -150,6 +152,7 @@ class AdaptResult:
     mean_norm: float
     model_fingerprint: str
     warnings: list[str] = field(default_factory=list)
+    rule: dict | None = None  # the adapted decision rule's JSON
 
     def to_json(self) -> dict:
         return {
@@ -160,5 +163,6 @@ class AdaptResult:
             "num_embeddings": self.num_embeddings,
             "mean_norm": round(self.mean_norm, 6),
             "model_fingerprint": self.model_fingerprint,
+            "rule": self.rule,
             "warnings": self.warnings,
         }

@@ -49,6 +49,13 @@ class UnknownSpeakerError(StoreError):
     """A speaker name that is not enrolled in the store."""
 
 
+def _float32_vector(value: object, corrupt: StoreError) -> np.ndarray:
+    """A little-endian float32 BLOB as a vector; `corrupt` when it is not one."""
+    if not isinstance(value, bytes) or len(value) % 4:
+        raise corrupt
+    return np.frombuffer(value, dtype="<f4").astype(np.float32)
+
+
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     """Unit-length float64 rows; a zero or non-finite row cannot be enrolled (ValueError)."""
     vectors = np.asarray(vectors, dtype=np.float64)
@@ -367,41 +374,88 @@ class SpeakerStore:
     def set_domain_mean(
         self, mean: np.ndarray, num_embeddings: int, source: str, *, fingerprint: str
     ) -> DomainMean:
-        """Save the in-domain mean embedding (D,) that `verify`/`identify` subtract."""
-        mean = np.asarray(mean, dtype="<f4").reshape(-1)
+        """Save the in-domain mean embedding (D,) that `verify`/`identify` subtract (no rule)."""
+        return self.set_domain(
+            DomainMean(np.asarray(mean, np.float32), int(num_embeddings), str(source), now_iso()),
+            fingerprint=fingerprint,
+        )
+
+    def set_domain(self, domain: DomainMean, *, fingerprint: str) -> DomainMean:
+        """Save what `adapt` estimated (mean, and the adapted rule when it has one), replacing
+        any earlier domain in one transaction."""
+        mean = np.asarray(domain.mean, dtype="<f4").reshape(-1)
         if not np.all(np.isfinite(mean)):
             raise ValueError("domain mean is not finite")
-        stamp = now_iso()
+        cohort = None
+        if domain.cohort is not None:
+            cohort = np.ascontiguousarray(domain.cohort, dtype="<f4")
+            if cohort.ndim != 2 or cohort.shape[1] != mean.shape[0]:
+                raise ValueError("domain cohort does not match the mean's dimension")
+            if not np.all(np.isfinite(cohort)):
+                raise ValueError("domain cohort is not finite")
+        values: dict[str, object] = {
+            "domain_mean": mean.tobytes(),
+            "domain_num_embeddings": int(domain.num_embeddings),
+            "domain_source": str(domain.source),
+            "domain_updated": domain.updated or now_iso(),
+        }
+        if cohort is not None and domain.threshold is not None:
+            values.update(
+                domain_cohort=cohort.tobytes(),
+                domain_top_k=int(domain.top_k),
+                domain_threshold=float(domain.threshold),
+                domain_false_accept=float(domain.false_accept or 0.0),
+                domain_pairs_above=float(domain.pairs_above or 0.0),
+            )
         with self.transaction() as conn:
             self._bind(fingerprint, int(mean.shape[0]))
-            for key, value in (
-                ("domain_mean", mean.tobytes()),
-                ("domain_num_embeddings", int(num_embeddings)),
-                ("domain_source", str(source)),
-                ("domain_updated", stamp),
-            ):
+            conn.execute("DELETE FROM meta WHERE key LIKE 'domain\\_%' ESCAPE '\\'")
+            for key, value in values.items():
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
-        return DomainMean(mean.astype(np.float32), int(num_embeddings), str(source), stamp)
+        return self.domain_mean
 
     @property
     def domain_mean(self) -> DomainMean | None:
-        """The saved in-domain mean, or None when `adapt` was never run."""
+        """What `adapt` saved (the mean, and the adapted rule if any), or None."""
         rows = dict(
-            self._read(
-                "SELECT key, value FROM meta WHERE key IN"
-                " ('domain_mean', 'domain_num_embeddings', 'domain_source', 'domain_updated')"
-            )
+            self._read("SELECT key, value FROM meta WHERE key LIKE 'domain\\_%' ESCAPE '\\'")
         )
         if "domain_mean" not in rows:
             return None
-        mean = np.frombuffer(rows["domain_mean"], dtype="<f4").astype(np.float32)
-        if self.embed_dim is not None and mean.shape[0] != self.embed_dim:
-            raise StoreError(f"{self.path}: corrupt domain mean")
-        if not math.isfinite(float(mean.sum())):
-            raise StoreError(f"{self.path}: corrupt domain mean")
+        corrupt = StoreError(f"{self.path}: corrupt domain adaptation (run adapt again)")
+        mean = _float32_vector(rows["domain_mean"], corrupt)
+        if (self.embed_dim is not None and mean.shape[0] != self.embed_dim) or not math.isfinite(
+            float(mean.sum())
+        ):
+            raise corrupt
+        cohort, rule = None, {}
+        if "domain_cohort" in rows:
+            cohort = _float32_vector(rows["domain_cohort"], corrupt)
+            if mean.shape[0] == 0 or cohort.size % mean.shape[0] or not cohort.size:
+                raise corrupt
+            cohort = cohort.reshape(-1, mean.shape[0])
+            try:
+                rule = {
+                    "top_k": int(rows["domain_top_k"]),
+                    "threshold": float(rows["domain_threshold"]),
+                    "false_accept": float(rows["domain_false_accept"]),
+                    "pairs_above": float(rows["domain_pairs_above"]),
+                }
+            except (KeyError, TypeError, ValueError):
+                raise corrupt from None
+            if rule["top_k"] < 1 or not all(math.isfinite(v) for v in rule.values()):
+                raise corrupt
+            if not math.isfinite(float(cohort.sum())):
+                raise corrupt
+        try:
+            count = int(rows.get("domain_num_embeddings", 0))
+        except (TypeError, ValueError):
+            raise corrupt from None
         return DomainMean(
             mean,
-            int(rows.get("domain_num_embeddings", 0)),
+            count,
             str(rows.get("domain_source", "")),
             str(rows.get("domain_updated", "")),
+            cohort=cohort,
+            **rule,
         )

@@ -14,18 +14,21 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerverify.backend.scoring import cosine_scores, l2_normalize
 from speakerverify.backend.speaker_model import (
     SpeakerModel,
     Utterance,
     VerificationError,
+    embed_speech,
     embed_utterance,
     find_audio_files,
+    load_speech,
 )
 from speakerverify.speakers.decision import (
     DecisionRule,
     centring_caveat,
+    score_against,
 )
+from speakerverify.speakers.domain import MIN_COHORT, estimate_domain
 from speakerverify.speakers.records import DomainMean, validate_name
 from speakerverify.speakers.results import AdaptResult, EnrollResult, IdentifyResult, VerifyResult
 from speakerverify.speakers.store import SpeakerStore, StoreError
@@ -145,23 +148,21 @@ def verify_pair(
 
 
 def _verify(mode, enroll, enroll_embedding, test, rule, domain, model, warnings) -> VerifyResult:
-    mean = None if domain is None else domain.mean
-    score = float(cosine_scores(enroll_embedding, test.embedding, mean)[0])
-    llr = rule.llr(np.array([score]))
-    accepted = bool(rule.accept(np.array([score]))[0])
-    llr_value = None if llr is None else float(llr[0])
-    warnings = warnings + centring_caveat(rule, domain)
+    scored = score_against(rule, domain, enroll_embedding, test.embedding)
+    llr = None if scored.llrs is None else float(scored.llrs[0])
+    warnings = warnings + centring_caveat(scored.rule, domain)
     return VerifyResult(
         mode,
         enroll,
         test.path,
-        score,
-        llr_value,
-        accepted,
-        rule,
+        float(scored.scores[0]),
+        llr,
+        bool(scored.accepted[0]),
+        scored.rule,
         domain,
         model.fingerprint,
         warnings,
+        normalised=float(scored.values[0]) if scored.rule.scale == "snorm" else None,
     )
 
 
@@ -196,18 +197,19 @@ def rank_speakers(
     *,
     top_k: int = 5,
 ) -> IdentifyResult:
-    """Open-set identification of `test` against enrolled embeddings `(N, D)`."""
-    scores = cosine_scores(matrix, test.embedding, None if domain is None else domain.mean)
-    accepted = rule.accept(scores)
-    llrs = rule.llr(scores)
-    order = np.argsort(-scores, kind="stable")[:top_k]
+    """Open-set identification of `test` against enrolled embeddings `(N, D)`: the best-scoring
+    speaker if the rule accepts it, else "unknown" (None)."""
+    scored = score_against(rule, domain, matrix, test.embedding)
+    ranking = scored.values if scored.rule.scale == "snorm" else scored.scores
+    order = np.argsort(-ranking, kind="stable")[:top_k]
     candidates = [
         {
             "rank": rank + 1,
             "name": names[i],
-            "score": float(scores[i]),
-            "llr": None if llrs is None else float(llrs[i]),
-            "accepted": bool(accepted[i]),
+            "score": float(scored.scores[i]),
+            "llr": None if scored.llrs is None else float(scored.llrs[i]),
+            "normalised": float(scored.values[i]) if scored.rule.scale == "snorm" else None,
+            "accepted": bool(scored.accepted[i]),
         }
         for rank, i in enumerate(order)
     ]
@@ -218,10 +220,10 @@ def rank_speakers(
         identified,
         candidates,
         len(names),
-        rule,
+        scored.rule,
         domain,
         fingerprint,
-        list(test.warnings) + centring_caveat(rule, domain),
+        list(test.warnings) + centring_caveat(scored.rule, domain),
     )
 
 
@@ -233,10 +235,16 @@ def adapt(
     embeddings_dir: str | os.PathLike | None = None,
     min_speech_seconds: float = 1.0,
 ) -> AdaptResult:
-    """Save the mean of in-domain embeddings in the store (for centred scoring).
+    """Estimate the adapted decision rule from unlabelled in-domain audio and save it in the store.
+
+    The rule (`speakerverify.speakers.domain`): scores are cosines of embeddings centred on the
+    in-domain mean, S-normalised against the in-domain embeddings, and accepted at the standard
+    normal quantile of a nominal 1 % false-accept rate. `verify` and `identify` on the store use
+    it unless told otherwise (--threshold, --calibration, --p-target).
 
     Give either `audio_dir` (embedded with `model`) or `embeddings_dir` (an `embed` output whose
-    meta names the model fingerprint). Files with no speech are errors, like everywhere else.
+    meta names the model fingerprint), with at least `domain.MIN_COHORT` files. Files with no
+    speech are errors, like everywhere else.
     """
     if (audio_dir is None) == (embeddings_dir is None):
         raise VerificationError("give either an audio directory or --embeddings, not both")
@@ -248,11 +256,15 @@ def adapt(
         paths = find_audio_files(audio_dir)
         if not paths:
             raise VerificationError(f"{audio_dir}: no audio files found")
+        _check_domain_size(audio_dir, len(paths))
         utterances = []
-        for path in paths:
-            utterance = embed_utterance(model, path, min_speech_seconds=min_speech_seconds)
-            utterances.append(utterance)
-            warnings.extend(utterance.warnings)
+        for begin in range(0, len(paths), _ADAPT_BATCH):
+            speeches = [
+                load_speech(model, path, min_speech_seconds=min_speech_seconds)
+                for path in paths[begin : begin + _ADAPT_BATCH]
+            ]
+            utterances += embed_speech(model, speeches)
+        warnings += [w for u in utterances for w in u.warnings]
         embeddings = np.stack([u.embedding for u in utterances]).astype(np.float64)
         fingerprint, source = model.fingerprint, str(audio_dir)
     else:
@@ -263,23 +275,39 @@ def adapt(
                 f"checkpoint {model.path} is model {model.fingerprint}"
             )
         source = str(embeddings_dir)
-    mean = l2_normalize(embeddings).mean(axis=0)
-    if len(embeddings) < 20:
+        _check_store_early(store_path, fingerprint, source)
+        _check_domain_size(source, len(embeddings))
+        if not np.all(np.isfinite(embeddings)):
+            raise VerificationError(f"{source}: embeddings contain NaN or infinite values")
+    domain = estimate_domain(embeddings, source)
+    if len(embeddings) < 100:
         warnings.append(
-            f"{source}: the domain mean comes from only {len(embeddings)} embeddings; "
-            "use a few hundred in-domain recordings for a stable estimate"
+            f"{source}: the adapted rule comes from only {len(embeddings)} files; a few hundred "
+            "in-domain recordings of many speakers give a stable estimate"
         )
     with SpeakerStore(store_path, create=True) as store:
         store.check_model(fingerprint, source=source)
-        store.set_domain_mean(mean, len(embeddings), source, fingerprint=fingerprint)
+        saved = store.set_domain(domain, fingerprint=fingerprint)
     return AdaptResult(
         str(store_path),
         source,
         len(embeddings),
-        float(np.linalg.norm(mean)),
+        float(np.linalg.norm(saved.mean)),
         fingerprint,
         warnings,
+        rule=DecisionRule("adapted", float(saved.threshold), "snorm", domain=saved).to_json(),
     )
+
+
+_ADAPT_BATCH = 16  # files per forward pass
+
+
+def _check_domain_size(source: str | os.PathLike, count: int) -> None:
+    if count < MIN_COHORT:
+        raise VerificationError(
+            f"{source}: only {count} files; adapt needs at least {MIN_COHORT} in-domain "
+            "recordings (of several speakers) to estimate a decision rule"
+        )
 
 
 def _read_embedding_store(directory: str | os.PathLike) -> tuple[np.ndarray, str]:

@@ -58,6 +58,7 @@ VERIFY_KEYS = {
     "test",
     "score",
     "score_kind",
+    "normalised_score",
     "llr",
     "threshold",
     "decision",
@@ -105,6 +106,7 @@ ADAPT_KEYS = {
     "mean_norm",
     "model_fingerprint",
     "warnings",
+    "rule",
 }
 
 

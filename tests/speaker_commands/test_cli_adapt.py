@@ -6,7 +6,6 @@ Shared fixtures: `conftest.py` here."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 from command_helpers import (
@@ -14,18 +13,16 @@ from command_helpers import (
     assert_clean_error,
     run,
 )
-from speaker_helpers import FP
+from speaker_helpers import FP, write_domain_audio
 
 
 def test_adapt_then_verify_says_centred(enrolled, fake_model, voices, tmp_path):
     domain = tmp_path / "domain"
-    domain.mkdir()
-    for key in ("ann2", "bo2", "cy2"):
-        shutil.copy(voices[key], domain / f"{key}.wav")
+    write_domain_audio(domain)
     result = run(["adapt", domain, "--model", fake_model, "--store", enrolled, "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert set(payload) == ADAPT_KEYS and payload["num_embeddings"] == 3
+    assert set(payload) == ADAPT_KEYS and payload["num_embeddings"] == 24
     verdict = run(
         [
             "verify",
@@ -39,23 +36,23 @@ def test_adapt_then_verify_says_centred(enrolled, fake_model, voices, tmp_path):
             "-1",
         ]
     )
-    assert "cosine of centred embeddings; domain mean of 3 embeddings" in verdict.stdout
+    assert "cosine of centred embeddings; domain of 24 embeddings" in verdict.stdout
     listed = json.loads(run(["speakers", "list", "--store", enrolled, "--json"]).stdout)
-    assert listed["domain_mean"]["num_embeddings"] == 3
+    assert listed["domain_mean"]["num_embeddings"] == 24
 
 
 def test_adapt_from_embeddings_needs_no_model(enrolled, tmp_path):
     from speakerverify.backend.embedding_dir import save_embeddings
 
-    vectors = np.random.default_rng(0).standard_normal((25, 32)).astype(np.float32)
+    vectors = np.random.default_rng(0).standard_normal((100, 32)).astype(np.float32)
     save_embeddings(
-        tmp_path / "emb", [f"u{i}" for i in range(25)], vectors, {"model_fingerprint": FP}
+        tmp_path / "emb", [f"u{i}" for i in range(100)], vectors, {"model_fingerprint": FP}
     )
     result = run(
         ["adapt", "--embeddings", tmp_path / "emb", "--store", enrolled, "--json"],
         env={"SPEAKERVERIFY_MODEL": ""},
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["num_embeddings"] == 25 and result.stderr == ""
+    assert json.loads(result.stdout)["num_embeddings"] == 100 and result.stderr == ""
     both = run(["adapt", tmp_path, "--embeddings", tmp_path / "emb", "--store", enrolled])
     assert_clean_error(both, "either AUDIO_DIR or --embeddings")

@@ -19,6 +19,13 @@ def test_identify_ranks_and_answers_unknown(enrolled, fake_model, voices):
     payload = json.loads(found.stdout)
     assert set(payload) == IDENTIFY_KEYS and payload["identified"] == "cy"
     assert [c["rank"] for c in payload["candidates"]] == [1, 2]
-    assert set(payload["candidates"][0]) == {"rank", "name", "score", "llr", "accepted"}
+    assert set(payload["candidates"][0]) == {
+        "rank",
+        "name",
+        "score",
+        "llr",
+        "normalised",
+        "accepted",
+    }
     unknown = run(["identify", voices["cy2"], "--threshold", "1.01", *base[:-1]])
     assert unknown.exit_code == 1 and "identified: unknown (of 3 enrolled)" in unknown.stdout
