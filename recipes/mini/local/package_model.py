@@ -110,6 +110,12 @@ def package(args: argparse.Namespace) -> dict:
         "calibration": (
             f"{args.calibration}: {calibration.num_targets} target + "
             f"{calibration.num_nontargets} non-target trials"
+            + (
+                f"; default operating point p_target={calibration.default_p_target:.4g}: "
+                f"{calibration.operating_point}"
+                if calibration.default_p_target is not None
+                else ""
+            )
             + (f", fitted on float32 model {payload['fingerprint']}" if args.fp16 else "")
         ),
     }

@@ -1,0 +1,70 @@
+"""recipes/mini/local helpers behind the bundled calibration's operating point: speaker attributes
+from the corpus's speakers.tsv, and same-gender impostor trials made from them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ATTRIBUTES = ROOT / "recipes" / "mini" / "local" / "speaker_attributes.py"
+
+
+def write_data_dir(path: Path, speakers: dict[str, int]) -> None:
+    path.mkdir(parents=True)
+    wav, utt2spk = [], []
+    for spk, count in speakers.items():
+        for i in range(count):
+            utt = f"{spk}/s{i % 2}/{i:05d}"
+            wav.append(f"{utt} /nowhere/{utt}.wav")
+            utt2spk.append(f"{utt} {spk}")
+    (path / "wav.scp").write_text("\n".join(wav) + "\n")
+    (path / "utt2spk").write_text("\n".join(utt2spk) + "\n")
+
+
+def test_attributes_feed_same_gender_trials(tmp_path):
+    tsv = tmp_path / "speakers.tsv"
+    tsv.write_text(
+        "spk_id\tsplit\tgender\tpitch_hz\tformant_scale\tlanguage\tklatt\n"
+        "id1\tdev\tfemale\t1-2\t1\tde\t0\nid2\tdev\tfemale\t1-2\t1\tfr\t0\n"
+        "id3\tdev\tmale\t1-2\t1\tde\t0\nid4\tdev\tmale\t1-2\t1\tes\t0\nid5\tdev\tmale\t1\t1\tx\t0\n"
+    )
+    data = tmp_path / "data"
+    write_data_dir(data, {"id1": 4, "id2": 4, "id3": 4, "id4": 4})
+    done = subprocess.run(
+        [sys.executable, ATTRIBUTES, tsv, data], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert (data / "spk2gender").read_text().split("\n")[:4] == [
+        "id1 female", "id2 female", "id3 male", "id4 male"
+    ]  # fmt: skip
+    assert (
+        "id1 de" in (data / "spk2lang").read_text() and "id5" not in (data / "spk2lang").read_text()
+    )
+    from click.testing import CliRunner
+
+    from speakerverify.cli import main
+
+    trials = tmp_path / "trials.txt"
+    result = CliRunner().invoke(
+        main,
+        ["prepare", "trials", str(data), str(trials), "--same", "gender", "--num-targets", "4",
+         "--num-nontargets", "20", "--any-session"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    gender = dict(line.split() for line in (data / "spk2gender").read_text().splitlines())
+    nontargets = [line.split() for line in trials.read_text().splitlines() if line[0] == "0"]
+    assert len(nontargets) == 20
+    assert all(gender[a.split("/")[0]] == gender[b.split("/")[0]] for _, a, b in nontargets)
+
+
+def test_attributes_name_a_speaker_missing_from_the_table(tmp_path):
+    tsv = tmp_path / "speakers.tsv"
+    tsv.write_text("spk_id\tsplit\tgender\tlanguage\nid1\tdev\tfemale\tde\n")
+    write_data_dir(tmp_path / "data", {"id1": 2, "id9": 2})
+    done = subprocess.run(
+        [sys.executable, ATTRIBUTES, tsv, tmp_path / "data"], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "no row for id9" in done.stderr
+    assert not (tmp_path / "data" / "spk2gender").exists()
