@@ -7,11 +7,12 @@
 #
 #   bash recipes/mini/run.sh [--stage N] [--stop-stage M] [--config conf/xvector_mini.yaml]
 #                            [--corpus DIR] [--jobs N] [--set key=value ...] [--workdir DIR]
-#                            [--full]
+#                            [--full] [--kokoro-speakers N]
 # data/ and exp/ are made in --workdir (default: this recipe's directory). --full trains the
 # bundled model instead: conf/xvector_synth.yaml, the demo's config and corpus five times longer
 # (about 16 min of training on 2 idle cores), and stage 8 packages it into
-# speakerverify/pretrained/.
+# speakerverify/pretrained/. --kokoro-speakers N adds N Kokoro-82M speakers (blends of real voices,
+# tools/make_kokoro_corpus.py, `pip install 'speakerverify[kokoro]'`, ~0.5-1 s CPU per audio s).
 set -euo pipefail
 
 stage=0
@@ -29,6 +30,7 @@ seconds=3.0
 seed=0
 heldout_speakers=40
 num_average=2
+kokoro_speakers=0
 overrides=()
 recipe=$(cd "$(dirname "$0")" && pwd)
 workdir=$recipe
@@ -45,8 +47,9 @@ while [ $# -gt 0 ]; do
     --num-average) num_average=$2; shift 2 ;;
     --set) overrides+=("$2"); shift 2 ;;
     --workdir) workdir=$2; shift 2 ;;
+    --kokoro-speakers) kokoro_speakers=$2; shift 2 ;;
     --full) config=conf/xvector_synth.yaml; package=true; stop_stage=8; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -80,6 +83,11 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     --num-test-speakers "$num_test_speakers" --utts-per-speaker "$utts_per_speaker" \
     --test-utts-per-speaker "$test_utts_per_speaker" --seconds "$seconds" --seed "$seed" \
     --jobs "$jobs"
+  if [ "$kokoro_speakers" -gt 0 ]; then
+    echo "$(stamp)stage 0: synthesise $kokoro_speakers Kokoro speakers into $data/kokoro_corpus"
+    python "$tools/make_kokoro_corpus.py" "$data/kokoro_corpus" --num-speakers "$kokoro_speakers" \
+      --utts-per-speaker "$utts_per_speaker" --seconds "$seconds" --seed "$seed" --jobs "$jobs"
+  fi
 fi
 
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
@@ -87,7 +95,13 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   for split in dev test; do
     speakerverify prepare voxceleb "$corpus" "$data/$split" --split "$split"
   done
-  speakerverify prepare split "$data/dev" --hold-out-speakers "$heldout_speakers" \
+  dev_dirs=("$data/dev")
+  if [ "$kokoro_speakers" -gt 0 ]; then  # all Kokoro speakers are dev (ids 20000+)
+    speakerverify prepare voxceleb "$data/kokoro_corpus" "$data/kokoro" --split dev
+    dev_dirs+=("$data/kokoro")
+  fi
+  # merged: the held-out speakers are drawn from both corpora
+  speakerverify prepare split "${dev_dirs[@]}" --hold-out-speakers "$heldout_speakers" \
     --train-out "$data/train" --heldout-out "$data/heldout"
   # up to 1,000 of the target pairs (40 speakers x 8 utterances have 1,120) and 10,000
   # non-targets of one gender: the calibration's operating point is set on impostors of the
