@@ -33,7 +33,7 @@ def test_attributes_feed_same_gender_trials(tmp_path):
     data = tmp_path / "data"
     write_data_dir(data, {"id1": 4, "id2": 4, "id3": 4, "id4": 4})
     done = subprocess.run(
-        [sys.executable, ATTRIBUTES, tsv, data], capture_output=True, text=True, check=False
+        [sys.executable, ATTRIBUTES, data, tsv], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
     assert (data / "spk2gender").read_text().split("\n")[:4] == [
@@ -64,7 +64,7 @@ def test_attributes_name_a_speaker_missing_from_the_table(tmp_path):
     tsv.write_text("spk_id\tsplit\tgender\tlanguage\nid1\tdev\tfemale\tde\n")
     write_data_dir(tmp_path / "data", {"id1": 2, "id9": 2})
     done = subprocess.run(
-        [sys.executable, ATTRIBUTES, tsv, tmp_path / "data"], capture_output=True, text=True
+        [sys.executable, ATTRIBUTES, tmp_path / "data", tsv], capture_output=True, text=True
     )
     assert done.returncode == 2 and "no row for id9" in done.stderr
     assert not (tmp_path / "data" / "spk2gender").exists()

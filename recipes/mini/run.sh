@@ -107,7 +107,9 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   # non-targets of one gender: the calibration's operating point is set on impostors of the
   # speaker's own gender (real impostors in one domain share channel and language too, and score
   # higher than synthetic ones), 10 of them above it at a 0.1 % false-accept rate
-  python "$local"/speaker_attributes.py "$corpus/speakers.tsv" "$data/heldout"
+  tables=("$corpus/speakers.tsv")
+  [ "$kokoro_speakers" -eq 0 ] || tables+=("$data/kokoro_corpus/speakers.tsv")
+  python "$local"/speaker_attributes.py "$data/heldout" "${tables[@]}"
   pairs=$(( heldout_speakers * utts_per_speaker * (utts_per_speaker - 1) / 2 ))
   speakerverify prepare trials "$data/heldout" "$data/heldout/trials.txt" --same gender \
     --num-targets $(( pairs < 1000 ? pairs : 1000 )) --num-nontargets 10000

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Write `spk2gender` and `spk2lang` into a data dir from the synthetic corpus's `speakers.tsv`,
-so `speakerverify prepare trials --same gender` can pair impostors of one gender (and language).
+"""Write `spk2gender` and `spk2lang` into a data dir from the synthetic corpora's `speakers.tsv`
+files (eSpeak, and Kokoro when used), so `speakerverify prepare trials --same gender` can pair
+impostors of one gender (and language).
 
-    python local/speaker_attributes.py CORPUS/speakers.tsv DATA_DIR
+    python local/speaker_attributes.py DATA_DIR CORPUS/speakers.tsv [KOKORO/speakers.tsv ...]
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("speakers_tsv")
     parser.add_argument("data_dir")
+    parser.add_argument("speakers_tsv", nargs="+")
     args = parser.parse_args(argv)
 
     from speakerverify.data import DataDir
@@ -24,11 +25,14 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         speakers = set(DataDir.load(args.data_dir).utt2spk.values())
-        with open(args.speakers_tsv, newline="") as handle:
-            rows = {row["spk_id"]: row for row in csv.DictReader(handle, delimiter="\t")}
+        rows = {}
+        for path in args.speakers_tsv:
+            with open(path, newline="") as handle:
+                rows.update({r["spk_id"]: r for r in csv.DictReader(handle, delimiter="\t")})
         missing = sorted(speakers - set(rows))
         if missing:
-            print(f"error: {args.speakers_tsv}: no row for {missing[0]}", file=sys.stderr)
+            tables = " or ".join(args.speakers_tsv)
+            print(f"error: {tables}: no row for {missing[0]}", file=sys.stderr)
             return 2
         write_attributes(
             args.data_dir,
@@ -38,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
     except (SpeakerVerifyError, OSError, KeyError) as error:
-        print(f"error: {args.speakers_tsv}: {error}", file=sys.stderr)
+        print(f"error: {' '.join(args.speakers_tsv)}: {error}", file=sys.stderr)
         return 2
     print(f"{args.data_dir}: spk2gender, spk2lang for {len(speakers)} speakers")
     return 0
