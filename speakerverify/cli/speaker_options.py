@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import click
 
+from speakerverify.backend.speech_limits import MIN_SPEECH_SECONDS
 from speakerverify.cli.common import fail, model_path_or_bundled, warn
 
 EXIT_STATUS_HELP = """
@@ -70,7 +71,7 @@ def decision_options(function: Callable) -> Callable:
             click.option(
                 "--min-speech",
                 type=float,
-                default=1.0,
+                default=MIN_SPEECH_SECONDS,
                 show_default=True,
                 help="Seconds of speech a test file needs.",
             ),
