@@ -113,6 +113,7 @@ class Model:
         """
         if isinstance(audios, str | os.PathLike):
             raise TypeError("embed_batch takes a list of inputs; use embed for one")
+        _check_files(audios)
         speeches = [
             load_speech(
                 self.speaker_model,
@@ -135,6 +136,7 @@ class Model:
         min_speech_seconds: float = MIN_SPEECH_SECONDS,
     ) -> float:
         """Cosine score of two inputs (what `verify` decides on); `sample_rate` as in `embed`."""
+        _check_files([first, second])
         options = {"sample_rate": sample_rate, "min_speech_seconds": min_speech_seconds}
         a = self.embed(first, **options)
         b = self.embed(second, **options)
@@ -164,6 +166,7 @@ class Model:
                 too little speech.
             audio.AudioError: unreadable input.
         """
+        _check_files([first, second])
         rule = resolve_decision_rule(
             self.speaker_model,
             threshold=threshold,
@@ -178,6 +181,15 @@ class Model:
             min_speech_seconds=min_speech_seconds,
             sample_rate=sample_rate,
         )
+
+
+def _check_files(audios: Sequence[Audio]) -> None:
+    """Check every file among `audios` before embedding any: a bad last file fails at once."""
+    from speakerverify.frontend.audio import check_audio_file
+
+    for audio in audios:
+        if isinstance(audio, str | os.PathLike):
+            check_audio_file(audio)
 
 
 def load_model(path: str | os.PathLike | None = None, *, device: str = "cpu") -> Model:

@@ -139,6 +139,26 @@ def test_embed_and_verify_need_the_same_speech(model):
     assert model.embed(short, sample_rate=16000, min_speech_seconds=0.5).shape == (model.embed_dim,)
 
 
+def test_every_file_is_checked_before_any_is_embedded(model, audio, tmp_path, monkeypatch):
+    embedder = model.speaker_model.embedder
+    calls = []
+    monkeypatch.setattr(embedder, "embed_waveform", lambda wave: calls.append(wave))
+    monkeypatch.setattr(embedder, "embed_waveforms", lambda waves: calls.append(waves))
+    (tmp_path / "empty.wav").write_bytes(b"")
+    for call, message in [
+        (lambda: model.embed_batch([audio["a"], tmp_path / "missing.wav"]), "file not found"),
+        (lambda: model.score(audio["a"], tmp_path / "empty.wav"), "empty file (0 bytes)"),
+        (
+            lambda: model.verify(audio["a"], tmp_path, threshold=0.5),
+            "is a directory, not an audio file",
+        ),
+    ]:
+        with pytest.raises(AudioError) as raised:
+            call()
+        assert str(raised.value).endswith(message)
+    assert calls == []
+
+
 def test_embed_batch_equals_one_by_one(model, audio):
     files = [audio["a"], audio["b"], audio["c"]]  # different lengths: padded in one batch
     batch = model.embed_batch(files)

@@ -94,6 +94,14 @@ def command_model(model_path: str | None):
     return load_command_model(model_path_or_bundled(model_path))
 
 
+def check_audio_files(paths) -> None:
+    """Check every input file before the model loads: a missing or empty file fails at once."""
+    from speakerverify.frontend.audio import check_audio_file
+
+    for path in paths:
+        check_audio_file(path)
+
+
 def store_path_or_fail(store_path: str | None) -> str:
     return _require(store_path, "speaker store", "--store DB", "SPEAKERVERIFY_STORE")
 

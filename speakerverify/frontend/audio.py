@@ -77,6 +77,22 @@ def _check_path(path: str | os.PathLike) -> Path:
     return path
 
 
+def check_audio_file(path: str | os.PathLike) -> None:
+    """Fail early, with the message reading it would give, on a file that cannot be audio.
+
+    Checks that it exists, is not a directory, is not empty, is readable and, for the formats
+    soundfile reads, that its header parses and holds samples; ffmpeg formats would have to be
+    decoded to check more than the path. Cheap (a stat and a header read), so commands run it on
+    every input before loading a model.
+
+    Raises:
+        AudioError: as `read_audio` would for those causes, with the same one-line messages.
+    """
+    path = _check_path(path)
+    if _uses_soundfile(path) and audio_info(path).num_frames == 0:
+        raise AudioError(f"{path}: contains no audio samples (zero length)")
+
+
 def _soundfile_error(path: Path, error: Exception) -> AudioError:
     with open(path, "rb") as handle:
         head = handle.read(16)
