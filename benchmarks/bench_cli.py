@@ -3,14 +3,16 @@ and the torch-free ONNX fast path side by side with the torch path.
 
 Each repetition runs, in turn, in fresh processes:
   import_floor   python -c "import torch, torchaudio"        (the peer: what any torch CLI pays)
-  verify         speakerverify verify NAME five_seconds.wav --threshold 0.5   (torch, forced)
-  verify_onnx    the same with the checkpoint's ONNX twin (SPEAKERVERIFY_BACKEND=onnx)
+  verify@R       speakerverify verify NAME five_seconds_R.wav --threshold 0.5   (torch, forced)
+  verify_onnx@R  the same with the checkpoint's ONNX twin (SPEAKERVERIFY_BACKEND=onnx)
   onnx_floor     python -c "import numpy, onnxruntime"      (what the fast path cannot avoid)
   help           speakerverify --help
-and the medians are compared: our overhead = verify - import_floor (target < 0.5 s), and the fast
-path's wall time (target <= 0.5 s) against the torch path's, measured in the same run; both must
-give the same score (within 1e-4). A final in-process run splits the torch verify path into
-imports, model load, audio + VAD, and embedding.
+for a test file at each rate R of 8, 16, 22.05, 44.1 and 48 kHz (other rates than the model's
+16 kHz are resampled on both paths), and the medians are compared: our overhead = verify@16k -
+import_floor (target < 0.5 s), and at every rate the fast path's wall time (target <= 0.5 s)
+against the torch path's, measured in the same run; both must give the same decision and score
+(within 1e-4). A final in-process run splits the 16 kHz verify path into imports, model load,
+audio + VAD, and embedding.
 The model has the default x-vector size (4.6 M parameters, 512-dim embeddings) with untrained
 weights: the timing does not depend on what the weights are.
 
@@ -31,6 +33,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+RATES = (8000, 16000, 22050, 44100, 48000)
 SPEAKERVERIFY = str(Path(sys.executable).parent / "speakerverify")
 
 BREAKDOWN = r"""
@@ -133,7 +136,7 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float,
     return elapsed, cpu
 
 
-def prepare(root: Path, model_name: str) -> tuple[Path, Path, Path, bool]:
+def prepare(root: Path, model_name: str) -> tuple[Path, dict[int, Path], Path, bool]:
     import numpy as np
     import soundfile as sf
     import torch
@@ -164,9 +167,11 @@ def prepare(root: Path, model_name: str) -> tuple[Path, Path, Path, bool]:
         print(f"no ONNX fast path measured: {error}", file=sys.stderr)
         has_onnx = False
     speaker = random_speaker(np.random.default_rng(0))
-    enroll, test = root / "enroll.wav", root / "five_seconds.wav"
+    enroll = root / "enroll.wav"
     sf.write(enroll, speech_like(8.0, 16000, speaker, seed=1), 16000)
-    sf.write(test, speech_like(5.0, 16000, speaker, seed=2), 16000)
+    tests = {rate: root / f"five_seconds_{rate}.wav" for rate in RATES}
+    for rate, test in tests.items():
+        sf.write(test, speech_like(5.0, rate, speaker, seed=2), rate)
     store = root / "speakers.db"
     subprocess.run(
         [
@@ -183,16 +188,22 @@ def prepare(root: Path, model_name: str) -> tuple[Path, Path, Path, bool]:
         capture_output=True,
         env=_env("torch"),
     )
-    return checkpoint, test, store, has_onnx
+    return checkpoint, tests, store, has_onnx
 
 
 def _env(backend: str) -> dict[str, str]:
     return {**os.environ, "SPEAKERVERIFY_BACKEND": backend}
 
 
-def _score(command: list[str], env: dict[str, str]) -> float:
+def _score(command: list[str], env: dict[str, str]) -> tuple[float, bool]:
+    """(score, accepted) of one verify command."""
     proc = subprocess.run([*command, "--json"], capture_output=True, text=True, env=env)
-    return float(json.loads(proc.stdout)["score"])
+    payload = json.loads(proc.stdout)
+    return float(payload["score"]), bool(payload["accepted"])
+
+
+def _khz(rate: int) -> str:
+    return f"{rate / 1000:g}k"
 
 
 def main() -> None:
@@ -201,67 +212,74 @@ def main() -> None:
     parser.add_argument("--model", default="xvector")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint, test, store, has_onnx = prepare(Path(tmp), args.model)
-        verify = [SPEAKERVERIFY, "verify", "alice", str(test), "--model", str(checkpoint)]
-        verify += ["--store", str(store), "--threshold", "0.5"]
-        commands = {
+        checkpoint, tests, store, has_onnx = prepare(Path(tmp), args.model)
+        commands: dict[str, tuple[list[str], dict[str, str] | None]] = {
             "import_floor": ([sys.executable, "-c", "import torch, torchaudio"], None),
-            "verify": (verify, _env("torch")),
-            "verify_onnx": (verify, _env("onnx")),
             "onnx_floor": ([sys.executable, "-c", "import numpy, onnxruntime"], None),
             "help": ([SPEAKERVERIFY, "--help"], None),
         }
+        for rate, test in tests.items():
+            verify = [SPEAKERVERIFY, "verify", "alice", str(test), "--model", str(checkpoint)]
+            verify += ["--store", str(store), "--threshold", "0.5"]
+            commands[f"verify@{_khz(rate)}"] = (verify, _env("torch"))
+            if has_onnx:
+                commands[f"verify_onnx@{_khz(rate)}"] = (verify, _env("onnx"))
         if not has_onnx:
-            del commands["verify_onnx"], commands["onnx_floor"]
+            del commands["onnx_floor"]
         wall: dict[str, list[float]] = {name: [] for name in commands}
         cpu: dict[str, list[float]] = {name: [] for name in commands}
-        for name in ("verify", "verify_onnx"):  # warm the page cache; every run is a new process
-            if name in commands:
+        for name in commands:  # warm the page cache; every run is a new process
+            if name.startswith("verify"):
                 timed(*commands[name])
         for _ in range(args.repeats):
             for name, (command, env) in commands.items():
                 elapsed, used = timed(command, env)
                 wall[name].append(elapsed)
                 cpu[name].append(used)
-        scores = {
-            name: _score(*commands[name]) for name in ("verify", "verify_onnx") if name in commands
-        }
-        files = [str(checkpoint), str(test), str(store)]
+        scores = {name: _score(*commands[name]) for name in commands if name.startswith("verify")}
+        files = [str(checkpoint), str(tests[16000]), str(store)]
         breakdowns = _breakdowns(BREAKDOWN, files)
         onnx_breakdowns = _breakdowns(ONNX_BREAKDOWN, files, _env("onnx")) if has_onnx else []
-    print(f"model: {args.model} (default size), test file: 5.0 s, repeats: {args.repeats}")
-    print(f"{'':>13}  {'wall median':>11}  {'(min)':>7}  {'CPU median':>10}  {'(min)':>7}")
+    print(f"model: {args.model} (default size), test files: 5.0 s, repeats: {args.repeats}")
+    print(f"{'':>15}  {'wall median':>11}  {'(min)':>7}  {'CPU median':>10}  {'(min)':>7}")
     for name in commands:
         print(
-            f"{name:>13}  {statistics.median(wall[name]):>10.3f}s  {min(wall[name]):>6.3f}s  "
+            f"{name:>15}  {statistics.median(wall[name]):>10.3f}s  {min(wall[name]):>6.3f}s  "
             f"{statistics.median(cpu[name]):>9.3f}s  {min(cpu[name]):>6.3f}s"
         )
     for kind, values in (("wall", wall), ("CPU", cpu)):
-        verify, floor = values["verify"], values["import_floor"]
+        verify, floor = values["verify@16k"], values["import_floor"]
         paired = statistics.median(v - f for v, f in zip(verify, floor, strict=True))
         print(
-            f"{kind}: verify / import_floor = "
+            f"{kind}: verify@16k / import_floor = "
             f"{statistics.median(verify) / statistics.median(floor):.2f}x (medians); overhead "
             f"above the floor: {paired:.3f} s (median of paired differences), "
             f"{min(verify) - min(floor):.3f} s (difference of minima)"
         )
-    if "verify_onnx" in wall:
-        fast, slow = statistics.median(wall["verify_onnx"]), statistics.median(wall["verify"])
-        gap = abs(scores["verify_onnx"] - scores["verify"])
-        verdict = "PASS" if fast <= 0.5 and gap < 1e-4 else "FAIL"
-        print(
-            f"fast path: cold verify with ONNX {fast:.3f} s vs torch {slow:.3f} s wall (medians), "
-            f"ratio {fast / slow:.2f} ({slow / fast:.1f}x faster); CPU "
-            f"{statistics.median(cpu['verify_onnx']):.3f} s vs "
-            f"{statistics.median(cpu['verify']):.3f} s; score {scores['verify_onnx']:.6f} vs "
-            f"{scores['verify']:.6f} (|diff| {gap:.1e}); target <= 0.5 s wall, |diff| < 1e-4: "
-            f"{verdict}"
+    for rate in RATES if has_onnx else ():
+        fast_name, slow_name = f"verify_onnx@{_khz(rate)}", f"verify@{_khz(rate)}"
+        fast, slow = statistics.median(wall[fast_name]), statistics.median(wall[slow_name])
+        (fast_score, fast_accepted), (slow_score, slow_accepted) = (
+            scores[fast_name],
+            scores[slow_name],
         )
+        gap = abs(fast_score - slow_score)
+        same = fast_accepted == slow_accepted
+        verdict = "PASS" if fast <= 0.5 and gap < 1e-4 and same else "FAIL"
+        print(
+            f"fast path at {_khz(rate)}Hz: cold verify with ONNX {fast:.3f} s vs torch "
+            f"{slow:.3f} s wall (medians), ratio {fast / slow:.2f} ({slow / fast:.1f}x faster); "
+            f"CPU "
+            f"{statistics.median(cpu[fast_name]):.3f} s vs {statistics.median(cpu[slow_name]):.3f}"
+            f" s; score {fast_score:.6f} vs {slow_score:.6f} (|diff| {gap:.1e}), decision "
+            f"{'same' if same else 'DIFFERENT'}; target <= 0.5 s wall, |diff| < 1e-4: {verdict}"
+        )
+    if has_onnx:
         above = statistics.median(
-            v - f for v, f in zip(wall["verify_onnx"], wall["onnx_floor"], strict=True)
+            v - f for v, f in zip(wall["verify_onnx@16k"], wall["onnx_floor"], strict=True)
         )
         print(
-            f"fast path above its own floor (import numpy, onnxruntime: "
+            f"fast path at 16kHz above its own floor (import numpy, onnxruntime: "
             f"{statistics.median(wall['onnx_floor']):.3f} s): {above:.3f} s wall "
             "(median of paired differences)"
         )

@@ -33,6 +33,9 @@ def _training(payload: dict[str, Any]) -> dict[str, Any]:
         "step": state.get("step") if isinstance(state, dict) else None,
         "loss": loss.get("name"),
         "mining": loss.get("mining"),
+        # What mined during the first epochs, when it was not `mining` (None otherwise).
+        "mining_warmup": loss.get("mining_warmup") if loss.get("mining_warmup_epochs") else None,
+        "mining_warmup_epochs": loss.get("mining_warmup_epochs") or 0,
         "frozen": list(train.get("freeze") or []),  # layers left as initialised
     }
 

@@ -4,6 +4,7 @@ example, against the bundled model: whatever files are in speakerverify/pretrain
 from __future__ import annotations
 
 import doctest
+import inspect
 import json
 import subprocess
 import sys
@@ -75,10 +76,87 @@ def test_embed_file_waveform_and_tensor_agree(model, audio):
     e = model.embed(audio["a"])
     assert e.shape == (model.embed_dim,) and e.dtype == np.float32
     assert np.linalg.norm(e) == pytest.approx(1.0, abs=1e-6)
-    wave, _ = sf.read(audio["a"], dtype="float32")
-    np.testing.assert_allclose(model.embed(wave), e, atol=1e-6)
-    np.testing.assert_allclose(model.embed(torch.from_numpy(wave)), e, atol=1e-6)
+    wave, rate = sf.read(audio["a"], dtype="float32")
+    np.testing.assert_allclose(model.embed(wave, sample_rate=rate), e, atol=1e-6)
+    np.testing.assert_allclose(model.embed(torch.from_numpy(wave), sample_rate=rate), e, atol=1e-6)
     np.testing.assert_allclose(model.embed(str(audio["a"])), e, atol=0)
+
+
+def test_a_waveform_without_its_rate_is_an_error_that_says_what_to_pass(model, audio):
+    """Regression (issue 24): a 22.05 kHz waveform embedded as if it were 16 kHz, silently."""
+    wave, _ = sf.read(audio["a"], dtype="float32")
+    for call in (
+        lambda: model.embed(wave),
+        lambda: model.embed_batch([audio["a"], wave]),
+        lambda: model.score(audio["a"], wave),
+        lambda: model.verify(audio["a"], wave),
+    ):
+        with pytest.raises(AudioError) as raised:
+            call()
+        assert str(raised.value) == (
+            "waveform: pass sample_rate= with a waveform (its rate in Hz, e.g. the rate "
+            "soundfile.read returns); it is resampled to the model's 16000 Hz"
+        )
+    for bad in (0, -16000, 16000.5, "16k"):
+        with pytest.raises(AudioError, match="sample_rate must be a positive whole number"):
+            model.embed(wave, sample_rate=bad)
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_a_waveform_with_its_rate_embeds_as_its_file(model, tmp_path, rate):
+    path = tmp_path / f"voice_{rate}.wav"
+    voice = random_speaker(np.random.default_rng(rate))
+    sf.write(path, speech_like(3.0, rate, voice, seed=4), rate)
+    from_file = model.embed(path)
+    wave, read_rate = sf.read(path)  # float64, as soundfile returns by default
+    assert read_rate == rate
+    np.testing.assert_allclose(model.embed(wave, sample_rate=rate), from_file, atol=1e-5, rtol=0)
+    batch = model.embed_batch([wave, path], sample_rate=rate)
+    np.testing.assert_allclose(batch, np.stack([from_file, from_file]), atol=1e-5, rtol=0)
+    assert model.score(wave, path, sample_rate=rate) == pytest.approx(1.0, abs=1e-5)
+    pair = model.verify(path, wave, sample_rate=rate, threshold=0.5)
+    assert pair.score == pytest.approx(1.0, abs=1e-5)
+    narrowband = [w for w in pair.warnings if "upsampled" in w]
+    assert len(narrowband) == (2 if rate < 16000 else 0)
+
+
+def test_embed_and_verify_need_the_same_speech(model):
+    """Regression (issue 24): `embed` needed 0.5 s of speech and `verify` 1 s, so a file that
+    embedded could not be verified. One constant is the default of both, API and CLI."""
+    from speakerverify.backend.speech_limits import MIN_SPEECH_SECONDS
+    from speakerverify.cli.verify import verify as verify_command
+
+    defaults = {
+        name: inspect.signature(getattr(Model, name)).parameters["min_speech_seconds"].default
+        for name in ("embed", "embed_batch", "score", "verify")
+    }
+    assert set(defaults.values()) == {MIN_SPEECH_SECONDS}
+    option = next(p for p in verify_command.params if p.name == "min_speech")
+    assert option.default == MIN_SPEECH_SECONDS
+    short = speech_like(0.8, 16000, random_speaker(np.random.default_rng(2)), seed=9)
+    with pytest.raises(VerificationError, match=f"need at least {MIN_SPEECH_SECONDS:g} s"):
+        model.embed(short, sample_rate=16000)
+    assert model.embed(short, sample_rate=16000, min_speech_seconds=0.5).shape == (model.embed_dim,)
+
+
+def test_every_file_is_checked_before_any_is_embedded(model, audio, tmp_path, monkeypatch):
+    embedder = model.speaker_model.embedder
+    calls = []
+    monkeypatch.setattr(embedder, "embed_waveform", lambda wave: calls.append(wave))
+    monkeypatch.setattr(embedder, "embed_waveforms", lambda waves: calls.append(waves))
+    (tmp_path / "empty.wav").write_bytes(b"")
+    for call, message in [
+        (lambda: model.embed_batch([audio["a"], tmp_path / "missing.wav"]), "file not found"),
+        (lambda: model.score(audio["a"], tmp_path / "empty.wav"), "empty file (0 bytes)"),
+        (
+            lambda: model.verify(audio["a"], tmp_path, threshold=0.5),
+            "is a directory, not an audio file",
+        ),
+    ]:
+        with pytest.raises(AudioError) as raised:
+            call()
+        assert str(raised.value).endswith(message)
+    assert calls == []
 
 
 def test_embed_batch_equals_one_by_one(model, audio):
@@ -150,7 +228,7 @@ def test_verify_matches_the_cli(model, audio):
 )
 def test_bad_input_raises_project_errors(model, bad, error, message):
     with pytest.raises(error) as raised:
-        model.embed(bad)
+        model.embed(bad, sample_rate=16000)
     assert message in str(raised.value) and "\n" not in str(raised.value)
 
 

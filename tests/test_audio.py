@@ -16,6 +16,7 @@ from speakerverify.frontend.audio import (
     audio_info,
     find_ffmpeg,
     load_audio,
+    load_audio_array,
     speech_mask,
     trim_silence,
 )
@@ -321,3 +322,14 @@ def test_silence_is_allowed_on_request_and_crops_of_silence_read_as_zeros(tmp_pa
         load_audio(tmp_path / "gap.wav", offset_seconds=0.5, duration_seconds=1.0)
     crop = read_segment(tmp_path / "gap.wav", 8000, 16000)
     assert crop.shape == (16000,) and not crop.any()
+
+
+@pytest.mark.parametrize("file_rate", [8000, 22050, 44100, 48000])
+def test_torch_and_numpy_loaders_resample_alike(tmp_path, file_rate):
+    """The ONNX fast path (`load_audio_array`) and the torch path (`load_audio`) must see the
+    same samples at any rate, or their embeddings drift apart (1e-2 with two resamplers)."""
+    path = tmp_path / f"speech_{file_rate}.wav"
+    sf.write(path, speech_like(1.5, file_rate, seed=3), file_rate, subtype="FLOAT")
+    array = load_audio_array(path)
+    assert array.dtype == np.float32 and array.shape == (24000,)
+    np.testing.assert_array_equal(load_audio(path).numpy(), array)

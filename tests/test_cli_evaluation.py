@@ -194,3 +194,12 @@ def test_score_and_evaluate_start_without_torch(scored, tmp_path):
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
     assert len(read_scores(scores)[2]) == 400
+
+
+def test_embed_help_calls_its_output_an_embedding_directory():
+    """Regression (issue 24): it said "store", the word for the speaker database of enroll."""
+    result = CliRunner().invoke(speakerverify.cli.main, ["embed", "--help"])
+    text = " ".join(result.output.split())  # click rewraps the first paragraph
+    assert result.exit_code == 0
+    assert "into the embedding directory OUT." in text
+    assert "store" not in text.lower()

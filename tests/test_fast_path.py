@@ -33,6 +33,7 @@ pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime")
 
 ARGS = {"embed_dim": 24, "channels": 32, "stats_channels": 64}
+RATES = (8000, 22050, 44100, 48000)  # other than the model's 16 kHz: resampled on both paths
 
 
 def _save_tiny(path: Path, seed: int) -> str:
@@ -62,9 +63,10 @@ def tiny(tmp_path_factory):
         for u in range(2):
             files[f"{name}{u}"] = root / f"{name}{u}.wav"
             sf.write(files[f"{name}{u}"], speech_like(4.0, 16000, speaker, seed=10 * s + u), 16000)
-        if name == "ann":
-            files["ann_8k"] = root / "ann_8k.wav"
-            sf.write(files["ann_8k"], speech_like(3.0, 8000, speaker, seed=7), 8000)
+        if name == "ann":  # the rates phones, desktops and espeak-ng record at
+            for rate in RATES:
+                files[f"ann_{rate}"] = root / f"ann_{rate}.wav"
+                sf.write(files[f"ann_{rate}"], speech_like(3.0, rate, speaker, seed=7), rate)
     files["quiet"] = root / "quiet.wav"
     sf.write(files["quiet"], (1e-5 * rng.standard_normal(32000)).astype(np.float32), 16000)
     files["short"] = root / "short.wav"
@@ -103,7 +105,8 @@ def test_onnx_embedding_equals_torch(tiny, monkeypatch):
     slow = load_speaker_model(checkpoint)
     assert fast.backend == "onnx" and fast.fingerprint == slow.fingerprint == fingerprint
     assert fast.path == str(checkpoint)
-    for key in ("ann0", "bo1", "ann_8k"):  # 8 kHz: torchaudio's resampler, then numpy
+    # Other rates are resampled by the same soxr call on both paths, without torch on the fast one.
+    for key in ("ann0", "bo1", *(f"ann_{rate}" for rate in RATES)):
         got, expected = embed_utterance(fast, files[key]), embed_utterance(slow, files[key])
         assert got.speech_seconds == expected.speech_seconds and got.warnings == expected.warnings
         np.testing.assert_allclose(got.embedding, expected.embedding, atol=1e-4, rtol=0)
@@ -241,6 +244,10 @@ def test_onnx_path_never_imports_torch(tiny, tmp_path):
         ["verify", "ann", str(files["ann1"]), "--threshold", "0", *common],
         ["verify", str(files["ann0"]), str(files["bo0"]), "--threshold", "0", *common],
         ["identify", str(files["bo0"]), "--threshold", "0", *common],
+        *(
+            ["verify", "ann", str(files[f"ann_{rate}"]), "--threshold", "0", *common]
+            for rate in RATES  # other rates stay on the fast path
+        ),
         ["verify", "ann", str(files["quiet"]), "--threshold", "0", *common],  # an input error
     ]
     env = {**os.environ, engine.BACKEND_ENV: "auto", "SPEAKERVERIFY_MODEL": ""}

@@ -120,6 +120,22 @@ def test_cli_writes_data_dir_and_summary(librispeech, tmp_path):
     assert (out / "utt2sess").read_text().splitlines()[0] == "103/1240/103-1240-0000 1240"
 
 
+def test_skip_unmatched_says_how_many_it_skipped(librispeech, tmp_path):
+    """Regression (issue 24): --skip-unmatched left files out without a word."""
+    layout = "{speaker}/{session}/{utt}"
+    assert scan_tree(librispeech, layout=layout, skip_unmatched=True).num_skipped == 0
+    write_audio(librispeech / "loose.wav")
+    write_audio(librispeech / "103" / "stray.wav")
+    assert scan_tree(librispeech, layout=layout, skip_unmatched=True).num_skipped == 2
+    result = invoke("prepare", "dir", librispeech, tmp_path / "data", "--layout", layout,
+                    "--skip-unmatched")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith(
+        "2 speakers, 4 utterances, 0.00 hours, 3 sessions; "
+        "skipped 2 audio files the layout does not match"
+    )
+
+
 @pytest.mark.parametrize(
     ("make", "args", "needle"),
     [

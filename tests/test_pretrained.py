@@ -262,6 +262,14 @@ def test_model_info_bundled(bundled_model_files, tmp_path):
     assert "threshold" not in text.stdout and "None" not in text.stdout
     frozen = card["training"].get("frozen") or []  # the card's layers left at initialisation
     assert (", ".join(frozen) + " frozen" in text.stdout) == bool(frozen)
+    # Regression (issue 24): it said "batch_hard mining"; the config warms up with semi-hard.
+    loss = load_checkpoint(pretrained.bundled_checkpoint())["config"]["loss"]
+    assert (loss["mining_warmup"], loss["mining_warmup_epochs"], loss["mining"]) == (
+        "semi_hard",
+        1,
+        "batch_hard",
+    )
+    assert "triplet loss, semi-hard mining for 1 epoch, then batch-hard," in text.stdout
     as_json = json.loads(run(["model", "info", "--json"], env={"SPEAKERVERIFY_MODEL": ""}).stdout)
     assert as_json["fingerprint"] == card["fingerprint"] and as_json["card"] == card
     assert as_json["embed_dim"] == card["embed_dim"] and as_json["name"] == card["name"]
@@ -288,6 +296,24 @@ def test_model_info_describes_the_front_end(frontend, line):
     from speakerverify.cli.model import _frontend_line
 
     assert _frontend_line(frontend) == line
+
+
+@pytest.mark.parametrize(
+    ("training", "text"),
+    [
+        ({"mining": "batch_hard", "mining_warmup": None, "mining_warmup_epochs": 0},
+         "batch-hard mining"),
+        ({"mining": "batch_hard", "mining_warmup": "semi_hard", "mining_warmup_epochs": 3},
+         "semi-hard mining for 3 epochs, then batch-hard"),
+        ({"mining": "semi_hard", "mining_warmup": "semi_hard", "mining_warmup_epochs": 2},
+         "semi-hard mining"),
+        ({"mining": None}, ""),
+    ],
+)  # fmt: skip
+def test_model_info_says_which_mining_ran_when(training, text):
+    from speakerverify.cli.model import _mining_text
+
+    assert _mining_text(training) == text
 
 
 def test_model_info_of_a_plain_checkpoint(trained, tmp_path):

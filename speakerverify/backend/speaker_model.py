@@ -13,13 +13,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from speakerverify.backend.scoring import l2_normalize
+from speakerverify.backend.speech_limits import MIN_FILE_SPEECH_SECONDS
 from speakerverify.errors import SpeakerVerifyError
 
 logger = logging.getLogger(__name__)
 
 RECOMMENDED_SAMPLE_RATE = 16000
-# Shorter speech makes a meaningless embedding (and may be shorter than the encoder's context).
-MIN_FILE_SPEECH_SECONDS = 0.5
 
 
 class VerificationError(SpeakerVerifyError):
@@ -106,7 +105,7 @@ class Speech:
         path: The file, or "waveform" for an in-memory waveform.
         wave: `(S,)` float32 tensor of the voiced frames at the model's sample rate.
         speech_seconds: Its length in seconds.
-        sample_rate: The file's own rate in Hz (None when not known without decoding).
+        sample_rate: The input's own rate in Hz (None when not known without decoding).
         warnings: Things the user should know (e.g. 8 kHz input).
     """
 
@@ -142,19 +141,43 @@ def _as_waveform(source: Any) -> Any:
     return wave.detach().to("cpu", torch.float32)
 
 
+def _waveform_rate(sample_rate: Any) -> int | None:
+    """`sample_rate` as a positive int (None stays None); AudioError when it is not one."""
+    from speakerverify.frontend.audio import AudioError
+
+    if sample_rate is None:
+        return None
+    try:
+        rate = int(sample_rate)
+        valid = rate == sample_rate and rate > 0
+    except (TypeError, ValueError, OverflowError):
+        valid = False
+    if not valid:
+        raise AudioError(f"{WAVEFORM}: sample_rate must be a positive whole number of Hz, got "
+                         f"{sample_rate!r}")  # fmt: skip
+    return rate
+
+
 def load_speech(
     model: SpeakerModel,
     source: str | os.PathLike | Any,
     *,
     min_speech_seconds: float = MIN_FILE_SPEECH_SECONDS,
+    sample_rate: int | None = None,
 ) -> Speech:
-    """Read `source` (a file, or a 1-D waveform at `model.sample_rate`) and keep its voiced frames.
+    """Read `source` (a file, or a 1-D waveform at `sample_rate` Hz), resample it to
+    `model.sample_rate` and keep its voiced frames.
+
+    Args:
+        sample_rate: the rate of a waveform `source`, required for one (a wrong rate would embed
+            without complaint, as another voice); files are read at their own rate.
 
     Raises:
-        audio.AudioError: missing, empty, directory, corrupt or non-audio file; not a waveform.
+        audio.AudioError: missing, empty, directory, corrupt or non-audio file; not a waveform,
+            or a waveform without `sample_rate`.
         VerificationError: no speech, or less than `min_speech_seconds` of it.
     """
-    from speakerverify.frontend.audio import SOUNDFILE_EXTENSIONS, audio_info
+    from speakerverify.frontend.audio import SOUNDFILE_EXTENSIONS, AudioError, audio_info, resample
 
     if model.backend == "onnx":  # the same rules on numpy arrays, without importing torch
         from speakerverify.frontend.audio import load_audio_array as load_audio
@@ -168,16 +191,21 @@ def load_speech(
         path = str(source)
         if Path(path).suffix.lower() in SOUNDFILE_EXTENSIONS:
             file_rate = audio_info(path).sample_rate  # header only; ffmpeg formats would decode
-            if file_rate < RECOMMENDED_SAMPLE_RATE:
-                warnings.append(
-                    f"{path}: {file_rate} Hz audio is upsampled to {model.sample_rate} Hz; the "
-                    "model was trained on wideband speech, so accuracy drops"
-                )
         wave = load_audio(path, model.sample_rate)
     else:
-        path, wave, file_rate = WAVEFORM, _as_waveform(source), model.sample_rate
-        if model.backend == "onnx":
-            wave = wave.numpy()
+        path, wave, file_rate = WAVEFORM, _as_waveform(source), _waveform_rate(sample_rate)
+        if file_rate is None:
+            raise AudioError(
+                f"{WAVEFORM}: pass sample_rate= with a waveform (its rate in Hz, e.g. the rate "
+                f"soundfile.read returns); it is resampled to the model's {model.sample_rate} Hz"
+            )
+        wave = resample(wave.numpy(), file_rate, model.sample_rate)
+        if model.backend != "onnx":
+            import torch
+
+            wave = torch.from_numpy(wave)
+    if file_rate is not None and file_rate < RECOMMENDED_SAMPLE_RATE:
+        warnings.append(narrowband_warning(path, file_rate, model.sample_rate))
     if not bool(speech_mask(wave, model.sample_rate).any()):
         raise VerificationError(f"{path}: no speech found (silence or noise only)")
     speech = trim_silence(wave, model.sample_rate)
@@ -189,6 +217,14 @@ def load_speech(
             f"{min_speech_seconds:g} s (--min-speech)"
         )
     return Speech(path, speech, speech_seconds, file_rate, tuple(warnings))
+
+
+def narrowband_warning(path: str, rate: int, model_rate: int) -> str:
+    """What to tell about input below 16 kHz: it is upsampled, and its upper band is gone."""
+    return (
+        f"{path}: {rate} Hz audio is upsampled to {model_rate} Hz; it has nothing above "
+        f"{rate / 2000:g} kHz, so accuracy may be lower than on wideband speech"
+    )
 
 
 def _finish(speech: Speech, embedding: Any) -> Utterance:
@@ -236,14 +272,19 @@ def embed_utterance(
     path: str | os.PathLike | Any,
     *,
     min_speech_seconds: float = MIN_FILE_SPEECH_SECONDS,
+    sample_rate: int | None = None,
 ) -> Utterance:
-    """Load `path` (or take a 1-D waveform), keep its voiced frames and embed them.
+    """Load `path` (or take a 1-D waveform at `sample_rate` Hz), keep its voiced frames and
+    embed them.
 
     Raises:
-        audio.AudioError: missing, empty, directory, corrupt or non-audio file; not a waveform.
+        audio.AudioError: missing, empty, directory, corrupt or non-audio file; not a waveform,
+            or a waveform without `sample_rate`.
         VerificationError: no speech, or less than `min_speech_seconds` of it.
     """
-    speech = load_speech(model, path, min_speech_seconds=min_speech_seconds)
+    speech = load_speech(
+        model, path, min_speech_seconds=min_speech_seconds, sample_rate=sample_rate
+    )
     return embed_speech(model, [speech])[0]
 
 

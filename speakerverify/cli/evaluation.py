@@ -55,11 +55,11 @@ def embed(
     max_seconds: float,
     no_resume: bool,
 ) -> None:
-    """Embed every utterance of DATA_DIR (wav.scp, utt2spk) into the store OUT.
+    """Embed every utterance of DATA_DIR (wav.scp, utt2spk) into the embedding directory OUT.
 
     \b
     OUT gets embeddings.npy (float32, N x D), utt_ids.txt and meta.json (model fingerprint,
-    dim, front-end config). Interrupted runs resume from finished shards.
+    dim, front-end config); `score` reads it. Interrupted runs resume from finished shards.
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from speakerverify.backend.embedder import Embedder

@@ -11,6 +11,7 @@ import click
 from speakerverify.cli.common import EXIT_OK, EXIT_REJECTED, echo_json
 from speakerverify.cli.speaker_options import (
     centring_line,
+    check_audio_files,
     command_model,
     decision_options,
     json_option,
@@ -42,6 +43,7 @@ def identify(
 
     store_path = store_path_or_fail(store_path)
     open_store(store_path).close()  # before the model: a bad store fails in 0.2 s
+    check_audio_files([test])  # and so does a bad file
     model = command_model(model_path)
     rule = resolve_decision_rule(
         model, threshold=threshold, calibration_path=calibration_path, p_target=p_target

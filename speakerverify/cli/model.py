@@ -22,11 +22,24 @@ def model() -> None:
     """Describe a checkpoint or export its encoder (default: the bundled model)."""
 
 
+def _mining_text(training: dict) -> str:
+    """E.g. "semi-hard mining for 1 epoch, then batch-hard" (a warm-up strategy, then the main)."""
+    mining, warmup = training.get("mining"), training.get("mining_warmup")
+    if not mining:
+        return ""
+    mining = mining.replace("_", "-")  # registry names, written as the README writes them
+    epochs = training.get("mining_warmup_epochs") or 0
+    if warmup and epochs and warmup.replace("_", "-") != mining:
+        unit = "epoch" if epochs == 1 else "epochs"
+        return f"{warmup.replace('_', '-')} mining for {epochs:g} {unit}, then {mining}"
+    return f"{mining} mining"
+
+
 def _training_line(training: dict) -> str:
     details = [
         f"{training['epochs']} epochs" if training.get("epochs") else "",
         f"{training['loss']} loss" if training.get("loss") else "",
-        f"{training['mining']} mining" if training.get("mining") else "",
+        _mining_text(training),
         f"{', '.join(training['frozen'])} frozen" if training.get("frozen") else "",
     ]
     details = [d for d in details if d]

@@ -90,9 +90,13 @@ def data_dir(
     )  # fmt: skip
     hours = "unknown hours" if corpus.hours is None else f"{corpus.hours:.2f} hours"
     sessions = "" if corpus.num_sessions is None else f", {corpus.num_sessions} sessions"
+    skipped = ""
+    if skip_unmatched:
+        which = "pattern" if pattern is not None else "layout"
+        skipped = f"; skipped {corpus.num_skipped} audio files the {which} does not match"
     click.echo(
         f"{out_dir}: {len(corpus.data.speakers)} speakers, {len(corpus.data)} utterances, "
-        f"{hours}{sessions}"
+        f"{hours}{sessions}{skipped}"
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import click
 
+from speakerverify.backend.speech_limits import MIN_SPEECH_SECONDS
 from speakerverify.cli.common import fail, model_path_or_bundled, warn
 
 EXIT_STATUS_HELP = """
@@ -70,7 +71,7 @@ def decision_options(function: Callable) -> Callable:
             click.option(
                 "--min-speech",
                 type=float,
-                default=1.0,
+                default=MIN_SPEECH_SECONDS,
                 show_default=True,
                 help="Seconds of speech a test file needs.",
             ),
@@ -91,6 +92,14 @@ def command_model(model_path: str | None):
     from speakerverify.backend.engine import load_command_model
 
     return load_command_model(model_path_or_bundled(model_path))
+
+
+def check_audio_files(paths) -> None:
+    """Check every input file before the model loads: a missing or empty file fails at once."""
+    from speakerverify.frontend.audio import check_audio_file
+
+    for path in paths:
+        check_audio_file(path)
 
 
 def store_path_or_fail(store_path: str | None) -> str:

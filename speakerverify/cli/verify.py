@@ -16,6 +16,7 @@ from speakerverify.cli.common import EXIT_OK, EXIT_REJECTED, echo_json, fail
 from speakerverify.cli.speaker_options import (
     EXIT_STATUS_HELP,
     centring_line,
+    check_audio_files,
     command_model,
     decision_options,
     json_option,
@@ -59,6 +60,7 @@ def verify(
                 f"{first}: no such file, and no speaker store {store_path} to look it up in"
             )
         _check_speaker(store_path, first)  # before the model: bad names fail in 0.2 s
+    check_audio_files([first, test] if pair else [test])  # and so do bad files
     model = command_model(model_path)
     rule = resolve_decision_rule(
         model, threshold=threshold, calibration_path=calibration_path, p_target=p_target

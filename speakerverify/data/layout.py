@@ -34,10 +34,13 @@ class Corpus:
     Attributes:
         data: wav.scp / utt2spk / utt2dur, sorted by utt id, absolute paths.
         attributes: attribute name -> utt_id -> value, e.g. `{"sess": {...}}`.
+        num_skipped: audio files left out because the layout or pattern missed them
+            (`skip_unmatched`).
     """
 
     data: DataDir
     attributes: dict[str, dict[str, str]] = field(default_factory=dict)
+    num_skipped: int = 0
 
     @property
     def num_sessions(self) -> int | None:
@@ -161,13 +164,16 @@ def scan_tree(
         raise DataDirError("give only one of layout, pattern and list file")
     if not root.is_dir():
         raise DataDirError(f"{root}: not a directory")
+    skipped = 0
     if list_file is not None:
         entries = _entries_from_list(root, Path(list_file), extensions)
     else:
         regex = _regex_of(layout, pattern)
         files = iter_audio_files(root, extensions, progress)
         how = pattern if pattern is not None else layout or DEFAULT_LAYOUT
-        entries = _entries_from_paths(root, files, regex, how, pattern is None, skip_unmatched)
+        entries, skipped = _entries_from_paths(
+            root, files, regex, how, pattern is None, skip_unmatched
+        )
     if not entries:
         raise DataDirError(f"{root}: no audio files with extensions {', '.join(extensions)}")
     if speakers is not None:
@@ -178,7 +184,8 @@ def scan_tree(
     wav = {u: path for u, (path, _) in entries.items()}
     utt2spk = {u: fields["speaker"] for u, (_, fields) in entries.items()}
     durations = _durations(wav, progress) if with_durations else None
-    return Corpus(DataDir(wav=wav, utt2spk=utt2spk, utt2dur=durations), _attributes(entries))
+    data = DataDir(wav=wav, utt2spk=utt2spk, utt2dur=durations)
+    return Corpus(data, _attributes(entries), num_skipped=skipped)
 
 
 def _attributes(entries: dict[str, tuple[str, dict[str, str]]]) -> dict[str, dict[str, str]]:
@@ -224,8 +231,9 @@ def _entries_from_paths(
     how: str,
     whole_path: bool,
     skip_unmatched: bool,
-) -> dict[str, tuple[str, dict[str, str]]]:
-    """Layouts match the whole relative path, patterns anywhere in it (anchor them at will)."""
+) -> tuple[dict[str, tuple[str, dict[str, str]]], int]:
+    """Entries and the number of files skipped as unmatched. Layouts match the whole relative
+    path, patterns anywhere in it (anchor them at will)."""
     entries: dict[str, tuple[str, dict[str, str]]] = {}
     base = str(root.resolve())
     skipped = 0
@@ -242,7 +250,7 @@ def _entries_from_paths(
         _add(entries, relative, os.path.join(base, path.relative_to(root)), fields, str(path))
     if skipped:
         logger.info("skipped %d files that do not match %s", skipped, how)
-    return entries
+    return entries, skipped
 
 
 def _entries_from_list(

@@ -2,6 +2,7 @@
 
 wav/flac/ogg/mp3 (and the other libsndfile formats) are read with soundfile, seeking for crops;
 m4a/aac and anything else go through an ``ffmpeg`` subprocess (PATH, else ``imageio_ffmpeg``).
+Every rate is converted by one resampler, soxr (`resample`), on the torch and the torch-free path.
 """
 
 from __future__ import annotations
@@ -74,6 +75,22 @@ def _check_path(path: str | os.PathLike) -> Path:
     if not os.access(path, os.R_OK):
         raise AudioError(f"{path}: permission denied")
     return path
+
+
+def check_audio_file(path: str | os.PathLike) -> None:
+    """Fail early, with the message reading it would give, on a file that cannot be audio.
+
+    Checks that it exists, is not a directory, is not empty, is readable and, for the formats
+    soundfile reads, that its header parses and holds samples; ffmpeg formats would have to be
+    decoded to check more than the path. Cheap (a stat and a header read), so commands run it on
+    every input before loading a model.
+
+    Raises:
+        AudioError: as `read_audio` would for those causes, with the same one-line messages.
+    """
+    path = _check_path(path)
+    if _uses_soundfile(path) and audio_info(path).num_frames == 0:
+        raise AudioError(f"{path}: contains no audio samples (zero length)")
 
 
 def _soundfile_error(path: Path, error: Exception) -> AudioError:
@@ -211,7 +228,8 @@ def load_audio(
 ) -> torch.Tensor:
     """Read a file as mono float32 at `sample_rate`, optionally only a crop of it.
 
-    Channels are averaged; other rates are resampled with ``torchaudio.functional.resample``.
+    Channels are averaged; other rates are converted by `resample` (soxr), as in
+    `load_audio_array`, so the torch and the ONNX paths see the same samples.
     A crop reads only its own frames with soundfile (seek + read); ffmpeg decodes from the start
     and cuts on its output side, which is sample-exact.
 
@@ -249,27 +267,38 @@ def load_audio(
         duration_seconds=duration_seconds,
         allow_silence=allow_silence,
     )
-    wave = torch.from_numpy(mono)
-    if file_rate != sample_rate:
-        import torchaudio.functional as taf
-
-        wave = taf.resample(wave, file_rate, sample_rate)
-    return wave
+    return torch.from_numpy(resample(mono, file_rate, sample_rate))
 
 
 def load_audio_array(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
-    """`load_audio` as a float32 numpy array `(S,)`, importing torch only to resample.
+    """`load_audio` as a float32 numpy array `(S,)`, without torch (the ONNX fast path).
 
-    A file at `sample_rate` is read without torch (the ONNX fast path); any other rate goes
-    through the same torchaudio resampler as `load_audio`, so both give the same samples.
+    Other rates than `sample_rate` go through the same `resample` as `load_audio`, so both
+    give the same samples.
     """
     mono, file_rate = read_audio(path)
-    if file_rate == sample_rate:
-        return mono
-    import torch
-    import torchaudio.functional as taf
+    return resample(mono, file_rate, sample_rate)
 
-    return taf.resample(torch.from_numpy(mono), file_rate, sample_rate).numpy()
+
+def resample(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """`wave` `(S,)` at `orig_rate` Hz as float32 `(round(S * new_rate / orig_rate),)` at
+    `new_rate` Hz, by soxr at its high quality (no torch: the fast path resamples too).
+
+    The one resampler of files and waveforms on every path (torch and ONNX engines, training
+    crops, extraction, the API), so that a file and its samples embed alike whichever engine runs.
+    A crop is resampled on its own: its first and last few milliseconds differ from the same
+    stretch of the whole file.
+
+    >>> import numpy as np
+    >>> resample(np.ones(22050, np.float32), 22050, 16000).shape
+    (16000,)
+    """
+    wave = np.ascontiguousarray(wave, dtype=np.float32)
+    if orig_rate == new_rate:
+        return wave
+    import soxr
+
+    return np.ascontiguousarray(soxr.resample(wave, orig_rate, new_rate, quality="HQ"), np.float32)
 
 
 def read_audio(
@@ -293,7 +322,7 @@ def read_audio(
         data, file_rate = _read_soundfile(path, offset_seconds, duration_seconds)
         mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     else:
-        # Decode at the file's rate so every format is resampled by the same (torchaudio) filter.
+        # Decode at the file's rate so every format is resampled by the same filter (`resample`).
         mono, file_rate, _ = _ffmpeg_decode(path, None, offset_seconds, duration_seconds)
     if mono.size == 0:
         raise AudioError(f"{path}: contains no audio samples (zero length)")

@@ -139,10 +139,13 @@ def verify_pair(
     *,
     min_speech_seconds: float = 1.0,
     domain: DomainMean | None = None,
+    sample_rate: int | None = None,
 ) -> VerifyResult:
-    """Score two files against each other (no store) and decide with `rule`."""
-    first = embed_utterance(model, enroll_path, min_speech_seconds=min_speech_seconds)
-    second = embed_utterance(model, test_path, min_speech_seconds=min_speech_seconds)
+    """Score two files (or waveforms at `sample_rate` Hz) against each other (no store) and
+    decide with `rule`."""
+    options = {"min_speech_seconds": min_speech_seconds, "sample_rate": sample_rate}
+    first = embed_utterance(model, enroll_path, **options)
+    second = embed_utterance(model, test_path, **options)
     warnings = list(first.warnings + second.warnings)
     return _verify("pair", first.path, first.embedding, second, rule, domain, model, warnings)
 

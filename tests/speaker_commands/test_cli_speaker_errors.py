@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from command_helpers import (
     assert_clean_error,
@@ -46,6 +48,50 @@ def test_bad_audio_is_one_line_and_store_unchanged(enrolled, fake_model, voices,
         result = run([*command, "--model", enrolled.parent / "model.pt", "--store", enrolled])
         assert_clean_error(result, Path(path).name, problem)
     assert digest(enrolled) == before and store_rows(enrolled) == rows_before
+
+
+@pytest.mark.parametrize(
+    ("key", "problem"),
+    [
+        ("missing", "file not found"),
+        ("empty", "empty file (0 bytes)"),
+        ("directory", "is a directory"),
+        ("text", "not an audio file"),
+        ("truncated", "unreadable or corrupt audio header"),
+        ("no_frames", "contains no audio samples"),
+    ],
+)
+def test_bad_files_fail_before_the_model_loads(enrolled, voices, monkeypatch, key, problem):
+    """Regression (issue 24): a missing or empty file took 2.5-3 s to report on the torch path,
+    because the model was loaded before the file was opened."""
+    from speakerverify.backend import engine
+
+    path = {"missing": enrolled.parent / "missing.wav", "directory": enrolled.parent / "dir"}.get(
+        key, voices.get(key)
+    )
+    if key == "directory":
+        path.mkdir()
+    if key == "no_frames":  # a valid header over zero samples
+        path = enrolled.parent / "no_frames.wav"
+        sf.write(path, np.zeros(0, np.float32), 16000)
+
+    def no_model(path):
+        raise AssertionError("the model was loaded before the input files were checked")
+
+    monkeypatch.setattr(engine, "load_command_model", no_model)
+    common = ["--model", enrolled.parent / "model.pt", "--store", enrolled]
+    commands = [
+        ["enroll", "newbie", voices["ann0"], path],
+        ["verify", "ann", path, "--threshold", "0"],
+        ["verify", voices["ann0"], path, "--threshold", "0"],
+        ["identify", path, "--threshold", "0"],
+    ]
+    if key != "directory":  # pair mode: a directory as the first argument is its own case
+        commands.append(["verify", path, voices["ann0"], "--threshold", "0"])
+    for command in commands:
+        assert_clean_error(run([*command, *common]), f"{path}: {problem}")
+    with pytest.raises(AssertionError, match="model was loaded"):  # good files do reach it
+        run(["verify", "ann", voices["ann1"], "--threshold", "0", *common])
 
 
 def test_unknown_speaker(enrolled, fake_model, voices):
