@@ -189,10 +189,12 @@ def test_score_is_cosine_of_embeddings(model, audio):
 def test_verify_uses_bundled_calibration(model, audio):
     calibration = Calibration.load(bundled_calibration())
     result = model.verify(audio["a"], audio["b"])
-    assert result.rule.source == "calibration" and result.rule.p_target == 0.5
+    # the default operating point is the one stored with the calibration
+    point = calibration.default_p_target or 0.5
+    assert result.rule.source == "calibration" and result.rule.p_target == point
     assert result.rule.calibration_path == str(bundled_calibration())
     assert result.llr == pytest.approx(calibration.slope * result.score + calibration.offset)
-    assert result.accepted == (result.llr >= 0.0)
+    assert result.accepted == (result.llr >= np.log((1 - point) / point))
     strict = model.verify(audio["a"], audio["b"], p_target=0.01)
     assert strict.rule.threshold == pytest.approx(np.log(99))
     explicit = model.verify(audio["a"], audio["b"], threshold=result.score + 1e-3)
