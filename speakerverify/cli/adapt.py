@@ -62,7 +62,7 @@ def adapt(
     on the store then use it (unless --threshold, --calibration or --p-target is given).
     With --out NEW.pt: re-estimates the encoder's BatchNorm statistics on the speech under
     AUDIO_DIR and writes a new checkpoint (new fingerprint, so a new store; the store is not
-    touched and no mean is saved, as the last BatchNorm already centres on the domain).
+    touched). Then run `adapt AUDIO_DIR --model NEW.pt --store NEW.db` to fit its decision rule.
     No labels needed. Exit status: 0 saved, 2 usage or input error.
     """
     from speakerverify.speakers.verification import adapt as adapt_store
@@ -120,5 +120,6 @@ def _adapt_model(audio_dir, model_path, out_path, crop_seconds, min_speech, as_j
         f"wrote {result.path}: BatchNorm statistics of {len(result.layers)} layers re-estimated on "
         f"{result.num_files} files ({result.speech_seconds:.1f} s of speech) from {result.source}; "
         f"model {result.parent_fingerprint} -> {result.fingerprint}. Use it with a new store "
-        "(stores of the old model refuse it) and calibrate it or pass --threshold."
+        f"(stores of the old model refuse it): `speakerverify adapt {result.source} --model "
+        f"{result.path} --store NEW.db` fits its decision rule."
     )
