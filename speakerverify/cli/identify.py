@@ -18,6 +18,7 @@ from speakerverify.cli.speaker_options import (
     model_option,
     open_store,
     print_warnings,
+    store_domain,
     store_option,
     store_path_or_fail,
 )
@@ -46,7 +47,11 @@ def identify(
     check_audio_files([test])  # and so does a bad file
     model = command_model(model_path)
     rule = resolve_decision_rule(
-        model, threshold=threshold, calibration_path=calibration_path, p_target=p_target
+        model,
+        threshold=threshold,
+        calibration_path=calibration_path,
+        p_target=p_target,
+        domain=lambda: store_domain(store_path, model),
     )
     result = identify_speaker(
         store_path, model, rule, test, top_k=top_k, min_speech_seconds=min_speech

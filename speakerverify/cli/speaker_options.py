@@ -130,3 +130,17 @@ def open_store(store_path: str | None):
     from speakerverify.speakers.store import SpeakerStore
 
     return SpeakerStore(store_path_or_fail(store_path))
+
+
+def store_domain(store_path: str | None, model):
+    """The store's domain adaptation (None without a store or adaptation), after checking the
+    store was made by `model`."""
+    from pathlib import Path
+
+    from speakerverify.speakers.store import SpeakerStore
+
+    if not store_path or not Path(store_path).exists():
+        return None
+    with SpeakerStore(store_path) as store:
+        store.check_model(model.fingerprint, source=f"checkpoint {model.path}")
+        return store.domain_mean

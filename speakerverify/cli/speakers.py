@@ -26,6 +26,13 @@ def _domain_json(domain, with_mean: bool) -> dict | None:
         "source": domain.source,
         "updated": domain.updated,
     }
+    if domain.has_rule:
+        out["rule"] = {
+            "cohort_size": len(domain.cohort),
+            "top_k": domain.top_k,
+            "threshold": domain.threshold,
+            "false_accept": domain.false_accept,
+        }
     if with_mean:
         out["mean"] = [float(x) for x in domain.mean]
     return out

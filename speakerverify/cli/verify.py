@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -22,6 +21,7 @@ from speakerverify.cli.speaker_options import (
     json_option,
     model_option,
     print_warnings,
+    store_domain,
     store_option,
     store_path_or_fail,
     table,
@@ -63,10 +63,14 @@ def verify(
     check_audio_files([first, test] if pair else [test])  # and so do bad files
     model = command_model(model_path)
     rule = resolve_decision_rule(
-        model, threshold=threshold, calibration_path=calibration_path, p_target=p_target
+        model,
+        threshold=threshold,
+        calibration_path=calibration_path,
+        p_target=p_target,
+        domain=lambda: store_domain(store_path, model),
     )
     if pair:
-        domain = _pair_domain(store_path, model)
+        domain = store_domain(store_path, model)
         result = verify_pair(model, rule, first, test, min_speech_seconds=min_speech, domain=domain)
     else:
         result = _verify_name(store_path, model, rule, first, test, min_speech)
@@ -108,14 +112,3 @@ def _verify_name(store_path, model, rule, name, test, min_speech):
     from speakerverify.speakers.verification import verify_against
 
     return verify_against(store_path, model, rule, name, test, min_speech_seconds=min_speech)
-
-
-def _pair_domain(store_path: str | None, model: Any):
-    """The store's domain mean for a pair trial, when a store is given and exists."""
-    from speakerverify.speakers.store import SpeakerStore
-
-    if not store_path or not Path(store_path).exists():
-        return None
-    with SpeakerStore(store_path) as store:
-        store.check_model(model.fingerprint, source=f"checkpoint {model.path}")
-        return store.domain_mean

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,13 +173,17 @@ def resolve_decision_rule(
     threshold: float | None = None,
     calibration_path: str | os.PathLike | None = None,
     p_target: float | None = None,
+    domain: Callable[[], DomainMean | None] | None = None,
 ) -> DecisionRule:
     """Pick the decision rule: explicit `threshold` first, else the model's calibration at
     `p_target` (None: the calibration's default operating point, else 0.5).
 
     The calibration is `calibration_path` or, when None, the default file next to the checkpoint
     (if present); it must have been fitted for this model's fingerprint. A rule chosen with none
-    of the three options is `default`: a store's adapted rule replaces it.
+    of the three options is `default`: a store's adapted rule replaces it when scores are
+    computed (`score_against`), and a model without a calibration can decide only with one:
+    `domain` reads the store's adaptation, and is called only then (a foreign calibration is
+    reported before the store is opened).
 
     Raises:
         VerificationError: bad `p_target`, unreadable or foreign calibration, or neither a
@@ -203,9 +208,14 @@ def resolve_decision_rule(
             score_threshold=float(threshold),
         )
     if calibration is None:
+        saved = None if domain is None or p_target is not None else domain()
+        adapted = DecisionRule("adapted", math.nan, "snorm", default=True).for_domain(saved)
+        if p_target is None and adapted.domain is not None:
+            return adapted  # a store that `adapt` prepared decides without a calibration
         raise VerificationError(
             f"{model.path}: no decision threshold: the model has no calibration ({path} not "
-            "found); pass --calibration FILE (from `speakerverify calibrate`) or --threshold SCORE"
+            "found); pass --calibration FILE (from `speakerverify calibrate`) or --threshold "
+            "SCORE, or run `speakerverify adapt` on the store"
         )
     operating_point = ""
     chosen = p_target

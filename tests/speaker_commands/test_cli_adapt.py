@@ -39,6 +39,18 @@ def test_adapt_then_verify_says_centred(enrolled, fake_model, voices, tmp_path):
     assert "cosine of centred embeddings; domain of 24 embeddings" in verdict.stdout
     listed = json.loads(run(["speakers", "list", "--store", enrolled, "--json"]).stdout)
     assert listed["domain_mean"]["num_embeddings"] == 24
+    assert listed["domain_mean"]["rule"]["cohort_size"] == 24
+    assert listed["domain_mean"]["rule"]["top_k"] == 10
+    assert payload["rule"]["source"] == "adapted" and payload["rule"]["value"] > 2.32
+    # the default rule of an adapted store is the adapted one, and the output says so
+    adapted = run(["verify", "ann", voices["ann2"], "--model", fake_model, "--store", enrolled])
+    assert adapted.exit_code in (0, 1), adapted.output
+    assert (
+        "S-norm" in adapted.stdout
+        and "adapted: S-norm against 24 in-domain files" in adapted.stdout
+    )
+    found = run(["identify", voices["ann2"], "--model", fake_model, "--store", enrolled, "--json"])
+    assert json.loads(found.stdout)["threshold"]["source"] == "adapted"
 
 
 def test_adapt_from_embeddings_needs_no_model(enrolled, tmp_path):
