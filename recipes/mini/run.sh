@@ -110,6 +110,10 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   tables=("$corpus/speakers.tsv")
   [ "$kokoro_speakers" -eq 0 ] || tables+=("$data/kokoro_corpus/speakers.tsv")
   python "$local"/speaker_attributes.py "$data/heldout" "${tables[@]}"
+  # the test speakers' hardest list: every non-target shares the speaker's gender
+  python "$local"/speaker_attributes.py "$data/test" "$corpus/speakers.tsv"
+  speakerverify prepare trials "$data/test" "$data/test/trials_same_gender.txt" --same gender \
+    --num-targets 1665 --num-nontargets 1665
   pairs=$(( heldout_speakers * utts_per_speaker * (utts_per_speaker - 1) / 2 ))
   speakerverify prepare trials "$data/heldout" "$data/heldout/trials.txt" --same gender \
     --num-targets $(( pairs < 1000 ? pairs : 1000 )) --num-nontargets 10000
@@ -147,6 +151,8 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     speakerverify score "$corpus/trials.txt" "$exp/$system/test" --out "$exp/$system/scores.txt"
     speakerverify score "$corpus/trials.txt" "$exp/$system/test" --mean-store "$exp/$system/test" \
       --out "$exp/$system/scores_centred.txt"
+    speakerverify score $data/test/trials_same_gender.txt "$exp/$system/test" \
+      --out "$exp/$system/scores_same_gender.txt"
   done
   speakerverify score $data/heldout/trials.txt "$exp/final/heldout" --out "$exp/final/heldout_scores.txt"
   # default operating point: 0.1 % of same-gender synthetic impostors accepted
@@ -161,6 +167,8 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
       speakerverify evaluate "$corpus/trials.txt" "$exp/$system/$variant.txt" --json \
         > "$exp/$system/$variant.json"
     done
+    speakerverify evaluate $data/test/trials_same_gender.txt "$exp/$system/scores_same_gender.txt" \
+      --json > "$exp/$system/scores_same_gender.json"
   done
   speakerverify evaluate "$corpus/trials.txt" "$exp/final/scores.txt" \
     --plot "$exp/final/plots" > /dev/null

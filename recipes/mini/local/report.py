@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Markdown table of the mini recipe: MFCC baseline, untrained and trained encoder, each scored
-raw and centred on the test audio's mean, from the `speakerverify evaluate --json` outputs.
+raw and centred on the test audio's mean, and raw on the test speakers' same-gender list (every
+non-target shares the speaker's gender), from the `speakerverify evaluate --json` outputs.
 
     python local/report.py exp/xvector_mini > exp/xvector_mini/results.md
 """
@@ -44,6 +45,17 @@ def main(argv: list[str] | None = None) -> int:
             )
     trials = json.loads((exp / "final" / "scores.json").read_text())
     rows += ["", f"{trials['num_trials']} trials ({trials['num_targets']} target)."]
+    hard = {system: exp / system / "scores_same_gender.json" for system in SYSTEMS}
+    if all(path.is_file() for path in hard.values()):  # runs made before the list lack it
+        rows += [
+            "",
+            "Same-gender non-targets (raw): "
+            + ", ".join(
+                f"{label} {100 * json.loads(hard[system].read_text())['eer']:.2f} %"
+                for system, label in SYSTEMS.items()
+            )
+            + " EER.",
+        ]
     print("\n".join(rows))
     return 0
 
