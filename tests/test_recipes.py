@@ -198,3 +198,35 @@ def test_mini_stage_7_shows_the_bundled_model(bundled_model_files, tmp_path):
     assert "# the bundled model: no --model" in done.stdout
     assert done.stderr.count("using the bundled model xvector_synth") == 1
     assert done.stdout.count("decision:") == 3  # two store verifications, one bundled pair
+
+
+# -- the VoxCeleb configs -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["xvector_triplet", "ecapa_triplet", "resnet34_triplet"])
+def test_voxceleb_configs_mine_like_voxceleb_trainer(name):
+    """Semi-hard warm-up with "drop", then hard-negative sampling (k = 10, p = 0.5) with margin
+    0.05 on 1 - cos (= 0.1 on squared Euclidean of unit vectors) reached through the ramp, and
+    the dataset's label -> speaker map reaching both losses."""
+    import torch
+
+    from speakerverify.training.distributed import DistEnv
+    from speakerverify.training.experiment_config import load_config
+    from speakerverify.training.schedules import margin_at, mining_at
+    from speakerverify.training.setup import build_losses
+
+    config = load_config(RUN.parent / "conf" / f"{name}.yaml")
+    env = DistEnv(0, 1, 0, torch.device("cpu"), owns_group=False)
+    speaker_of_label = np.arange(9) % 3
+    losses = build_losses(config, env, speaker_of_label)
+    warmup, main = losses[mining_at(config.loss, 0)], losses[mining_at(config.loss, 2)]
+    assert warmup.mining == "semi_hard" and warmup.semi_hard_fallback == "drop"
+    assert main.mining == "hard_negative" and main.num_hardest == 10
+    assert main.hard_probability == 0.5 and main.gather_distributed is False  # one process
+    assert margin_at(config.loss, 0.0) == 0.025 and margin_at(config.loss, 2.0) == 0.05
+    assert 0.025 < margin_at(config.loss, 1.0) < 0.05
+    # 0.05 on 1 - cos is 0.1 on |a - b|^2 for unit vectors
+    a, b = torch.nn.functional.normalize(torch.randn(2, 8, dtype=torch.float64), dim=1)
+    assert ((a - b) ** 2).sum().item() == pytest.approx(2 * (1 - (a @ b).item()))
+    for loss in (warmup, main):
+        assert loss.speaker_of_label.tolist() == speaker_of_label.tolist()

@@ -39,6 +39,9 @@ class CropDataset(torch.utils.data.Dataset):
         labels: integer speaker label of each item.
         speakers: class names, `speakers[label]`; perturbed copies are named `sp0.9-<spk_id>`.
         num_classes: `len(speakers)`.
+        speaker_of_label: (num_classes,) int64, the original speaker of each label (a perturbed
+            copy's label maps to its source speaker's): what a miner needs so that a speaker's
+            copies are never mined as its negatives.
     """
 
     def __init__(
@@ -73,6 +76,7 @@ class CropDataset(torch.utils.data.Dataset):
             self.speakers += [prefix + spk for spk in base_speakers]
             self.labels += [label + copy * num_speakers for label in base_labels]
         self.num_classes = len(self.speakers)
+        self.speaker_of_label = np.arange(self.num_classes, dtype=np.int64) % num_speakers
         if data_dir.utt2dur is not None:
             self.total_samples: list[int] | None = [
                 int(data_dir.utt2dur[u] * sample_rate) for u in self.utt_ids

@@ -6,6 +6,8 @@ matrix and the gradient flows only through the mined triplets that carry one (se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,6 +16,7 @@ from speakerverify.losses.distances import check_distance, distance_matrix
 from speakerverify.losses.distributed import gather_batch
 from speakerverify.losses.mining import (
     DENSE_STRATEGIES,
+    SEMI_HARD_FALLBACKS,
     check_strategy,
     dense_windows,
     mine_triplets,
@@ -62,6 +65,10 @@ class TripletLoss(nn.Module):
             semi_hard_all, "mean" otherwise).
         semi_hard_fallback: "hardest" (default) or "drop", see `mine_triplets`.
         num_hardest: k for `hard_negative`.
+        hard_probability: p for `hard_negative` (1: always among the k hardest).
+        speaker_of_label: (num_classes,) the original speaker of each label, or None: labels
+            with the same original speaker (a speaker's speed-perturbed copies) are never mined
+            as each other's negatives.
         normalize: L2-normalise embeddings first (the project's convention; keep True).
         gather_distributed: under torch.distributed, mine over the batches of all ranks
             (all-gathered with gradients); every rank then computes the same global loss.
@@ -84,6 +91,8 @@ class TripletLoss(nn.Module):
         *,
         semi_hard_fallback: str = "hardest",
         num_hardest: int = 1,
+        hard_probability: float = 1.0,
+        speaker_of_label: Sequence[int] | torch.Tensor | None = None,
         normalize: bool = True,
         gather_distributed: bool = False,
         seed: int | None = None,
@@ -92,6 +101,15 @@ class TripletLoss(nn.Module):
         check_distance(distance)
         if reduction is not None and reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+        if semi_hard_fallback not in SEMI_HARD_FALLBACKS:
+            raise ValueError(
+                f"unknown semi_hard_fallback {semi_hard_fallback!r}; "
+                f"valid: {', '.join(SEMI_HARD_FALLBACKS)}"
+            )
+        if num_hardest < 1:
+            raise ValueError(f"num_hardest must be >= 1, got {num_hardest}")
+        if not 0.0 <= hard_probability <= 1.0:
+            raise ValueError(f"hard_probability must be in [0, 1], got {hard_probability}")
         self._explicit_reduction = reduction
         self.margin = margin
         self.mining = mining
@@ -99,6 +117,10 @@ class TripletLoss(nn.Module):
         self.soft_margin = soft_margin
         self.semi_hard_fallback = semi_hard_fallback
         self.num_hardest = num_hardest
+        self.hard_probability = hard_probability
+        self.speaker_of_label: torch.Tensor | None
+        origin = None if speaker_of_label is None else torch.as_tensor(speaker_of_label).long()
+        self.register_buffer("speaker_of_label", origin, persistent=False)
         self.normalize = normalize
         self.gather_distributed = gather_distributed
         self.generator: torch.Generator | None = None
@@ -163,8 +185,9 @@ class TripletLoss(nn.Module):
             raise ValueError(f"margin must be >= 0, got {margin}")
         with torch.no_grad():
             distances = distance_matrix(embeddings.detach(), self.distance)
+        origins = None if self.speaker_of_label is None else self.speaker_of_label[labels]
         if self.mining in DENSE_STRATEGIES:
-            return self._dense_loss(embeddings, distances, labels, margin)
+            return self._dense_loss(embeddings, distances, labels, margin, origins)
         anchor, positive, negative = mine_triplets(
             distances,
             labels,
@@ -172,7 +195,9 @@ class TripletLoss(nn.Module):
             margin,
             semi_hard_fallback=self.semi_hard_fallback,
             num_hardest=self.num_hardest,
+            hard_probability=self.hard_probability,
             generator=self.generator,
+            origins=origins,
         )
         d_ap = distances[anchor, positive]
         d_an = distances[anchor, negative]
@@ -204,6 +229,7 @@ class TripletLoss(nn.Module):
         distances: torch.Tensor,
         labels: torch.Tensor,
         margin: float,
+        origins: torch.Tensor | None,
     ) -> LossOutput:
         """batch_all / semi_hard_all reduced over per-rank (B, B) windows, no triplet list."""
         batch = len(labels)
@@ -211,7 +237,8 @@ class TripletLoss(nn.Module):
         # total loss, num_valid, num_nonzero, num_active, Σd_ap, Σd_an, num_semi_hard, num_hard
         sums = torch.zeros(8, dtype=torch.float64, device=distances.device)
         rows = torch.arange(batch, device=distances.device)
-        for d_ap, positive_of, window in dense_windows(distances, labels, self.mining, margin):
+        windows = dense_windows(distances, labels, self.mining, margin, origins=origins)
+        for d_ap, positive_of, window in windows:
             sums += self._dense_window(
                 distances, d_ap, positive_of, window, margin, pair_weights, rows
             )

@@ -288,7 +288,7 @@ class _Run:
         config, progress = self.config, self.progress
         if self.last_path is not None:
             load_train_state(self.last_path, config, self.parts, progress)
-        losses = build_losses(config, self.env)
+        losses = build_losses(config, self.env, self.parts.dataset.speaker_of_label)
         log = JsonlLog(self.log_path, config.train.tensorboard) if self.env.is_main else None
         try:
             while progress.epoch < config.train.epochs and not self._at_max_steps():

@@ -228,11 +228,15 @@ def build_optimizer(config: Config, params: Any) -> torch.optim.Optimizer:
     )
 
 
-def build_losses(config: Config, env: DistEnv) -> dict[str | None, nn.Module]:
+def build_losses(
+    config: Config, env: DistEnv, speaker_of_label: Any = None
+) -> dict[str | None, nn.Module]:
     """One loss module per mining strategy used during the run (warm-up and main), keyed by
     `mining_at`; a loss that does not mine is the one entry under None.
 
     A margin set in the config is the loss's own default; a margin schedule passes it per call.
+    `speaker_of_label` (the dataset's, (num_classes,)) keeps a speaker's speed-perturbed copies
+    out of its negatives when mining.
     """
     loss = config.loss
     strategies = {mining_at(loss, 0), mining_at(loss, loss.mining_warmup_epochs)}
@@ -250,10 +254,15 @@ def build_losses(config: Config, env: DistEnv) -> dict[str | None, nn.Module]:
             }
             if loss.reduction is not None:
                 kwargs["reduction"] = loss.reduction
+            for key in ("semi_hard_fallback", "num_hardest", "hard_probability"):
+                if getattr(loss, key) is not None:
+                    kwargs[key] = getattr(loss, key)
+            if speaker_of_label is not None:
+                kwargs["speaker_of_label"] = torch.as_tensor(speaker_of_label)
         kwargs.update(loss.args)
         try:
             losses[mining] = build_loss(loss.name, **kwargs).to(env.device)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise ConfigError(f"loss: {err}") from None
     return losses
 
