@@ -40,7 +40,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "embed_data_dir",
     "extract_embeddings",
+    "job_devices",
+    "rank_device",
 ]
 
 
@@ -147,6 +150,19 @@ def _embed_shard(embedder: Embedder, data_dir: DataDir, batches: list[list[int]]
     return np.concatenate(rows).astype(np.float32)
 
 
+def embed_data_dir(data_dir: DataDir, embedder: Embedder, batch_size: int = 32) -> np.ndarray:
+    """Embeddings `(N, D)` float32 of every utterance of a data dir (rows in DataDir order), in
+    memory: batched by similar length as `extract_embeddings` batches them, one process, no
+    shard files (what per-epoch validation needs).
+    """
+    lengths = _utterance_samples(data_dir, embedder.sample_rate)
+    batches = plan_batches(lengths, embedder.max_samples, batch_size)
+    rows = _embed_shard(embedder, data_dir, batches)
+    out = np.empty((len(lengths), embedder.embed_dim), np.float32)
+    out[[i for batch in batches for i in batch]] = rows
+    return out
+
+
 def _run_shards(
     embedder: Embedder,
     data_dir: DataDir,
@@ -187,7 +203,61 @@ def _run_shards(
 
 
 def _job_main(args: tuple) -> None:  # pragma: no cover - runs in a spawned process
-    _run_shards(*args)
+    *shard_args, device = args
+    embedder = shard_args[0]
+    if embedder.device != _torch_device(device):
+        embedder.to(device)  # this process's own copy: its job's GPU, one context per device
+    _run_shards(*shard_args)
+
+
+def _torch_device(device: str) -> torch.device:
+    import torch
+
+    return torch.device(device)
+
+
+def job_devices(device: str, num_jobs: int = 1) -> list[str]:
+    """The device of each local extraction job.
+
+    "cpu": `num_jobs` jobs. "cuda" without an index: one job per visible GPU
+    (`torch.cuda.device_count()`, which follows `CUDA_VISIBLE_DEVICES`), whatever `num_jobs`
+    says: several jobs on one GPU would each open a CUDA context there while the other GPUs
+    idle. An explicit device ("cuda:1"): one job on it.
+
+    Raises:
+        EmbedError: "cuda" with no visible GPU.
+
+    >>> job_devices("cpu", 3)
+    ['cpu', 'cpu', 'cpu']
+    """
+    kind = _torch_device(device)
+    if kind.type == "cpu":
+        return ["cpu"] * max(1, num_jobs)
+    if kind.type == "cuda" and kind.index is None:
+        import torch
+
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise EmbedError(f"device {device!r}: no CUDA device is visible")
+        if num_jobs not in (1, count):
+            logger.warning("%d jobs asked for, starting one per visible GPU (%d)", num_jobs, count)
+        return [f"cuda:{index}" for index in range(count)]
+    if num_jobs > 1:
+        logger.warning("device %s: one job (several would share the device)", device)
+    return [str(kind)]
+
+
+def rank_device(device: str, local_rank: int) -> str:
+    """The device of torchrun rank `local_rank`: its own GPU for "cuda", else `device`."""
+    kind = _torch_device(device)
+    if kind.type == "cuda" and kind.index is None:
+        import torch
+
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise EmbedError(f"device {device!r}: no CUDA device is visible")
+        return f"cuda:{local_rank % count}"
+    return device
 
 
 def _merge_shards(
@@ -223,6 +293,7 @@ def extract_embeddings(
     batch_size: int = 32,
     resume: bool = True,
     num_jobs: int = 1,
+    devices: list[str] | None = None,
     rank: int | None = None,
     world_size: int | None = None,
     shard_size: int = 256,
@@ -246,6 +317,8 @@ def extract_embeddings(
         batch_size: utterances per forward pass (fewer when long).
         resume: reuse finished shards/store; False recomputes this process's shards.
         num_jobs: local worker processes (ignored under torchrun).
+        devices: the device of each local job (`job_devices`), overriding `num_jobs`; each
+            job moves its copy of the embedder there. None: every job on the embedder's device.
         shard_size: utterances per shard file.
         progress: tqdm bar on rank 0 when stderr is a terminal.
         wait_seconds: how long rank 0 waits for other ranks' shards.
@@ -268,8 +341,12 @@ def extract_embeddings(
         if rank == 0:
             return _merge_shards(data_dir, out, plan, embedder, wait_seconds)
         return _wait_for_merged_store(out, plan, wait_seconds)
-    if num_jobs > 1:
-        _run_local_jobs(embedder, data_dir, out, plan, num_jobs, resume, progress)
+    if devices is None:
+        devices = [str(embedder.device)] * num_jobs
+    if len(devices) > 1:
+        _run_local_jobs(embedder, data_dir, out, plan, devices, resume, progress)
+    elif _torch_device(devices[0]) != embedder.device:
+        _run_shards(embedder.to(devices[0]), data_dir, out, plan, 0, 1, resume, progress)
     else:
         _run_shards(embedder, data_dir, out, plan, 0, 1, resume, progress)
     return _merge_shards(data_dir, out, plan, embedder, wait_seconds)
@@ -320,16 +397,20 @@ def _run_local_jobs(
     data_dir: DataDir,
     out: Path,
     plan: _Plan,
-    num_jobs: int,
+    devices: list[str],
     resume: bool,
     progress: bool,
 ) -> None:
-    """Embed the shards in `num_jobs` local processes, this one included, sharing the CPUs."""
+    """Embed the shards in one local process per entry of `devices`, this one included (job 0),
+    sharing the CPUs; each job embeds on its own device."""
+    import copy
+
     import torch.multiprocessing as mp
 
+    num_jobs = len(devices)
     threads = max(1, (os.cpu_count() or 1) // num_jobs)
     jobs = [
-        (embedder, data_dir, out, plan, job, num_jobs, resume, progress, threads)
+        (embedder, data_dir, out, plan, job, num_jobs, resume, progress, threads, devices[job])
         for job in range(num_jobs)
     ]
     # Pickling a CPU tensor for a worker moves its storage into shared memory in place, and the
@@ -337,10 +418,14 @@ def _run_local_jobs(
     # same tensors: move them first, so that no forward pass reads a storage being swapped out.
     embedder.frontend.share_memory()
     embedder.encoder.share_memory()
+    local = embedder
+    if _torch_device(devices[0]) != embedder.device:
+        # job 0's own copy: moving the shared one would swap storages the pool is pickling
+        local = copy.deepcopy(embedder).to(devices[0])
     # this process is job 0; the others are spawned (fork is unsafe once torch has threads)
     with mp.get_context("spawn").Pool(num_jobs - 1) as pool:
         pending = pool.map_async(_job_main, jobs[1:])
-        _run_shards(embedder, data_dir, out, plan, 0, num_jobs, resume, progress)
+        _run_shards(local, data_dir, out, plan, 0, num_jobs, resume, progress)
         pending.get()
         # let the workers exit on their own: the context manager's terminate() kills them and
         # leaves their semaphores to the resource tracker's "leaked semaphore" warning
