@@ -368,6 +368,8 @@ class TrainConfig:
         tensorboard: also write TensorBoard events when `tensorboard` is installed.
         freeze: encoder parameter name prefixes not trained (e.g. `[tdnn1, tdnn2]` when
             fine-tuning with `--init`); a prefix naming no parameter is an error.
+        compile: run the encoder through `torch.compile` (GPU runs; the first steps pay for
+            the compilation).
     """
 
     epochs: int = 10
@@ -380,9 +382,12 @@ class TrainConfig:
     max_steps: int | None = None
     tensorboard: bool = True
     freeze: tuple[str, ...] = ()
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _positive("train", "epochs", self.epochs)
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"train.compile: expected true or false, got {self.compile!r}")
         freeze = [self.freeze] if isinstance(self.freeze, str) else self.freeze
         if not isinstance(freeze, list | tuple) or not all(isinstance(p, str) for p in freeze):
             raise ConfigError(f"train.freeze: expected a list of names, got {self.freeze!r}")

@@ -74,11 +74,13 @@ class TripletLoss(nn.Module):
             (all-gathered with gradients); every rank then computes the same global loss.
         seed: seed of the random source used by `random` and `hard_negative` with k > 1.
 
-    Each call returns `LossOutput(value, stats)`; `stats` holds python floats: num_valid (mined
-    triplets), num_active (z > 0), active_fraction, mean_d_ap and mean_d_an (over mined
-    triplets), frac_semi_hard (d_ap < d_an < d_ap + m) and frac_hard (d_an < d_ap) among mined
-    triplets, embedding_spread (mean distance between distinct embeddings of the batch; near 0
-    means collapse), and margin (the one this call used).
+    Each call returns `LossOutput(value, stats)`; `stats` holds num_valid (mined triplets),
+    num_active (z > 0), active_fraction, mean_d_ap and mean_d_an (over mined triplets),
+    frac_semi_hard (d_ap < d_an < d_ap + m) and frac_hard (d_an < d_ap) among mined triplets,
+    embedding_spread (mean distance between distinct embeddings of the batch; near 0 means
+    collapse), and margin (the one this call used). The statistics are 0-dim tensors on the
+    embeddings' device (margin and, for the mining strategies, num_valid are python floats), so
+    a training step never waits for them; read them with `float()` when logging.
     """
 
     def __init__(
@@ -204,16 +206,19 @@ class TripletLoss(nn.Module):
         z = d_ap - d_an + margin
         per_triplet, slope = self._per_triplet(z)
         stats = self._record_stats(distances, d_ap, d_an, z, margin)
-        denominator = len(z) if self.reduction == "mean" else int((per_triplet > 0).sum())
-        denominator = max(denominator, 1)  # nothing mined or active: the loss is 0
-        carries = (slope > 0).nonzero().squeeze(1)
+        # nothing mined or active: the loss is 0. The active count stays on the device (no
+        # host read); inactive triplets carry weight 0 instead of being filtered out.
+        if self.reduction == "mean":
+            denominator: float | torch.Tensor = max(len(z), 1)
+        else:
+            denominator = (per_triplet > 0).sum().clamp_min(1).to(z.dtype)
         value = triplet_objective(
             embeddings,
             distances,
             per_triplet.sum() / denominator,
             self.distance,
-            triplets=(anchor[carries], positive[carries], negative[carries]),
-            weights=slope[carries] / denominator,
+            triplets=(anchor, positive, negative),
+            weights=slope / denominator,
         )
         return LossOutput(value, stats)
 
@@ -242,12 +247,14 @@ class TripletLoss(nn.Module):
             sums += self._dense_window(
                 distances, d_ap, positive_of, window, margin, pair_weights, rows
             )
-        total, num_valid, num_nonzero, num_active, sum_ap, sum_an, semi, hard = sums.tolist()
-        denominator = max(num_valid if self.reduction == "mean" else num_nonzero, 1.0)
+        total, num_valid, num_nonzero, num_active, sum_ap, sum_an, semi, hard = sums.unbind()
+        count = num_valid if self.reduction == "mean" else num_nonzero
+        denominator = count.clamp_min(1.0)  # on the device: no host read
         stats = _stats(distances, num_valid, num_active, sum_ap, sum_an, semi, hard, margin)
-        value = torch.tensor(total / denominator, dtype=distances.dtype, device=distances.device)
+        value = (total / denominator).to(distances.dtype)
+        pair_weights = pair_weights / denominator.to(distances.dtype)
         value = triplet_objective(
-            embeddings, distances, value, self.distance, pair_weights=pair_weights / denominator
+            embeddings, distances, value, self.distance, pair_weights=pair_weights
         )
         return LossOutput(value, stats)
 
@@ -312,7 +319,7 @@ class TripletLoss(nn.Module):
         d_an: torch.Tensor,
         z: torch.Tensor,
         margin: float,
-    ) -> dict[str, float]:
+    ) -> dict[str, float | torch.Tensor]:
         counts = torch.stack(
             [
                 (z > 0).sum().to(z.dtype),
@@ -321,24 +328,32 @@ class TripletLoss(nn.Module):
                 ((d_an > d_ap) & (d_an < d_ap + margin)).sum().to(z.dtype),
                 (d_an < d_ap).sum().to(z.dtype),
             ]
-        ).tolist()
+        ).unbind()
         return _stats(distances, float(len(z)), *counts, margin)
+
+
+Count = float | torch.Tensor
 
 
 @torch.no_grad()
 def _stats(
     distances: torch.Tensor,
-    num_valid: float,
-    num_active: float,
-    sum_d_ap: float,
-    sum_d_an: float,
-    num_semi_hard: float,
-    num_hard: float,
+    num_valid: Count,
+    num_active: Count,
+    sum_d_ap: Count,
+    sum_d_an: Count,
+    num_semi_hard: Count,
+    num_hard: Count,
     margin: float,
-) -> dict[str, float]:
+) -> dict[str, float | torch.Tensor]:
+    """The statistics, computed on the device (tensors in, tensors out: no host read)."""
     batch = distances.shape[0]
-    spread = float(distances.sum()) / max(batch * (batch - 1), 1)  # the diagonal is 0
-    per_triplet = 1.0 / num_valid if num_valid else 0.0
+    spread = distances.sum() / max(batch * (batch - 1), 1)  # the diagonal is 0
+    # with nothing mined every sum is 0, so dividing by max(num_valid, 1) gives 0
+    if isinstance(num_valid, torch.Tensor):
+        per_triplet: Count = 1.0 / num_valid.clamp_min(1.0)
+    else:
+        per_triplet = 1.0 / max(num_valid, 1.0)
     return {
         "num_valid": num_valid,
         "num_active": num_active,
