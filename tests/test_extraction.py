@@ -215,7 +215,7 @@ def test_jobs_exit_cleanly_without_leaked_semaphores(corpus, tmp_path):
     resource tracker to warn about when the command exits."""
     script = tmp_path / "embed_jobs.py"
     script.write_text(LEAK_SCRIPT)
-    spec = json.dumps([corpus.wav, corpus.utt2spk, str(tmp_path / "out")])
+    spec = json.dumps([dict(corpus.wav), dict(corpus.utt2spk), str(tmp_path / "out")])
     result = subprocess.run(
         [sys.executable, str(script), spec], capture_output=True, text=True, timeout=300
     )

@@ -67,14 +67,13 @@ def _utterance_samples(data_dir: DataDir, sample_rate: int) -> list[int]:
     """Samples per utterance at `sample_rate`, from utt2dur when present, else file headers."""
     from speakerverify.frontend.audio import audio_info
 
-    durations = data_dir.utt2dur or {}
-    samples = []
-    for utt, path in data_dir.wav.items():
-        seconds = durations.get(utt)
-        if seconds is None:
-            seconds = audio_info(path).duration_seconds
-        samples.append(max(1, round(seconds * sample_rate)))
-    return samples
+    if data_dir.durations is not None:
+        samples = np.round(data_dir.durations * sample_rate).astype(np.int64)
+        return np.maximum(samples, 1).tolist()
+    return [
+        max(1, round(audio_info(path).duration_seconds * sample_rate))
+        for path in data_dir.path_column
+    ]
 
 
 @dataclass(frozen=True)
@@ -111,8 +110,8 @@ def _embed_shard(embedder: Embedder, data_dir: DataDir, batches: list[list[int]]
 
     from speakerverify.frontend.audio import load_audio
 
-    paths = list(data_dir.wav.values())
-    utt_ids = data_dir.utt_ids
+    # the columns, indexed: no per-shard list of every path of the data dir
+    paths, utt_ids = data_dir.path_column, data_dir.utt_id_column
 
     def read(batch: list[int]) -> list[torch.Tensor] | None:
         if len(batch) == 1:  # alone: possibly long, read window by window by embed_file
@@ -182,7 +181,7 @@ def _run_shards(
     mine = [k for k in range(len(plan.shards)) if k % world_size == rank]
     total = sum(len(b) for k in mine for b in plan.shards[k])
     disable = not progress or rank != 0 or not sys.stderr.isatty()
-    utt_ids = data_dir.utt_ids
+    utt_ids = data_dir.utt_id_column
     with tqdm(total=total, desc="embed", unit="utt", disable=disable) as bar:
         for k in mine:
             path = plan.shard_path(out_dir, k)
