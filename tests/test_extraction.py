@@ -16,7 +16,12 @@ from torch import nn
 
 from speakerverify.backend.embedder import Embedder, EmbedError, plan_batches
 from speakerverify.backend.embedding_dir import load_embeddings
-from speakerverify.backend.extraction import _make_plan, _run_shards, extract_embeddings
+from speakerverify.backend.extraction import (
+    _job_slice,
+    _make_plan,
+    _run_shards,
+    extract_embeddings,
+)
 from speakerverify.data import DataDir
 from speakerverify.frontend.features import Fbank
 
@@ -303,3 +308,21 @@ def test_jobs_on_listed_devices_give_the_same_store(corpus, tmp_path):
         devices=["cpu", "cpu"],
     )  # fmt: skip
     np.testing.assert_array_equal(one.embeddings, two.embeddings)
+
+
+def test_spawned_jobs_receive_only_their_slice_of_the_data_dir(corpus):
+    plan, _ = _make_plan(corpus, make_embedder(), batch_size=2, shard_size=2)
+    utt_ids = corpus.utt_ids
+    assert len(plan.shards) >= 3
+    for job in (1, 2):
+        part, job_plan, rows = _job_slice(corpus, plan, job, 3)
+        mine = range(job, len(plan.shards), 3)
+        expected = sorted(i for k in mine for batch in plan.shards[k] for i in batch)
+        assert rows.tolist() == expected and len(part) == len(expected) < len(corpus)
+        assert list(part.utt_id_column) == [utt_ids[row] for row in expected]
+        assert list(part.path_column) == [corpus.wav[utt_ids[row]] for row in expected]
+        for k, shard in enumerate(job_plan.shards):
+            if k % 3 != job:
+                assert shard == []
+            else:  # the same batches, numbered in the slice
+                assert [[int(rows[i]) for i in batch] for batch in shard] == plan.shards[k]

@@ -172,7 +172,10 @@ def _run_shards(
     resume: bool,
     progress: bool,
     num_threads: int = 0,
+    rows: np.ndarray | None = None,
 ) -> None:
+    """Embed this rank's shards of `plan`; with `rows`, `data_dir` is a slice and `rows[i]` the
+    data-dir row of its item i (what shard files record, so the merge sees one numbering)."""
     import torch
     from tqdm import tqdm
 
@@ -191,10 +194,11 @@ def _run_shards(
                 continue
             embeddings = _embed_shard(embedder, data_dir, plan.shards[k])
             ids = np.asarray([utt_ids[i] for i in indices])
+            rows_of = np.asarray(indices, np.int64) if rows is None else rows[indices]
             write_atomic(
                 path,
-                lambda f, e=embeddings, ids=ids, ix=indices: np.savez(
-                    f, embeddings=e, utt_ids=ids, indices=np.asarray(ix, np.int64)
+                lambda f, e=embeddings, ids=ids, ix=rows_of: np.savez(
+                    f, embeddings=e, utt_ids=ids, indices=ix
                 ),
             )
             bar.update(len(indices))
@@ -391,6 +395,33 @@ def _wait_for_merged_store(out: Path, plan: _Plan, wait_seconds: float) -> Embed
     raise EmbeddingStoreError(f"{out}: rank 0 did not write the merged store in time")
 
 
+def _job_slice(
+    data_dir: DataDir, plan: _Plan, job: int, num_jobs: int
+) -> tuple[DataDir, _Plan, np.ndarray]:
+    """What job `job` of `num_jobs` needs: the data dir of its shards' utterances only, the plan
+    with its shards renumbered into that slice (the other shards empty) and the slice's rows in
+    `data_dir` (so a spawned job is not sent every path of a million-utterance data dir)."""
+    from speakerverify.data import DataDir as DataDirClass
+
+    mine = range(job, len(plan.shards), num_jobs)
+    rows = np.unique(
+        np.fromiter((i for k in mine for batch in plan.shards[k] for i in batch), np.int64)
+    )
+    local = {row: i for i, row in enumerate(rows.tolist())}
+    shards: list[list[list[int]]] = [[] for _ in plan.shards]
+    for k in mine:
+        shards[k] = [[local[i] for i in batch] for batch in plan.shards[k]]
+    durations = None if data_dir.durations is None else data_dir.durations[rows]
+    part = DataDirClass.from_columns(
+        data_dir.utt_id_column.take(rows),
+        data_dir.path_column.take(rows),
+        data_dir.speakers,
+        data_dir.speaker_labels[rows],
+        durations,
+    )
+    return part, _Plan(plan.signature, shards), rows
+
+
 def _run_local_jobs(
     embedder: Embedder,
     data_dir: DataDir,
@@ -408,10 +439,11 @@ def _run_local_jobs(
 
     num_jobs = len(devices)
     threads = max(1, (os.cpu_count() or 1) // num_jobs)
-    jobs = [
-        (embedder, data_dir, out, plan, job, num_jobs, resume, progress, threads, devices[job])
-        for job in range(num_jobs)
-    ]
+    jobs = []
+    for job in range(1, num_jobs):  # each spawned job receives its slice of the data dir only
+        part, job_plan, rows = _job_slice(data_dir, plan, job, num_jobs)
+        args = (embedder, part, out, job_plan, job, num_jobs, resume, progress, threads, rows)
+        jobs.append((*args, devices[job]))
     # Pickling a CPU tensor for a worker moves its storage into shared memory in place, and the
     # pool pickles the jobs on a background thread while this process already embeds with the
     # same tensors: move them first, so that no forward pass reads a storage being swapped out.
@@ -423,7 +455,7 @@ def _run_local_jobs(
         local = copy.deepcopy(embedder).to(devices[0])
     # this process is job 0; the others are spawned (fork is unsafe once torch has threads)
     with mp.get_context("spawn").Pool(num_jobs - 1) as pool:
-        pending = pool.map_async(_job_main, jobs[1:])
+        pending = pool.map_async(_job_main, jobs)
         _run_shards(local, data_dir, out, plan, 0, num_jobs, resume, progress)
         pending.get()
         # let the workers exit on their own: the context manager's terminate() kills them and

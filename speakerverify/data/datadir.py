@@ -139,8 +139,8 @@ class DataDir:
         speaker_labels: np.ndarray,
         durations: np.ndarray | None = None,
     ) -> DataDir:
-        """A DataDir of columns: `speakers` sorted and each used, `speaker_labels` (N,) indices
-        into them, `durations` (N,) seconds or None (no checks beyond the lengths)."""
+        """A DataDir of columns: `speakers` sorted, `speaker_labels` (N,) indices into them,
+        `durations` (N,) seconds or None (no checks beyond the lengths)."""
         if not len(utt_ids) == len(paths) == len(speaker_labels):
             raise DataDirError("columns of different lengths")
         if durations is not None and len(durations) != len(utt_ids):
