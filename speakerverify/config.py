@@ -244,6 +244,11 @@ class LossConfig:
         mining: mining strategy; during the first `mining_warmup_epochs` epochs
             `mining_warmup` is used instead (e.g. semi_hard before batch_hard).
         gather_distributed: under DDP, mine over the global batch (all-gather with gradients).
+        semi_hard_fallback: triplet, `semi_hard` mining: "hardest" or "drop" (pairs without a
+            semi-hard negative); None keeps the loss's default ("hardest").
+        num_hardest: triplet, `hard_negative` mining: draw among the k closest negatives.
+        hard_probability: triplet, `hard_negative` mining: draw among the k closest with this
+            probability, else any negative (voxceleb_trainer: k = 10, p = 0.5).
         args: extra keyword arguments of the loss class.
     """
 
@@ -258,6 +263,9 @@ class LossConfig:
     margin_warmup_epochs: float = 0.0
     mining_warmup: str | None = None
     mining_warmup_epochs: int = 0
+    semi_hard_fallback: str | None = None
+    num_hardest: int | None = None
+    hard_probability: float | None = None
     args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
@@ -279,6 +287,22 @@ class LossConfig:
             if self.mining_warmup is not None:
                 _choice("loss", "mining_warmup", self.mining_warmup, strategies)
             _choice("loss", "distance", self.distance, distances)
+        mining_options = {
+            "semi_hard_fallback": self.semi_hard_fallback,
+            "num_hardest": self.num_hardest,
+            "hard_probability": self.hard_probability,
+        }
+        for key, value in mining_options.items():
+            if value is not None and self.name != "triplet":
+                raise ConfigError(f"loss.{key}: only the triplet loss mines, not {self.name!r}")
+        if self.semi_hard_fallback is not None:
+            _choice("loss", "semi_hard_fallback", self.semi_hard_fallback, ("hardest", "drop"))
+        if self.num_hardest is not None and self.num_hardest < 1:
+            raise ConfigError(f"loss.num_hardest: must be >= 1, got {self.num_hardest!r}")
+        if self.hard_probability is not None and not 0.0 <= self.hard_probability <= 1.0:
+            raise ConfigError(
+                f"loss.hard_probability: must be in [0, 1], got {self.hard_probability!r}"
+            )
         if self.reduction is not None:
             _choice("loss", "reduction", self.reduction, ("mean", "mean_active"))
         if self.margin_start is not None and self.margin_warmup_epochs <= 0:
@@ -291,6 +315,9 @@ class LossConfig:
         check_kwargs(f"loss.args ({self.name})", LOSSES[self.name], self.args)
         if self.margin is not None and "margin" in self.args:
             raise ConfigError("loss: give the margin as loss.margin or loss.args.margin, not both")
+        for key, value in mining_options.items():
+            if value is not None and key in self.args:
+                raise ConfigError(f"loss: give {key} as loss.{key} or loss.args.{key}, not both")
 
 
 @dataclass(frozen=True)
@@ -341,6 +368,8 @@ class TrainConfig:
         tensorboard: also write TensorBoard events when `tensorboard` is installed.
         freeze: encoder parameter name prefixes not trained (e.g. `[tdnn1, tdnn2]` when
             fine-tuning with `--init`); a prefix naming no parameter is an error.
+        compile: run the encoder through `torch.compile` (GPU runs; the first steps pay for
+            the compilation).
     """
 
     epochs: int = 10
@@ -353,9 +382,12 @@ class TrainConfig:
     max_steps: int | None = None
     tensorboard: bool = True
     freeze: tuple[str, ...] = ()
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _positive("train", "epochs", self.epochs)
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"train.compile: expected true or false, got {self.compile!r}")
         freeze = [self.freeze] if isinstance(self.freeze, str) else self.freeze
         if not isinstance(freeze, list | tuple) or not all(isinstance(p, str) for p in freeze):
             raise ConfigError(f"train.freeze: expected a list of names, got {self.freeze!r}")

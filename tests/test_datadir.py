@@ -109,3 +109,27 @@ def test_constructor_rejects_inconsistent_tables():
         DataDir(wav={}, utt2spk={"u1": "s1"})
     with pytest.raises(DataDirError, match="have no duration"):
         DataDir(wav={"u1": "/a.wav"}, utt2spk={"u1": "s1"}, utt2dur={})
+
+
+def test_a_large_data_dir_holds_under_200_bytes_per_utterance(tmp_path):
+    """The columns (ids, paths, speaker labels, durations) of a VoxCeleb2-shaped data dir, as
+    measured at 1.09 M utterances in benchmarks/RESULTS.md; dicts of str took ~700."""
+    import gc
+    import tracemalloc
+
+    num_utts = 20_000
+    root = tmp_path / "big"
+    root.mkdir()
+    utts = [f"id{i // 180:05d}/{i // 8:011d}/{i % 8 + 1:05d}" for i in range(num_utts)]
+    (root / "wav.scp").write_text("".join(f"{u} /data/voxceleb2/dev/wav/{u}.wav\n" for u in utts))
+    (root / "utt2spk").write_text("".join(f"{u} {u[:7]}\n" for u in utts))
+    (root / "utt2dur").write_text("".join(f"{u} 8.125\n" for u in utts))
+    gc.collect()
+    tracemalloc.start()
+    data = DataDir.load(root)
+    # a lookup by id builds the hash index (16 bytes an utterance): counted too
+    assert len(data) == num_utts and data.wav[utts[123]].endswith(f"{utts[123]}.wav")
+    gc.collect()
+    retained, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert retained / num_utts <= 200

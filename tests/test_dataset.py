@@ -74,12 +74,9 @@ def test_same_key_same_crop_and_durations_do_not_change_it(corpus):
     a, b = dataset[(0, 42)], dataset[(0, 42)]
     assert torch.equal(a["wave"], b["wave"])
     assert not torch.equal(a["wave"], dataset[(0, 43)]["wave"])
-    with_durations = DataDir(
-        wav=data.wav,
-        utt2spk=data.utt2spk,
-        utt2dur={u: 30.0 if "long" in u else 3.0 for u in data.wav},
-    )
-    with_durations.utt2dur["spkA/short"] = 0.5
+    durations = {u: 30.0 if "long" in u else 3.0 for u in data.wav}
+    durations["spkA/short"] = 0.5  # (a DataDir's mappings are read-only views)
+    with_durations = DataDir(wav=data.wav, utt2spk=data.utt2spk, utt2dur=durations)
     assert torch.equal(CropDataset(with_durations, 1.0)[(0, 42)]["wave"], a["wave"])
     assert torch.equal(dataset[0]["wave"], dataset[(0, 0)]["wave"])  # bare index: seed = index
 
@@ -111,7 +108,7 @@ def test_speed_perturbation_makes_new_speakers(corpus):
         "sp1.1-spkA",
         "sp1.1-spkB",
     ]
-    assert dataset.labels == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
+    assert dataset.labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
     plain, slow, fast = dataset[(2, 1)], dataset[(6, 1)], dataset[(10, 1)]
     assert (slow["utt_id"], slow["label"]) == ("sp0.9-spkB/tone1", 3)
     assert (fast["utt_id"], fast["label"]) == ("sp1.1-spkB/tone1", 5)

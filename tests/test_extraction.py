@@ -16,7 +16,12 @@ from torch import nn
 
 from speakerverify.backend.embedder import Embedder, EmbedError, plan_batches
 from speakerverify.backend.embedding_dir import load_embeddings
-from speakerverify.backend.extraction import _make_plan, _run_shards, extract_embeddings
+from speakerverify.backend.extraction import (
+    _job_slice,
+    _make_plan,
+    _run_shards,
+    extract_embeddings,
+)
 from speakerverify.data import DataDir
 from speakerverify.frontend.features import Fbank
 
@@ -215,10 +220,109 @@ def test_jobs_exit_cleanly_without_leaked_semaphores(corpus, tmp_path):
     resource tracker to warn about when the command exits."""
     script = tmp_path / "embed_jobs.py"
     script.write_text(LEAK_SCRIPT)
-    spec = json.dumps([corpus.wav, corpus.utt2spk, str(tmp_path / "out")])
+    spec = json.dumps([dict(corpus.wav), dict(corpus.utt2spk), str(tmp_path / "out")])
     result = subprocess.run(
         [sys.executable, str(script), spec], capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["7"]
     assert "leaked" not in result.stderr and "Traceback" not in result.stderr
+
+
+# -- one extraction job per visible GPU -------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [1, 2, 4])
+def test_cuda_extraction_starts_one_job_per_visible_gpu(monkeypatch, count):
+    from speakerverify.backend.extraction import job_devices, rank_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    expected = [f"cuda:{index}" for index in range(count)]
+    assert job_devices("cuda", 1) == expected
+    assert job_devices("cuda", 16) == expected  # a CPU count never stacks contexts on cuda:0
+    assert job_devices("cuda:0", 16) == ["cuda:0"]
+    assert job_devices("cpu", 3) == ["cpu"] * 3
+    assert [rank_device("cuda", rank) for rank in range(count)] == expected
+    assert rank_device("cpu", 1) == "cpu"
+
+
+def test_cuda_without_a_visible_gpu_is_an_embed_error(monkeypatch):
+    from speakerverify.backend.extraction import job_devices
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(EmbedError, match="no CUDA device"):
+        job_devices("cuda", 4)
+
+
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [({}, ["cuda:0", "cuda:1", "cuda:2"]), ({"WORLD_SIZE": "3", "LOCAL_RANK": "2"}, ["cuda:2"])],
+)
+def test_embed_command_passes_one_device_per_job(monkeypatch, tmp_path, environment, expected):
+    """`speakerverify embed --device cuda --jobs 8` (stage 4's call on a GPU box) loads the model
+    on the CPU and hands one job per visible GPU to the extraction; under torchrun, the rank's."""
+    from click.testing import CliRunner
+
+    import speakerverify.backend.extraction as extraction
+    from speakerverify.cli import main
+
+    data = tmp_path / "data"
+    DataDir(wav={"u": "u.wav"}, utt2spk={"u": "s"}).save(data)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    calls = {}
+
+    def fake_load(path, device="cpu", **options):
+        calls["load_device"] = device
+        return make_embedder()
+
+    class Store:
+        dim = 16
+
+        def __len__(self):
+            return 1
+
+    def fake_extract(data_dir, out, embedder, **options):
+        calls["devices"] = options["devices"]
+        return Store()
+
+    monkeypatch.setattr(Embedder, "from_checkpoint", staticmethod(fake_load))
+    monkeypatch.setattr(extraction, "extract_embeddings", fake_extract)
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"")
+    args = ["embed", "--model", str(model), "--device", "cuda", "--jobs", "8"]
+    result = CliRunner().invoke(main, [*args, str(data), str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert calls["devices"] == expected
+    assert calls["load_device"] == ("cpu" if len(expected) > 1 else expected[0])
+
+
+def test_jobs_on_listed_devices_give_the_same_store(corpus, tmp_path):
+    embedder = make_embedder()
+    one = extract_embeddings(corpus, tmp_path / "one", embedder, batch_size=2, shard_size=2)
+    two = extract_embeddings(
+        corpus, tmp_path / "two", make_embedder(), batch_size=2, shard_size=2,
+        devices=["cpu", "cpu"],
+    )  # fmt: skip
+    np.testing.assert_array_equal(one.embeddings, two.embeddings)
+
+
+def test_spawned_jobs_receive_only_their_slice_of_the_data_dir(corpus):
+    plan, _ = _make_plan(corpus, make_embedder(), batch_size=2, shard_size=2)
+    utt_ids = corpus.utt_ids
+    assert len(plan.shards) >= 3
+    for job in (1, 2):
+        part, job_plan, rows = _job_slice(corpus, plan, job, 3)
+        mine = range(job, len(plan.shards), 3)
+        expected = sorted(i for k in mine for batch in plan.shards[k] for i in batch)
+        assert rows.tolist() == expected and len(part) == len(expected) < len(corpus)
+        assert list(part.utt_id_column) == [utt_ids[row] for row in expected]
+        assert list(part.path_column) == [corpus.wav[utt_ids[row]] for row in expected]
+        for k, shard in enumerate(job_plan.shards):
+            if k % 3 != job:
+                assert shard == []
+            else:  # the same batches, numbered in the slice
+                assert [[int(rows[i]) for i in batch] for batch in shard] == plan.shards[k]

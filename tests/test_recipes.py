@@ -4,6 +4,7 @@ MUSAN and RIRS_NOISES trees, a seconds-scale config."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -113,8 +114,8 @@ def test_every_stage_on_a_tiny_voxceleb_tree(tmp_path):
     done = run_recipe(
         env,
         "--config", str(config), "--ngpu", "0", "--jobs", "2", "--workdir", str(work),
-        "--heldout-speakers", "2", "--heldout-trials", "20", "--num-average", "2",
-        "--set", "train.max_steps=4",
+        "--heldout-speakers", "2", "--heldout-trials", "20", "--valid-trials", "10",
+        "--num-average", "2", "--set", "train.max_steps=4",
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for stage in range(7):
@@ -126,6 +127,11 @@ def test_every_stage_on_a_tiny_voxceleb_tree(tmp_path):
     assert len(set(train)) == 6 and len(set(heldout)) == 2 and not set(train) & set(heldout)
     assert (work / "data" / "musan.txt").is_file() and (work / "data" / "rirs.txt").is_file()
     exp = work / "exp" / "tiny"
+    # validation by default: the held-out speakers' small list, its EER logged after the epoch
+    assert len((work / "data" / "heldout" / "valid_trials.txt").read_text().splitlines()) == 10
+    epochs = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]
+    epochs = [record for record in epochs if record["kind"] == "epoch"]
+    assert epochs and all(0.0 <= record["eer"] <= 100.0 for record in epochs)
     from speakerverify.checkpoint import load_model
 
     assert load_model(exp / "avg.pt").embed_dim == 32
@@ -198,3 +204,66 @@ def test_mini_stage_7_shows_the_bundled_model(bundled_model_files, tmp_path):
     assert "# the bundled model: no --model" in done.stdout
     assert done.stderr.count("using the bundled model xvector_synth") == 1
     assert done.stdout.count("decision:") == 3  # two store verifications, one bundled pair
+
+
+# -- the VoxCeleb configs -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["xvector_triplet", "ecapa_triplet", "resnet34_triplet"])
+def test_voxceleb_configs_mine_like_voxceleb_trainer(name):
+    """Semi-hard warm-up with "drop", then hard-negative sampling (k = 10, p = 0.5) with margin
+    0.05 on 1 - cos (= 0.1 on squared Euclidean of unit vectors) reached through the ramp, and
+    the dataset's label -> speaker map reaching both losses."""
+    import torch
+
+    from speakerverify.training.distributed import DistEnv
+    from speakerverify.training.experiment_config import load_config
+    from speakerverify.training.schedules import margin_at, mining_at
+    from speakerverify.training.setup import build_losses
+
+    config = load_config(RUN.parent / "conf" / f"{name}.yaml")
+    env = DistEnv(0, 1, 0, torch.device("cpu"), owns_group=False)
+    speaker_of_label = np.arange(9) % 3
+    losses = build_losses(config, env, speaker_of_label)
+    warmup, main = losses[mining_at(config.loss, 0)], losses[mining_at(config.loss, 2)]
+    assert warmup.mining == "semi_hard" and warmup.semi_hard_fallback == "drop"
+    assert main.mining == "hard_negative" and main.num_hardest == 10
+    assert main.hard_probability == 0.5 and main.gather_distributed is False  # one process
+    assert margin_at(config.loss, 0.0) == 0.025 and margin_at(config.loss, 2.0) == 0.05
+    assert 0.025 < margin_at(config.loss, 1.0) < 0.05
+    # 0.05 on 1 - cos is 0.1 on |a - b|^2 for unit vectors
+    a, b = torch.nn.functional.normalize(torch.randn(2, 8, dtype=torch.float64), dim=1)
+    assert ((a - b) ** 2).sum().item() == pytest.approx(2 * (1 - (a @ b).item()))
+    for loss in (warmup, main):
+        assert loss.speaker_of_label.tolist() == speaker_of_label.tolist()
+
+
+@pytest.mark.parametrize(("ngpu", "expected"), [("2", ["--device", "cuda"]), ("0", None)])
+def test_stage_4_starts_one_extraction_job_per_gpu(tmp_path, ngpu, expected):
+    """With GPUs, stage 4 embeds with `--device cuda` (one job per visible GPU, see
+    `job_devices`), never `--jobs <CPU count>` on one device; without, CPU jobs."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.txt"
+    fake = bin_dir / "speakerverify"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\n')
+    fake.chmod(0o755)
+    work = tmp_path / "work"
+    checkpoints = work / "exp" / "xvector_triplet" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "epoch_0001.pt").write_bytes(b"")
+    environment = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    stage_4 = ["--stage", "4", "--stop-stage", "4", "--ngpu", ngpu, "--jobs", "7"]
+    done = subprocess.run(
+        ["bash", str(RUN), *stage_4, "--workdir", str(work)],
+        capture_output=True, text=True, env=environment, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    embeds = [line.split() for line in calls.read_text().splitlines() if line.startswith("embed")]
+    assert len(embeds) == 3  # vox1, train, heldout
+    for args in embeds:
+        if expected:
+            assert args[args.index("--device") : args.index("--device") + 2] == expected
+            assert "--jobs" not in args
+        else:
+            assert "cpu" in args and args[args.index("--jobs") + 1] == "7"

@@ -126,6 +126,9 @@ def test_missing_utterances_reported_with_count_and_first_few(tmp_path):
     message = str(info.value)
     assert "2 utterances are not in the data dir" in message
     assert "id10300/ize_eiCFEg0/00003" in message and str(path) in message
-    data.wav.update({"id10300/ize_eiCFEg0/00003": "/x", "id10300/a/00001": "/y"})
-    data.utt2spk.update({"id10300/ize_eiCFEg0/00003": "id10300", "id10300/a/00001": "id10300"})
+    more = {"id10300/ize_eiCFEg0/00003": "/x", "id10300/a/00001": "/y"}
+    data = DataDir(
+        wav={**data.wav, **more},
+        utt2spk={**data.utt2spk, **dict.fromkeys(more, "id10300")},
+    )  # (a DataDir's mappings are read-only views: a new one)
     assert len(read_trials(path, data)) == 3

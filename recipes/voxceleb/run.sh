@@ -13,8 +13,12 @@
 #
 #   VOX1=... VOX2=... MUSAN=... RIRS=... bash run.sh [--stage N] [--stop-stage M]
 #       [--config conf/xvector_triplet.yaml] [--train-set vox2|vox2+vox1] [--ngpu N]
-#       [--jobs N] [--set key=value ...] [--workdir DIR]
+#       [--jobs N] [--valid heldout|vox1_o|none] [--valid-trials N] [--set key=value ...]
+#       [--workdir DIR]
 # data/ and exp/ are made in --workdir (default: this recipe's directory).
+# --valid: the trial list whose EER is logged after every epoch (and picks best.pt): heldout
+# (default; --valid-trials 2,000 trials of the held-out training speakers) or vox1_o (the test
+# list itself, so best.pt is then chosen on the test list; stage 4 averages epochs regardless).
 set -euo pipefail
 
 stage=0
@@ -26,6 +30,8 @@ jobs=${JOBS:-$(nproc 2>/dev/null || echo 4)}
 num_average=10
 heldout_speakers=200
 heldout_trials=20000
+valid=heldout
+valid_trials=2000
 top_n=300
 overrides=()
 recipe=$(cd "$(dirname "$0")" && pwd)
@@ -41,14 +47,17 @@ while [ $# -gt 0 ]; do
     --num-average) num_average=$2; shift 2 ;;
     --heldout-speakers) heldout_speakers=$2; shift 2 ;;
     --heldout-trials) heldout_trials=$2; shift 2 ;;
+    --valid) valid=$2; shift 2 ;;
+    --valid-trials) valid_trials=$2; shift 2 ;;
     --top-n) top_n=$2; shift 2 ;;
     --set) overrides+=("$2"); shift 2 ;;
     --workdir) workdir=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
 case "$train_set" in vox2|vox2+vox1) ;; *) echo "--train-set: vox2 or vox2+vox1" >&2; exit 2 ;; esac
+case "$valid" in heldout|vox1_o|none) ;; *) echo "--valid: heldout, vox1_o or none" >&2; exit 2 ;; esac
 
 [ -f "$config" ] || config=$recipe/$config  # conf/... names a file of this recipe
 config=$(realpath "$config")
@@ -108,6 +117,9 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     --train-out data/train --heldout-out data/heldout
   speakerverify prepare trials data/heldout data/heldout/trials.txt \
     --num-targets $(( heldout_trials / 2 )) --num-nontargets $(( heldout_trials / 2 ))
+  # a small list for the per-epoch validation EER: rank 0 embeds its files after every epoch
+  speakerverify prepare trials data/heldout data/heldout/valid_trials.txt \
+    --num-targets $(( valid_trials / 2 )) --num-nontargets $(( valid_trials / 2 ))
   [ -z "$MUSAN" ] || speakerverify prepare musan "$MUSAN" data/musan.txt
   [ -z "$RIRS" ] || speakerverify prepare rirs "$RIRS" data/rirs.txt
 fi
@@ -119,6 +131,10 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   [ -z "$MUSAN" ] || sets+=(data.musan_index=data/musan.txt)
   [ -z "$RIRS" ] || sets+=(data.rir_index=data/rirs.txt)
   [ "$ngpu" -gt 0 ] || sets+=(train.device=cpu)
+  case "$valid" in
+    heldout) sets+=(data.valid_dir=data/heldout data.valid_trials=data/heldout/valid_trials.txt) ;;
+    vox1_o) sets+=(data.valid_dir=data/vox1 "data.valid_trials=$VOX1_O") ;;
+  esac
   resume=()
   ls "$exp"/checkpoints/epoch_*.pt >/dev/null 2>&1 && resume=(--resume)
   torchrun --standalone --nproc_per_node "$nproc_per_node" "$(command -v speakerverify)" \
@@ -130,11 +146,12 @@ if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   detect_gpus
   mapfile -t last < <(ls "$exp"/checkpoints/epoch_*.pt | grep -v _step_ | sort | tail -n "$num_average")
   speakerverify average "${last[@]}" --out "$exp/avg.pt"
-  device=cpu
-  [ "$ngpu" -gt 0 ] && device=cuda
+  # one extraction job per visible GPU (`--device cuda`), never several CUDA contexts on one
+  # GPU; without GPUs, $jobs CPU processes
+  parallel=(--device cpu --jobs "$jobs")
+  [ "$ngpu" -gt 0 ] && parallel=(--device cuda)
   for set in vox1 train heldout; do
-    speakerverify embed --model "$exp/avg.pt" --device "$device" --jobs "$jobs" \
-      "data/$set" "$exp/embeddings/$set"
+    speakerverify embed --model "$exp/avg.pt" "${parallel[@]}" "data/$set" "$exp/embeddings/$set"
   done
 fi
 

@@ -99,6 +99,15 @@ class Embedder:
             **options,
         )
 
+    def to(self, device: str | torch.device) -> Embedder:
+        """Move the front-end and encoder to `device` (in place); return self."""
+        import torch
+
+        self.device = torch.device(device)
+        self.frontend.to(self.device)
+        self.encoder.to(self.device)
+        return self
+
     @property
     def embed_dim(self) -> int:
         return int(self.encoder.embed_dim)

@@ -40,7 +40,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "embed_data_dir",
     "extract_embeddings",
+    "job_devices",
+    "rank_device",
 ]
 
 
@@ -64,14 +67,13 @@ def _utterance_samples(data_dir: DataDir, sample_rate: int) -> list[int]:
     """Samples per utterance at `sample_rate`, from utt2dur when present, else file headers."""
     from speakerverify.frontend.audio import audio_info
 
-    durations = data_dir.utt2dur or {}
-    samples = []
-    for utt, path in data_dir.wav.items():
-        seconds = durations.get(utt)
-        if seconds is None:
-            seconds = audio_info(path).duration_seconds
-        samples.append(max(1, round(seconds * sample_rate)))
-    return samples
+    if data_dir.durations is not None:
+        samples = np.round(data_dir.durations * sample_rate).astype(np.int64)
+        return np.maximum(samples, 1).tolist()
+    return [
+        max(1, round(audio_info(path).duration_seconds * sample_rate))
+        for path in data_dir.path_column
+    ]
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,8 @@ def _embed_shard(embedder: Embedder, data_dir: DataDir, batches: list[list[int]]
 
     from speakerverify.frontend.audio import load_audio
 
-    paths = list(data_dir.wav.values())
-    utt_ids = data_dir.utt_ids
+    # the columns, indexed: no per-shard list of every path of the data dir
+    paths, utt_ids = data_dir.path_column, data_dir.utt_id_column
 
     def read(batch: list[int]) -> list[torch.Tensor] | None:
         if len(batch) == 1:  # alone: possibly long, read window by window by embed_file
@@ -147,6 +149,19 @@ def _embed_shard(embedder: Embedder, data_dir: DataDir, batches: list[list[int]]
     return np.concatenate(rows).astype(np.float32)
 
 
+def embed_data_dir(data_dir: DataDir, embedder: Embedder, batch_size: int = 32) -> np.ndarray:
+    """Embeddings `(N, D)` float32 of every utterance of a data dir (rows in DataDir order), in
+    memory: batched by similar length as `extract_embeddings` batches them, one process, no
+    shard files (what per-epoch validation needs).
+    """
+    lengths = _utterance_samples(data_dir, embedder.sample_rate)
+    batches = plan_batches(lengths, embedder.max_samples, batch_size)
+    rows = _embed_shard(embedder, data_dir, batches)
+    out = np.empty((len(lengths), embedder.embed_dim), np.float32)
+    out[[i for batch in batches for i in batch]] = rows
+    return out
+
+
 def _run_shards(
     embedder: Embedder,
     data_dir: DataDir,
@@ -157,7 +172,10 @@ def _run_shards(
     resume: bool,
     progress: bool,
     num_threads: int = 0,
+    rows: np.ndarray | None = None,
 ) -> None:
+    """Embed this rank's shards of `plan`; with `rows`, `data_dir` is a slice and `rows[i]` the
+    data-dir row of its item i (what shard files record, so the merge sees one numbering)."""
     import torch
     from tqdm import tqdm
 
@@ -166,7 +184,7 @@ def _run_shards(
     mine = [k for k in range(len(plan.shards)) if k % world_size == rank]
     total = sum(len(b) for k in mine for b in plan.shards[k])
     disable = not progress or rank != 0 or not sys.stderr.isatty()
-    utt_ids = data_dir.utt_ids
+    utt_ids = data_dir.utt_id_column
     with tqdm(total=total, desc="embed", unit="utt", disable=disable) as bar:
         for k in mine:
             path = plan.shard_path(out_dir, k)
@@ -176,10 +194,11 @@ def _run_shards(
                 continue
             embeddings = _embed_shard(embedder, data_dir, plan.shards[k])
             ids = np.asarray([utt_ids[i] for i in indices])
+            rows_of = np.asarray(indices, np.int64) if rows is None else rows[indices]
             write_atomic(
                 path,
-                lambda f, e=embeddings, ids=ids, ix=indices: np.savez(
-                    f, embeddings=e, utt_ids=ids, indices=np.asarray(ix, np.int64)
+                lambda f, e=embeddings, ids=ids, ix=rows_of: np.savez(
+                    f, embeddings=e, utt_ids=ids, indices=ix
                 ),
             )
             bar.update(len(indices))
@@ -187,7 +206,61 @@ def _run_shards(
 
 
 def _job_main(args: tuple) -> None:  # pragma: no cover - runs in a spawned process
-    _run_shards(*args)
+    *shard_args, device = args
+    embedder = shard_args[0]
+    if embedder.device != _torch_device(device):
+        embedder.to(device)  # this process's own copy: its job's GPU, one context per device
+    _run_shards(*shard_args)
+
+
+def _torch_device(device: str) -> torch.device:
+    import torch
+
+    return torch.device(device)
+
+
+def job_devices(device: str, num_jobs: int = 1) -> list[str]:
+    """The device of each local extraction job.
+
+    "cpu": `num_jobs` jobs. "cuda" without an index: one job per visible GPU
+    (`torch.cuda.device_count()`, which follows `CUDA_VISIBLE_DEVICES`), whatever `num_jobs`
+    says: several jobs on one GPU would each open a CUDA context there while the other GPUs
+    idle. An explicit device ("cuda:1"): one job on it.
+
+    Raises:
+        EmbedError: "cuda" with no visible GPU.
+
+    >>> job_devices("cpu", 3)
+    ['cpu', 'cpu', 'cpu']
+    """
+    kind = _torch_device(device)
+    if kind.type == "cpu":
+        return ["cpu"] * max(1, num_jobs)
+    if kind.type == "cuda" and kind.index is None:
+        import torch
+
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise EmbedError(f"device {device!r}: no CUDA device is visible")
+        if num_jobs not in (1, count):
+            logger.warning("%d jobs asked for, starting one per visible GPU (%d)", num_jobs, count)
+        return [f"cuda:{index}" for index in range(count)]
+    if num_jobs > 1:
+        logger.warning("device %s: one job (several would share the device)", device)
+    return [str(kind)]
+
+
+def rank_device(device: str, local_rank: int) -> str:
+    """The device of torchrun rank `local_rank`: its own GPU for "cuda", else `device`."""
+    kind = _torch_device(device)
+    if kind.type == "cuda" and kind.index is None:
+        import torch
+
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise EmbedError(f"device {device!r}: no CUDA device is visible")
+        return f"cuda:{local_rank % count}"
+    return device
 
 
 def _merge_shards(
@@ -223,6 +296,7 @@ def extract_embeddings(
     batch_size: int = 32,
     resume: bool = True,
     num_jobs: int = 1,
+    devices: list[str] | None = None,
     rank: int | None = None,
     world_size: int | None = None,
     shard_size: int = 256,
@@ -246,6 +320,8 @@ def extract_embeddings(
         batch_size: utterances per forward pass (fewer when long).
         resume: reuse finished shards/store; False recomputes this process's shards.
         num_jobs: local worker processes (ignored under torchrun).
+        devices: the device of each local job (`job_devices`), overriding `num_jobs`; each
+            job moves its copy of the embedder there. None: every job on the embedder's device.
         shard_size: utterances per shard file.
         progress: tqdm bar on rank 0 when stderr is a terminal.
         wait_seconds: how long rank 0 waits for other ranks' shards.
@@ -268,8 +344,12 @@ def extract_embeddings(
         if rank == 0:
             return _merge_shards(data_dir, out, plan, embedder, wait_seconds)
         return _wait_for_merged_store(out, plan, wait_seconds)
-    if num_jobs > 1:
-        _run_local_jobs(embedder, data_dir, out, plan, num_jobs, resume, progress)
+    if devices is None:
+        devices = [str(embedder.device)] * num_jobs
+    if len(devices) > 1:
+        _run_local_jobs(embedder, data_dir, out, plan, devices, resume, progress)
+    elif _torch_device(devices[0]) != embedder.device:
+        _run_shards(embedder.to(devices[0]), data_dir, out, plan, 0, 1, resume, progress)
     else:
         _run_shards(embedder, data_dir, out, plan, 0, 1, resume, progress)
     return _merge_shards(data_dir, out, plan, embedder, wait_seconds)
@@ -315,32 +395,68 @@ def _wait_for_merged_store(out: Path, plan: _Plan, wait_seconds: float) -> Embed
     raise EmbeddingStoreError(f"{out}: rank 0 did not write the merged store in time")
 
 
+def _job_slice(
+    data_dir: DataDir, plan: _Plan, job: int, num_jobs: int
+) -> tuple[DataDir, _Plan, np.ndarray]:
+    """What job `job` of `num_jobs` needs: the data dir of its shards' utterances only, the plan
+    with its shards renumbered into that slice (the other shards empty) and the slice's rows in
+    `data_dir` (so a spawned job is not sent every path of a million-utterance data dir)."""
+    from speakerverify.data import DataDir as DataDirClass
+
+    mine = range(job, len(plan.shards), num_jobs)
+    rows = np.unique(
+        np.fromiter((i for k in mine for batch in plan.shards[k] for i in batch), np.int64)
+    )
+    local = {row: i for i, row in enumerate(rows.tolist())}
+    shards: list[list[list[int]]] = [[] for _ in plan.shards]
+    for k in mine:
+        shards[k] = [[local[i] for i in batch] for batch in plan.shards[k]]
+    durations = None if data_dir.durations is None else data_dir.durations[rows]
+    part = DataDirClass.from_columns(
+        data_dir.utt_id_column.take(rows),
+        data_dir.path_column.take(rows),
+        data_dir.speakers,
+        data_dir.speaker_labels[rows],
+        durations,
+    )
+    return part, _Plan(plan.signature, shards), rows
+
+
 def _run_local_jobs(
     embedder: Embedder,
     data_dir: DataDir,
     out: Path,
     plan: _Plan,
-    num_jobs: int,
+    devices: list[str],
     resume: bool,
     progress: bool,
 ) -> None:
-    """Embed the shards in `num_jobs` local processes, this one included, sharing the CPUs."""
+    """Embed the shards in one local process per entry of `devices`, this one included (job 0),
+    sharing the CPUs; each job embeds on its own device."""
+    import copy
+
     import torch.multiprocessing as mp
 
+    num_jobs = len(devices)
     threads = max(1, (os.cpu_count() or 1) // num_jobs)
-    jobs = [
-        (embedder, data_dir, out, plan, job, num_jobs, resume, progress, threads)
-        for job in range(num_jobs)
-    ]
+    jobs = []
+    for job in range(1, num_jobs):  # each spawned job receives its slice of the data dir only
+        part, job_plan, rows = _job_slice(data_dir, plan, job, num_jobs)
+        args = (embedder, part, out, job_plan, job, num_jobs, resume, progress, threads, rows)
+        jobs.append((*args, devices[job]))
     # Pickling a CPU tensor for a worker moves its storage into shared memory in place, and the
     # pool pickles the jobs on a background thread while this process already embeds with the
     # same tensors: move them first, so that no forward pass reads a storage being swapped out.
     embedder.frontend.share_memory()
     embedder.encoder.share_memory()
+    local = embedder
+    if _torch_device(devices[0]) != embedder.device:
+        # job 0's own copy: moving the shared one would swap storages the pool is pickling
+        local = copy.deepcopy(embedder).to(devices[0])
     # this process is job 0; the others are spawned (fork is unsafe once torch has threads)
     with mp.get_context("spawn").Pool(num_jobs - 1) as pool:
-        pending = pool.map_async(_job_main, jobs[1:])
-        _run_shards(embedder, data_dir, out, plan, 0, num_jobs, resume, progress)
+        pending = pool.map_async(_job_main, jobs)
+        _run_shards(local, data_dir, out, plan, 0, num_jobs, resume, progress)
         pending.get()
         # let the workers exit on their own: the context manager's terminate() kills them and
         # leaves their semaphores to the resource tracker's "leaked semaphore" warning

@@ -33,9 +33,14 @@ _NORM_CHOICE = click.Choice(["none", "snorm", "asnorm"])
     default=1,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Local worker processes (under torchrun each rank is one worker).",
+    help="Local CPU worker processes (cuda: one per visible GPU; under torchrun one per rank).",
 )
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    help="cpu, cuda (one job per visible GPU, or the rank's GPU under torchrun), cuda:1, ...",
+)
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--max-seconds",
@@ -63,14 +68,20 @@ def embed(
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from speakerverify.backend.embedder import Embedder
-    from speakerverify.backend.extraction import extract_embeddings
+    from speakerverify.backend.extraction import extract_embeddings, job_devices, rank_device
     from speakerverify.data import DataDir
 
     data = DataDir.load(data_dir)
     model = model_path_or_bundled(model)
-    embedder = Embedder.from_checkpoint(model, device=device, max_seconds=max_seconds)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: each rank on its own GPU
+        devices = [rank_device(device, int(os.environ.get("LOCAL_RANK", "0")))]
+    else:
+        devices = job_devices(device, jobs)
+    # several devices: loaded on the CPU, each job moves its copy to its own GPU
+    load_device = devices[0] if len(devices) == 1 else "cpu"
+    embedder = Embedder.from_checkpoint(model, device=load_device, max_seconds=max_seconds)
     store = extract_embeddings(
-        data, out, embedder, batch_size=batch_size, resume=not no_resume, num_jobs=jobs
+        data, out, embedder, batch_size=batch_size, resume=not no_resume, devices=devices
     )
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"wrote {len(store)} embeddings ({store.dim} dims) to {out}")

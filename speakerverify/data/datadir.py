@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
+import numpy as np
+
+from speakerverify.data.strings import StringColumn
 from speakerverify.errors import SpeakerVerifyError
 from speakerverify.files import write_atomic
 
@@ -21,71 +24,209 @@ class DataDirError(SpeakerVerifyError, ValueError):
     """A data dir file is malformed or inconsistent; the message names the file and line."""
 
 
-@dataclass
+Value = TypeVar("Value")
+
+
+class _ColumnMap(Mapping[str, Value]):
+    """A read-only mapping view: keys a `StringColumn`, values looked up by row."""
+
+    def __init__(
+        self,
+        keys: StringColumn,
+        value_at: Callable[[int], Value],
+        values: Callable[[], Iterable[Value]],
+    ) -> None:
+        self._keys = keys
+        self._value_at = value_at
+        self._values = values  # every value in key order, for whole passes (items(), values())
+
+    def __getitem__(self, key: str) -> Value:
+        row = self._keys.find(key) if isinstance(key, str) else -1
+        if row < 0:
+            raise KeyError(key)
+        return self._value_at(row)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._keys.find(key) >= 0
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def values(self) -> Any:  # a list, not a view: one pass over the column, no lookups
+        return list(self._values())
+
+    def items(self) -> Any:
+        return list(zip(self._keys, self._values(), strict=True))
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} entries>"
+
+
 class DataDir:
     """Utterances with their audio paths, speakers and (optionally) durations.
 
-    Attributes:
-        wav: utt_id -> audio path, in insertion order (the order files are written in).
+    Stored as columns (`StringColumn`s and numpy arrays, about 150 bytes an utterance of
+    VoxCeleb, against ~400 as dicts of strings), so DataLoader workers forked from the process
+    that loaded it share its pages instead of copying them; `wav`, `utt2spk` and `utt2dur` are
+    read-only mapping views of the columns.
+
+    Args:
+        wav: utt_id -> audio path, in the order files are written in.
         utt2spk: utt_id -> spk_id, same keys as `wav`.
         utt2dur: utt_id -> duration in seconds, same keys as `wav`, or None when unknown.
     """
 
-    wav: dict[str, str]
-    utt2spk: dict[str, str]
-    utt2dur: dict[str, float] | None = field(default=None)
-
-    def __post_init__(self) -> None:
-        missing = [u for u in self.wav if u not in self.utt2spk]
+    def __init__(
+        self,
+        wav: Mapping[str, str],
+        utt2spk: Mapping[str, str],
+        utt2dur: Mapping[str, float] | None = None,
+    ) -> None:
+        missing = [u for u in wav if u not in utt2spk]
         if missing:
             raise DataDirError(
                 f"{len(missing)} utterances have no speaker (e.g. {', '.join(missing[:3])})"
             )
-        extra = [u for u in self.utt2spk if u not in self.wav]
+        extra = [u for u in utt2spk if u not in wav]
         if extra:
             raise DataDirError(
                 f"{len(extra)} utterances in utt2spk have no audio (e.g. {', '.join(extra[:3])})"
             )
-        if self.utt2dur is not None:
-            missing = [u for u in self.wav if u not in self.utt2dur]
+        if utt2dur is not None:
+            missing = [u for u in wav if u not in utt2dur]
             if missing:
                 raise DataDirError(
                     f"{len(missing)} utterances have no duration (e.g. {', '.join(missing[:3])})"
                 )
+        ids = list(wav)
+        speaker_of = [utt2spk[u] for u in ids]
+        names = sorted(set(speaker_of))
+        label_of = {name: i for i, name in enumerate(names)}
+        durations = None
+        if utt2dur is not None:
+            durations = np.fromiter((utt2dur[u] for u in ids), np.float64, len(ids))
+        self._set_columns(
+            StringColumn.from_strings(ids),
+            StringColumn.from_strings(wav[u] for u in ids),
+            names,
+            np.fromiter((label_of[s] for s in speaker_of), np.int32, len(ids)),
+            durations,
+        )
+
+    def _set_columns(
+        self,
+        utt_ids: StringColumn,
+        paths: StringColumn,
+        speakers: list[str],
+        speaker_labels: np.ndarray,
+        durations: np.ndarray | None,
+    ) -> None:
+        self.utt_id_column = utt_ids
+        self.path_column = paths
+        self._speakers = speakers
+        self.speaker_labels = speaker_labels
+        self.durations = durations
+
+    @classmethod
+    def from_columns(
+        cls,
+        utt_ids: StringColumn,
+        paths: StringColumn,
+        speakers: list[str],
+        speaker_labels: np.ndarray,
+        durations: np.ndarray | None = None,
+    ) -> DataDir:
+        """A DataDir of columns: `speakers` sorted, `speaker_labels` (N,) indices into them,
+        `durations` (N,) seconds or None (no checks beyond the lengths)."""
+        if not len(utt_ids) == len(paths) == len(speaker_labels):
+            raise DataDirError("columns of different lengths")
+        if durations is not None and len(durations) != len(utt_ids):
+            raise DataDirError("durations and utterances differ in length")
+        data = cls.__new__(cls)
+        data._set_columns(utt_ids, paths, list(speakers), speaker_labels, durations)
+        return data
+
+    @property
+    def wav(self) -> Mapping[str, str]:
+        """utt_id -> audio path (a read-only view)."""
+        return _ColumnMap(
+            self.utt_id_column, self.path_column.__getitem__, self.path_column.__iter__
+        )
+
+    @property
+    def utt2spk(self) -> Mapping[str, str]:
+        """utt_id -> spk_id (a read-only view)."""
+        names = self._speakers
+        return _ColumnMap(
+            self.utt_id_column,
+            lambda row: names[self.speaker_labels[row]],
+            lambda: (names[label] for label in self.speaker_labels.tolist()),
+        )
+
+    @property
+    def utt2dur(self) -> Mapping[str, float] | None:
+        """utt_id -> duration in seconds (a read-only view), or None when unknown."""
+        durations = self.durations
+        if durations is None:
+            return None
+        return _ColumnMap(self.utt_id_column, lambda row: float(durations[row]), durations.tolist)
 
     def __len__(self) -> int:
-        return len(self.wav)
+        return len(self.utt_id_column)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DataDir):
+            return NotImplemented
+        return (
+            self.utt_id_column == other.utt_id_column
+            and self.path_column == other.path_column
+            and self.speakers == other.speakers
+            and np.array_equal(self.speaker_labels, other.speaker_labels)
+            and (self.durations is None) == (other.durations is None)
+            and (self.durations is None or np.array_equal(self.durations, other.durations))
+        )
+
+    def __repr__(self) -> str:
+        with_durations = "" if self.durations is None else ", with durations"
+        return f"DataDir({len(self)} utterances, {len(self._speakers)} speakers{with_durations})"
 
     @property
     def utt_ids(self) -> list[str]:
         """Utterance ids in insertion order."""
-        return list(self.wav)
+        return list(self.utt_id_column)
 
     @property
     def speakers(self) -> list[str]:
         """Sorted speaker ids; a speaker's integer label is its index here."""
-        return sorted(set(self.utt2spk.values()))
+        return list(self._speakers)
 
     @property
     def spk2utt(self) -> dict[str, list[str]]:
         """spk_id -> its utt_ids (insertion order), speakers sorted."""
-        groups: dict[str, list[str]] = {spk: [] for spk in self.speakers}
-        for utt, spk in self.utt2spk.items():
-            groups[spk].append(utt)
+        groups: dict[str, list[str]] = {spk: [] for spk in self._speakers}
+        for utt, label in zip(self.utt_id_column, self.speaker_labels.tolist(), strict=True):
+            groups[self._speakers[label]].append(utt)
         return groups
 
     def subset(self, utt_ids: Iterable[str]) -> DataDir:
         """A DataDir of only `utt_ids` (in that order); unknown ids raise DataDirError."""
         ids = list(utt_ids)
-        unknown = [u for u in ids if u not in self.wav]
+        rows = [self.utt_id_column.find(u) for u in ids]
+        unknown = [u for u, row in zip(ids, rows, strict=True) if row < 0]
         if unknown:
             raise DataDirError(
                 f"{len(unknown)} utterances not in the data dir (e.g. {', '.join(unknown[:3])})"
             )
-        return DataDir(
-            wav={u: self.wav[u] for u in ids},
-            utt2spk={u: self.utt2spk[u] for u in ids},
-            utt2dur=None if self.utt2dur is None else {u: self.utt2dur[u] for u in ids},
+        used, labels = np.unique(self.speaker_labels[rows], return_inverse=True)
+        return DataDir.from_columns(
+            StringColumn.from_strings(ids),
+            self.path_column.take(rows),
+            [self._speakers[i] for i in used.tolist()],
+            labels.astype(np.int32).reshape(-1),
+            None if self.durations is None else self.durations[rows],
         )
 
     @classmethod

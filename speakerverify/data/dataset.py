@@ -36,9 +36,12 @@ class CropDataset(torch.utils.data.Dataset):
             (labels + 2 * num_speakers).
 
     Attributes:
-        labels: integer speaker label of each item.
+        labels: (num items,) int64 speaker label of each item.
         speakers: class names, `speakers[label]`; perturbed copies are named `sp0.9-<spk_id>`.
         num_classes: `len(speakers)`.
+        speaker_of_label: (num_classes,) int64, the original speaker of each label (a perturbed
+            copy's label maps to its source speaker's): what a miner needs so that a speaker's
+            copies are never mined as its negatives.
     """
 
     def __init__(
@@ -59,26 +62,24 @@ class CropDataset(torch.utils.data.Dataset):
         self.num_samples = round(chunk_seconds * sample_rate)
         self.augmenter = augmenter
         self.speed_perturb = speed_perturb
-        self.utt_ids = data_dir.utt_ids
-        self.paths = [data_dir.wav[u] for u in self.utt_ids]
+        # Columns and arrays, not lists of python objects: forked loader workers share them
+        self.utt_ids = data_dir.utt_id_column
+        self.paths = data_dir.path_column
         base_speakers = data_dir.speakers
-        label_of = {spk: i for i, spk in enumerate(base_speakers)}
-        base_labels = [label_of[data_dir.utt2spk[u]] for u in self.utt_ids]
+        base_labels = data_dir.speaker_labels.astype(np.int64)
         self.factors = SPEED_FACTORS if speed_perturb else SPEED_FACTORS[:1]
         num_speakers = len(base_speakers)
         self.speakers: list[str] = []
-        self.labels: list[int] = []
-        for copy, factor in enumerate(self.factors):
+        for factor in self.factors:
             prefix = "" if factor == 1.0 else f"sp{factor}-"
             self.speakers += [prefix + spk for spk in base_speakers]
-            self.labels += [label + copy * num_speakers for label in base_labels]
+        copies = [base_labels + copy * num_speakers for copy in range(len(self.factors))]
+        self.labels: np.ndarray = np.concatenate(copies)
         self.num_classes = len(self.speakers)
-        if data_dir.utt2dur is not None:
-            self.total_samples: list[int] | None = [
-                int(data_dir.utt2dur[u] * sample_rate) for u in self.utt_ids
-            ]
-        else:
-            self.total_samples = None
+        self.speaker_of_label = np.arange(self.num_classes, dtype=np.int64) % num_speakers
+        self.total_samples: np.ndarray | None = None
+        if data_dir.durations is not None:
+            self.total_samples = (data_dir.durations * sample_rate).astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -105,13 +106,13 @@ class CropDataset(torch.utils.data.Dataset):
             utt_id = f"sp{factor}-{utt_id}"
         return {
             "wave": torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)),
-            "label": self.labels[index],
+            "label": int(self.labels[index]),
             "utt_id": utt_id,
         }
 
     def _crop(self, base: int, factor: float, rng: np.random.Generator) -> np.ndarray:
         path = self.paths[base]
-        total = None if self.total_samples is None else self.total_samples[base]
+        total = None if self.total_samples is None else int(self.total_samples[base])
         if factor == 1.0:
             return read_random_crop(path, self.num_samples, rng, self.sample_rate,
                                     total_samples=total)  # fmt: skip

@@ -181,11 +181,14 @@ class Fbank(nn.Module):
         if waves.dtype not in (torch.float32, torch.float64):
             waves = waves.float()
         batch, num_samples = waves.shape
+        # full rows (training crops): nothing to check or zero, so no host read of the lengths
+        padded = lengths is not None
         if lengths is None:
             lengths = torch.full((batch,), num_samples, dtype=torch.long, device=waves.device)
-        lengths = lengths.to(device=waves.device, dtype=torch.long)
-        if lengths.shape != (batch,) or bool((lengths > num_samples).any()):
-            raise ValueError(f"lengths must be (B,) = ({batch},) and <= S = {num_samples}")
+        else:
+            lengths = lengths.to(device=waves.device, dtype=torch.long)
+            if lengths.shape != (batch,) or bool((lengths > num_samples).any()):
+                raise ValueError(f"lengths must be (B,) = ({batch},) and <= S = {num_samples}")
         mel_floor = self._mel_floor(waves, lengths)  # of the signal as given
         if self.training and self.config.dither > 0:
             waves = waves + self.config.dither * torch.randn_like(waves)
@@ -205,14 +208,16 @@ class Fbank(nn.Module):
         if self.dct is not None:  # MFCCs: the first cepstra of each frame's log-mel
             feats = torch.matmul(feats, self.dct.to(feats.dtype))
         # Frames past a row's length saw padding: zero them (before the CMN sums and after).
-        feats = _zero_padding(feats, feat_lengths, differentiable)
+        if padded:
+            feats = _zero_padding(feats, feat_lengths, differentiable)
         if self.config.cmn:
             counts = feat_lengths.clamp_min(1).to(feats.dtype)[:, None, None]
             mean = feats.sum(dim=1, keepdim=True) / counts
             if self.cmn_projection is not None:  # partial CMN: the smooth part of the mean
                 mean = torch.matmul(mean, self.cmn_projection.to(feats.dtype))
             feats = feats - mean if differentiable else feats.sub_(mean)
-            feats = _zero_padding(feats, feat_lengths, differentiable)
+            if padded:
+                feats = _zero_padding(feats, feat_lengths, differentiable)
             if self.config.cvn:
                 variance = feats.square().sum(dim=1, keepdim=True) / counts
                 std = variance.clamp_min(CVN_MIN_VARIANCE).sqrt()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 
@@ -12,14 +10,18 @@ def gather_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate the batches of all ranks in rank order; identity outside torch.distributed.
 
-    Gradients flow back to each rank's own embeddings. The backward of
-    `torch.distributed.nn.functional.all_gather` sums the gradients of all ranks, and every rank
-    computes the same global loss, so a rank's embedding gradient is world_size times that of the
-    global loss; DDP's gradient averaging divides it back, giving exactly the single-process
-    gradient of the loss on the concatenated batch.
+    Gradients flow back to each rank's own embeddings. The backward of the functional
+    all-gather (`torch.distributed._functional_collectives.all_gather_single`, what torch 2.14's
+    deprecation of `torch.distributed.nn.functional.all_gather` points to; it has autograd and
+    works under `torch.compile`) reduce-scatters, i.e. sums the gradients of
+    all ranks, and every rank computes the same global loss, so a rank's embedding gradient is
+    world_size times that of the global loss; DDP's gradient averaging divides it back, giving
+    exactly the single-process gradient of the loss on the concatenated batch.
 
     Args:
-        embeddings: (B, D) this rank's embeddings; B must be equal on every rank.
+        embeddings: (B, D) this rank's embeddings; B must be equal on every rank (the P×K
+            sampler guarantees it; the gather fails on unequal sizes rather than checking them
+            with a host read every step).
         labels: (B,) this rank's labels (global speaker indices).
 
     Returns:
@@ -29,21 +31,9 @@ def gather_batch(
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return embeddings, labels
-    from torch.distributed.nn.functional import all_gather
+    from torch.distributed._functional_collectives import all_gather_single
 
-    world_size = dist.get_world_size()
-    size = torch.tensor([len(labels)], dtype=torch.long, device=labels.device)
-    sizes = [torch.zeros_like(size) for _ in range(world_size)]
-    dist.all_gather(sizes, size)
-    if len({int(size) for size in sizes}) != 1:
-        raise ValueError(
-            f"gather_distributed needs the same batch size on every rank, got "
-            f"{[int(size) for size in sizes]}"
-        )
-    with warnings.catch_warnings():
-        # Deprecated in favour of a private API in torch 2.14; still the public autograd gather.
-        warnings.simplefilter("ignore", FutureWarning)
-        gathered_embeddings = torch.cat(all_gather(embeddings.contiguous()), dim=0)
-    gathered_labels = [torch.empty_like(labels) for _ in range(world_size)]
-    dist.all_gather(gathered_labels, labels.contiguous())
-    return gathered_embeddings, torch.cat(gathered_labels, dim=0)
+    group = dist.group.WORLD
+    gathered_embeddings = all_gather_single(embeddings.contiguous(), 0, group)
+    gathered_labels = all_gather_single(labels.contiguous(), 0, group)
+    return gathered_embeddings, gathered_labels

@@ -6,6 +6,10 @@ its arguments and dispatches.
 
 Every strategy works on (B, B) matrices only (semi-hard ones once per positive rank, i.e. K - 1
 times in a P×K batch), so memory is O(B²) plus the returned triplets: no (B, B, B) tensor.
+
+A miner returns as many triplets as the data allows, so it reads a few sizes on the host
+(`torch.unique`, `nonzero`, the largest class): these are the training step's only deliberate
+host synchronisations (a static-shape miner would need O(B³) masks or padded outputs).
 """
 
 from __future__ import annotations
@@ -29,12 +33,19 @@ class MinerOptions:
     Attributes:
         semi_hard_fallback: "hardest" or "drop" (`semi_hard`).
         num_hardest: k (`hard_negative`).
-        generator: random source (`hard_negative` with k > 1, `random`).
+        hard_probability: chance of drawing among the k hardest rather than among all negatives
+            (`hard_negative`).
+        generator: random source (`hard_negative` with k > 1 or hard_probability < 1, `random`).
+        origins: (B,) the original speaker of each item, or None (= labels): items with other
+            labels but the same origin (a speaker's speed-perturbed copies) are never negatives
+            of each other (every miner).
     """
 
     semi_hard_fallback: str = "hardest"
     num_hardest: int = 1
+    hard_probability: float = 1.0
     generator: torch.Generator | None = None
+    origins: torch.Tensor | None = None
 
 
 # Every miner: (distances (B, B) without grad, labels (B,), margin, options) -> triplets.
@@ -44,6 +55,14 @@ Miner = Callable[[torch.Tensor, torch.Tensor, float, MinerOptions], Triplets]
 def _empty(device: torch.device) -> Triplets:
     empty = torch.zeros(0, dtype=torch.long, device=device)
     return empty, empty.clone(), empty.clone()
+
+
+def negative_mask(labels: torch.Tensor, origins: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, B) bool: n is a negative of a (another label, and another origin when given)."""
+    mask = labels[:, None] != labels[None, :]
+    if origins is not None:
+        mask &= origins[:, None] != origins[None, :]
+    return mask
 
 
 def _uniform_positions(limits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -57,21 +76,26 @@ def mine_batch_all(
     distances: torch.Tensor, labels: torch.Tensor, margin: float, options: MinerOptions
 ) -> Triplets:
     """Every valid triplet."""
-    return _from_windows(distances, labels, "batch_all", margin)
+    return _from_windows(distances, labels, "batch_all", margin, options.origins)
 
 
 def mine_semi_hard_all(
     distances: torch.Tensor, labels: torch.Tensor, margin: float, options: MinerOptions
 ) -> Triplets:
     """Every triplet with d(a,p) < d(a,n) < d(a,p) + m."""
-    return _from_windows(distances, labels, "semi_hard_all", margin)
+    return _from_windows(distances, labels, "semi_hard_all", margin, options.origins)
 
 
 def _from_windows(
-    distances: torch.Tensor, labels: torch.Tensor, strategy: str, margin: float
+    distances: torch.Tensor,
+    labels: torch.Tensor,
+    strategy: str,
+    margin: float,
+    origins: torch.Tensor | None,
 ) -> Triplets:
     found_anchor, found_positive, found_negative = [], [], []
-    for _, positive_of, window in dense_windows(distances, labels, strategy, margin):
+    windows = dense_windows(distances, labels, strategy, margin, origins=origins)
+    for _, positive_of, window in windows:
         window_anchor, window_negative = window.nonzero(as_tuple=True)
         found_anchor.append(window_anchor)
         found_positive.append(positive_of[window_anchor])
@@ -92,57 +116,84 @@ def mine_batch_hard(
     rows = torch.arange(batch, device=distances.device)[:, None]
     positive_distances = distances.gather(1, mates).masked_fill(mates == rows, float("-inf"))
     far = mates.gather(1, positive_distances.argmax(1, keepdim=True)).squeeze(1)
-    near = distances.clone().scatter_(1, mates, float("inf")).argmin(1)
-    keep = (class_sizes[inverse] > 1) & (class_sizes[inverse] < batch)
+    if options.origins is None:
+        near = distances.clone().scatter_(1, mates, float("inf")).argmin(1)
+        keep = (class_sizes[inverse] > 1) & (class_sizes[inverse] < batch)
+    else:
+        negatives = negative_mask(labels, options.origins)
+        near = distances.masked_fill(~negatives, float("inf")).argmin(1)
+        keep = (class_sizes[inverse] > 1) & negatives.any(1)
     return rows.squeeze(1)[keep], far[keep], near[keep]
 
 
 def _pairs_and_negatives(
-    distances: torch.Tensor, labels: torch.Tensor
+    distances: torch.Tensor, labels: torch.Tensor, origins: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(anchor, positive) pairs of anchors with a negative, each anchor's number of negatives,
-    the same-label mask and the distances with same-label entries at +inf."""
+    the negative mask and the distances with non-negative entries at +inf."""
     _, inverse, class_sizes = torch.unique(labels, return_inverse=True, return_counts=True)
-    num_negatives = len(labels) - class_sizes[inverse]
-    same = labels[:, None] == labels[None, :]
+    negatives = negative_mask(labels, origins)
+    num_negatives = negatives.sum(1)
     anchor, positive = _positive_pairs(inverse, class_sizes, num_negatives > 0)
-    negative_distances = distances.masked_fill(same, float("inf"))
-    return anchor, positive, num_negatives[anchor], same, negative_distances
+    negative_distances = distances.masked_fill(~negatives, float("inf"))
+    return anchor, positive, num_negatives[anchor], negatives, negative_distances
 
 
 def mine_random(
     distances: torch.Tensor, labels: torch.Tensor, margin: float, options: MinerOptions
 ) -> Triplets:
     """Per (anchor, positive), a negative drawn uniformly (the no-mining baseline)."""
-    anchor, positive, count, same, _ = _pairs_and_negatives(distances, labels)
+    anchor, positive, count, negatives, _ = _pairs_and_negatives(distances, labels, options.origins)
     if len(anchor) == 0:
         return _empty(distances.device)
-    # The r-th negative of the anchor (index order) for a uniform r in [0, count).
-    rank = _uniform_positions(count, options.generator)
-    running = (~same).cumsum(1)
-    return anchor, positive, _row_search(running, anchor, rank, right=True)
+    return anchor, positive, _random_negatives(anchor, count, negatives, options.generator)
+
+
+def _random_negatives(
+    anchor: torch.Tensor,
+    count: torch.Tensor,
+    negatives: torch.Tensor,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """Per pair, a negative of its anchor drawn uniformly: the r-th negative (index order) for a
+    uniform r in [0, count)."""
+    rank = _uniform_positions(count, generator)
+    return _row_search(negatives.cumsum(1), anchor, rank, right=True)
 
 
 def mine_hard_negative(
     distances: torch.Tensor, labels: torch.Tensor, margin: float, options: MinerOptions
 ) -> Triplets:
-    """Per (anchor, positive), the closest negative, or one of the k closest drawn uniformly."""
-    anchor, positive, count, _, negative_distances = _pairs_and_negatives(distances, labels)
+    """Per (anchor, positive), the closest negative, or one of the k closest drawn uniformly; with
+    hard_probability p < 1, that only with probability p and otherwise any negative drawn
+    uniformly (voxceleb_trainer's hard-negative sampling: k = 10, p = 0.5)."""
+    anchor, positive, count, negatives, negative_distances = _pairs_and_negatives(
+        distances, labels, options.origins
+    )
     if len(anchor) == 0:
         return _empty(distances.device)
     if options.num_hardest == 1:
-        return anchor, positive, negative_distances.argmin(1)[anchor]
-    k = min(options.num_hardest, len(labels))
-    hardest = negative_distances.topk(k, dim=1, largest=False, sorted=True).indices
-    position = _uniform_positions(count.clamp_max(k), options.generator)
-    return anchor, positive, hardest[anchor, position]
+        hard = negative_distances.argmin(1)[anchor]
+    else:
+        k = min(options.num_hardest, len(labels))
+        hardest = negative_distances.topk(k, dim=1, largest=False, sorted=True).indices
+        position = _uniform_positions(count.clamp_max(k), options.generator)
+        hard = hardest[anchor, position]
+    if options.hard_probability >= 1.0:
+        return anchor, positive, hard
+    uniform = _random_negatives(anchor, count, negatives, options.generator)
+    coin = torch.rand(len(anchor), generator=options.generator, dtype=torch.float64)
+    take_hard = coin.to(anchor.device) < options.hard_probability
+    return anchor, positive, torch.where(take_hard, hard, uniform)
 
 
 def mine_semi_hard(
     distances: torch.Tensor, labels: torch.Tensor, margin: float, options: MinerOptions
 ) -> Triplets:
     """Per (anchor, positive), the closest negative inside the semi-hard window (FaceNet)."""
-    anchor, positive, _, _, negative_distances = _pairs_and_negatives(distances, labels)
+    anchor, positive, _, _, negative_distances = _pairs_and_negatives(
+        distances, labels, options.origins
+    )
     if len(anchor) == 0:
         return _empty(distances.device)
     batch = len(labels)
@@ -190,12 +241,15 @@ def mine_triplets(
     *,
     semi_hard_fallback: str = "hardest",
     num_hardest: int = 1,
+    hard_probability: float = 1.0,
     generator: torch.Generator | None = None,
+    origins: torch.Tensor | None = None,
 ) -> Triplets:
     """Select (anchor, positive, negative) triplets from a batch with the miner `MINERS[strategy]`.
 
-    Positives are other items with the anchor's label, negatives items with another label; an
-    anchor without a positive or without a negative yields nothing.
+    Positives are other items with the anchor's label, negatives items with another label (and,
+    with `origins`, another original speaker); an anchor without a positive or without a
+    negative yields nothing.
 
     Strategies:
         batch_all: every valid triplet.
@@ -206,7 +260,9 @@ def mine_triplets(
         semi_hard_all: every triplet with d(a,p) < d(a,n) < d(a,p) + m (pytorch-metric-learning's
             `TripletMarginMiner("semihard")`, up to the closed upper bound there).
         hard_negative: per (anchor, positive), the closest negative, or with `num_hardest=k > 1`
-            one drawn uniformly among the anchor's k closest negatives (voxceleb_trainer style).
+            one drawn uniformly among the anchor's k closest negatives; with
+            `hard_probability=p < 1` that only with probability p, otherwise any negative drawn
+            uniformly (voxceleb_trainer's hard-negative sampling is k = 10, p = 0.5).
         random: per (anchor, positive), a negative drawn uniformly (the no-mining baseline).
 
     Args:
@@ -216,7 +272,11 @@ def mine_triplets(
         margin: the triplet margin m (used by the semi-hard window).
         semi_hard_fallback: "hardest" or "drop" (only for `semi_hard`).
         num_hardest: k for `hard_negative`.
-        generator: random source for `hard_negative` (k > 1) and `random`.
+        hard_probability: p for `hard_negative`, in [0, 1].
+        generator: random source for `hard_negative` (k > 1 or p < 1) and `random`.
+        origins: (B,) original speaker of each item (e.g. `label % num_speakers` for
+            speed-perturbed copies that got new labels): items of the same origin are never
+            each other's negatives. None: the labels.
 
     Returns:
         (anchor, positive, negative), each (T,) int64 indices into the batch.
@@ -233,16 +293,25 @@ def mine_triplets(
         )
     if num_hardest < 1:
         raise ValueError(f"num_hardest must be >= 1, got {num_hardest}")
+    if not 0.0 <= hard_probability <= 1.0:
+        raise ValueError(f"hard_probability must be in [0, 1], got {hard_probability}")
     if distances.ndim != 2 or distances.shape[0] != distances.shape[1]:
         raise ValueError(f"distances must be (B, B), got {tuple(distances.shape)}")
     if labels.shape != (distances.shape[0],):
         raise ValueError(f"labels must be ({distances.shape[0]},), got {tuple(labels.shape)}")
-    options = MinerOptions(semi_hard_fallback, num_hardest, generator)
+    if origins is not None and origins.shape != labels.shape:
+        raise ValueError(f"origins must be ({len(labels)},), got {tuple(origins.shape)}")
+    options = MinerOptions(semi_hard_fallback, num_hardest, hard_probability, generator, origins)
     return MINERS[strategy](distances.detach(), labels, margin, options)
 
 
 def dense_windows(
-    distances: torch.Tensor, labels: torch.Tensor, strategy: str, margin: float
+    distances: torch.Tensor,
+    labels: torch.Tensor,
+    strategy: str,
+    margin: float,
+    *,
+    origins: torch.Tensor | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The triplets of `batch_all` / `semi_hard_all` as (B, B) masks, one per positive rank.
 
@@ -256,6 +325,7 @@ def dense_windows(
         labels: (B,).
         strategy: "batch_all" or "semi_hard_all".
         margin: m of the semi-hard window.
+        origins: (B,) original speakers (see `mine_triplets`), or None.
 
     Yields:
         d_ap (B, 1) with +inf in rows without a rank-r positive, positive_of (B,) the rank-r
@@ -266,10 +336,10 @@ def dense_windows(
     distances = distances.detach()
     batch = len(labels)
     _, inverse, class_sizes = torch.unique(labels, return_inverse=True, return_counts=True)
-    anchor, positive = _positive_pairs(inverse, class_sizes, class_sizes[inverse] < batch)
+    negatives = negative_mask(labels, origins)
+    anchor, positive = _positive_pairs(inverse, class_sizes, negatives.any(1))
     if len(anchor) == 0:
         return
-    negative_mask = labels[:, None] != labels[None, :]
     column, num_ranks = _pair_ranks(anchor, batch)
     for rank in range(num_ranks):
         in_rank = column == rank
@@ -281,9 +351,9 @@ def dense_windows(
         if strategy == "batch_all":
             has_pair = torch.zeros(batch, 1, dtype=torch.bool, device=distances.device)
             has_pair[rank_anchor] = True
-            window = negative_mask & has_pair
+            window = negatives & has_pair
         else:
-            window = negative_mask & (distances > d_ap) & (distances < d_ap + margin)
+            window = negatives & (distances > d_ap) & (distances < d_ap + margin)
         yield d_ap, positive_of, window
 
 

@@ -8,10 +8,12 @@ import torch
 
 
 class LossOutput(NamedTuple):
-    """`value` is the scalar to backpropagate; `stats` are python floats for the training log.
+    """`value` is the scalar to backpropagate; `stats` are the numbers for the training log, python
+    floats or 0-dim tensors left on the device (so the step does not wait for them; the log
+    reads them every `log_every` steps).
 
     A named tuple, so `value, stats = loss_fn(embeddings, labels)` unpacks it.
     """
 
     value: torch.Tensor
-    stats: dict[str, float]
+    stats: dict[str, float | torch.Tensor]

@@ -6,6 +6,8 @@ matrix and the gradient flows only through the mined triplets that carry one (se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -14,6 +16,7 @@ from speakerverify.losses.distances import check_distance, distance_matrix
 from speakerverify.losses.distributed import gather_batch
 from speakerverify.losses.mining import (
     DENSE_STRATEGIES,
+    SEMI_HARD_FALLBACKS,
     check_strategy,
     dense_windows,
     mine_triplets,
@@ -62,16 +65,22 @@ class TripletLoss(nn.Module):
             semi_hard_all, "mean" otherwise).
         semi_hard_fallback: "hardest" (default) or "drop", see `mine_triplets`.
         num_hardest: k for `hard_negative`.
+        hard_probability: p for `hard_negative` (1: always among the k hardest).
+        speaker_of_label: (num_classes,) the original speaker of each label, or None: labels
+            with the same original speaker (a speaker's speed-perturbed copies) are never mined
+            as each other's negatives.
         normalize: L2-normalise embeddings first (the project's convention; keep True).
         gather_distributed: under torch.distributed, mine over the batches of all ranks
             (all-gathered with gradients); every rank then computes the same global loss.
         seed: seed of the random source used by `random` and `hard_negative` with k > 1.
 
-    Each call returns `LossOutput(value, stats)`; `stats` holds python floats: num_valid (mined
-    triplets), num_active (z > 0), active_fraction, mean_d_ap and mean_d_an (over mined
-    triplets), frac_semi_hard (d_ap < d_an < d_ap + m) and frac_hard (d_an < d_ap) among mined
-    triplets, embedding_spread (mean distance between distinct embeddings of the batch; near 0
-    means collapse), and margin (the one this call used).
+    Each call returns `LossOutput(value, stats)`; `stats` holds num_valid (mined triplets),
+    num_active (z > 0), active_fraction, mean_d_ap and mean_d_an (over mined triplets),
+    frac_semi_hard (d_ap < d_an < d_ap + m) and frac_hard (d_an < d_ap) among mined triplets,
+    embedding_spread (mean distance between distinct embeddings of the batch; near 0 means
+    collapse), and margin (the one this call used). The statistics are 0-dim tensors on the
+    embeddings' device (margin and, for the mining strategies, num_valid are python floats), so
+    a training step never waits for them; read them with `float()` when logging.
     """
 
     def __init__(
@@ -84,6 +93,8 @@ class TripletLoss(nn.Module):
         *,
         semi_hard_fallback: str = "hardest",
         num_hardest: int = 1,
+        hard_probability: float = 1.0,
+        speaker_of_label: Sequence[int] | torch.Tensor | None = None,
         normalize: bool = True,
         gather_distributed: bool = False,
         seed: int | None = None,
@@ -92,6 +103,15 @@ class TripletLoss(nn.Module):
         check_distance(distance)
         if reduction is not None and reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+        if semi_hard_fallback not in SEMI_HARD_FALLBACKS:
+            raise ValueError(
+                f"unknown semi_hard_fallback {semi_hard_fallback!r}; "
+                f"valid: {', '.join(SEMI_HARD_FALLBACKS)}"
+            )
+        if num_hardest < 1:
+            raise ValueError(f"num_hardest must be >= 1, got {num_hardest}")
+        if not 0.0 <= hard_probability <= 1.0:
+            raise ValueError(f"hard_probability must be in [0, 1], got {hard_probability}")
         self._explicit_reduction = reduction
         self.margin = margin
         self.mining = mining
@@ -99,6 +119,10 @@ class TripletLoss(nn.Module):
         self.soft_margin = soft_margin
         self.semi_hard_fallback = semi_hard_fallback
         self.num_hardest = num_hardest
+        self.hard_probability = hard_probability
+        self.speaker_of_label: torch.Tensor | None
+        origin = None if speaker_of_label is None else torch.as_tensor(speaker_of_label).long()
+        self.register_buffer("speaker_of_label", origin, persistent=False)
         self.normalize = normalize
         self.gather_distributed = gather_distributed
         self.generator: torch.Generator | None = None
@@ -163,8 +187,9 @@ class TripletLoss(nn.Module):
             raise ValueError(f"margin must be >= 0, got {margin}")
         with torch.no_grad():
             distances = distance_matrix(embeddings.detach(), self.distance)
+        origins = None if self.speaker_of_label is None else self.speaker_of_label[labels]
         if self.mining in DENSE_STRATEGIES:
-            return self._dense_loss(embeddings, distances, labels, margin)
+            return self._dense_loss(embeddings, distances, labels, margin, origins)
         anchor, positive, negative = mine_triplets(
             distances,
             labels,
@@ -172,23 +197,28 @@ class TripletLoss(nn.Module):
             margin,
             semi_hard_fallback=self.semi_hard_fallback,
             num_hardest=self.num_hardest,
+            hard_probability=self.hard_probability,
             generator=self.generator,
+            origins=origins,
         )
         d_ap = distances[anchor, positive]
         d_an = distances[anchor, negative]
         z = d_ap - d_an + margin
         per_triplet, slope = self._per_triplet(z)
         stats = self._record_stats(distances, d_ap, d_an, z, margin)
-        denominator = len(z) if self.reduction == "mean" else int((per_triplet > 0).sum())
-        denominator = max(denominator, 1)  # nothing mined or active: the loss is 0
-        carries = (slope > 0).nonzero().squeeze(1)
+        # nothing mined or active: the loss is 0. The active count stays on the device (no
+        # host read); inactive triplets carry weight 0 instead of being filtered out.
+        if self.reduction == "mean":
+            denominator: float | torch.Tensor = max(len(z), 1)
+        else:
+            denominator = (per_triplet > 0).sum().clamp_min(1).to(z.dtype)
         value = triplet_objective(
             embeddings,
             distances,
             per_triplet.sum() / denominator,
             self.distance,
-            triplets=(anchor[carries], positive[carries], negative[carries]),
-            weights=slope[carries] / denominator,
+            triplets=(anchor, positive, negative),
+            weights=slope / denominator,
         )
         return LossOutput(value, stats)
 
@@ -204,6 +234,7 @@ class TripletLoss(nn.Module):
         distances: torch.Tensor,
         labels: torch.Tensor,
         margin: float,
+        origins: torch.Tensor | None,
     ) -> LossOutput:
         """batch_all / semi_hard_all reduced over per-rank (B, B) windows, no triplet list."""
         batch = len(labels)
@@ -211,16 +242,19 @@ class TripletLoss(nn.Module):
         # total loss, num_valid, num_nonzero, num_active, Σd_ap, Σd_an, num_semi_hard, num_hard
         sums = torch.zeros(8, dtype=torch.float64, device=distances.device)
         rows = torch.arange(batch, device=distances.device)
-        for d_ap, positive_of, window in dense_windows(distances, labels, self.mining, margin):
+        windows = dense_windows(distances, labels, self.mining, margin, origins=origins)
+        for d_ap, positive_of, window in windows:
             sums += self._dense_window(
                 distances, d_ap, positive_of, window, margin, pair_weights, rows
             )
-        total, num_valid, num_nonzero, num_active, sum_ap, sum_an, semi, hard = sums.tolist()
-        denominator = max(num_valid if self.reduction == "mean" else num_nonzero, 1.0)
+        total, num_valid, num_nonzero, num_active, sum_ap, sum_an, semi, hard = sums.unbind()
+        count = num_valid if self.reduction == "mean" else num_nonzero
+        denominator = count.clamp_min(1.0)  # on the device: no host read
         stats = _stats(distances, num_valid, num_active, sum_ap, sum_an, semi, hard, margin)
-        value = torch.tensor(total / denominator, dtype=distances.dtype, device=distances.device)
+        value = (total / denominator).to(distances.dtype)
+        pair_weights = pair_weights / denominator.to(distances.dtype)
         value = triplet_objective(
-            embeddings, distances, value, self.distance, pair_weights=pair_weights / denominator
+            embeddings, distances, value, self.distance, pair_weights=pair_weights
         )
         return LossOutput(value, stats)
 
@@ -285,7 +319,7 @@ class TripletLoss(nn.Module):
         d_an: torch.Tensor,
         z: torch.Tensor,
         margin: float,
-    ) -> dict[str, float]:
+    ) -> dict[str, float | torch.Tensor]:
         counts = torch.stack(
             [
                 (z > 0).sum().to(z.dtype),
@@ -294,24 +328,32 @@ class TripletLoss(nn.Module):
                 ((d_an > d_ap) & (d_an < d_ap + margin)).sum().to(z.dtype),
                 (d_an < d_ap).sum().to(z.dtype),
             ]
-        ).tolist()
+        ).unbind()
         return _stats(distances, float(len(z)), *counts, margin)
+
+
+Count = float | torch.Tensor
 
 
 @torch.no_grad()
 def _stats(
     distances: torch.Tensor,
-    num_valid: float,
-    num_active: float,
-    sum_d_ap: float,
-    sum_d_an: float,
-    num_semi_hard: float,
-    num_hard: float,
+    num_valid: Count,
+    num_active: Count,
+    sum_d_ap: Count,
+    sum_d_an: Count,
+    num_semi_hard: Count,
+    num_hard: Count,
     margin: float,
-) -> dict[str, float]:
+) -> dict[str, float | torch.Tensor]:
+    """The statistics, computed on the device (tensors in, tensors out: no host read)."""
     batch = distances.shape[0]
-    spread = float(distances.sum()) / max(batch * (batch - 1), 1)  # the diagonal is 0
-    per_triplet = 1.0 / num_valid if num_valid else 0.0
+    spread = distances.sum() / max(batch * (batch - 1), 1)  # the diagonal is 0
+    # with nothing mined every sum is 0, so dividing by max(num_valid, 1) gives 0
+    if isinstance(num_valid, torch.Tensor):
+        per_triplet: Count = 1.0 / num_valid.clamp_min(1.0)
+    else:
+        per_triplet = 1.0 / max(num_valid, 1.0)
     return {
         "num_valid": num_valid,
         "num_active": num_active,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from speakerverify.models.embedding_norm import EmbeddingNorm
+from speakerverify.models.embedding_norm import EmbeddingNorm, embedding_head
 from speakerverify.models.pooling import AttentiveStatsPool, full_lengths, lengths_to_mask
 
 
@@ -145,4 +145,6 @@ class EcapaTdnn(nn.Module):
             outputs.append(x)
         x = self.aggregate(torch.cat(outputs, dim=1), mask)
         pooled = self.pool_norm(self.pool(x, frame_mask))
-        return self.embed_norm(self.embedding(pooled))
+        if torch.jit.is_scripting():  # (TorchScript has no autocast: plain layers)
+            return self.embed_norm(self.embedding(pooled))
+        return embedding_head(self.embedding, self.embed_norm, pooled)

@@ -37,3 +37,25 @@ class EmbeddingNorm(nn.BatchNorm1d):
             mean, var = self.running_mean, self.running_var
             return F.batch_norm(x, mean, var, None, None, self.training, momentum, self.eps)
         return x / torch.sqrt(self.running_var + self.eps)
+
+
+def embedding_head(linear: nn.Module, norm: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    """`norm(linear(pooled))` in float32, also under autocast.
+
+    The embedding is what the triplet loss compares: distances between unit vectors that differ
+    by less than bf16's resolution (3 significant digits) near the end of training, and a
+    BatchNorm's batch variance is best not taken in half precision. The layer is one (B, C) x
+    (C, D) product, so full precision costs nothing measurable.
+
+    Args:
+        linear: the last layer, (B, C) -> (B, D).
+        norm: the BatchNorm of the embedding.
+        pooled: (B, C) pooled statistics, any float dtype.
+
+    Returns:
+        (B, D) float32 (float64 for float64 input).
+    """
+    with torch.autocast(pooled.device.type, enabled=False):
+        if pooled.dtype in (torch.float16, torch.bfloat16):
+            pooled = pooled.float()
+        return norm(linear(pooled))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from speakerverify.models.embedding_norm import EmbeddingNorm
+from speakerverify.models.embedding_norm import EmbeddingNorm, embedding_head
 from speakerverify.models.pooling import StatsPool, full_lengths, lengths_to_mask
 
 
@@ -112,4 +112,7 @@ class ResNet(nn.Module):
         for block in self.blocks:
             x, lengths = block(x, lengths)
         x = x.flatten(1, 2)  # (B, C·F', T')
-        return self.embed_norm(self.embedding(self.pool(x, lengths_to_mask(lengths, x.shape[2]))))
+        pooled = self.pool(x, lengths_to_mask(lengths, x.shape[2]))
+        if torch.jit.is_scripting():  # (TorchScript has no autocast: plain layers)
+            return self.embed_norm(self.embedding(pooled))
+        return embedding_head(self.embedding, self.embed_norm, pooled)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from speakerverify.models.embedding_norm import EmbeddingNorm
+from speakerverify.models.embedding_norm import EmbeddingNorm, embedding_head
 from speakerverify.models.pooling import StatsPool, full_lengths, lengths_to_mask
 
 
@@ -114,7 +114,10 @@ class XVector(nn.Module):
         # Items shorter than the receptive field still pool their first output frame.
         valid = (lengths - self.context).clamp_min(1)
         pooled = self.pool(x, lengths_to_mask(valid, x.shape[2]))
-        embedding = self.embed_norm(self.segment(pooled))
+        if torch.jit.is_scripting():  # (TorchScript has no autocast: plain layers)
+            embedding = self.embed_norm(self.segment(pooled))
+        else:
+            embedding = embedding_head(self.segment, self.embed_norm, pooled)
         if not self.stats_dims:
             return embedding
         stats = pooled if self.stats_projection is None else pooled @ self.stats_projection

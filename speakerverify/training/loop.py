@@ -82,12 +82,12 @@ class Outcome(enum.Enum):
 
 @dataclass
 class _Step:
-    """What one optimizer step reports."""
+    """What one optimizer step reports; tensors stay on the device until a log record reads them."""
 
-    loss: float
-    stats: dict[str, float]
+    loss: torch.Tensor
+    stats: dict[str, float | torch.Tensor]
     lr: float  # the rate this step used
-    grad_norm: float
+    grad_norm: torch.Tensor
     num_utts: int  # across all ranks
 
 
@@ -98,6 +98,8 @@ def _train_step(
     loss_args: dict[str, float],
     grad_clip: float,
 ) -> _Step:
+    """One optimizer step. It reads nothing back from the device itself: the only host reads
+    are the miner's output sizes (`losses.mining`) and, with fp16, GradScaler's inf check."""
     device = parts.env.device
     waves = batch["waves"].to(device, non_blocking=True)
     labels = batch["labels"].to(device, non_blocking=True)
@@ -116,35 +118,48 @@ def _train_step(
     parts.scaler.update()
     lr = parts.optimizer.param_groups[0]["lr"]
     parts.scheduler.step()
-    return _Step(
-        float(loss.detach()), stats, lr, float(grad_norm), len(labels) * parts.env.world_size
-    )
+    num_utts = len(labels) * parts.env.world_size
+    return _Step(loss.detach(), stats, lr, grad_norm.detach(), num_utts)
 
 
 class _LogWindow:
-    """Mean loss and throughput of the steps since the last log record."""
+    """Mean loss and throughput of the steps since the last log record; the loss is summed on
+    the device and read once per record."""
 
-    def __init__(self) -> None:
-        self.start, self.utts, self.loss, self.steps = time.perf_counter(), 0, 0.0, 0
+    def __init__(self, device: torch.device) -> None:
+        self.start, self.utts, self.steps = time.perf_counter(), 0, 0
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
 
     def add(self, step: _Step) -> None:
         self.utts += step.num_utts
         self.loss += step.loss
         self.steps += 1
 
-    def record(self, progress: Progress, step: _Step, mining: str | None) -> dict[str, Any]:
+    def record(
+        self, progress: Progress, step: _Step, mining: str | None, epoch_loss: torch.Tensor
+    ) -> tuple[dict[str, Any], float]:
+        """The log record and the epoch's mean loss so far (`epoch_loss`, a device tensor)."""
+        names = list(step.stats)
+        device = self.loss.device
+        values = [
+            torch.as_tensor(v, dtype=torch.float64, device=device) for v in step.stats.values()
+        ]
+        loss, grad_norm, epoch_mean, *stats = torch.stack(
+            [self.loss / self.steps, step.grad_norm.double(), epoch_loss, *values]
+        ).tolist()  # the one host read of a log window (it waits for the device to catch up)
         elapsed = time.perf_counter() - self.start
-        return {
+        record = {
             "kind": "step",
             "epoch": progress.epoch + 1,
             "step": progress.step,
-            "loss": self.loss / self.steps,
-            **{k: float(v) for k, v in step.stats.items()},
+            "loss": loss,
+            **dict(zip(names, stats, strict=True)),
             "mining": mining,
             "lr": step.lr,
             "utt_per_second": self.utts / max(elapsed, 1e-9),
-            "grad_norm": step.grad_norm,
+            "grad_norm": grad_norm,
         }
+        return record, epoch_mean
 
 
 def train_one_epoch(
@@ -160,7 +175,10 @@ def train_one_epoch(
     """Run the batches of one epoch (from `progress.batch` on); update `progress` in place.
 
     The loss gets its schedule-driven arguments (`schedules.loss_arguments`) on every call and
-    returns its statistics, which go into the log records of rank 0 (`log`).
+    returns its statistics, which go into the log records of rank 0 (`log`). Losses and
+    statistics stay on the device and are read every `train.log_every` steps; under DDP the
+    ranks also agree on a stop request only then (an all-reduce and a host read), so a signal
+    stops training within `log_every` steps.
 
     Returns:
         The `Outcome`; the caller saves the checkpoint.
@@ -170,30 +188,41 @@ def train_one_epoch(
     for module in (parts.model, parts.frontend, parts.spec_augment):
         if module is not None:
             module.train()
-    window, bar = _LogWindow(), _progress_bar(parts.env, steps_per_epoch, progress)
-    epoch_loss, epoch_batches = 0.0, 0
+    device = parts.env.device
+    window, bar = _LogWindow(device), _progress_bar(parts.env, steps_per_epoch, progress)
+    epoch_loss = torch.zeros((), dtype=torch.float64, device=device)
+    epoch_batches = 0
+
+    def finish(outcome: Outcome) -> Outcome:
+        if epoch_batches:
+            progress.epoch_loss = float(epoch_loss / epoch_batches)
+        return _close(bar, outcome)
+
     for batch in loader:
         loss_args = loss_arguments(config.loss, progress.step / steps_per_epoch)
         step = _train_step(parts, batch, loss_fn, loss_args, config.optim.grad_clip)
         progress.step, progress.batch = progress.step + 1, progress.batch + 1
-        epoch_loss, epoch_batches = epoch_loss + step.loss, epoch_batches + 1
-        progress.epoch_loss = epoch_loss / epoch_batches
+        epoch_loss += step.loss
+        epoch_batches += 1
         window.add(step)
-        if progress.step % config.train.log_every == 0 or progress.batch == steps_per_epoch:
-            record = window.record(progress, step, mining)
+        at_log = progress.step % config.train.log_every == 0 or progress.batch == steps_per_epoch
+        if at_log:
+            record, progress.epoch_loss = window.record(
+                progress, step, mining, epoch_loss / epoch_batches
+            )
             if log is not None:
                 log(record)
             _show(bar, record)
-            window = _LogWindow()
+            window = _LogWindow(device)
         if bar is not None:
             bar.update(1)
         in_epoch = progress.batch < steps_per_epoch
         max_steps = config.train.max_steps
         if max_steps is not None and progress.step >= max_steps:
-            return _close(bar, Outcome.MAX_STEPS if in_epoch else Outcome.DONE)
-        if any_rank(parts.env, stop()):
-            return _close(bar, Outcome.SIGNAL if in_epoch else Outcome.DONE_SIGNAL)
-    return _close(bar, Outcome.DONE)
+            return finish(Outcome.MAX_STEPS if in_epoch else Outcome.DONE)
+        if (at_log or not parts.env.distributed) and any_rank(parts.env, stop()):
+            return finish(Outcome.SIGNAL if in_epoch else Outcome.DONE_SIGNAL)
+    return finish(Outcome.DONE)
 
 
 def _progress_bar(env: DistEnv, total: int, progress: Progress) -> Any:
@@ -283,12 +312,13 @@ class _Run:
         # Fine-tuning starts a fresh run from `init`'s weights; a resumed run has its own.
         self.parts = build_parts(config, env, init=init if self.last_path is None else None)
         self.progress = Progress()
+        self.loader: Any = None  # built once: its workers persist across epochs
 
     def fit(self) -> Path:
         config, progress = self.config, self.progress
         if self.last_path is not None:
             load_train_state(self.last_path, config, self.parts, progress)
-        losses = build_losses(config, self.env)
+        losses = build_losses(config, self.env, self.parts.dataset.speaker_of_label)
         log = JsonlLog(self.log_path, config.train.tensorboard) if self.env.is_main else None
         try:
             while progress.epoch < config.train.epochs and not self._at_max_steps():
@@ -307,7 +337,12 @@ class _Run:
         config, progress, parts = self.config, self.progress, self.parts
         epoch = progress.epoch
         parts.sampler.set_epoch(epoch)
-        loader = build_loader(parts.dataset, parts.sampler, progress.batch, config, self.env)
+        if self.loader is None:
+            self.loader = build_loader(
+                parts.dataset, parts.sampler, progress.batch, config, self.env
+            )
+        self.loader.batch_sampler.start = progress.batch
+        loader = self.loader
         outcome = train_one_epoch(parts, loader, loss_fn, config, progress, log=log, stop=self.stop)
         if outcome in (Outcome.SIGNAL, Outcome.MAX_STEPS):
             name = f"epoch_{epoch + 1:04d}_step_{progress.step:08d}.pt"

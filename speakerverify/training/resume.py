@@ -64,7 +64,7 @@ def save_train_checkpoint(path: Path, config: Config, parts: Parts, progress: Pr
         path,
         model_name=config.model.name,
         model_args=parts.model_args,
-        model=parts.model,
+        model=parts.encoder,
         features=config.features.fbank_dict(),
         config=config.to_dict(),
         train_state=state,

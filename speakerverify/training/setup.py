@@ -54,10 +54,11 @@ class Parts:
 
     @property
     def encoder(self) -> nn.Module:
-        """The encoder itself (without a DDP wrapper)."""
-        if isinstance(self.model, nn.parallel.DistributedDataParallel):
-            return self.model.module
-        return self.model
+        """The encoder itself (without the `torch.compile` and DDP wrappers)."""
+        model = getattr(self.model, "_orig_mod", self.model)  # torch.compile's wrapper
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            return model.module
+        return model
 
 
 # Called with one record per log line (rank 0 only), and asked after every step whether to stop.
@@ -96,6 +97,12 @@ def build_parts(config: Config, env: DistEnv, init: str | os.PathLike | None = N
     if env.distributed:
         device_ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(encoder, device_ids=device_ids)
+    if device.type == "cuda":
+        # every training crop has the same shape: let cuDNN time its kernels once and keep the
+        # fastest (validation's varied lengths pay a search per new shape)
+        torch.backends.cudnn.benchmark = True
+    if config.train.compile:
+        model = torch.compile(model)  # DDP inside: its bucketing hooks survive compilation
     optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     scheduler = _build_scheduler(config, optimizer, len(sampler))
     amp_dtype = _amp_dtype(config, device)
@@ -228,11 +235,15 @@ def build_optimizer(config: Config, params: Any) -> torch.optim.Optimizer:
     )
 
 
-def build_losses(config: Config, env: DistEnv) -> dict[str | None, nn.Module]:
+def build_losses(
+    config: Config, env: DistEnv, speaker_of_label: Any = None
+) -> dict[str | None, nn.Module]:
     """One loss module per mining strategy used during the run (warm-up and main), keyed by
     `mining_at`; a loss that does not mine is the one entry under None.
 
     A margin set in the config is the loss's own default; a margin schedule passes it per call.
+    `speaker_of_label` (the dataset's, (num_classes,)) keeps a speaker's speed-perturbed copies
+    out of its negatives when mining.
     """
     loss = config.loss
     strategies = {mining_at(loss, 0), mining_at(loss, loss.mining_warmup_epochs)}
@@ -250,16 +261,22 @@ def build_losses(config: Config, env: DistEnv) -> dict[str | None, nn.Module]:
             }
             if loss.reduction is not None:
                 kwargs["reduction"] = loss.reduction
+            for key in ("semi_hard_fallback", "num_hardest", "hard_probability"):
+                if getattr(loss, key) is not None:
+                    kwargs[key] = getattr(loss, key)
+            if speaker_of_label is not None:
+                kwargs["speaker_of_label"] = torch.as_tensor(speaker_of_label)
         kwargs.update(loss.args)
         try:
             losses[mining] = build_loss(loss.name, **kwargs).to(env.device)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise ConfigError(f"loss: {err}") from None
     return losses
 
 
 class BatchesFrom:
-    """The batches of a sampler's current epoch from batch `start` on (exact resume)."""
+    """The batches of a sampler's current epoch from batch `start` on (exact resume); `start` is
+    set before each epoch, so one DataLoader (and its persistent workers) serves every epoch."""
 
     def __init__(self, sampler: Any, start: int) -> None:
         self.sampler = sampler
@@ -278,7 +295,12 @@ class BatchesFrom:
 
 
 def build_loader(dataset: Any, sampler: Any, start: int, config: Config, env: DistEnv) -> Any:
-    """A DataLoader over the P×K batches of the current epoch, skipping the first `start`."""
+    """A DataLoader over the P×K batches of the sampler's current epoch, skipping the first
+    `start`; for a later epoch set `loader.batch_sampler.start` and iterate it again.
+
+    Workers are persistent (started once per run, not once per epoch); items carry their own
+    seeds (`CropDataset`), so a batch does not depend on which worker makes it.
+    """
     workers = config.data.num_workers
     # A private generator: creating a loader iterator would otherwise draw from the global torch
     # RNG (worker base seed), shifting SpecAugment/dither randomness after a resume.
@@ -290,6 +312,7 @@ def build_loader(dataset: Any, sampler: Any, start: int, config: Config, env: Di
         num_workers=workers,
         pin_memory=env.device.type == "cuda",
         prefetch_factor=4 if workers else None,
+        persistent_workers=workers > 0,
         generator=generator,
         worker_init_fn=_ignore_sigint if workers else None,
     )

@@ -20,16 +20,19 @@ def validate(
     valid_trials: str | os.PathLike,
     device: str | torch.device = "cpu",
     max_seconds: float = 20.0,
+    batch_size: int = 32,
 ) -> dict[str, float]:
     """EER/minDCF of `encoder` (left in eval mode) on a trial list by cosine scoring.
 
-    Files longer than `max_seconds` are embedded in windows
-    (`speakerverify.backend.embedder.Embedder`).
+    The trial utterances are embedded in batches of similar length (`batch_size` at most, as
+    `speakerverify embed` batches them); files longer than `max_seconds` are embedded alone in
+    windows (`speakerverify.backend.embedder.Embedder`).
 
     Returns:
         `compute_metrics` output as plain floats (at least "eer" and "min_dcf").
     """
     from speakerverify.backend.embedder import Embedder
+    from speakerverify.backend.extraction import embed_data_dir
     from speakerverify.backend.metrics import compute_metrics
     from speakerverify.backend.scoring import l2_normalize
     from speakerverify.data import DataDir, read_trials
@@ -43,8 +46,7 @@ def validate(
     # matches `speakerverify evaluate` on the same checkpoint.
     embedder = Embedder(frontend, encoder, device=str(device), max_seconds=max_seconds)
     utt_ids = sorted(set(trials.enroll) | set(trials.test))
-    vectors = np.stack([embedder.embed_file(data_dir.wav[u]) for u in utt_ids])
-    vectors = l2_normalize(vectors)
+    vectors = l2_normalize(embed_data_dir(data_dir.subset(utt_ids), embedder, batch_size))
     row = {u: i for i, u in enumerate(utt_ids)}
     enroll = vectors[[row[u] for u in trials.enroll]]
     test = vectors[[row[u] for u in trials.test]]
