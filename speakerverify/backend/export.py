@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.files import write_atomic
+from speakerverify.files import resolve_output, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ def export_onnx(
         raise ExportError(f"{out}: is a directory")
     if not out.parent.is_dir():
         raise ExportError(f"{out}: directory {out.parent} does not exist")
+    resolve_output(out)  # a FIFO or device is refused before tracing, not after
     onnx = _import_onnx()
     loaded = load_model(checkpoint_path)
     encoder = loaded.encoder.eval()

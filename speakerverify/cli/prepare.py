@@ -136,7 +136,10 @@ def trials(
     trial_format: str | None,
     seed: int,
 ) -> None:
-    """Make a trial list OUT over the utterances of DATA_DIR (read back by score / evaluate)."""
+    """Make a trial list OUT over the utterances of DATA_DIR (read back by score / evaluate).
+
+    OUT is replaced atomically if it is a regular file; a symlink is written through.
+    """
     from speakerverify.data.trial_making import TrialOptions, prepare_trials
 
     options = TrialOptions(
