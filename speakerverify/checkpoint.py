@@ -8,8 +8,6 @@ train_state}`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import re
@@ -22,10 +20,21 @@ import torch
 from torch import nn
 
 from speakerverify._version import __version__
-from speakerverify.errors import SpeakerVerifyError
+from speakerverify.checkpoint_rules import (
+    FORMAT_VERSION,
+    INFERENCE_ARGS,
+    CheckpointError,
+    Weights,
+    check_payload,
+    fingerprint_weights,
+)
 from speakerverify.files import write_atomic
 
+# FORMAT_VERSION, INFERENCE_ARGS and CheckpointError live in the torch-free `checkpoint_rules`
+# (the fast path checks checkpoints by the same rules) and are re-exported here.
 __all__ = [
+    "FORMAT_VERSION",
+    "INFERENCE_ARGS",
     "CheckpointError",
     "LoadedModel",
     "average_checkpoints",
@@ -38,19 +47,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-REQUIRED_KEYS = ("model_name", "model_args", "state_dict", "features", "fingerprint")
-
-
-class CheckpointError(SpeakerVerifyError):
-    """A checkpoint cannot be written, read or used; the one-line message names the file."""
-
-
-# Model arguments that change what the same weights compute, with their defaults. A value other
-# than the default is part of the fingerprint; at the default it is left out, so fingerprints of
-# checkpoints written before the argument existed do not change.
-INFERENCE_ARGS: dict[str, Any] = {"centre_embeddings": True}
-
 
 def model_fingerprint(
     state_dict: dict[str, torch.Tensor],
@@ -61,24 +57,20 @@ def model_fingerprint(
     differ from their defaults (order independent).
 
     Two checkpoints with equal weights and front-end give the same fingerprint, whatever their
-    training state; embedding and enrollment stores record it to refuse mixing models.
+    training state; embedding and enrollment stores record it to refuse mixing models. Computed
+    by `checkpoint_rules.fingerprint_weights`, which the torch-free fast path uses too.
     """
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().to("cpu").contiguous().reshape(-1)
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    digest.update(json.dumps(features, sort_keys=True).encode())
-    changed = {
-        key: value
-        for key, value in (model_args or {}).items()
-        if key in INFERENCE_ARGS and value != INFERENCE_ARGS[key]
-    }
-    if changed:
-        digest.update(json.dumps(changed, sort_keys=True).encode())
-    return digest.hexdigest()[:16]
+    return fingerprint_weights(as_weights(state_dict), features, model_args)
+
+
+def as_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, Weights]:
+    """A state dict's tensors as the bytes the fingerprint hashes and the checks read."""
+    weights = {}
+    for name, value in state_dict.items():
+        tensor = value.detach().to("cpu").contiguous()
+        flat = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        weights[name] = Weights(str(tensor.dtype), tuple(tensor.shape), flat)
+    return weights
 
 
 def save_checkpoint(
@@ -168,11 +160,15 @@ def _first_line(err: BaseException) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint with `torch.load(weights_only=True)` and check its keys.
+    """Read a checkpoint with `torch.load(weights_only=True)` and check it
+    (`checkpoint_rules.check_payload`): its fingerprint is computed from the weights and must be
+    the one the file states.
 
     Raises:
         CheckpointError: missing/unreadable file, not a checkpoint, corrupt, or containing
-            pickled objects other than tensors and plain types (refused, never executed).
+            pickled objects other than tensors and plain types (refused, never executed); an
+            unknown model name, non-finite weights, or weights changed after the file was
+            written.
     """
     path = Path(path)
     if not path.is_file():
@@ -193,19 +189,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         else:
             cause = f"not a readable checkpoint ({type(err).__name__}: {_first_line(err)})"
         raise CheckpointError(f"{path}: {cause}") from None
-    if not isinstance(payload, dict):
-        raise CheckpointError(f"{path}: not a speakerverify checkpoint (not a dict)")
-    missing = [key for key in REQUIRED_KEYS if key not in payload]
-    if missing:
-        raise CheckpointError(f"{path}: not a speakerverify checkpoint (missing {missing})")
-    if not isinstance(payload["state_dict"], dict):
-        raise CheckpointError(f"{path}: corrupt checkpoint (state_dict is not a dict)")
-    version = payload.get("format_version", 0)
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format {version} is newer than this speakerverify "
-            f"({FORMAT_VERSION}); upgrade speakerverify"
-        )
+    state_dict = payload.get("state_dict") if isinstance(payload, dict) else None
+    weights = {}
+    if isinstance(state_dict, dict):
+        for name, value in state_dict.items():
+            if not isinstance(value, torch.Tensor):
+                raise CheckpointError(f"{path}: corrupt checkpoint (state_dict[{name!r}])")
+        weights = as_weights(state_dict)
+    check_payload(path, payload, weights)
     return payload
 
 
@@ -241,7 +232,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     return LoadedModel(
         frontend=frontend.to(device).eval(),
         encoder=encoder.to(device).eval(),
-        fingerprint=payload["fingerprint"],
+        fingerprint=payload["fingerprint"],  # computed from the weights by load_checkpoint
         model_name=payload["model_name"],
         embed_dim=int(encoder.embed_dim),
         sample_rate=int(payload["features"].get("sample_rate", 16000)),

@@ -1,0 +1,258 @@
+"""Hostile checkpoints and calibrations (issue 22, items 2-4 and their tracebacks): a fingerprint
+is computed from the weights, never read and trusted; the ONNX twin is the export of its
+checkpoint; the checkpoint is checked the same under either engine; calibrations are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+from synth import random_speaker, speech_like
+
+from speakerverify.backend import engine
+from speakerverify.checkpoint import (
+    CheckpointError,
+    build_payload,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
+from speakerverify.checkpoint_rules import MODEL_NAMES, check_payload, read_checkpoint
+from speakerverify.cli import main
+from speakerverify.errors import SpeakerVerifyError
+from speakerverify.frontend.fbank_config import FbankConfig
+from speakerverify.models import MODELS, build_model
+
+ARGS = {"embed_dim": 16, "channels": 32, "stats_channels": 64}
+
+
+def run(args, backend="torch"):
+    env = {engine.BACKEND_ENV: backend, "SPEAKERVERIFY_MODEL": ""}
+    return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+
+
+def _save(path: Path, seed: int = 0) -> str:
+    torch.manual_seed(seed)
+    model = build_model("xvector", **ARGS)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return save_checkpoint(
+        path, model_name="xvector", model_args=ARGS, model=model.eval(),
+        features=FbankConfig(noise_floor_db=-30.0).to_dict(),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """`tiny.pt` with its ONNX twin `tiny.onnx`, and a voice."""
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    from speakerverify.backend.export import export_onnx
+
+    root = tmp_path_factory.mktemp("hostile_ckpt")
+    fingerprint = _save(root / "tiny.pt", seed=3)
+    export_onnx(root / "tiny.pt", root / "tiny.onnx")
+    voice = root / "ann.wav"
+    sf.write(
+        voice, speech_like(3.0, 16000, random_speaker(np.random.default_rng(1)), seed=2), 16000
+    )
+    return root, fingerprint, voice
+
+
+def _copy(tiny, directory: Path, twin: bool = True) -> Path:
+    root, _, _ = tiny
+    directory.mkdir(exist_ok=True)
+    shutil.copy(root / "tiny.pt", directory / "m.pt")
+    if twin:
+        shutil.copy(root / "tiny.onnx", directory / "m.onnx")
+    return directory / "m.pt"
+
+
+def _rewrite(path: Path, change) -> None:
+    """Load a checkpoint as plain data, change it, write it back: the stored fingerprint stays."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    change(payload)
+    torch.save(payload, path)
+
+
+# -- item 2: fingerprints are computed ---------------------------------------------------------
+
+
+def test_changed_weights_under_a_kept_fingerprint_are_refused(tiny, tmp_path):
+    path = _copy(tiny, tmp_path, twin=False)
+
+    def flip(payload):
+        payload["state_dict"]["frame_layers.0.conv.weight"][0, :4] *= -1.0
+
+    _rewrite(path, flip)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert str(path) in message and "changed after it was written" in message
+    assert tiny[1] in message and "\n" not in message
+
+
+def test_noise_on_every_weight_is_refused_by_enroll_and_model_info(tiny, tmp_path):
+    path = _copy(tiny, tmp_path, twin=False)
+
+    def noise(payload):
+        for value in payload["state_dict"].values():
+            if value.is_floating_point():
+                value += 1e-3 * torch.randn_like(value)
+
+    _rewrite(path, noise)
+    store = tmp_path / "s.db"
+    assert_one_line_error(
+        run(["enroll", "ann", tiny[2], "--model", path, "--store", store]), str(path), "refused"
+    )
+    assert not store.exists()
+    assert_one_line_error(run(["model", "info", path]), str(path), "changed after")
+
+
+def test_forged_checkpoint_is_refused_under_the_onnx_engine_too(tiny, tmp_path, monkeypatch):
+    path = _copy(tiny, tmp_path)
+
+    def flip(payload):
+        payload["state_dict"]["segment.weight"][0, 0] += 1.0
+
+    _rewrite(path, flip)
+    for backend in ("auto", "onnx"):
+        monkeypatch.setenv(engine.BACKEND_ENV, backend)
+        with pytest.raises(CheckpointError, match="changed after it was written"):
+            engine.load_command_model(path)
+
+
+def test_fingerprint_is_computed_the_same_without_torch(tiny):
+    root, fingerprint, _ = tiny
+    payload, weights = read_checkpoint(root / "tiny.pt")
+    assert check_payload(root / "tiny.pt", payload, weights) == fingerprint
+    assert load_checkpoint(root / "tiny.pt")["fingerprint"] == fingerprint
+
+
+def test_bundled_model_keeps_its_fingerprint_and_fast_path(bundled_model_files, monkeypatch):
+    from speakerverify.pretrained import bundled_card, bundled_checkpoint
+
+    path = bundled_checkpoint()
+    card = bundled_card()
+    assert card["fingerprint"] == "c359a0142812bd98"
+    assert check_payload(path, *read_checkpoint(path)) == card["fingerprint"]
+    assert load_model(path).fingerprint == card["fingerprint"]
+    calibration = json.loads(path.with_name(f"{path.stem}.calibration.json").read_text())
+    assert calibration["model_fingerprint"] == card["fingerprint"]
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv(engine.BACKEND_ENV, "onnx")
+    model = engine.load_command_model(path)
+    assert model.backend == "onnx" and model.fingerprint == card["fingerprint"]
+
+
+def _tamper_twin(twin: Path, change) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(twin))
+    for index, tensor in enumerate(proto.graph.initializer):
+        if tensor.name == "frame_layers.0.conv.weight":
+            array = change(numpy_helper.to_array(tensor))
+            proto.graph.initializer[index].CopyFrom(numpy_helper.from_array(array, tensor.name))
+    twin.write_bytes(proto.SerializeToString())
+
+
+def test_twin_with_random_weights_and_matching_metadata_is_refused(tiny, tmp_path, monkeypatch):
+    pytest.importorskip("onnx")
+    path = _copy(tiny, tmp_path)
+    rng = np.random.default_rng(0)
+    _tamper_twin(path.with_suffix(".onnx"), lambda a: rng.standard_normal(a.shape).astype(a.dtype))
+    for backend in ("auto", "onnx"):
+        monkeypatch.setenv(engine.BACKEND_ENV, backend)
+        with pytest.raises(SpeakerVerifyError, match="changed after export"):
+            engine.load_command_model(path)
+    result = run(["enroll", "ann", tiny[2], "--model", path, "--store", tmp_path / "s.db"], "auto")
+    assert_one_line_error(result, str(path.with_suffix(".onnx")), "re-export")
+
+
+def test_twin_exported_without_a_graph_hash_is_not_used(tiny, tmp_path, monkeypatch):
+    import onnx
+
+    path = _copy(tiny, tmp_path)
+    proto = onnx.load(str(path.with_suffix(".onnx")))
+    kept = [p for p in proto.metadata_props if p.key != "graph_sha256"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    path.with_suffix(".onnx").write_bytes(proto.SerializeToString())
+    monkeypatch.setenv(engine.BACKEND_ENV, "auto")
+    assert engine.load_command_model(path).backend == "torch"
+    monkeypatch.setenv(engine.BACKEND_ENV, "onnx")
+    with pytest.raises(engine.VerificationError, match="without a graph hash"):
+        engine.load_command_model(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p.update(format_version=99), "format 99 is newer"),
+        (lambda p: p.update(format_version="1"), "format_version '1'"),
+        (lambda p: p.update(model_name="bogus"), "unknown model 'bogus'"),
+    ],
+    ids=["format_version_99", "format_version_string", "unknown_model_name"],
+)
+def test_checkpoint_is_checked_the_same_when_its_twin_serves(
+    tiny, tmp_path, monkeypatch, change, message
+):
+    path = _copy(tiny, tmp_path)
+    _rewrite(path, change)
+    for backend in ("torch", "auto", "onnx"):
+        monkeypatch.setenv(engine.BACKEND_ENV, backend)
+        with pytest.raises(CheckpointError, match=message):
+            engine.load_command_model(path)
+
+
+def test_nan_weights_are_refused_under_either_engine(tiny, tmp_path, monkeypatch):
+    path = _copy(tiny, tmp_path)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    state = payload["state_dict"]
+    state["segment.bias"][0] = float("nan")
+    # a consistent file: the fingerprint is that of the NaN weights
+    torch.save(build_payload(**{k: payload[k] for k in ("model_name", "model_args", "features")},
+                             state_dict=state), path)  # fmt: skip
+    for backend in ("torch", "auto", "onnx"):
+        monkeypatch.setenv(engine.BACKEND_ENV, backend)
+        with pytest.raises(CheckpointError, match=r"segment\.bias are not finite"):
+            engine.load_command_model(path)
+
+
+def test_model_names_known_without_torch_are_the_registry():
+    assert sorted(MODEL_NAMES) == sorted(MODELS)
+
+
+def test_fp16_weights_hash_as_their_float32_restoration(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("xvector", **ARGS).eval()
+    half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    restored = {k: v.float() if v.is_floating_point() else v for k, v in half.items()}
+    features = FbankConfig().to_dict()
+    expected = build_payload(
+        model_name="xvector", model_args=ARGS, state_dict=restored, features=features
+    )["fingerprint"]
+    payload = build_payload(
+        model_name="xvector", model_args=ARGS, state_dict=half, features=features
+    )
+    assert payload["fingerprint"] == expected
+    torch.save(payload, tmp_path / "half.pt")
+    assert load_checkpoint(tmp_path / "half.pt")["fingerprint"] == expected
+    assert check_payload(tmp_path / "half.pt", *read_checkpoint(tmp_path / "half.pt")) == expected
