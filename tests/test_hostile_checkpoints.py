@@ -256,3 +256,121 @@ def test_fp16_weights_hash_as_their_float32_restoration(tmp_path):
     torch.save(payload, tmp_path / "half.pt")
     assert load_checkpoint(tmp_path / "half.pt")["fingerprint"] == expected
     assert check_payload(tmp_path / "half.pt", *read_checkpoint(tmp_path / "half.pt")) == expected
+
+
+# -- item 3: calibrations are checked -----------------------------------------------------------
+
+GOOD_CALIBRATION = {
+    "slope": 10.0,
+    "offset": -5.0,
+    "model_fingerprint": "feedfacefeedface",
+    "prior": 0.5,
+    "num_targets": 3,
+    "num_nontargets": 3,
+    "norm": "none",
+}
+
+
+def _calibration_file(path: Path, **fields) -> Path:
+    values = {**GOOD_CALIBRATION, **fields}
+    path.write_text(json.dumps({k: v for k, v in values.items() if v != "DROP"}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"slope": 0.0}, "slope 0 is not positive"),
+        ({"slope": -3.0}, "slope -3 is not positive"),
+        ({"slope": float("nan")}, "'slope' is not finite"),
+        ({"slope": float("inf")}, "'slope' is not finite"),
+        ({"prior": 0.0}, "prior 0 is not in (0, 1)"),
+        ({"prior": 1.5}, "prior 1.5 is not in (0, 1)"),
+        ({"prior": None}, "'prior' must be a number"),
+        ({"model_fingerprint": "DROP"}, "missing keys ['model_fingerprint']"),
+        ({"model_fingerprint": None}, "no model_fingerprint"),
+        ({"model_fingerprint": ""}, "no model_fingerprint"),
+        ({"norm": "znorm"}, "unknown norm 'znorm'"),
+    ],
+    ids=lambda v: str(v) if isinstance(v, str) else None,
+)
+def test_unsafe_calibration_files_are_refused(tmp_path, fields, message):
+    from speakerverify.backend.calibration import Calibration, CalibrationError
+
+    path = _calibration_file(tmp_path / "c.json", **fields)
+    with pytest.raises(CalibrationError) as caught:
+        Calibration.load(path)
+    assert str(caught.value).startswith(f"{path}: ") and message in str(caught.value)
+
+
+def test_a_good_calibration_file_still_loads(tmp_path):
+    from speakerverify.backend.calibration import Calibration
+
+    calibration = Calibration.load(_calibration_file(tmp_path / "c.json"))
+    assert calibration.slope == 10.0 and calibration.model_fingerprint == "feedfacefeedface"
+
+
+def test_an_unbound_calibration_is_never_written(tmp_path):
+    from speakerverify.backend.calibration import Calibration, CalibrationError
+
+    with pytest.raises(CalibrationError, match="no model_fingerprint"):
+        Calibration(2.0, -1.0).save(tmp_path / "c.json")
+    assert not (tmp_path / "c.json").exists()
+
+
+@pytest.fixture
+def scores_of(tmp_path, tiny):
+    """Write a trial list and scores for it; returns (trials, scores, model) paths."""
+
+    def make(values):
+        labels = [1, 0] * (len(values) // 2)
+        (tmp_path / "trials.txt").write_text(
+            "".join(f"e{i} t{i} {'target' if y else 'nontarget'}\n" for i, y in enumerate(labels))
+        )
+        lines = [f"e{i} t{i} {v!r}\n" for i, v in enumerate(values)]
+        (tmp_path / "scores.txt").write_text("".join(lines))
+        return tmp_path / "trials.txt", tmp_path / "scores.txt", tiny[0] / "tiny.pt"
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([0.5] * 8, "cannot separate targets from non-targets"),
+        ([0.1, 0.9, 0.2, 0.8, 0.3, 0.7, 0.15, 0.85], "do not separate targets"),  # reversed
+        ([1e308, -1e308] * 4, "too large to calibrate"),
+    ],
+    ids=["constant_scores", "reversed_scores", "scores_1e308"],
+)
+def test_calibrate_refuses_scores_it_cannot_separate(scores_of, tmp_path, values, message):
+    trials, scores, model = scores_of(values)
+    out = tmp_path / "cal.json"
+    result = run(["calibrate", trials, scores, "--model", model, "--out", out])
+    assert_one_line_error(result, message)
+    assert not out.exists()
+
+
+def test_calibrate_without_a_model_is_refused(scores_of, tmp_path):
+    trials, scores, _ = scores_of([0.9, 0.1, 0.8, 0.3, 0.7, 0.2, 0.95, 0.4])
+    out = tmp_path / "cal.json"
+    assert_one_line_error(run(["calibrate", trials, scores, "--out", out]), "give --model CKPT")
+    assert not out.exists()
+
+
+def test_broken_sibling_calibration_does_not_block_an_explicit_threshold(tmp_path):
+    from speaker_helpers import FP, SpectrumEmbedder
+
+    from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
+    from speakerverify.speakers.decision import resolve_decision_rule
+
+    model = SpeakerModel(SpectrumEmbedder(), FP, 16000, str(tmp_path / "model.pt"))
+    sibling = tmp_path / "model.calibration.json"
+    for broken in ('{"slope": 1.0, ', json.dumps({**GOOD_CALIBRATION, "slope": 0.0})):
+        sibling.write_text(broken)
+        rule = resolve_decision_rule(model, threshold=0.3)
+        assert (rule.source, rule.threshold, rule.calibration) == ("threshold", 0.3, None)
+        with pytest.raises(VerificationError, match=r"model\.calibration\.json"):
+            resolve_decision_rule(model)  # no threshold: the calibration is needed, and broken
+        with pytest.raises(VerificationError, match=r"model\.calibration\.json"):
+            resolve_decision_rule(model, threshold=0.3, calibration_path=sibling)  # asked for

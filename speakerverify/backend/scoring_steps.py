@@ -163,19 +163,22 @@ def calibrate_scores(
         trials_path: the development trial list (labels).
         scores_path: their `enroll test score` file.
         out: the calibration JSON to write.
-        model_path: the checkpoint that made the scores; binds the calibration to its
-            fingerprint, so the speaker commands refuse it for another model.
+        model_path: the checkpoint that made the scores (required: a calibration is bound to
+            its fingerprint, so the speaker commands refuse it for another model).
         norm: the score normalization the scores were made with.
         prior: effective target prior of the fit.
 
     Raises:
         TrialsError, ScoresError, CalibrationError, CheckpointError: unusable input.
     """
-    fingerprint = ""
-    if model_path:
-        from speakerverify.checkpoint import load_checkpoint  # torch, only when asked
+    if not model_path:
+        raise CalibrationError(
+            f"{out}: a calibration must name the model that made the scores, or it would apply "
+            "to any model: give --model CKPT"
+        )
+    from speakerverify.checkpoint import load_checkpoint  # torch, only when asked
 
-        fingerprint = str(load_checkpoint(model_path)["fingerprint"])
+    fingerprint = str(load_checkpoint(model_path)["fingerprint"])
     scores, labels = read_scored_trials(trials_path, scores_path)
     calibration = fit_calibration(
         scores, labels, prior=prior, model_fingerprint=fingerprint, norm=norm

@@ -158,7 +158,7 @@ def score(
 @click.option(
     "--model",
     type=click.Path(dir_okay=False),
-    help="Checkpoint that made the scores (binds the calibration to it).",
+    help="Checkpoint that made the scores (required: binds the calibration to it).",
 )
 @click.option(
     "--norm",
