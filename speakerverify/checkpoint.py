@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,59 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+PICKLED_CODE = "refused: it contains pickled code"
+
+
+def _refusal(path: Path, err: BaseException) -> str:
+    """Why `torch.load(weights_only=True)` failed, in one line. Never torch's own advice to
+    retry with `weights_only=False`: that would run whatever the file's pickle calls."""
+    message = str(err)
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", message)
+    code = found.group(1) if found else _foreign_global(path)
+    if code:
+        return f"{PICKLED_CODE} ({code}), not only tensors and plain types; not run"
+    if "WeightsUnpickler error:" in message:
+        detail = message.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        cause = f"not a readable checkpoint ({detail})"
+    else:
+        cause = f"not a readable checkpoint ({type(err).__name__}: {_first_line(err)})"
+    if "weights_only" in cause.lower() or "weights only" in cause.lower():
+        return f"{PICKLED_CODE} or data that only an unsafe load would accept; not run"
+    return cause
+
+
+def _foreign_global(path: Path) -> str | None:
+    """The first global other than torch's and OrderedDict that the file's pickle names, found
+    by reading its opcodes (nothing is built or run); None when there is none or it cannot be
+    read. torch's safe loader stops at opcodes it does not know (pickle protocol 4 and later)
+    before it sees the globals, so this names what such a file would have called."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                data = archive.read(names[0]) if names else b""
+        else:
+            data = path.read_bytes()
+        strings: list[str] = []
+        for opcode, argument, _ in pickletools.genops(data):
+            if opcode.name in ("GLOBAL", "INST"):
+                name = str(argument).replace(" ", ".")
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                name = f"{strings[-2]}.{strings[-1]}"
+            else:
+                if isinstance(argument, str):
+                    strings.append(argument)
+                continue
+            if not (name.startswith("torch.") or name == "collections.OrderedDict"):
+                return name
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return None
+    return None
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint with `torch.load(weights_only=True)` and check it
     (`checkpoint_rules.check_payload`): its fingerprint is computed from the weights and must be
@@ -174,21 +228,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        message = str(err)
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
-        if found:
-            cause = (
-                f"refused: it contains a pickled object ({found.group(1)}), "
-                "not only tensors and plain types"
-            )
-        elif "WeightsUnpickler error:" in message:
-            detail = message.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
-            cause = f"not a readable checkpoint ({detail})"
-        else:
-            cause = f"not a readable checkpoint ({type(err).__name__}: {_first_line(err)})"
-        raise CheckpointError(f"{path}: {cause}") from None
+        with warnings.catch_warnings():
+            # torch warns on stderr about the pickle protocol of a file it did not write: noise
+            # before the one-line error such a file (never a checkpoint of ours) gets
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types (pickle, zip, RuntimeError, EOF)
+        raise CheckpointError(f"{path}: {_refusal(path, err)}") from None
     state_dict = payload.get("state_dict") if isinstance(payload, dict) else None
     weights = {}
     if isinstance(state_dict, dict):

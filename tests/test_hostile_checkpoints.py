@@ -374,3 +374,38 @@ def test_broken_sibling_calibration_does_not_block_an_explicit_threshold(tmp_pat
             resolve_decision_rule(model)  # no threshold: the calibration is needed, and broken
         with pytest.raises(VerificationError, match=r"model\.calibration\.json"):
             resolve_decision_rule(model, threshold=0.3, calibration_path=sibling)  # asked for
+
+
+# -- item 4: the unsafe-pickle message ---------------------------------------------------------
+
+
+class _CallsSystem:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo PWNED",))
+
+
+@pytest.mark.parametrize("protocol", [2, 4], ids=["protocol_2", "protocol_4"])
+def test_pickle_calling_os_system_is_refused_without_suggesting_weights_only_false(
+    tmp_path, protocol, capfd
+):
+    path = tmp_path / "evil.pt"
+    torch.save({"x": _CallsSystem()}, path, pickle_protocol=protocol)
+    result = run(["model", "info", path])
+    assert_one_line_error(result, f"{path}: refused: it contains pickled code (posix.system)")
+    assert "weights_only" not in result.output.lower() and "PWNED" not in result.output
+    assert "UserWarning" not in capfd.readouterr().err
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    assert "weights_only" not in str(caught.value).lower()
+
+
+def test_pickled_code_is_refused_under_the_onnx_engine_too(tiny, tmp_path, monkeypatch):
+    path = _copy(tiny, tmp_path)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload["config"] = {"hook": _CallsSystem()}
+    torch.save(payload, path)
+    monkeypatch.setenv(engine.BACKEND_ENV, "auto")
+    with pytest.raises(CheckpointError, match="refused: it contains pickled code"):
+        engine.load_command_model(path)
