@@ -321,7 +321,7 @@ class SpeakerStore:
     def get(self, name: str) -> SpeakerRecord:
         """The record for `name`; UnknownSpeakerError naming the store when absent."""
         try:
-            name = validate_name(name)
+            name = validate_name(name, existing=True)
         except ValueError as error:
             raise UnknownSpeakerError(f"{self.path}: {error}") from None
         rows = self._read(f"SELECT {_SPEAKER_COLUMNS} FROM speakers WHERE name = ?", (name,))
@@ -356,7 +356,7 @@ class SpeakerStore:
     def remove(self, name: str) -> None:
         """Delete `name`; UnknownSpeakerError when absent (nothing changes then)."""
         self.get(name)
-        name = validate_name(name)
+        name = validate_name(name, existing=True)
         with self.transaction() as conn:
             cursor = conn.execute("DELETE FROM speakers WHERE name = ?", (name,))
             if cursor.rowcount != 1:  # removed by another process meanwhile
