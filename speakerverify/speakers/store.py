@@ -49,6 +49,16 @@ class UnknownSpeakerError(StoreError):
     """A speaker name that is not enrolled in the store."""
 
 
+def _vector(value: object, dtype: str, dim: int | None) -> np.ndarray | None:
+    """A stored BLOB as a 1-D array of `dtype` (of `dim` elements when given), or None when it
+    is not one: a corrupt value, which callers report with the store and the row."""
+    size = np.dtype(dtype).itemsize
+    if not isinstance(value, bytes) or not value or len(value) % size:
+        return None
+    vector = np.frombuffer(value, dtype=dtype)
+    return vector if dim is None or vector.shape[0] == dim else None
+
+
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
     """Unit-length float64 rows; a zero or non-finite row cannot be enrolled (ValueError)."""
     vectors = np.asarray(vectors, dtype=np.float64)
@@ -223,7 +233,14 @@ class SpeakerStore:
     def embed_dim(self) -> int | None:
         """Embedding dimension D, or None for a new store."""
         value = self._read("SELECT value FROM meta WHERE key = 'embed_dim'")
-        return None if not value else int(value[0][0])
+        if not value:
+            return None
+        stored = value[0][0]
+        if isinstance(stored, str) and stored.isascii() and stored.isdigit():
+            stored = int(stored)
+        if not isinstance(stored, int) or stored <= 0:
+            raise StoreError(f"{self.path}: corrupt store (meta row embed_dim is {stored!r})")
+        return stored
 
     def check_model(self, fingerprint: str, source: str = "the model") -> None:
         """Raise StoreError when the store was made by a model other than `fingerprint`."""
@@ -287,7 +304,13 @@ class SpeakerStore:
                 total, count, seconds = added_sum, vectors.shape[0], float(speech_seconds)
                 created = stamp
             else:
-                total = np.frombuffer(row[0], dtype="<f8") + added_sum
+                total = _vector(row[0], "<f8", added_sum.shape[0])
+                corrupt = total is None or not np.all(np.isfinite(total))
+                if corrupt or not isinstance(row[1], int) or row[1] <= 0:
+                    raise StoreError(
+                        f"{self.path}: corrupt store (speaker {name!r}: embedding_sum)"
+                    )
+                total = total + added_sum
                 count = int(row[1]) + vectors.shape[0]
                 seconds = float(row[2]) + float(speech_seconds)
                 created = row[3]
@@ -394,14 +417,16 @@ class SpeakerStore:
         )
         if "domain_mean" not in rows:
             return None
-        mean = np.frombuffer(rows["domain_mean"], dtype="<f4").astype(np.float32)
-        if self.embed_dim is not None and mean.shape[0] != self.embed_dim:
-            raise StoreError(f"{self.path}: corrupt domain mean")
-        if not math.isfinite(float(mean.sum())):
-            raise StoreError(f"{self.path}: corrupt domain mean")
+        dim = self.embed_dim
+        mean = _vector(rows["domain_mean"], "<f4", dim)
+        if mean is None or not math.isfinite(float(mean.sum())):
+            raise StoreError(f"{self.path}: corrupt store (meta row domain_mean)")
+        count = rows.get("domain_num_embeddings", 0)
+        if not isinstance(count, int) or count < 0:
+            raise StoreError(f"{self.path}: corrupt store (meta row domain_num_embeddings)")
         return DomainMean(
-            mean,
-            int(rows.get("domain_num_embeddings", 0)),
+            mean.astype(np.float32),
+            count,
             str(rows.get("domain_source", "")),
             str(rows.get("domain_updated", "")),
         )

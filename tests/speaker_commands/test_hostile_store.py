@@ -71,3 +71,58 @@ def test_a_speaker_enrolled_before_the_rule_can_still_be_verified_and_removed(tm
         assert store.get(SPOOFS["zero_width_space"]).num_utterances == 1
         store.remove(SPOOFS["zero_width_space"])
         assert store.speakers() == []
+
+
+# -- corrupt store values: one line naming the store and the row, never a traceback ------------
+
+
+def _corrupt(store, sql, params=()):
+    with sqlite3.connect(store) as conn:
+        conn.execute(sql, params)
+
+
+CORRUPTIONS = {
+    "embed_dim_not_an_integer": (
+        "UPDATE meta SET value = 'wide' WHERE key = 'embed_dim'",
+        (),
+        "meta row embed_dim is 'wide'",
+    ),
+    "domain_mean_of_two_bytes": (
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('domain_mean', ?)",
+        (b"\x00\x01",),
+        "meta row domain_mean",
+    ),
+    "domain_mean_as_text": (
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('domain_mean', 'zero')",
+        (),
+        "meta row domain_mean",
+    ),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_corrupt_store_values_are_one_line_errors(enrolled, fake_model, voices, corruption):
+    sql, params, message = CORRUPTIONS[corruption]
+    _corrupt(enrolled, sql, params)
+    model = ["--model", fake_model, "--store", enrolled]
+    for args in (
+        ["verify", "ann", voices["ann2"], "--threshold", "0.5", *model],
+        ["identify", voices["ann2"], "--threshold", "0.5", *model],
+        ["speakers", "list", "--store", enrolled],
+    ):
+        assert_clean_error(run(args), str(enrolled), "corrupt store", message)
+
+
+@pytest.mark.parametrize(
+    "value", [b"\x00\x01\x02", b"\x00" * 8, "text"], ids=["3_bytes", "1_float", "text"]
+)
+def test_corrupt_embedding_sum_is_a_one_line_error_and_changes_nothing(
+    enrolled, fake_model, voices, value
+):
+    _corrupt(enrolled, "UPDATE speakers SET embedding_sum = ? WHERE name = 'ann'", (value,))
+    with sqlite3.connect(enrolled) as conn:
+        before = conn.execute("SELECT * FROM speakers ORDER BY name").fetchall()
+    result = run(["enroll", "ann", voices["ann2"], "--model", fake_model, "--store", enrolled])
+    assert_clean_error(result, str(enrolled), "corrupt store (speaker 'ann': embedding_sum)")
+    with sqlite3.connect(enrolled) as conn:
+        assert conn.execute("SELECT * FROM speakers ORDER BY name").fetchall() == before
