@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file in the target's directory, then `os.replace`.
+"""Atomic file writes: a temp file in the target's directory, then `os.replace`; and reading
+UTF-8 text files line by line with a one-line error naming the line that is not UTF-8.
 
 Readers see the old file or the new one, never a partial write; the temp file never survives a
 failure (or Ctrl-C). Only regular files are replaced: a target that exists as anything else (a
@@ -13,13 +14,22 @@ import errno
 import os
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from speakerverify.errors import SpeakerVerifyError
 
-__all__ = ["OUTPUT_HELP", "NotRegularFileError", "OutputError", "resolve_output", "write_atomic"]
+__all__ = [
+    "OUTPUT_HELP",
+    "NotRegularFileError",
+    "NotUtf8Error",
+    "OutputError",
+    "file_kind",
+    "resolve_output",
+    "utf8_lines",
+    "write_atomic",
+]
 
 # What every output option's help can say about the rule above, in the same words.
 OUTPUT_HELP = "Replaced atomically if it is a regular file; a symlink is written through."
@@ -100,6 +110,13 @@ def write_atomic(
     return path
 
 
+def file_kind(mode: int) -> str:
+    """What a file of `st_mode` is, for messages: "a regular file", "a FIFO", "a directory"..."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
 def resolve_output(path: str | os.PathLike) -> Path:
     """The file a write to `path` replaces: `path`, or where a symlink there points.
 
@@ -117,9 +134,42 @@ def resolve_output(path: str | os.PathLike) -> Path:
     except OSError as error:
         raise OutputError(path, f"cannot write ({error.strerror})", error.errno) from None
     if mode is not None and not stat.S_ISREG(mode):
-        kind = next((name for test, name in _KINDS if test(mode)), "a special file")
-        raise NotRegularFileError(path, kind)
+        raise NotRegularFileError(path, file_kind(mode))
     return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+class NotUtf8Error(SpeakerVerifyError, ValueError):
+    """A text file (wav.scp, a trial list, a score file, a list) with bytes that are not UTF-8."""
+
+
+def utf8_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """`(line number from 1, line)` of a UTF-8 text file, read as `open(path, encoding="utf-8")`
+    reads it (universal newlines, lines keep their newline).
+
+    Raises:
+        NotUtf8Error: "<path>:<line>: not UTF-8 text (byte 0xff at column 7)".
+        OSError: the file cannot be opened or read (callers word it).
+    """
+    lineno = 0
+    with open(path, encoding="utf-8") as stream:
+        try:
+            for lineno, line in enumerate(stream, 1):
+                yield lineno, line
+        except UnicodeDecodeError:
+            pass
+        else:
+            return
+    # Decoding failed somewhere after line `lineno` (text mode decodes in chunks): find it.
+    with open(path, "rb") as stream:
+        for number, raw in enumerate(stream, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise NotUtf8Error(
+                    f"{path}:{number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at column "
+                    f"{error.start + 1})"
+                ) from None
+    raise NotUtf8Error(f"{path}: not UTF-8 text after line {lineno}")
 
 
 def _umask() -> int:

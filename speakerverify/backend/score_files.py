@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.files import write_atomic
+from speakerverify.files import utf8_lines, write_atomic
 
 if TYPE_CHECKING:
     from speakerverify.data import Trials
@@ -57,11 +57,7 @@ def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarr
     test: list[str] = []
     values: list[float] = []
     try:
-        stream = open(path)  # noqa: SIM115 (closed by the with below)
-    except OSError as error:
-        raise ScoresError(f"{path}: {error.strerror or error}") from None
-    with stream:
-        for number, line in enumerate(stream, 1):
+        for number, line in utf8_lines(path):
             fields = line.split()
             if not fields:
                 continue
@@ -76,6 +72,8 @@ def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarr
             enroll.append(fields[0])
             test.append(fields[1])
             values.append(value)
+    except OSError as error:
+        raise ScoresError(f"{path}: {error.strerror or error}") from None
     if not values:
         raise ScoresError(f"{path}: no scores")
     return enroll, test, np.asarray(values, dtype=np.float64)

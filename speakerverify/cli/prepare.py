@@ -97,8 +97,9 @@ def data_dir(
 
 
 def _read_speaker_list(path: str) -> set[str]:
-    with open(path, encoding="utf-8") as f:
-        return {line.split()[0] for line in f if line.strip()}
+    from speakerverify.files import utf8_lines
+
+    return {line.split()[0] for _, line in utf8_lines(path) if line.strip()}
 
 
 @prepare.command("trials")

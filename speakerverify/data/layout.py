@@ -18,6 +18,7 @@ from typing import Any
 
 from speakerverify.data.attributes import SESSION_ATTRIBUTE, write_attributes
 from speakerverify.data.datadir import DataDir, DataDirError
+from speakerverify.files import utf8_lines
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +253,7 @@ def _entries_from_list(
     base = root.resolve()
     wanted = {f".{e.lower().lstrip('.')}" for e in extensions}
     try:
-        lines = list_file.read_text(encoding="utf-8").splitlines()
+        lines = [line for _, line in utf8_lines(list_file)]
     except OSError as error:
         raise DataDirError(f"{list_file}: cannot read: {error.strerror or error}") from None
     for lineno, line in enumerate(lines, 1):

@@ -6,9 +6,11 @@ m4a/aac and anything else go through an ``ffmpeg`` subprocess (PATH, else ``imag
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: `read_audio` must not n
     import torch
 
 from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import file_kind
 from speakerverify.frontend.vad_numpy import speech_mask as numpy_speech_mask
 from speakerverify.frontend.vad_numpy import voiced_samples
 
@@ -63,13 +66,37 @@ def find_ffmpeg() -> str | None:
         return None
 
 
+# os.stat errors, said in words that name the problem rather than the system call
+_STAT_ERRORS = {
+    errno.ELOOP: "symlink loop",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EACCES: "permission denied (a directory on its path cannot be searched)",
+    errno.ENOTDIR: "file not found (a part of its path is not a directory)",
+}
+
+
 def _check_path(path: str | os.PathLike) -> Path:
+    """`path` as a Path once it is a readable, non-empty regular file (AudioError otherwise).
+
+    Any name the system gives is accepted, however long or in whatever encoding (names that
+    are not UTF-8 reach Python with surrogate escapes and are passed on as bytes)."""
+    if os.fspath(path) in ("", b""):
+        raise AudioError("'': empty file name, not an audio file")
     path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: file not found")
-    if path.is_dir():
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise AudioError(f"{path}: broken symlink (its target does not exist)") from None
+        raise AudioError(f"{path}: file not found") from None
+    except OSError as error:
+        cause = _STAT_ERRORS.get(error.errno, error.strerror)
+        raise AudioError(f"{path}: {cause}") from None
+    if stat.S_ISDIR(info.st_mode):
         raise AudioError(f"{path}: is a directory, not an audio file")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(info.st_mode):
+        raise AudioError(f"{path}: is {file_kind(info.st_mode)}, not an audio file")
+    if info.st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
     if not os.access(path, os.R_OK):
         raise AudioError(f"{path}: permission denied")
@@ -99,7 +126,7 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     path = _check_path(path)
     if _uses_soundfile(path):
         try:
-            info = sf.info(str(path))
+            info = sf.info(os.fsencode(path))  # bytes: names need not be UTF-8
         except (sf.LibsndfileError, RuntimeError) as error:
             raise _soundfile_error(path, error) from None
         num_frames, sample_rate = int(info.frames), int(info.samplerate)
@@ -114,7 +141,7 @@ def _read_soundfile(
     path: Path, offset_seconds: float, duration_seconds: float | None
 ) -> tuple[np.ndarray, int]:
     try:
-        with sf.SoundFile(str(path)) as handle:
+        with sf.SoundFile(os.fsencode(path)) as handle:
             file_rate = handle.samplerate
             start = round(offset_seconds * file_rate)
             if start >= handle.frames > 0:
@@ -159,7 +186,7 @@ def _ffmpeg_decode(
     sample-exact at the cost of decoding from the start.
     """
     exe = _ffmpeg_exe(path)
-    command = [exe, "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-vn"]
+    command = [exe, "-hide_banner", "-nostdin", "-v", "error", "-i", os.fsencode(path), "-vn"]
     if offset_seconds > 0:
         command += ["-ss", f"{offset_seconds:.6f}"]
     if duration_seconds is not None:

@@ -126,3 +126,14 @@ def test_corrupt_embedding_sum_is_a_one_line_error_and_changes_nothing(
     assert_clean_error(result, str(enrolled), "corrupt store (speaker 'ann': embedding_sum)")
     with sqlite3.connect(enrolled) as conn:
         assert conn.execute("SELECT * FROM speakers ORDER BY name").fetchall() == before
+
+
+def test_a_speaker_name_longer_than_a_file_name_can_be_verified(fake_model, voices, tmp_path):
+    name = "王" * 100  # a legal name of 300 bytes: too long to be a file name
+    store = tmp_path / "s.db"
+    common = ["--model", fake_model, "--store", store]
+    assert run(["enroll", name, voices["ann0"], *common]).exit_code == 0
+    result = run(["verify", name, voices["ann1"], "--threshold", "-1", "--json", *common])
+    assert result.exit_code == 0, result.output
+    missing = run(["verify", "王" * 99, voices["ann1"], "--threshold", "-1", *common])
+    assert_clean_error(missing, "no enrolled speaker named")

@@ -1,0 +1,56 @@
+"""Hostile inputs to `prepare` (issue 22, prepare surface): text files that are not UTF-8, an
+empty data dir: one line naming the file (and line), exit 2, no traceback."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from speakerverify.cli import main
+
+
+def run(args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, (fragment, result.stderr)
+
+
+def _data_dir(root, wav_scp: bytes):
+    root.mkdir()
+    (root / "wav.scp").write_bytes(wav_scp)
+    (root / "utt2spk").write_text("u1 s1\nu2 s2\nu3 s1\nu4 s2\n")
+    return root
+
+
+def test_prepare_trials_on_a_wav_scp_that_is_not_utf8(tmp_path):
+    data = _data_dir(tmp_path / "d", b"u1 /a/1.wav\nu2 /a/\xff.wav\nu3 /a/3.wav\nu4 /a/4.wav\n")
+    result = run(["prepare", "trials", data, tmp_path / "t.txt"])
+    assert_one_line_error(result, "wav.scp:2: not UTF-8 text (byte 0xff at column 7)")
+    assert not (tmp_path / "t.txt").exists()
+
+
+def test_prepare_trials_on_an_empty_data_dir(tmp_path):
+    data = _data_dir(tmp_path / "d", b"")
+    (data / "utt2spk").write_text("")
+    result = run(["prepare", "trials", data, tmp_path / "t.txt"])
+    assert_one_line_error(result, f"{data}: empty data dir")
+    assert not (tmp_path / "t.txt").exists()
+
+
+def test_prepare_dir_list_that_is_not_utf8(tmp_path):
+    (tmp_path / "audio").mkdir()
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"a.wav ann\n\xe9t\xe9.wav bo\n")
+    result = run(["prepare", "dir", tmp_path / "audio", tmp_path / "out", "--list", listing])
+    assert_one_line_error(result, "list.txt:2: not UTF-8 text (byte 0xe9 at column 1)")
+
+
+def test_prepare_dir_speaker_list_that_is_not_utf8(tmp_path):
+    speakers = tmp_path / "speakers.txt"
+    speakers.write_bytes(b"s1\n\xff\n")
+    result = run(["prepare", "dir", tmp_path, tmp_path / "out", "--speakers", speakers])
+    assert_one_line_error(result, "speakers.txt:2: not UTF-8 text")
