@@ -262,12 +262,14 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     """Rebuild the front-end (`Fbank`) and encoder from a checkpoint, ready for inference.
 
     Raises:
-        CheckpointError: unreadable checkpoint, unknown model name or mismatching weights.
+        CheckpointError: unreadable checkpoint, unknown model name or mismatching weights, or a
+            device that is not one or not on this machine ("cuda" without CUDA).
     """
     from speakerverify.frontend.fbank_config import FbankConfig
     from speakerverify.frontend.features import Fbank
     from speakerverify.models import build_model
 
+    device = _usable_device(path, device)
     payload = load_checkpoint(path)
     try:
         encoder = build_model(payload["model_name"], **payload["model_args"])
@@ -283,6 +285,27 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         embed_dim=int(encoder.embed_dim),
         sample_rate=int(payload["features"].get("sample_rate", 16000)),
     )
+
+
+def _usable_device(path: str | os.PathLike, device: str | torch.device) -> torch.device:
+    """`device` as a torch.device this machine has; CheckpointError naming it otherwise."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise CheckpointError(
+            f"{path}: cannot load on device {device!r} ({_first_line(err)})"
+        ) from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise CheckpointError(f"{path}: cannot load on {device!r}: CUDA is not available")
+        if parsed.index is not None and parsed.index >= count:
+            raise CheckpointError(f"{path}: cannot load on {device!r}: only {count} CUDA device(s)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise CheckpointError(f"{path}: cannot load on {device!r}: MPS is not available")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise CheckpointError(f"{path}: cannot load on {device!r}: use cpu, cuda or mps")
+    return parsed
 
 
 def average_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> str:

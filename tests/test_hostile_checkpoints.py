@@ -409,3 +409,25 @@ def test_pickled_code_is_refused_under_the_onnx_engine_too(tiny, tmp_path, monke
     monkeypatch.setenv(engine.BACKEND_ENV, "auto")
     with pytest.raises(CheckpointError, match="refused: it contains pickled code"):
         engine.load_command_model(path)
+
+
+# -- the API's device ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("bogus", "cannot load on device 'bogus'"),
+        ("meta", "use cpu, cuda or mps"),
+        ("cuda", "CUDA is not available"),
+    ],
+)
+def test_load_model_on_a_device_this_machine_lacks(tiny, device, message):
+    import speakerverify
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(CheckpointError) as caught:
+        speakerverify.load_model(tiny[0] / "tiny.pt", device=device)
+    assert str(tiny[0] / "tiny.pt") in str(caught.value) and message in str(caught.value)
+    assert "\n" not in str(caught.value)

@@ -300,4 +300,10 @@ def _read_embedding_store(directory: str | os.PathLike) -> tuple[np.ndarray, str
     embeddings = np.asarray(loaded.embeddings, dtype=np.float64)
     if embeddings.ndim != 2 or embeddings.shape[0] == 0:
         raise VerificationError(f"{directory}: no embeddings")
+    bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+    if bad.size:  # refused here, before the store is opened (or created)
+        raise VerificationError(
+            f"{directory}: embedding of {loaded.utt_ids[bad[0]]} (row {bad[0]}) is not finite; "
+            f"{bad.size} such row(s)"
+        )
     return embeddings, str(fingerprint)

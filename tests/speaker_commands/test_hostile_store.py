@@ -137,3 +137,16 @@ def test_a_speaker_name_longer_than_a_file_name_can_be_verified(fake_model, voic
     assert result.exit_code == 0, result.output
     missing = run(["verify", "王" * 99, voices["ann1"], "--threshold", "-1", *common])
     assert_clean_error(missing, "no enrolled speaker named")
+
+
+def test_adapt_embeddings_with_a_nan_row_is_refused_and_creates_no_store(tmp_path):
+    from speakerverify.backend.embedding_dir import save_embeddings
+
+    vectors = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    vectors[3, 2] = np.nan
+    ids = [f"u{i}" for i in range(5)]
+    save_embeddings(tmp_path / "emb", ids, vectors, {"model_fingerprint": FP})
+    store = tmp_path / "new.db"
+    result = run(["adapt", "--embeddings", tmp_path / "emb", "--store", store])
+    assert_clean_error(result, "embedding of u3 (row 3) is not finite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb"]
