@@ -85,13 +85,22 @@ def trial_labels(
     """Scores `(N,)` in trial order and labels `(N,)` for a score file read by `read_scores`.
 
     The fast case is a score file in trial order; otherwise trials are matched by (enroll, test).
+    A pair scored twice must have the same score both times.
 
     Raises:
-        ScoresError: a trial has no score (count and first example).
+        ScoresError: a trial has no score (count and first example), or two different scores.
     """
     if list(enroll) == list(trials.enroll) and list(test) == list(trials.test):
         return np.asarray(scores), np.asarray(trials.labels)
-    table = {(e, t): s for e, t, s in zip(enroll, test, np.asarray(scores).tolist(), strict=True)}
+    table: dict[tuple[str, str], float] = {}
+    rows = zip(enroll, test, np.asarray(scores).tolist(), strict=True)
+    for number, (e, t, s) in enumerate(rows, 1):
+        before = table.setdefault((e, t), s)
+        if before != s:  # the last would have won silently
+            raise ScoresError(
+                f"{path or 'scores'}: trial '{e} {t}' is scored twice, {before!r} and {s!r} "
+                f"(score {number})"
+            )
     aligned = np.empty(len(trials.enroll), np.float64)
     missing = 0
     first = None

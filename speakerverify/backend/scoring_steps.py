@@ -27,7 +27,7 @@ from speakerverify.backend.embedding_dir import (
     load_embeddings,
     with_enrollment_models,
 )
-from speakerverify.backend.score_files import read_scored_trials, write_scores
+from speakerverify.backend.score_files import ScoresError, read_scored_trials, write_scores
 from speakerverify.backend.scoring import cohort_means, score_trials
 
 if TYPE_CHECKING:  # speakerverify.data imports torch; the readers below import it when called
@@ -83,8 +83,8 @@ def score_trial_list(
         The number of trials scored.
 
     Raises:
-        TrialsError, EmbeddingStoreError, CalibrationError, ScoresError: unusable input, or
-            stores / calibration made by another model.
+        TrialsError, EmbeddingStoreError, CalibrationError, ScoresError: unusable input,
+            stores / calibration made by another model, or embeddings that score NaN.
     """
     from speakerverify.data import read_trials
 
@@ -102,6 +102,13 @@ def score_trial_list(
     if calibration_path:
         calibration = _load_calibration(calibration_path, fingerprint, norm)
     scores = score_trials(store, trials, mean=mean, cohort=cohort, norm=norm, top_n=top_n)
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:  # a NaN score is no score: refused, not written
+        first = int(bad[0])
+        raise ScoresError(
+            f"{store_path}: {bad.size} trial(s) score NaN or infinity, e.g. "
+            f"'{trials.enroll[first]} {trials.test[first]}': their embeddings are not finite"
+        )
     if calibration is not None:
         scores = calibration.apply(scores)
     write_scores(out, trials.enroll, trials.test, scores)
