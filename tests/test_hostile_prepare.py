@@ -54,3 +54,29 @@ def test_prepare_dir_speaker_list_that_is_not_utf8(tmp_path):
     speakers.write_bytes(b"s1\n\xff\n")
     result = run(["prepare", "dir", tmp_path, tmp_path / "out", "--speakers", speakers])
     assert_one_line_error(result, "speakers.txt:2: not UTF-8 text")
+
+
+def _four_speakers(root):
+    root.mkdir()
+    ids = [f"s{s}-{u}" for s in range(4) for u in range(3)]
+    (root / "wav.scp").write_text("".join(f"{u} /a/{u}.wav\n" for u in ids))
+    (root / "utt2spk").write_text("".join(f"{u} {u[:2]}\n" for u in ids))
+    return root
+
+
+def test_prepare_split_with_one_directory_for_both_sides(tmp_path):
+    data = _four_speakers(tmp_path / "d")
+    out = tmp_path / "out"
+    args = ["prepare", "split", data, "--hold-out-speakers", "1"]
+    result = run([*args, "--train-out", out, "--heldout-out", out])
+    assert_one_line_error(result, "--train-out and --heldout-out are one directory")
+    assert not out.exists()
+
+
+def test_prepare_split_onto_its_input(tmp_path):
+    data = _four_speakers(tmp_path / "d")
+    before = (data / "wav.scp").read_bytes()
+    args = ["prepare", "split", data, "--hold-out-speakers", "1"]
+    result = run([*args, "--train-out", tmp_path / "d", "--heldout-out", tmp_path / "h"])
+    assert_one_line_error(result, "is the input data dir")
+    assert (data / "wav.scp").read_bytes() == before and not (tmp_path / "h").exists()
