@@ -69,3 +69,22 @@ def test_a_path_through_a_file_is_not_found(tmp_path, wave):
     sf.write(tmp_path / "a.wav", wave, 16000)
     with pytest.raises(AudioError, match=r"file not found"):
         audio_info(tmp_path / "a.wav" / "b.wav")
+
+
+def test_a_wav_cut_short_is_not_read_as_if_whole(tmp_path):
+    full = tmp_path / "full.wav"
+    sf.write(full, speech_like(5.0, 16000, random_speaker(np.random.default_rng(2)), seed=3), 16000)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[: 44 + int(1.7 * 16000) * 2])  # 1.7 of 5 s
+    for read in (audio_info, load_audio, load_audio_array):
+        with pytest.raises(AudioError, match=r"cut\.wav: truncated: .* 5\.00 s .* 1\.70 s"):
+            read(cut)
+    assert audio_info(full).duration_seconds == 5.0  # a whole file is untouched
+
+
+def test_a_one_hertz_header_is_not_hours_of_speech(tmp_path, wave):
+    path = tmp_path / "slow.wav"
+    sf.write(path, wave[:240], 1)
+    for read in (audio_info, load_audio, load_audio_array):
+        with pytest.raises(AudioError, match="sample rate 1 Hz is too low for speech"):
+            read(path)

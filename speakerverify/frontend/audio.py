@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 SOUNDFILE_EXTENSIONS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64"}
 )
+# Below this a file cannot hold speech (a header claiming 1 Hz made 4 s into "239.5 s of speech").
+MIN_SAMPLE_RATE = 4000
 # File signatures of the formats above, to tell "not audio" from "corrupt audio".
 _AUDIO_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM", b".snd", b"caff")
 
@@ -117,6 +119,45 @@ def _uses_soundfile(path: Path) -> bool:
     return path.suffix.lower() in SOUNDFILE_EXTENSIONS
 
 
+def _check_rate(path: Path, sample_rate: int) -> None:
+    if sample_rate < MIN_SAMPLE_RATE:
+        raise AudioError(
+            f"{path}: sample rate {sample_rate} Hz is too low for speech "
+            f"(at least {MIN_SAMPLE_RATE} Hz); a corrupt header?"
+        )
+
+
+def _check_wav_length(path: Path) -> None:
+    """Refuse a RIFF WAV whose data chunk is shorter than its header says (a cut-off copy):
+    libsndfile reads what is there without a word. Streamed WAVs (size 0 or 0xFFFFFFFF) and
+    other formats pass."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError:
+        return  # the reader will say what is wrong
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    position, byte_rate = 12, 0
+    while position + 8 <= len(head):
+        chunk, length = (
+            head[position : position + 4],
+            int.from_bytes(head[position + 4 : position + 8], "little"),
+        )
+        if chunk == b"fmt " and position + 16 <= len(head):
+            byte_rate = int.from_bytes(head[position + 16 : position + 20], "little")
+        if chunk == b"data":
+            available = size - (position + 8)
+            if 0 < length < 0xFFFFFFFF and length > available and byte_rate > 0:
+                raise AudioError(
+                    f"{path}: truncated: its header promises {length / byte_rate:.2f} s of audio "
+                    f"but the file holds {max(available, 0) / byte_rate:.2f} s"
+                )
+            return
+        position += 8 + length + (length & 1)
+
+
 def audio_info(path: str | os.PathLike) -> AudioInfo:
     """Sample rate, length and channel count of a file without decoding it (ffmpeg formats decode).
 
@@ -131,9 +172,11 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
             raise _soundfile_error(path, error) from None
         num_frames, sample_rate = int(info.frames), int(info.samplerate)
         num_channels = int(info.channels)
+        _check_wav_length(path)
     else:
         mono, sample_rate, num_channels = _ffmpeg_decode(path, None)
         num_frames = int(mono.shape[0])
+    _check_rate(path, sample_rate)
     return AudioInfo(sample_rate, num_frames, num_channels, num_frames / sample_rate)
 
 
@@ -317,11 +360,14 @@ def read_audio(
             f"{path}: invalid crop (offset {offset_seconds} s, duration {duration_seconds} s)"
         )
     if _uses_soundfile(path):
+        if offset_seconds == 0 and duration_seconds is None:  # whole files; crops read on
+            _check_wav_length(path)
         data, file_rate = _read_soundfile(path, offset_seconds, duration_seconds)
         mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     else:
         # Decode at the file's rate so every format is resampled by the same (torchaudio) filter.
         mono, file_rate, _ = _ffmpeg_decode(path, None, offset_seconds, duration_seconds)
+    _check_rate(path, int(file_rate))
     if mono.size == 0:
         raise AudioError(f"{path}: contains no audio samples (zero length)")
     mono = np.ascontiguousarray(mono, dtype=np.float32)
