@@ -80,3 +80,45 @@ def test_prepare_split_onto_its_input(tmp_path):
     result = run([*args, "--train-out", tmp_path / "d", "--heldout-out", tmp_path / "h"])
     assert_one_line_error(result, "is the input data dir")
     assert (data / "wav.scp").read_bytes() == before and not (tmp_path / "h").exists()
+
+
+def _voice(path):
+    import numpy as np
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, np.random.default_rng(0).standard_normal(1600).astype(np.float32) * 0.1, 16000)
+
+
+def test_prepare_dir_refuses_a_speaker_folder_linked_inside_another(tmp_path):
+    import os
+
+    root = tmp_path / "corpus"
+    _voice(root / "alice" / "a1.wav")
+    _voice(root / "bob" / "b1.wav")
+    os.symlink(root / "bob", root / "alice" / "bob_too")  # used to label b1 as alice's
+    result = run(["prepare", "dir", root, tmp_path / "out"])
+    assert_one_line_error(result, "bob: is ", "alice/bob_too again (through a symlink)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_prepare_dir_refuses_a_file_reached_twice(tmp_path):
+    import os
+
+    root = tmp_path / "corpus"
+    _voice(root / "alice" / "a1.wav")
+    _voice(root / "bob" / "b1.wav")
+    os.symlink(root / "bob" / "b1.wav", root / "alice" / "b1.wav")
+    result = run(["prepare", "dir", root, tmp_path / "out"])
+    assert_one_line_error(result, "again (through a symlink)")
+
+
+def test_prepare_dir_still_follows_a_root_made_of_links(tmp_path):
+    import os
+
+    _voice(tmp_path / "store" / "x" / "a1.wav")
+    (tmp_path / "corpus").mkdir()
+    os.symlink(tmp_path / "store" / "x", tmp_path / "corpus" / "alice")
+    result = run(["prepare", "dir", tmp_path / "corpus", tmp_path / "out"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "utt2spk").read_text() == "alice/a1 alice\n"
