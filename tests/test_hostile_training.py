@@ -39,3 +39,25 @@ def test_train_with_a_nan_learning_rate_writes_nothing(tmp_path):
     )
     assert result.exit_code == 2 and "must be a finite number" in result.stderr
     assert result.stderr.count("\n") == 1 and not exp.exists()
+
+
+def test_a_refused_init_leaves_no_config_behind(tmp_path):
+    import torch
+
+    from speakerverify.checkpoint import save_checkpoint
+    from speakerverify.frontend.fbank_config import FbankConfig
+    from speakerverify.models import build_model
+
+    args = {"embed_dim": 16, "channels": 32, "stats_channels": 64}  # not the config's model
+    init = tmp_path / "other.pt"
+    torch.manual_seed(0)
+    save_checkpoint(
+        init, model_name="xvector", model_args=args,
+        model=build_model("xvector", **args).eval(), features=FbankConfig().to_dict(),
+    )  # fmt: skip
+    exp = tmp_path / "exp"
+    result = CliRunner().invoke(
+        main, ["train", str(TINY), "--exp-dir", str(exp), "--init", str(init)]
+    )
+    assert result.exit_code == 2 and "--init checkpoint is xvector" in result.stderr
+    assert not (exp / "config.yaml").exists()
