@@ -25,6 +25,7 @@ __all__ = [
     "NotRegularFileError",
     "NotUtf8Error",
     "OutputError",
+    "check_input",
     "file_kind",
     "resolve_output",
     "utf8_lines",
@@ -61,8 +62,8 @@ class OutputError(SpeakerVerifyError, OSError):
 class NotRegularFileError(OutputError):
     """The output exists and is not a regular file (a FIFO, device, directory, socket)."""
 
-    def __init__(self, path: Path, kind: str) -> None:
-        super().__init__(path, f"is {kind}, not a regular file: refusing to replace it")
+    def __init__(self, path: Path, kind: str, action: str = "replace it") -> None:
+        super().__init__(path, f"is {kind}, not a regular file: refusing to {action}")
 
 
 def write_atomic(
@@ -138,6 +139,25 @@ def resolve_output(path: str | os.PathLike) -> Path:
     return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
+def check_input(path: str | os.PathLike) -> None:
+    """Refuse an input that exists and is not a regular file (a FIFO would block the reader
+    forever, a device would be read without end); a missing file is left to the reader.
+
+    Raises:
+        NotRegularFileError: "<path>: is a FIFO, not a regular file: ...".
+        OutputError: a symlink loop or a name too long (cannot even be looked at).
+    """
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise OutputError(path, f"cannot read ({error.strerror})", error.errno) from None
+    if not stat.S_ISREG(mode):
+        raise NotRegularFileError(path, file_kind(mode), "read it")
+
+
 class NotUtf8Error(SpeakerVerifyError, ValueError):
     """A text file (wav.scp, a trial list, a score file, a list) with bytes that are not UTF-8."""
 
@@ -148,8 +168,10 @@ def utf8_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
 
     Raises:
         NotUtf8Error: "<path>:<line>: not UTF-8 text (byte 0xff at column 7)".
+        NotRegularFileError: a FIFO, device or directory, which reading would block on or fail.
         OSError: the file cannot be opened or read (callers word it).
     """
+    check_input(path)
     lineno = 0
     with open(path, encoding="utf-8") as stream:
         try:

@@ -19,7 +19,7 @@ import numpy as np
 from speakerverify.backend.metrics import check_prior, check_trials
 from speakerverify.backend.scoring import NORMS
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.files import write_atomic
+from speakerverify.files import check_input, write_atomic
 
 __all__ = [
     "Calibration",
@@ -142,6 +142,7 @@ class Calibration:
         """
         path = Path(path)
         try:
+            check_input(path)  # a FIFO would block read_text forever
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise CalibrationError(f"{path}: calibration file not found") from None
