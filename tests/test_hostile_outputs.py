@@ -167,7 +167,14 @@ def inputs(tmp_path_factory):
 COMMANDS = {
     "speakers export": lambda d: ["speakers", "export", "--store", d / "speakers.db", "--out"],
     "score": lambda d: ["score", d / "trials.txt", d / "emb", "--out"],
-    "calibrate": lambda d: ["calibrate", d / "trials.txt", d / "scores.txt", "--out"],
+    "calibrate": lambda d: [
+        "calibrate",
+        d / "trials.txt",
+        d / "scores.txt",
+        "--model",
+        d / "model.pt",
+        "--out",
+    ],
     "prepare trials": lambda d: ["prepare", "trials", d / "data", "--num-targets", "2"],
     "average": lambda d: ["average", d / "model.pt", "--out"],
     "model export": lambda d: ["model", "export", d / "model.pt", "--onnx"],
