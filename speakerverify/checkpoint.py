@@ -8,11 +8,10 @@ train_state}`.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +21,21 @@ import torch
 from torch import nn
 
 from speakerverify._version import __version__
-from speakerverify.errors import SpeakerVerifyError
+from speakerverify.checkpoint_rules import (
+    FORMAT_VERSION,
+    INFERENCE_ARGS,
+    CheckpointError,
+    Weights,
+    check_payload,
+    fingerprint_weights,
+)
 from speakerverify.files import write_atomic
 
+# FORMAT_VERSION, INFERENCE_ARGS and CheckpointError live in the torch-free `checkpoint_rules`
+# (the fast path checks checkpoints by the same rules) and are re-exported here.
 __all__ = [
+    "FORMAT_VERSION",
+    "INFERENCE_ARGS",
     "CheckpointError",
     "LoadedModel",
     "average_checkpoints",
@@ -38,19 +48,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-REQUIRED_KEYS = ("model_name", "model_args", "state_dict", "features", "fingerprint")
-
-
-class CheckpointError(SpeakerVerifyError):
-    """A checkpoint cannot be written, read or used; the one-line message names the file."""
-
-
-# Model arguments that change what the same weights compute, with their defaults. A value other
-# than the default is part of the fingerprint; at the default it is left out, so fingerprints of
-# checkpoints written before the argument existed do not change.
-INFERENCE_ARGS: dict[str, Any] = {"centre_embeddings": True}
-
 
 def model_fingerprint(
     state_dict: dict[str, torch.Tensor],
@@ -61,24 +58,20 @@ def model_fingerprint(
     differ from their defaults (order independent).
 
     Two checkpoints with equal weights and front-end give the same fingerprint, whatever their
-    training state; embedding and enrollment stores record it to refuse mixing models.
+    training state; embedding and enrollment stores record it to refuse mixing models. Computed
+    by `checkpoint_rules.fingerprint_weights`, which the torch-free fast path uses too.
     """
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().to("cpu").contiguous().reshape(-1)
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    digest.update(json.dumps(features, sort_keys=True).encode())
-    changed = {
-        key: value
-        for key, value in (model_args or {}).items()
-        if key in INFERENCE_ARGS and value != INFERENCE_ARGS[key]
-    }
-    if changed:
-        digest.update(json.dumps(changed, sort_keys=True).encode())
-    return digest.hexdigest()[:16]
+    return fingerprint_weights(as_weights(state_dict), features, model_args)
+
+
+def as_weights(state_dict: dict[str, torch.Tensor]) -> dict[str, Weights]:
+    """A state dict's tensors as the bytes the fingerprint hashes and the checks read."""
+    weights = {}
+    for name, value in state_dict.items():
+        tensor = value.detach().to("cpu").contiguous()
+        flat = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        weights[name] = Weights(str(tensor.dtype), tuple(tensor.shape), flat)
+    return weights
 
 
 def save_checkpoint(
@@ -167,45 +160,89 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+PICKLED_CODE = "refused: it contains pickled code"
+
+
+def _refusal(path: Path, err: BaseException) -> str:
+    """Why `torch.load(weights_only=True)` failed, in one line. Never torch's own advice to
+    retry with `weights_only=False`: that would run whatever the file's pickle calls."""
+    message = str(err)
+    found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", message)
+    code = found.group(1) if found else _foreign_global(path)
+    if code:
+        return f"{PICKLED_CODE} ({code}), not only tensors and plain types; not run"
+    if "WeightsUnpickler error:" in message:
+        detail = message.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        cause = f"not a readable checkpoint ({detail})"
+    else:
+        cause = f"not a readable checkpoint ({type(err).__name__}: {_first_line(err)})"
+    if "weights_only" in cause.lower() or "weights only" in cause.lower():
+        return f"{PICKLED_CODE} or data that only an unsafe load would accept; not run"
+    return cause
+
+
+def _foreign_global(path: Path) -> str | None:
+    """The first global other than torch's and OrderedDict that the file's pickle names, found
+    by reading its opcodes (nothing is built or run); None when there is none or it cannot be
+    read. torch's safe loader stops at opcodes it does not know (pickle protocol 4 and later)
+    before it sees the globals, so this names what such a file would have called."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                data = archive.read(names[0]) if names else b""
+        else:
+            data = path.read_bytes()
+        strings: list[str] = []
+        for opcode, argument, _ in pickletools.genops(data):
+            if opcode.name in ("GLOBAL", "INST"):
+                name = str(argument).replace(" ", ".")
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                name = f"{strings[-2]}.{strings[-1]}"
+            else:
+                if isinstance(argument, str):
+                    strings.append(argument)
+                continue
+            if not (name.startswith("torch.") or name == "collections.OrderedDict"):
+                return name
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return None
+    return None
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint with `torch.load(weights_only=True)` and check its keys.
+    """Read a checkpoint with `torch.load(weights_only=True)` and check it
+    (`checkpoint_rules.check_payload`): its fingerprint is computed from the weights and must be
+    the one the file states.
 
     Raises:
         CheckpointError: missing/unreadable file, not a checkpoint, corrupt, or containing
-            pickled objects other than tensors and plain types (refused, never executed).
+            pickled objects other than tensors and plain types (refused, never executed); an
+            unknown model name, non-finite weights, or weights changed after the file was
+            written.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        message = str(err)
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
-        if found:
-            cause = (
-                f"refused: it contains a pickled object ({found.group(1)}), "
-                "not only tensors and plain types"
-            )
-        elif "WeightsUnpickler error:" in message:
-            detail = message.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
-            cause = f"not a readable checkpoint ({detail})"
-        else:
-            cause = f"not a readable checkpoint ({type(err).__name__}: {_first_line(err)})"
-        raise CheckpointError(f"{path}: {cause}") from None
-    if not isinstance(payload, dict):
-        raise CheckpointError(f"{path}: not a speakerverify checkpoint (not a dict)")
-    missing = [key for key in REQUIRED_KEYS if key not in payload]
-    if missing:
-        raise CheckpointError(f"{path}: not a speakerverify checkpoint (missing {missing})")
-    if not isinstance(payload["state_dict"], dict):
-        raise CheckpointError(f"{path}: corrupt checkpoint (state_dict is not a dict)")
-    version = payload.get("format_version", 0)
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format {version} is newer than this speakerverify "
-            f"({FORMAT_VERSION}); upgrade speakerverify"
-        )
+        with warnings.catch_warnings():
+            # torch warns on stderr about the pickle protocol of a file it did not write: noise
+            # before the one-line error such a file (never a checkpoint of ours) gets
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types (pickle, zip, RuntimeError, EOF)
+        raise CheckpointError(f"{path}: {_refusal(path, err)}") from None
+    state_dict = payload.get("state_dict") if isinstance(payload, dict) else None
+    weights = {}
+    if isinstance(state_dict, dict):
+        for name, value in state_dict.items():
+            if not isinstance(value, torch.Tensor):
+                raise CheckpointError(f"{path}: corrupt checkpoint (state_dict[{name!r}])")
+        weights = as_weights(state_dict)
+    check_payload(path, payload, weights)
     return payload
 
 
@@ -225,12 +262,14 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     """Rebuild the front-end (`Fbank`) and encoder from a checkpoint, ready for inference.
 
     Raises:
-        CheckpointError: unreadable checkpoint, unknown model name or mismatching weights.
+        CheckpointError: unreadable checkpoint, unknown model name or mismatching weights, or a
+            device that is not one or not on this machine ("cuda" without CUDA).
     """
     from speakerverify.frontend.fbank_config import FbankConfig
     from speakerverify.frontend.features import Fbank
     from speakerverify.models import build_model
 
+    device = _usable_device(path, device)
     payload = load_checkpoint(path)
     try:
         encoder = build_model(payload["model_name"], **payload["model_args"])
@@ -241,11 +280,32 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     return LoadedModel(
         frontend=frontend.to(device).eval(),
         encoder=encoder.to(device).eval(),
-        fingerprint=payload["fingerprint"],
+        fingerprint=payload["fingerprint"],  # computed from the weights by load_checkpoint
         model_name=payload["model_name"],
         embed_dim=int(encoder.embed_dim),
         sample_rate=int(payload["features"].get("sample_rate", 16000)),
     )
+
+
+def _usable_device(path: str | os.PathLike, device: str | torch.device) -> torch.device:
+    """`device` as a torch.device this machine has; CheckpointError naming it otherwise."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise CheckpointError(
+            f"{path}: cannot load on device {device!r} ({_first_line(err)})"
+        ) from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise CheckpointError(f"{path}: cannot load on {device!r}: CUDA is not available")
+        if parsed.index is not None and parsed.index >= count:
+            raise CheckpointError(f"{path}: cannot load on {device!r}: only {count} CUDA device(s)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise CheckpointError(f"{path}: cannot load on {device!r}: MPS is not available")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise CheckpointError(f"{path}: cannot load on {device!r}: use cpu, cuda or mps")
+    return parsed
 
 
 def average_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> str:

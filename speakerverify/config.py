@@ -8,6 +8,7 @@ overrides) into one `Config` of these sections.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
@@ -44,6 +45,10 @@ def _choice(section: str, name: str, value: Any, valid: tuple[str, ...] | list[s
 
 
 def _positive(section: str, name: str, value: float, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{section}.{name}: must be a number, got {value!r}")
+    if not math.isfinite(value):  # a NaN passed every comparison below
+        raise ConfigError(f"{section}.{name}: must be a finite number, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"{section}.{name}: must be {bound}, got {value!r}")

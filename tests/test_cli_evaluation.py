@@ -28,8 +28,14 @@ def run(*args: str):
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
-    """A synthetic store (3 speakers' clusters in 16-D), a trial list, and a cohort store."""
+    """A synthetic store (3 speakers' clusters in 16-D), a trial list, a cohort store, and the
+    checkpoint they are said to come from (a calibration names its model)."""
     root = tmp_path_factory.mktemp("scored")
+    args = {"embed_dim": 16, "channels": 32, "stats_channels": 64}
+    fingerprint = save_checkpoint(
+        root / "model.pt", model_name="xvector", model_args=args,
+        model=build_model("xvector", **args).eval(), features=FbankConfig().to_dict(),
+    )  # fmt: skip
     rng = np.random.default_rng(5)
     centres = rng.standard_normal((12, 16))
     ids, rows = [], []
@@ -37,10 +43,13 @@ def scored(tmp_path_factory):
         for u in range(6):
             ids.append(f"id{s:05d}/x/{u:05d}")
             rows.append(centres[s] + 0.8 * rng.standard_normal(16))
-    save_embeddings(root / "store", ids, np.asarray(rows), {"model_fingerprint": "abcd"})
+    save_embeddings(root / "store", ids, np.asarray(rows), {"model_fingerprint": fingerprint})
     cohort_ids = [f"id9{s:04d}/c/{u:05d}" for s in range(10) for u in range(3)]
     save_embeddings(
-        root / "cohort", cohort_ids, rng.standard_normal((30, 16)), {"model_fingerprint": "abcd"}
+        root / "cohort",
+        cohort_ids,
+        rng.standard_normal((30, 16)),
+        {"model_fingerprint": fingerprint},
     )
     pairs = rng.integers(0, len(ids), (400, 2))
     labels = np.array([ids[a][:7] == ids[b][:7] for a, b in pairs], np.int8)
@@ -68,7 +77,13 @@ def test_score_evaluate_calibrate_round_trip(scored, tmp_path):
     assert 0 < report["eer"] < 0.3 and report["num_trials"] == 400
 
     calibration = tmp_path / "calib.json"
-    result = run("calibrate", scored / "trials.txt", scores, "--out", calibration)
+    unbound = run("calibrate", scored / "trials.txt", scores, "--out", calibration)
+    assert unbound.exit_code == 2 and "give --model CKPT" in unbound.output
+    assert not calibration.exists()
+    result = run(
+        "calibrate", scored / "trials.txt", scores, "--out", calibration,
+        "--model", scored / "model.pt",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Cllr" in result.output
     assert Calibration.load(calibration).slope > 0

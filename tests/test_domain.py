@@ -114,5 +114,5 @@ def test_store_round_trips_the_adapted_rule_and_names_corrupt_values(tmp_path, r
         store.set_domain(domain, fingerprint=FP)
         store._conn.execute("UPDATE meta SET value = x'0102' WHERE key = 'domain_cohort'")
         store._conn.commit()
-        with pytest.raises(StoreError, match="corrupt domain adaptation"):
+        with pytest.raises(StoreError, match=r"corrupt store \(meta row domain_cohort\)"):
             _ = store.domain_mean

@@ -199,11 +199,21 @@ def test_two_gaussian_scores_give_phi_eer_and_calibration_keeps_it(rng):
 
 
 def test_score_and_calibrate_are_one_call_each(tmp_path, rng):
+    from speakerverify.checkpoint import save_checkpoint
     from speakerverify.data import write_trials
+    from speakerverify.frontend.fbank_config import FbankConfig
+    from speakerverify.models import build_model
 
+    args = {"embed_dim": 16, "channels": 32, "stats_channels": 64}
+    model_path = tmp_path / "model.pt"
+    fingerprint = save_checkpoint(
+        model_path, model_name="xvector", model_args=args,
+        model=build_model("xvector", **args).eval(), features=FbankConfig().to_dict(),
+    )  # fmt: skip
     store, speakers = make_store(rng, num_speakers=8, per_speaker=6)
     trials = make_trials(rng, store, speakers, num_trials=300)
-    save_embeddings(tmp_path / "store", store.utt_ids, store.embeddings, {"model_fingerprint": "a"})
+    meta = {"model_fingerprint": fingerprint}
+    save_embeddings(tmp_path / "store", store.utt_ids, store.embeddings, meta)
     write_trials(tmp_path / "trials.txt", trials, format="kaldi")
     trials_path, store_path = tmp_path / "trials.txt", tmp_path / "store"
     scores_path, calibration_path = tmp_path / "scores.txt", tmp_path / "cal.json"
@@ -215,7 +225,8 @@ def test_score_and_calibrate_are_one_call_each(tmp_path, rng):
     _, labels = read_scored_trials(trials_path, scores_path)
     np.testing.assert_array_equal(labels, trials.labels)
 
-    report = calibrate_scores(trials_path, scores_path, calibration_path)
+    report = calibrate_scores(trials_path, scores_path, calibration_path, model_path=model_path)
+    assert report.calibration.model_fingerprint == fingerprint
     assert Calibration.load(calibration_path) == report.calibration
     assert report.num_trials == len(trials) and report.cllr < 1.0
     assert report.min_cllr <= report.cllr + 1e-9

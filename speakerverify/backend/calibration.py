@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from speakerverify.backend.metrics import check_prior, check_trials
+from speakerverify.backend.scoring import NORMS
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.files import write_atomic
+from speakerverify.files import check_input, write_atomic
 
 __all__ = [
     "Calibration",
@@ -39,10 +40,14 @@ class CalibrationError(SpeakerVerifyError, ValueError):
 class Calibration:
     """Affine map from raw scores to log-likelihood ratios: `llr = slope * score + offset`.
 
+    A calibration is saved and loaded only when `check` passes: a positive finite slope, a finite
+    offset, a prior in (0, 1), the fingerprint of the model it was fitted for, a known norm.
+
     Attributes:
         slope: > 0 for a usable calibration.
         offset: in LLR units.
-        model_fingerprint: fingerprint of the model whose scores were calibrated ("" unknown).
+        model_fingerprint: fingerprint of the model whose scores were calibrated ("" unknown:
+            such a calibration may be used in memory, never saved or loaded).
         prior: effective target prior used to weight the training trials.
         num_targets: target trials it was fitted on.
         num_nontargets: non-target trials it was fitted on.
@@ -114,12 +119,56 @@ class Calibration:
         )
         return replace(self, default_p_target=p_target, operating_point=text)
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write as a small JSON object, atomically.
+    def check(self, source: str | os.PathLike) -> None:
+        """Refuse a calibration that cannot be used safely, naming `source` (its file).
+
+        A slope <= 0 accepts the lowest scores (0 accepts everything once the offset allows);
+        a calibration without a model fingerprint would apply to any model.
 
         Raises:
-            CalibrationError: the file cannot be written.
+            CalibrationError: one line saying which field is wrong.
         """
+        for key in ("slope", "offset", "prior"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise CalibrationError(f"{source}: '{key}' must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise CalibrationError(f"{source}: '{key}' is not finite")
+        if not self.slope > 0:
+            raise CalibrationError(
+                f"{source}: slope {self.slope:g} is not positive: higher scores must mean the "
+                "same speaker; re-run `speakerverify calibrate`"
+            )
+        if not 0.0 < self.prior < 1.0:
+            raise CalibrationError(f"{source}: prior {self.prior:g} is not in (0, 1)")
+        if not isinstance(self.model_fingerprint, str) or not self.model_fingerprint:
+            raise CalibrationError(
+                f"{source}: no model_fingerprint: a calibration must name the model it was fitted "
+                "for (`speakerverify calibrate --model CKPT`)"
+            )
+        if self.norm not in NORMS:
+            raise CalibrationError(
+                f"{source}: unknown norm {self.norm!r}; valid: {', '.join(NORMS)}"
+            )
+        for key in ("num_targets", "num_nontargets"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise CalibrationError(f"{source}: '{key}' must be a count, got {value!r}")
+        point = self.default_p_target
+        if point is not None and (
+            isinstance(point, bool) or not isinstance(point, int | float) or not 0 < point < 1
+        ):
+            raise CalibrationError(f"{source}: 'default_p_target' must be a number in (0, 1)")
+        if not isinstance(self.operating_point, str):
+            raise CalibrationError(f"{source}: 'operating_point' must be text")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write as a small JSON object, atomically, once `check` passes.
+
+        Raises:
+            CalibrationError: the calibration fails `check`, or the file cannot be written.
+        """
+        self.check(path)
         text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -129,13 +178,15 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Calibration:
-        """Read a JSON calibration written by `save`.
+        """Read a JSON calibration written by `save` and `check` it.
 
         Raises:
-            CalibrationError: missing file, bad JSON, missing/unknown keys, non-numbers.
+            CalibrationError: missing file, bad JSON, missing/unknown keys, non-numbers, or a
+                calibration `check` refuses (slope <= 0, prior outside (0, 1), no fingerprint).
         """
         path = Path(path)
         try:
+            check_input(path)  # a FIFO would block read_text forever
             data = json.loads(path.read_text())
         except FileNotFoundError:
             raise CalibrationError(f"{path}: calibration file not found") from None
@@ -149,18 +200,12 @@ class Calibration:
             raise CalibrationError(
                 f"{path}: unknown keys {sorted(unknown)}; valid: {', '.join(sorted(valid))}"
             )
-        for key in ("slope", "offset"):
-            value = data.get(key)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise CalibrationError(f"{path}: '{key}' must be a number")
-            if not math.isfinite(value):
-                raise CalibrationError(f"{path}: '{key}' is not finite")
-        point = data.get("default_p_target")
-        if point is not None and (
-            isinstance(point, bool) or not isinstance(point, int | float) or not 0 < point < 1
-        ):
-            raise CalibrationError(f"{path}: 'default_p_target' must be a number in (0, 1)")
-        return cls(**data)
+        missing = sorted({"slope", "offset", "model_fingerprint"} - set(data))
+        if missing:
+            raise CalibrationError(f"{path}: missing keys {missing}")
+        calibration = cls(**data)
+        calibration.check(path)
+        return calibration
 
 
 def default_calibration_path(model_path: str | os.PathLike) -> Path:
@@ -186,6 +231,11 @@ def fit_calibration(
         scores: (N,) raw development scores.
         labels: (N,) 1 target / 0 non-target.
         prior: effective target prior of the fit (0.5 = the usual balanced Cllr objective).
+
+    Raises:
+        CalibrationError: unusable scores or labels, or scores that do not separate targets from
+            non-targets (constant, or higher for non-targets): their fit has a slope <= 0, which
+            would accept everything or the wrong trials.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -204,11 +254,26 @@ def fit_calibration(
     weights = np.where(labels, prior / num_targets, (1.0 - prior) / num_nontargets)
     weights *= labels.size  # keep the loss scale near the unweighted one for the solver
     # centre/scale the input so lbfgs converges on tiny score ranges (cosines ~ 0.1 apart)
-    centre, scale = float(scores.mean()), float(scores.std()) or 1.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        centre, scale = float(scores.mean()), float(scores.std())
+    if not (math.isfinite(centre) and math.isfinite(scale)):
+        raise CalibrationError(
+            f"scores too large to calibrate (up to {float(np.abs(scores).max()):g} in magnitude)"
+        )
+    if scale == 0.0:
+        raise CalibrationError(
+            f"all {labels.size} scores are {centre:g}: they cannot separate targets from "
+            "non-targets, so no calibration can be fitted"
+        )
     model = LogisticRegression(C=np.inf, tol=1e-10, max_iter=1000)
     model.fit(((scores - centre) / scale)[:, None], labels, sample_weight=weights)
     slope = float(model.coef_[0, 0]) / scale
     offset = float(model.intercept_[0]) - slope * centre - math.log(prior / (1.0 - prior))
+    if not (slope > 0 and math.isfinite(slope) and math.isfinite(offset)):
+        raise CalibrationError(
+            f"the scores do not separate targets from non-targets (fitted slope {slope:g}: "
+            "targets do not score higher); no calibration written"
+        )
     return Calibration(
         slope=slope,
         offset=offset,

@@ -3,6 +3,10 @@ onnxruntime (no torch import: the fast cold start). `$SPEAKERVERIFY_BACKEND` for
 
 The ONNX twin of `X.pt` is `X.onnx` next to it (the bundled model ships one), used only when its
 metadata fingerprint equals the checkpoint's, so stores and calibrations work with either engine.
+The checkpoint is checked as the torch loader checks it (format, model name, finite weights, the
+fingerprint computed from its weights), and the twin's graph and weights must hash to what its
+export recorded. This catches a twin corrupted or swapped after export (random weights under
+copied metadata), not a forger who can write the model's directory: they can rewrite any file.
 """
 
 from __future__ import annotations
@@ -10,12 +14,10 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import pickle
-import zipfile
 from pathlib import Path
-from typing import Any
 
 from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
+from speakerverify.checkpoint_rules import check_payload, read_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -23,46 +25,18 @@ BACKEND_ENV = "SPEAKERVERIFY_BACKEND"
 BACKENDS = ("auto", "torch", "onnx")
 
 
-class _FingerprintUnpickler(pickle.Unpickler):
-    """Reads a torch checkpoint's pickle without torch: tensors become None, storages are not
-    read, and only plain containers are built (anything else is refused)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "collections" and name == "OrderedDict":
-            from collections import OrderedDict
-
-            return OrderedDict
-        if module == "torch" or module.startswith("torch."):
-            return _ignored
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed")
-
-    def persistent_load(self, pid: Any) -> None:
-        return None
-
-
-def _ignored(*args: Any, **kwargs: Any) -> None:
-    return None
-
-
 def checkpoint_fingerprint(path: str | os.PathLike) -> str | None:
-    """The fingerprint stored in a checkpoint, read without torch (None when it cannot be).
+    """The fingerprint of a checkpoint computed from its weights without torch, once it passes
+    the checks torch's loader makes (`checkpoint_rules.check_payload`); None when it cannot be
+    read without torch (torch will say what is wrong, if anything).
 
-    A torch checkpoint is a zip whose `*/data.pkl` holds the structure; the tensor data lives in
-    other members, which are not read.
+    Raises:
+        checkpoint_rules.CheckpointError: the file is read and is not usable (as under torch).
     """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-            if len(names) != 1:
-                return None
-            with archive.open(names[0]) as handle:
-                payload = _FingerprintUnpickler(handle).load()
-    except (OSError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, ValueError):
+    read = read_checkpoint(path)
+    if read is None:
         return None
-    except Exception:  # a malformed pickle can raise almost anything; torch will say what
-        return None
-    fingerprint = payload.get("fingerprint") if isinstance(payload, dict) else None
-    return fingerprint if isinstance(fingerprint, str) else None
+    return check_payload(path, *read)
 
 
 def onnxruntime_available() -> bool:
@@ -82,7 +56,12 @@ def requested_backend() -> str:
 
 def _onnx_model(checkpoint_path: str, forced: bool) -> SpeakerModel | None:
     """The ONNX twin as a SpeakerModel, or None (with `forced`, a one-line error instead)."""
-    from speakerverify.backend.onnx_embedder import OnnxEmbedder, OnnxModelError, onnx_twin
+    from speakerverify.backend.onnx_embedder import (
+        OnnxEmbedder,
+        OnnxModelError,
+        check_twin_graph,
+        onnx_twin,
+    )
 
     def unusable(reason: str) -> None:
         if forced:
@@ -97,9 +76,10 @@ def _onnx_model(checkpoint_path: str, forced: bool) -> SpeakerModel | None:
             f"{checkpoint_path}: no ONNX twin {twin} "
             f"(write it with `speakerverify model export {checkpoint_path} --onnx {twin}`)"
         )
-    fingerprint = checkpoint_fingerprint(checkpoint_path)
-    if fingerprint is None:
-        return unusable(f"{checkpoint_path}: cannot read its fingerprint without torch")
+    read = read_checkpoint(checkpoint_path)
+    if read is None:
+        return unusable(f"{checkpoint_path}: cannot read it without torch")
+    fingerprint = check_payload(checkpoint_path, *read)  # refused as under torch
     try:
         embedder = OnnxEmbedder(twin)
     except OnnxModelError as error:
@@ -108,6 +88,12 @@ def _onnx_model(checkpoint_path: str, forced: bool) -> SpeakerModel | None:
         return unusable(
             f"{twin} is model {embedder.fingerprint}, but {checkpoint_path} is model "
             f"{fingerprint}: re-export it"
+        )
+    # Metadata naming the checkpoint's model over other weights or nodes is refused outright.
+    if not check_twin_graph(twin, embedder.graph_hash):
+        return unusable(
+            f"{twin}: exported without a graph hash, so its weights cannot be checked: "
+            f"re-export it (`speakerverify model export {checkpoint_path} --onnx {twin}`)"
         )
     return SpeakerModel(
         embedder, fingerprint, embedder.sample_rate, str(checkpoint_path), backend="onnx"
@@ -118,7 +104,8 @@ def load_command_model(checkpoint_path: str | os.PathLike) -> SpeakerModel:
     """The model for enroll/verify/identify: the ONNX twin when usable (or forced), else torch.
 
     Raises:
-        checkpoint.CheckpointError: the torch path's checkpoint errors, as before.
+        checkpoint.CheckpointError: the checkpoint's errors, the same under either engine.
+        onnx_embedder.OnnxModelError: a twin whose graph or weights changed after its export.
         VerificationError: a bad `$SPEAKERVERIFY_BACKEND`, or `onnx` forced but not usable.
     """
     checkpoint_path = str(checkpoint_path)

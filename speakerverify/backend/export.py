@@ -1,7 +1,8 @@
 """Export a checkpoint's encoder to ONNX: log-mel features `(B, T, F)` in, embeddings `(B, D)` out.
 
 The front-end is not exported: compute the features as the checkpoint's front-end does (its config
-is in the ONNX metadata as `frontend`, with the `fingerprint`). Embeddings are the encoder's raw
+is in the ONNX metadata as `frontend`, with the `fingerprint` and the `graph_sha256` the fast path
+checks). Embeddings are the encoder's raw
 output, as `Embedder` returns them before L2 normalisation. The batch and time axes are dynamic.
 """
 
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from speakerverify.backend.onnx_embedder import GRAPH_HASH_KEY, graph_sha256
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.files import write_atomic
+from speakerverify.files import resolve_output, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ def export_onnx(
         raise ExportError(f"{out}: is a directory")
     if not out.parent.is_dir():
         raise ExportError(f"{out}: directory {out.parent} does not exist")
+    resolve_output(out)  # a FIFO or device is refused before tracing, not after
     onnx = _import_onnx()
     loaded = load_model(checkpoint_path)
     encoder = loaded.encoder.eval()
@@ -99,10 +102,16 @@ def export_onnx(
             "frontend": json.dumps(loaded.frontend.config.to_dict(), sort_keys=True),
             "min_frames": str(min_frames),
         }
+        # the hash of the graph as serialized: what the fast path checks before it trusts the
+        # fingerprint above (the metadata is outside the graph, so adding it keeps the hash)
+        metadata[GRAPH_HASH_KEY] = graph_sha256(proto.SerializeToString())
         for key, value in metadata.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
-        write_atomic(out, proto.SerializeToString())
+        serialized = proto.SerializeToString()
+        if graph_sha256(serialized) != metadata[GRAPH_HASH_KEY]:
+            raise ExportError(f"{out}: the graph serialised differently twice; not written")
+        write_atomic(out, serialized)
     except OSError as error:
         raise ExportError(f"{out}: cannot write ({error.strerror or error})") from None
     except Exception as error:  # what the exporter cannot trace: one line, not a traceback

@@ -5,6 +5,7 @@ exported by `speakerverify.backend.export`, run by onnxruntime. A drop-in for
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -70,6 +71,7 @@ class OnnxEmbedder:
             self.config = FbankConfig.from_dict(json.loads(metadata["frontend"]))
             self.min_frames = int(metadata.get("min_frames", 1))
             self.embed_dim = int(metadata["embed_dim"])
+            self.graph_hash = metadata.get(GRAPH_HASH_KEY)
         except Exception as error:  # onnxruntime raises its own exception types
             cause = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise OnnxModelError(
@@ -123,3 +125,82 @@ class OnnxEmbedder:
 def onnx_twin(checkpoint_path: str | os.PathLike) -> Path:
     """Where a checkpoint's ONNX twin lives: `X.onnx` next to `X.pt`."""
     return Path(checkpoint_path).with_suffix(".onnx")
+
+
+# -- the twin's graph as exported -----------------------------------------------------------
+
+GRAPH_HASH_KEY = "graph_sha256"  # metadata: sha256 of the serialized graph (nodes and weights)
+
+
+def _fields(buffer: bytes, start: int = 0, end: int | None = None):
+    """(field number, wire type, value) of a protobuf message; length-delimited values as
+    (offset, length) into `buffer`, so megabytes of weights are never copied while walking."""
+    end = len(buffer) if end is None else end
+    position = start
+    while position < end:
+        key, position = _varint(buffer, position)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, position = _varint(buffer, position)
+        elif wire == 1:
+            value, position = None, position + 8
+        elif wire == 2:
+            length, position = _varint(buffer, position)
+            value, position = (position, length), position + length
+        elif wire == 5:
+            value, position = None, position + 4
+        else:
+            raise ValueError(f"protobuf wire type {wire}")
+        if position > end:
+            raise ValueError("truncated protobuf message")
+        yield number, wire, value
+
+
+def _varint(buffer: bytes, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if position >= len(buffer) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = buffer[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, position
+
+
+def graph_sha256(model: bytes) -> str:
+    """sha256 (hex) of the serialized graph of an ONNX ModelProto: its nodes and initializers,
+    not its metadata (where `export_onnx` records it). Read with a minimal protobuf walk, as the
+    fast path has no `onnx` package.
+
+    Raises:
+        ValueError: not a protobuf message, or no graph in it.
+    """
+    graphs = [value for number, wire, value in _fields(model) if number == 7 and wire == 2]
+    if len(graphs) != 1:
+        raise ValueError(f"{len(graphs)} graphs")
+    start, length = graphs[0]
+    return hashlib.sha256(memoryview(model)[start : start + length]).hexdigest()
+
+
+def check_twin_graph(onnx_path: str | os.PathLike, recorded: str | None) -> bool:
+    """Whether the twin's graph is the one `export_onnx` wrote: False when no hash was recorded
+    (an export older than the check; the torch engine serves instead).
+
+    Raises:
+        OnnxModelError: the graph or its weights were changed after export (its hash is not the
+            recorded one), or the file cannot be read.
+    """
+    if not recorded:
+        return False
+    try:
+        actual = graph_sha256(Path(onnx_path).read_bytes())
+    except (OSError, ValueError) as error:
+        raise OnnxModelError(f"{onnx_path}: not a readable ONNX model ({error})") from None
+    if actual != recorded:
+        raise OnnxModelError(
+            f"{onnx_path}: its graph or weights were changed after export (hash {actual[:16]}, "
+            f"recorded {recorded[:16]}); refused: re-export it with `speakerverify model export`"
+        )
+    return True

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.files import write_atomic
+from speakerverify.files import utf8_lines, write_atomic
 
 if TYPE_CHECKING:
     from speakerverify.data import Trials
@@ -57,11 +57,7 @@ def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarr
     test: list[str] = []
     values: list[float] = []
     try:
-        stream = open(path)  # noqa: SIM115 (closed by the with below)
-    except OSError as error:
-        raise ScoresError(f"{path}: {error.strerror or error}") from None
-    with stream:
-        for number, line in enumerate(stream, 1):
+        for number, line in utf8_lines(path):
             fields = line.split()
             if not fields:
                 continue
@@ -76,6 +72,8 @@ def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarr
             enroll.append(fields[0])
             test.append(fields[1])
             values.append(value)
+    except OSError as error:
+        raise ScoresError(f"{path}: {error.strerror or error}") from None
     if not values:
         raise ScoresError(f"{path}: no scores")
     return enroll, test, np.asarray(values, dtype=np.float64)
@@ -87,13 +85,22 @@ def trial_labels(
     """Scores `(N,)` in trial order and labels `(N,)` for a score file read by `read_scores`.
 
     The fast case is a score file in trial order; otherwise trials are matched by (enroll, test).
+    A pair scored twice must have the same score both times.
 
     Raises:
-        ScoresError: a trial has no score (count and first example).
+        ScoresError: a trial has no score (count and first example), or two different scores.
     """
     if list(enroll) == list(trials.enroll) and list(test) == list(trials.test):
         return np.asarray(scores), np.asarray(trials.labels)
-    table = {(e, t): s for e, t, s in zip(enroll, test, np.asarray(scores).tolist(), strict=True)}
+    table: dict[tuple[str, str], float] = {}
+    rows = zip(enroll, test, np.asarray(scores).tolist(), strict=True)
+    for number, (e, t, s) in enumerate(rows, 1):
+        before = table.setdefault((e, t), s)
+        if before != s:  # the last would have won silently
+            raise ScoresError(
+                f"{path or 'scores'}: trial '{e} {t}' is scored twice, {before!r} and {s!r} "
+                f"(score {number})"
+            )
     aligned = np.empty(len(trials.enroll), np.float64)
     missing = 0
     first = None

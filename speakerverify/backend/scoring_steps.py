@@ -28,7 +28,7 @@ from speakerverify.backend.embedding_dir import (
     load_embeddings,
     with_enrollment_models,
 )
-from speakerverify.backend.score_files import read_scored_trials, write_scores
+from speakerverify.backend.score_files import ScoresError, read_scored_trials, write_scores
 from speakerverify.backend.scoring import cohort_means, score_trials
 
 if TYPE_CHECKING:  # speakerverify.data imports torch; the readers below import it when called
@@ -84,8 +84,8 @@ def score_trial_list(
         The number of trials scored.
 
     Raises:
-        TrialsError, EmbeddingStoreError, CalibrationError, ScoresError: unusable input, or
-            stores / calibration made by another model.
+        TrialsError, EmbeddingStoreError, CalibrationError, ScoresError: unusable input,
+            stores / calibration made by another model, or embeddings that score NaN.
     """
     from speakerverify.data import read_trials
 
@@ -103,6 +103,13 @@ def score_trial_list(
     if calibration_path:
         calibration = _load_calibration(calibration_path, fingerprint, norm)
     scores = score_trials(store, trials, mean=mean, cohort=cohort, norm=norm, top_n=top_n)
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:  # a NaN score is no score: refused, not written
+        first = int(bad[0])
+        raise ScoresError(
+            f"{store_path}: {bad.size} trial(s) score NaN or infinity, e.g. "
+            f"'{trials.enroll[first]} {trials.test[first]}': their embeddings are not finite"
+        )
     if calibration is not None:
         scores = calibration.apply(scores)
     write_scores(out, trials.enroll, trials.test, scores)
@@ -165,8 +172,8 @@ def calibrate_scores(
         trials_path: the development trial list (labels).
         scores_path: their `enroll test score` file.
         out: the calibration JSON to write.
-        model_path: the checkpoint that made the scores; binds the calibration to its
-            fingerprint, so the speaker commands refuse it for another model.
+        model_path: the checkpoint that made the scores (required: a calibration is bound to
+            its fingerprint, so the speaker commands refuse it for another model).
         norm: the score normalization the scores were made with.
         prior: effective target prior of the fit.
         false_accept: when given, the calibration's default operating point accepts at most
@@ -175,11 +182,14 @@ def calibrate_scores(
     Raises:
         TrialsError, ScoresError, CalibrationError, CheckpointError: unusable input.
     """
-    fingerprint = ""
-    if model_path:
-        from speakerverify.checkpoint import load_checkpoint  # torch, only when asked
+    if not model_path:
+        raise CalibrationError(
+            f"{out}: a calibration must name the model that made the scores, or it would apply "
+            "to any model: give --model CKPT"
+        )
+    from speakerverify.checkpoint import load_checkpoint  # torch, only when asked
 
-        fingerprint = str(load_checkpoint(model_path)["fingerprint"])
+    fingerprint = str(load_checkpoint(model_path)["fingerprint"])
     scores, labels = read_scored_trials(trials_path, scores_path)
     calibration = fit_calibration(
         scores, labels, prior=prior, model_fingerprint=fingerprint, norm=norm

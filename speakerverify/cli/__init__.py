@@ -9,12 +9,14 @@ The group is the one place that turns the library's input errors (`SpeakerVerify
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
 
 import click
 
 from speakerverify import __version__
-from speakerverify.cli.common import fail, first_line
+from speakerverify.cli.common import EXIT_INTERRUPTED, EXIT_TERMINATED, fail, first_line
 from speakerverify.errors import SpeakerVerifyError
 
 # command name -> "module:attribute" (module relative to speakerverify.cli)
@@ -50,10 +52,30 @@ class LazyGroup(click.Group):
         return getattr(module, attr)
 
     def invoke(self, ctx: click.Context) -> object:
+        previous = _exit_on_sigterm()
         try:
             return super().invoke(ctx)
         except SpeakerVerifyError as error:
             fail(first_line(error))
+        except KeyboardInterrupt:
+            # not click's "Aborted!" and status 1, which verify uses for "rejected"
+            fail("interrupted", EXIT_INTERRUPTED)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm() -> object:
+    """Make SIGTERM raise SystemExit(143) while a command runs, so that what a Ctrl-C cleans up
+    (the temp file of an atomic write, an open store transaction) is cleaned up too; returns
+    the handler to restore (None off the main thread, where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(EXIT_TERMINATED)
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,7 +84,8 @@ def main() -> None:
     """Speaker verification: prepare data, train, embed, score, enroll and verify speakers.
 
     \b
-    Exit status: 0 success (verify: accepted), 1 rejected (verify), 2 usage or input error.
+    Exit status: 0 success (verify: accepted), 1 rejected (verify), 2 usage or input error,
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """
 
 

@@ -16,6 +16,7 @@ from speakerverify.cli.speaker_options import (
     store_option,
     store_path_or_fail,
 )
+from speakerverify.files import OUTPUT_HELP
 
 
 @click.command()
@@ -39,7 +40,8 @@ from speakerverify.cli.speaker_options import (
     "--out",
     "out_path",
     metavar="NEW.pt",
-    help="Instead: write a new checkpoint with BatchNorm statistics re-estimated on AUDIO_DIR.",
+    help="Instead: write a new checkpoint with BatchNorm statistics re-estimated on AUDIO_DIR. "
+    f"{OUTPUT_HELP} (the output says so when it replaced a file)",
 )
 @click.option(
     "--crop-seconds",
@@ -116,8 +118,10 @@ def _adapt_model(audio_dir, model_path, out_path, crop_seconds, min_speech, as_j
     if as_json:
         echo_json(result.to_json())
         return
+    replaced = " (replacing the file that was there)" if result.replaced else ""
     click.echo(
-        f"wrote {result.path}: BatchNorm statistics of {len(result.layers)} layers re-estimated on "
+        f"wrote {result.path}{replaced}: BatchNorm statistics of {len(result.layers)} layers "
+        "re-estimated on "
         f"{result.num_files} files ({result.speech_seconds:.1f} s of speech) from {result.source}; "
         f"model {result.parent_fingerprint} -> {result.fingerprint}. Use it with a new store "
         f"(stores of the old model refuse it): `speakerverify adapt {result.source} --model "

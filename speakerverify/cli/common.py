@@ -12,6 +12,8 @@ import click
 EXIT_OK = 0
 EXIT_REJECTED = 1
 EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report an interrupted process
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from speakerverify.cli.common import echo_json, fail, model_path_or_bundled
+from speakerverify.files import OUTPUT_HELP
 
 # Shared by score, calibrate and evaluate.
 _trials_argument = click.argument("trials_path", metavar="TRIALS", type=click.Path(dir_okay=False))
@@ -90,7 +91,9 @@ def embed(
 @click.command()
 @_trials_argument
 @click.argument("store_path", metavar="STORE", type=click.Path(file_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Score file.")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help=f"Score file. {OUTPUT_HELP}"
+)
 @click.option(
     "--mean-store",
     type=click.Path(file_okay=False),
@@ -160,11 +163,13 @@ def score(
 @click.command()
 @_trials_argument
 @_scores_argument
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Calibration JSON.")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help=f"Calibration JSON. {OUTPUT_HELP}"
+)
 @click.option(
     "--model",
     type=click.Path(dir_okay=False),
-    help="Checkpoint that made the scores (binds the calibration to it).",
+    help="Checkpoint that made the scores (required: binds the calibration to it).",
 )
 @click.option(
     "--norm",

@@ -37,7 +37,7 @@ def identify(
     """Who in the store speaks in WAV? Answers "unknown" when nobody passes the threshold.
 
     \b
-    Exit status: 0 identified, 1 unknown, 2 usage or input error.
+    Exit status: 0 identified, 1 unknown, 2 usage or input error, 130 interrupted.
     """
     from speakerverify.speakers.decision import resolve_decision_rule
     from speakerverify.speakers.verification import identify as identify_speaker

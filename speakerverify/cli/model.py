@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from speakerverify.cli.common import echo_json, model_path_or_bundled
+from speakerverify.files import OUTPUT_HELP
 
 _checkpoint_argument = click.argument(
     "checkpoint", required=False, metavar="[CKPT]", envvar="SPEAKERVERIFY_MODEL"
@@ -139,7 +140,9 @@ def info(checkpoint, as_json) -> None:
 
 @model.command("export")
 @_checkpoint_argument
-@click.option("--onnx", "onnx_path", required=True, metavar="OUT", help="ONNX file to write.")
+@click.option(
+    "--onnx", "onnx_path", required=True, metavar="OUT", help=f"ONNX file to write. {OUTPUT_HELP}"
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def export(checkpoint, onnx_path, as_json) -> None:
     """Export the encoder of CKPT (default: $SPEAKERVERIFY_MODEL, else the bundled model) to ONNX.

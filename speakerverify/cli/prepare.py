@@ -101,8 +101,9 @@ def data_dir(
 
 
 def _read_speaker_list(path: str) -> set[str]:
-    with open(path, encoding="utf-8") as f:
-        return {line.split()[0] for line in f if line.strip()}
+    from speakerverify.files import utf8_lines
+
+    return {line.split()[0] for _, line in utf8_lines(path) if line.strip()}
 
 
 @prepare.command("trials")
@@ -140,7 +141,10 @@ def trials(
     trial_format: str | None,
     seed: int,
 ) -> None:
-    """Make a trial list OUT over the utterances of DATA_DIR (read back by score / evaluate)."""
+    """Make a trial list OUT over the utterances of DATA_DIR (read back by score / evaluate).
+
+    OUT is replaced atomically if it is a regular file; a symlink is written through.
+    """
     from speakerverify.data.trial_making import TrialOptions, prepare_trials
 
     options = TrialOptions(

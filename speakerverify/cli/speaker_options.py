@@ -14,7 +14,7 @@ from speakerverify.cli.common import fail, model_path_or_bundled, warn
 
 EXIT_STATUS_HELP = """
 \b
-Exit status: 0 accepted, 1 rejected, 2 usage or input error (like grep).
+Exit status: 0 accepted, 1 rejected, 2 usage or input error (like grep), 130 interrupted.
 """
 
 

@@ -10,6 +10,7 @@ import sys
 import click
 
 from speakerverify.cli.common import fail
+from speakerverify.files import OUTPUT_HELP
 
 
 @click.command()
@@ -82,7 +83,12 @@ def train(
 
 @click.command()
 @click.argument("checkpoints", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Averaged checkpoint.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help=f"Averaged checkpoint. {OUTPUT_HELP}",
+)
 def average(checkpoints: tuple[str, ...], out: str) -> None:
     """Average the weights of CHECKPOINTS (e.g. the last N epochs) into one checkpoint."""
     from speakerverify.checkpoint import average_checkpoints

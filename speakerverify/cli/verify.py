@@ -50,8 +50,8 @@ def verify(
     from speakerverify.speakers.decision import resolve_decision_rule
     from speakerverify.speakers.verification import verify_pair
 
-    pair = Path(first).exists()
-    if pair and Path(first).is_dir():
+    pair = os.path.exists(first)  # False, not OSError, for a name too long to be a file
+    if pair and os.path.isdir(first):
         fail(f"{first}: is a directory, not an audio file")
     if not pair:
         store_path = store_path_or_fail(store_path)

@@ -15,7 +15,7 @@ import numpy as np
 
 from speakerverify.data.strings import StringColumn
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.files import write_atomic
+from speakerverify.files import utf8_lines, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -297,11 +297,10 @@ class DataDir:
 
 
 def _iter_lines(path: Path) -> Iterator[tuple[int, str]]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if line:
-                yield lineno, line
+    for lineno, line in utf8_lines(path):
+        line = line.strip()
+        if line:
+            yield lineno, line
 
 
 def _read_table(path: Path, rest_of_line: bool = False) -> dict[str, str]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from speakerverify.data.attributes import SESSION_ATTRIBUTE, write_attributes
 from speakerverify.data.datadir import DataDir, DataDirError
+from speakerverify.files import utf8_lines
 
 logger = logging.getLogger(__name__)
 
@@ -107,24 +108,51 @@ def _check_names(names: set[str], where: str) -> None:
 def iter_audio_files(
     root: Path, extensions: tuple[str, ...], progress: bool = False
 ) -> Iterator[Path]:
-    """Audio files under `root` (symlinks followed, each real directory once), sorted per dir."""
+    """Audio files under `root` (symlinks followed, each real directory once), sorted per dir.
+
+    A symlink back to a directory above it (a cycle) is skipped. A directory or file reached by
+    two routes (a link inside one speaker's folder to another's) is refused: its files would be
+    labelled by whichever route came first, and the other speaker would lose them.
+
+    Raises:
+        DataDirError: a directory or audio file reached twice, naming both paths.
+    """
     from tqdm import tqdm
 
     wanted = {f".{e.lower().lstrip('.')}" for e in extensions}
-    visited: set[tuple[int, int]] = set()
+    directories: dict[tuple[int, int], Path] = {}
+    files: dict[tuple[int, int], Path] = {}
     bar = tqdm(desc="scanning", unit="file", disable=not progress)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = Path(dirpath)
         stat = os.stat(dirpath)
-        if (stat.st_dev, stat.st_ino) in visited:  # a symlink loop or a second link to it
-            dirnames[:] = []
-            continue
-        visited.add((stat.st_dev, stat.st_ino))
+        first = directories.setdefault((stat.st_dev, stat.st_ino), here)
+        if first != here:
+            if here.is_relative_to(first):  # a cycle: a link back to a directory above
+                dirnames[:] = []
+                continue
+            raise DataDirError(_twice(here, first))
         dirnames.sort()
         for name in sorted(filenames):
             if os.path.splitext(name)[1].lower() in wanted:
+                path = here / name
+                try:
+                    stat = os.stat(path)
+                except OSError:  # a broken link: reading it later says what is wrong
+                    stat = None
+                seen = path if stat is None else files.setdefault((stat.st_dev, stat.st_ino), path)
+                if seen != path:
+                    raise DataDirError(_twice(path, seen))
                 bar.update(1)
-                yield Path(dirpath) / name
+                yield path
     bar.close()
+
+
+def _twice(second: Path, first: Path) -> str:
+    return (
+        f"{second}: is {first} again (through a symlink); a file reached twice would be "
+        "labelled by the first route only: remove the link, or list files with --list"
+    )
 
 
 def scan_tree(
@@ -260,7 +288,7 @@ def _entries_from_list(
     base = root.resolve()
     wanted = {f".{e.lower().lstrip('.')}" for e in extensions}
     try:
-        lines = list_file.read_text(encoding="utf-8").splitlines()
+        lines = [line for _, line in utf8_lines(list_file)]
     except OSError as error:
         raise DataDirError(f"{list_file}: cannot read: {error.strerror or error}") from None
     for lineno, line in enumerate(lines, 1):

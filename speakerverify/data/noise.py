@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from speakerverify.data.datadir import DataDirError
-from speakerverify.files import write_atomic
+from speakerverify.files import utf8_lines, write_atomic
 
 MUSAN_KINDS = ("music", "speech", "noise")
 RIR_KINDS = ("smallroom", "mediumroom", "largeroom")
@@ -73,21 +73,18 @@ def read_index(
     if not path.is_file():
         raise NoiseIndexError(f"{path}: index file not found")
     index: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.strip().split(maxsplit=1)
-            if len(parts) != 2:
-                raise NoiseIndexError(
-                    f"{path}:{lineno}: expected '<kind> <path>': {line.strip()!r}"
-                )
-            kind, file = parts
-            if kinds is not None and kind not in kinds:
-                raise NoiseIndexError(
-                    f"{path}:{lineno}: unknown kind {kind!r}; valid: {', '.join(kinds)}"
-                )
-            index.setdefault(kind, []).append(file)
+    for lineno, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) != 2:
+            raise NoiseIndexError(f"{path}:{lineno}: expected '<kind> <path>': {line.strip()!r}")
+        kind, file = parts
+        if kinds is not None and kind not in kinds:
+            raise NoiseIndexError(
+                f"{path}:{lineno}: unknown kind {kind!r}; valid: {', '.join(kinds)}"
+            )
+        index.setdefault(kind, []).append(file)
     if not index:
         raise NoiseIndexError(f"{path}: empty index")
     return index

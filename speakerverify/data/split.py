@@ -92,6 +92,24 @@ def save_split(
         write_attributes(out, subset_attributes(tables, side))
 
 
+def _check_outputs(
+    sources: Sequence[str | os.PathLike],
+    train_out: str | os.PathLike,
+    heldout_out: str | os.PathLike,
+) -> None:
+    """Refuse outputs that are the same directory, or a source, before anything is read."""
+    real = {os.path.realpath(source): str(source) for source in sources}
+    if os.path.realpath(train_out) == os.path.realpath(heldout_out):
+        raise DataDirError(
+            f"{train_out}: --train-out and --heldout-out are one directory; the held-out side "
+            "would replace the training side"
+        )
+    for out in (train_out, heldout_out):
+        source = real.get(os.path.realpath(out))
+        if source is not None:
+            raise DataDirError(f"{out}: is the input data dir {source}; choose a new directory")
+
+
 def prepare_split(
     sources: Sequence[str | os.PathLike],
     train_out: str | os.PathLike,
@@ -100,7 +118,13 @@ def prepare_split(
     *,
     seed: int = 0,
 ) -> SpeakerSplit:
-    """Merge the data dirs `sources`, hold out `num_heldout` speakers and write both sides."""
+    """Merge the data dirs `sources`, hold out `num_heldout` speakers and write both sides.
+
+    Raises:
+        DataDirError: unreadable sources, too few speakers, or outputs that are one directory
+            or a source (the second write would replace the first, or the input).
+    """
+    _check_outputs(sources, train_out, heldout_out)
     split = split_speakers(merge_data_dirs(sources), num_heldout, seed=seed)
     save_split(split, sources, train_out, heldout_out)
     return split

@@ -83,10 +83,12 @@ def make_trials(
         model ids are `<speaker>-enroll`), else None.
 
     Raises:
-        TrialsError: fewer valid pairs than asked for, more than `max_trials` with `all_pairs`,
-            or no speaker with enough utterances to enroll.
+        TrialsError: no utterances, fewer valid pairs than asked for, more than `max_trials`
+            with `all_pairs`, or no speaker with enough utterances to enroll.
     """
     utts = data.utt_ids
+    if not utts:
+        raise TrialsError(f"{name}: no utterances to make trials from")
     spk = _codes([data.utt2spk[u] for u in utts])
     sess = _codes([sessions[u] for u in utts]) if sessions is not None else None
     group = _codes([same[u] for u in utts]) if same is not None else np.zeros(len(utts), np.int64)
@@ -316,6 +318,8 @@ def prepare_trials(
     from speakerverify.data.trials import write_trials
 
     data = DataDir.load(data_dir)
+    if not len(data):
+        raise TrialsError(f"{data_dir}: empty data dir (no utterances in wav.scp)")
     sessions = None
     if cross_session and (Path(data_dir) / f"utt2{SESSION_ATTRIBUTE}").is_file():
         sessions = read_utterance_attribute(data, data_dir, SESSION_ATTRIBUTE)

@@ -15,7 +15,7 @@ import numpy as np
 
 from speakerverify.data.datadir import DataDir
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.files import write_atomic
+from speakerverify.files import utf8_lines, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -118,11 +118,8 @@ def _read_trial_lines(path: Path) -> tuple[list[str], list[str], list[int]]:
     labels: list[int] = []
     fmt = None
     try:
-        handle = open(path, encoding="utf-8")  # noqa: SIM115 (closed by the with below)
-    except OSError as error:
-        raise TrialsError(f"{path}: {error.strerror or error}") from None
-    with handle as f:
-        for lineno, line in enumerate(f, 1):
+        lines = utf8_lines(path)
+        for lineno, line in lines:
             fields = line.split()
             if not fields:
                 continue
@@ -139,6 +136,8 @@ def _read_trial_lines(path: Path) -> tuple[list[str], list[str], list[int]]:
                 enroll.append(fields[0])
                 test.append(fields[1])
                 labels.append(_KALDI_LABELS[fields[2]])
+    except OSError as error:
+        raise TrialsError(f"{path}: {error.strerror or error}") from None
     if fmt is None:
         raise TrialsError(f"{path}: no trials")
     return enroll, test, labels
@@ -210,16 +209,15 @@ def read_enroll_map(path: str | os.PathLike) -> dict[str, list[str]]:
     """
     path = Path(path)
     models: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) < 2:
-                raise TrialsError(f"{path}:{lineno}: expected 'model utt...', got {line.strip()!r}")
-            if fields[0] in models:
-                raise TrialsError(f"{path}:{lineno}: model {fields[0]} listed twice")
-            models[fields[0]] = [_strip_extension(u) for u in fields[1:]]
+    for lineno, line in utf8_lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < 2:
+            raise TrialsError(f"{path}:{lineno}: expected 'model utt...', got {line.strip()!r}")
+        if fields[0] in models:
+            raise TrialsError(f"{path}:{lineno}: model {fields[0]} listed twice")
+        models[fields[0]] = [_strip_extension(u) for u in fields[1:]]
     if not models:
         raise TrialsError(f"{path}: no enrollment models")
     return models

@@ -7,9 +7,11 @@ Every rate is converted by one resampler, soxr (`resample`), on the torch and th
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: `read_audio` must not n
     import torch
 
 from speakerverify.errors import SpeakerVerifyError
+from speakerverify.files import file_kind
 from speakerverify.frontend.vad_numpy import speech_mask as numpy_speech_mask
 from speakerverify.frontend.vad_numpy import voiced_samples
 
@@ -31,6 +34,8 @@ logger = logging.getLogger(__name__)
 SOUNDFILE_EXTENSIONS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64"}
 )
+# Below this a file cannot hold speech (a header claiming 1 Hz made 4 s into "239.5 s of speech").
+MIN_SAMPLE_RATE = 4000
 # File signatures of the formats above, to tell "not audio" from "corrupt audio".
 _AUDIO_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM", b".snd", b"caff")
 
@@ -64,13 +69,37 @@ def find_ffmpeg() -> str | None:
         return None
 
 
+# os.stat errors, said in words that name the problem rather than the system call
+_STAT_ERRORS = {
+    errno.ELOOP: "symlink loop",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EACCES: "permission denied (a directory on its path cannot be searched)",
+    errno.ENOTDIR: "file not found (a part of its path is not a directory)",
+}
+
+
 def _check_path(path: str | os.PathLike) -> Path:
+    """`path` as a Path once it is a readable, non-empty regular file (AudioError otherwise).
+
+    Any name the system gives is accepted, however long or in whatever encoding (names that
+    are not UTF-8 reach Python with surrogate escapes and are passed on as bytes)."""
+    if os.fspath(path) in ("", b""):
+        raise AudioError("'': empty file name, not an audio file")
     path = Path(path)
-    if not path.exists():
-        raise AudioError(f"{path}: file not found")
-    if path.is_dir():
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise AudioError(f"{path}: broken symlink (its target does not exist)") from None
+        raise AudioError(f"{path}: file not found") from None
+    except OSError as error:
+        cause = _STAT_ERRORS.get(error.errno, error.strerror)
+        raise AudioError(f"{path}: {cause}") from None
+    if stat.S_ISDIR(info.st_mode):
         raise AudioError(f"{path}: is a directory, not an audio file")
-    if path.stat().st_size == 0:
+    if not stat.S_ISREG(info.st_mode):
+        raise AudioError(f"{path}: is {file_kind(info.st_mode)}, not an audio file")
+    if info.st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes)")
     if not os.access(path, os.R_OK):
         raise AudioError(f"{path}: permission denied")
@@ -107,6 +136,45 @@ def _uses_soundfile(path: Path) -> bool:
     return path.suffix.lower() in SOUNDFILE_EXTENSIONS
 
 
+def _check_rate(path: Path, sample_rate: int) -> None:
+    if sample_rate < MIN_SAMPLE_RATE:
+        raise AudioError(
+            f"{path}: sample rate {sample_rate} Hz is too low for speech "
+            f"(at least {MIN_SAMPLE_RATE} Hz); a corrupt header?"
+        )
+
+
+def _check_wav_length(path: Path) -> None:
+    """Refuse a RIFF WAV whose data chunk is shorter than its header says (a cut-off copy):
+    libsndfile reads what is there without a word. Streamed WAVs (size 0 or 0xFFFFFFFF) and
+    other formats pass."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError:
+        return  # the reader will say what is wrong
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    position, byte_rate = 12, 0
+    while position + 8 <= len(head):
+        chunk, length = (
+            head[position : position + 4],
+            int.from_bytes(head[position + 4 : position + 8], "little"),
+        )
+        if chunk == b"fmt " and position + 16 <= len(head):
+            byte_rate = int.from_bytes(head[position + 16 : position + 20], "little")
+        if chunk == b"data":
+            available = size - (position + 8)
+            if 0 < length < 0xFFFFFFFF and length > available and byte_rate > 0:
+                raise AudioError(
+                    f"{path}: truncated: its header promises {length / byte_rate:.2f} s of audio "
+                    f"but the file holds {max(available, 0) / byte_rate:.2f} s"
+                )
+            return
+        position += 8 + length + (length & 1)
+
+
 def audio_info(path: str | os.PathLike) -> AudioInfo:
     """Sample rate, length and channel count of a file without decoding it (ffmpeg formats decode).
 
@@ -116,14 +184,16 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     path = _check_path(path)
     if _uses_soundfile(path):
         try:
-            info = sf.info(str(path))
+            info = sf.info(os.fsencode(path))  # bytes: names need not be UTF-8
         except (sf.LibsndfileError, RuntimeError) as error:
             raise _soundfile_error(path, error) from None
         num_frames, sample_rate = int(info.frames), int(info.samplerate)
         num_channels = int(info.channels)
+        _check_wav_length(path)
     else:
         mono, sample_rate, num_channels = _ffmpeg_decode(path, None)
         num_frames = int(mono.shape[0])
+    _check_rate(path, sample_rate)
     return AudioInfo(sample_rate, num_frames, num_channels, num_frames / sample_rate)
 
 
@@ -131,7 +201,7 @@ def _read_soundfile(
     path: Path, offset_seconds: float, duration_seconds: float | None
 ) -> tuple[np.ndarray, int]:
     try:
-        with sf.SoundFile(str(path)) as handle:
+        with sf.SoundFile(os.fsencode(path)) as handle:
             file_rate = handle.samplerate
             start = round(offset_seconds * file_rate)
             if start >= handle.frames > 0:
@@ -176,7 +246,7 @@ def _ffmpeg_decode(
     sample-exact at the cost of decoding from the start.
     """
     exe = _ffmpeg_exe(path)
-    command = [exe, "-hide_banner", "-nostdin", "-v", "error", "-i", str(path), "-vn"]
+    command = [exe, "-hide_banner", "-nostdin", "-v", "error", "-i", os.fsencode(path), "-vn"]
     if offset_seconds > 0:
         command += ["-ss", f"{offset_seconds:.6f}"]
     if duration_seconds is not None:
@@ -319,11 +389,14 @@ def read_audio(
             f"{path}: invalid crop (offset {offset_seconds} s, duration {duration_seconds} s)"
         )
     if _uses_soundfile(path):
+        if offset_seconds == 0 and duration_seconds is None:  # whole files; crops read on
+            _check_wav_length(path)
         data, file_rate = _read_soundfile(path, offset_seconds, duration_seconds)
         mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     else:
         # Decode at the file's rate so every format is resampled by the same filter (`resample`).
         mono, file_rate, _ = _ffmpeg_decode(path, None, offset_seconds, duration_seconds)
+    _check_rate(path, int(file_rate))
     if mono.size == 0:
         raise AudioError(f"{path}: contains no audio samples (zero length)")
     mono = np.ascontiguousarray(mono, dtype=np.float32)

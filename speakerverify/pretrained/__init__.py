@@ -72,5 +72,5 @@ def is_bundled(path: str | Path) -> bool:
     """Whether `path` is the bundled checkpoint."""
     try:
         return Path(path).resolve() == (_directory() / f"{NAME}.pt").resolve()
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (pathlib's own error)
         return False

@@ -49,6 +49,7 @@ class BatchNormAdaptation:
         layers: names of the BatchNorm layers re-estimated, in forward order.
         date: ISO 8601 UTC time.
         warnings: things the user should know (e.g. little audio).
+        replaced: `path` existed (a regular file) and was replaced.
     """
 
     path: str
@@ -61,6 +62,7 @@ class BatchNormAdaptation:
     layers: tuple[str, ...]
     date: str
     warnings: tuple[str, ...] = ()
+    replaced: bool = False
 
     def record(self) -> dict[str, Any]:
         """The plain dict stored in the checkpoint."""
@@ -85,6 +87,7 @@ class BatchNormAdaptation:
             **self.record(),
             "layers": list(self.layers),
             "warnings": list(self.warnings),
+            "replaced": self.replaced,
         }
 
 
@@ -180,7 +183,8 @@ def adapt_batchnorm(
     Each file's voiced speech (energy VAD, as for an embedding) is cut into crops of at most
     `crop_seconds`, turned into features by the checkpoint's front-end in eval mode (as at
     inference) and fed to the encoder one crop at a time, so no padding enters the statistics.
-    The new checkpoint is written atomically and records what it was adapted on.
+    The new checkpoint is written atomically and records what it was adapted on; an existing
+    regular file at `out_path` is replaced (said in the result), anything else is refused.
 
     Cost: the features of all crops are held in memory (about 32 kB per second of speech at 80
     mel bins), and each of the L BatchNorm layers takes one pass that stops at that layer, so
@@ -220,6 +224,7 @@ def adapt_batchnorm(
         tuple(name for name, _ in layers),
         now_iso(),
         tuple(warnings),
+        out.exists(),
     )
     _write_adapted(out, payload, state_dict, result)
     return result
@@ -230,12 +235,14 @@ def _check_output(
 ) -> Path:
     """The output path, refused before any work if it cannot (or must not) be written."""
     from speakerverify.checkpoint import CheckpointError
+    from speakerverify.files import resolve_output
 
     out = Path(out_path)
     if out.is_dir():
         raise CheckpointError(f"{out}: is a directory")
     if not out.parent.is_dir():
         raise CheckpointError(f"{out}: directory {out.parent} does not exist")
+    resolve_output(out)  # a FIFO, device or socket is refused before the work, not after
     if out.exists() and out.resolve() == Path(checkpoint_path).resolve():
         raise VerificationError(f"{out}: would overwrite the model it adapts; choose a new --out")
     if not crop_seconds > 0:

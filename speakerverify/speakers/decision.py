@@ -197,7 +197,11 @@ def resolve_decision_rule(
     path = Path(calibration_path) if explicit else default_calibration_path(model.path)
     calibration = None
     if explicit or path.is_file():
-        calibration = _load_calibration(path, model.fingerprint)
+        try:
+            calibration = _load_calibration(path, model.fingerprint)
+        except VerificationError:
+            if explicit or threshold is None:
+                raise  # with --threshold, an unusable sibling calibration only reports no LLR
     if threshold is not None:
         return DecisionRule(
             "threshold",

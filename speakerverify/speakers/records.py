@@ -83,11 +83,20 @@ class DomainMean:
         return self.cohort is not None and self.threshold is not None
 
 
-def validate_name(name: str) -> str:
+def validate_name(name: str, *, existing: bool = False) -> str:
     """Return the NFC form of a speaker name, or raise ValueError saying what is wrong.
 
     Names are arbitrary Unicode of 1..128 characters without control characters or leading or
-    trailing whitespace; NFC makes composed and decomposed spellings the same speaker.
+    trailing whitespace; NFC makes composed and decomposed spellings the same speaker. Names
+    must also print as what they are: invisible format characters (Unicode category Cf: the
+    bidi embeddings and overrides U+202A-202E and isolates U+2066-2069, zero-width spaces and
+    joiners, the BOM, ...) and line/paragraph separators are refused, as "ann\u202e" or
+    "a\u200bnn" would show as another speaker's name; a joiner inside an emoji ZWJ sequence is
+    the one exception.
+
+    Args:
+        existing: the name is looked up, not added: format characters are let through, so a
+            speaker enrolled before this rule can still be verified and removed.
 
     >>> validate_name("Zoë O'Brien; DROP TABLE speakers")
     "Zoë O'Brien; DROP TABLE speakers"
@@ -101,10 +110,34 @@ def validate_name(name: str) -> str:
         raise ValueError(f"speaker name has {len(name)} characters (at most {MAX_NAME_CHARS})")
     if name != name.strip():
         raise ValueError(f"speaker name {name!r} has leading or trailing whitespace")
-    for char in name:
-        if unicodedata.category(char) in ("Cc", "Cs"):
+    for index, char in enumerate(name):
+        category = unicodedata.category(char)
+        if category in ("Cc", "Cs"):
             raise ValueError(f"speaker name {name!r} contains control character U+{ord(char):04X}")
+        if category in ("Cf", "Zl", "Zp") and not existing and not _joins_emoji(name, index):
+            label = unicodedata.name(char, "a format character").lower()
+            raise ValueError(
+                f"speaker name {name!r} contains U+{ord(char):04X} ({label}), which does not "
+                "print as itself (it hides or reorders text); use visible characters only"
+            )
     return name
+
+
+def _joins_emoji(name: str, index: int) -> bool:
+    """Whether `name[index]` is a zero-width joiner inside an emoji ZWJ sequence (a symbol,
+    maybe with a variation selector or skin tone, then ZWJ, then a symbol: "🙂\u200d↔️"), which
+    prints as one emoji rather than hiding anything."""
+    if name[index] != "\u200d" or index + 1 >= len(name):
+        return False
+    before = index - 1
+    while before >= 0 and (name[before] == "\ufe0f" or unicodedata.category(name[before]) == "Sk"):
+        before -= 1
+    symbols = ("So", "Sm")
+    return (
+        before >= 0
+        and unicodedata.category(name[before]) in symbols
+        and unicodedata.category(name[index + 1]) in symbols
+    )
 
 
 def now_iso() -> str:

@@ -49,11 +49,14 @@ class UnknownSpeakerError(StoreError):
     """A speaker name that is not enrolled in the store."""
 
 
-def _float32_vector(value: object, corrupt: StoreError) -> np.ndarray:
-    """A little-endian float32 BLOB as a vector; `corrupt` when it is not one."""
-    if not isinstance(value, bytes) or len(value) % 4:
-        raise corrupt
-    return np.frombuffer(value, dtype="<f4").astype(np.float32)
+def _vector(value: object, dtype: str, dim: int | None) -> np.ndarray | None:
+    """A stored BLOB as a 1-D array of `dtype` (of `dim` elements when given), or None when it
+    is not one: a corrupt value, which callers report with the store and the row."""
+    size = np.dtype(dtype).itemsize
+    if not isinstance(value, bytes) or not value or len(value) % size:
+        return None
+    vector = np.frombuffer(value, dtype=dtype)
+    return vector if dim is None or vector.shape[0] == dim else None
 
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -230,7 +233,14 @@ class SpeakerStore:
     def embed_dim(self) -> int | None:
         """Embedding dimension D, or None for a new store."""
         value = self._read("SELECT value FROM meta WHERE key = 'embed_dim'")
-        return None if not value else int(value[0][0])
+        if not value:
+            return None
+        stored = value[0][0]
+        if isinstance(stored, str) and stored.isascii() and stored.isdigit():
+            stored = int(stored)
+        if not isinstance(stored, int) or stored <= 0:
+            raise StoreError(f"{self.path}: corrupt store (meta row embed_dim is {stored!r})")
+        return stored
 
     def check_model(self, fingerprint: str, source: str = "the model") -> None:
         """Raise StoreError when the store was made by a model other than `fingerprint`."""
@@ -294,7 +304,13 @@ class SpeakerStore:
                 total, count, seconds = added_sum, vectors.shape[0], float(speech_seconds)
                 created = stamp
             else:
-                total = np.frombuffer(row[0], dtype="<f8") + added_sum
+                total = _vector(row[0], "<f8", added_sum.shape[0])
+                corrupt = total is None or not np.all(np.isfinite(total))
+                if corrupt or not isinstance(row[1], int) or row[1] <= 0:
+                    raise StoreError(
+                        f"{self.path}: corrupt store (speaker {name!r}: embedding_sum)"
+                    )
+                total = total + added_sum
                 count = int(row[1]) + vectors.shape[0]
                 seconds = float(row[2]) + float(speech_seconds)
                 created = row[3]
@@ -328,7 +344,7 @@ class SpeakerStore:
     def get(self, name: str) -> SpeakerRecord:
         """The record for `name`; UnknownSpeakerError naming the store when absent."""
         try:
-            name = validate_name(name)
+            name = validate_name(name, existing=True)
         except ValueError as error:
             raise UnknownSpeakerError(f"{self.path}: {error}") from None
         rows = self._read(f"SELECT {_SPEAKER_COLUMNS} FROM speakers WHERE name = ?", (name,))
@@ -363,7 +379,7 @@ class SpeakerStore:
     def remove(self, name: str) -> None:
         """Delete `name`; UnknownSpeakerError when absent (nothing changes then)."""
         self.get(name)
-        name = validate_name(name)
+        name = validate_name(name, existing=True)
         with self.transaction() as conn:
             cursor = conn.execute("DELETE FROM speakers WHERE name = ?", (name,))
             if cursor.rowcount != 1:  # removed by another process meanwhile
@@ -422,37 +438,33 @@ class SpeakerStore:
         )
         if "domain_mean" not in rows:
             return None
-        corrupt = StoreError(f"{self.path}: corrupt domain adaptation (run adapt again)")
-        mean = _float32_vector(rows["domain_mean"], corrupt)
-        if (self.embed_dim is not None and mean.shape[0] != self.embed_dim) or not math.isfinite(
-            float(mean.sum())
-        ):
-            raise corrupt
+        dim = self.embed_dim
+        mean = _vector(rows["domain_mean"], "<f4", dim)
+        if mean is None or not math.isfinite(float(mean.sum())):
+            raise StoreError(f"{self.path}: corrupt store (meta row domain_mean)")
+        count = rows.get("domain_num_embeddings", 0)
+        if not isinstance(count, int) or count < 0:
+            raise StoreError(f"{self.path}: corrupt store (meta row domain_num_embeddings)")
         cohort, rule = None, {}
         if "domain_cohort" in rows:
-            cohort = _float32_vector(rows["domain_cohort"], corrupt)
-            if mean.shape[0] == 0 or cohort.size % mean.shape[0] or not cohort.size:
-                raise corrupt
-            cohort = cohort.reshape(-1, mean.shape[0])
-            try:
-                rule = {
-                    "top_k": int(rows["domain_top_k"]),
-                    "threshold": float(rows["domain_threshold"]),
-                    "false_accept": float(rows["domain_false_accept"]),
-                    "pairs_above": float(rows["domain_pairs_above"]),
-                }
-            except (KeyError, TypeError, ValueError):
-                raise corrupt from None
-            if rule["top_k"] < 1 or not all(math.isfinite(v) for v in rule.values()):
-                raise corrupt
-            if not math.isfinite(float(cohort.sum())):
-                raise corrupt
-        try:
-            count = int(rows.get("domain_num_embeddings", 0))
-        except (TypeError, ValueError):
-            raise corrupt from None
+            cohort = _vector(rows["domain_cohort"], "<f4", None)
+            if cohort is None or cohort.size % mean.shape[0] or not np.isfinite(cohort).all():
+                raise StoreError(f"{self.path}: corrupt store (meta row domain_cohort)")
+            cohort = cohort.reshape(-1, mean.shape[0]).astype(np.float32)
+            for key, kind in (
+                ("top_k", int),
+                ("threshold", float),
+                ("false_accept", float),
+                ("pairs_above", float),
+            ):
+                value = rows.get(f"domain_{key}")
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise StoreError(f"{self.path}: corrupt store (meta row domain_{key})")
+                if not math.isfinite(value) or (key == "top_k" and value < 1):
+                    raise StoreError(f"{self.path}: corrupt store (meta row domain_{key})")
+                rule[key] = kind(value)
         return DomainMean(
-            mean,
+            mean.astype(np.float32),
             count,
             str(rows.get("domain_source", "")),
             str(rows.get("domain_updated", "")),

@@ -280,8 +280,6 @@ def adapt(
         source = str(embeddings_dir)
         _check_store_early(store_path, fingerprint, source)
         _check_domain_size(source, len(embeddings))
-        if not np.all(np.isfinite(embeddings)):
-            raise VerificationError(f"{source}: embeddings contain NaN or infinite values")
     domain = estimate_domain(embeddings, source)
     if len(embeddings) < 100:
         warnings.append(
@@ -331,4 +329,10 @@ def _read_embedding_store(directory: str | os.PathLike) -> tuple[np.ndarray, str
     embeddings = np.asarray(loaded.embeddings, dtype=np.float64)
     if embeddings.ndim != 2 or embeddings.shape[0] == 0:
         raise VerificationError(f"{directory}: no embeddings")
+    bad = np.flatnonzero(~np.isfinite(embeddings).all(axis=1))
+    if bad.size:  # refused here, before the store is opened (or created)
+        raise VerificationError(
+            f"{directory}: embedding of {loaded.utt_ids[bad[0]]} (row {bad[0]}) is not finite; "
+            f"{bad.size} such row(s)"
+        )
     return embeddings, str(fingerprint)

@@ -25,7 +25,7 @@ from speakerverify.config import (
     OptimConfig,
     TrainConfig,
 )
-from speakerverify.files import write_atomic
+from speakerverify.files import check_input, write_atomic
 
 __all__ = ["Config", "apply_overrides", "load_config", "save_config"]
 
@@ -167,6 +167,7 @@ def load_config(
             (listing the valid ones) or invalid values; the message names the file.
     """
     path = Path(path)
+    check_input(path)  # a FIFO would block read_text forever
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:

@@ -307,10 +307,10 @@ class _Run:
         self.log_path = exp_dir / "train_log.jsonl"
         # Refuse a used exp dir (or a missing checkpoint) before writing anything.
         self.last_path: Path | None = resume_path(resume, self.checkpoint_dir)
-        if env.is_main:
-            save_config(config, exp_dir / "config.yaml")
         # Fine-tuning starts a fresh run from `init`'s weights; a resumed run has its own.
         self.parts = build_parts(config, env, init=init if self.last_path is None else None)
+        if env.is_main:  # once the parts are built: a refused --init or data dir writes nothing
+            save_config(config, exp_dir / "config.yaml")
         self.progress = Progress()
         self.loader: Any = None  # built once: its workers persist across epochs
 

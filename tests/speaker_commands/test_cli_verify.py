@@ -66,7 +66,8 @@ def test_model_and_store_from_environment(bundled_model_files, enrolled, fake_mo
     result = run(["verify", "ann", voices["ann2"], "--threshold", "-1"], env=env)
     assert result.exit_code == 0, result.output
     # Without a model the bundled one is used, said once; the fake loader gives it the
-    # fingerprint 0000..., which its calibration (and this store) refuse.
+    # fingerprint 0000..., which this store refuses (its calibration, foreign to 0000..., is
+    # not used under --threshold).
     bundled = run(
         ["verify", "ann", voices["ann2"], "--threshold", "-1"],
         env={"SPEAKERVERIFY_MODEL": "", "SPEAKERVERIFY_STORE": str(enrolled)},
@@ -74,7 +75,8 @@ def test_model_and_store_from_environment(bundled_model_files, enrolled, fake_mo
     assert bundled.exit_code == 2
     note, error = bundled.stderr.splitlines()
     assert note.startswith("using the bundled model xvector_synth (fingerprint ")
-    assert error.startswith(f"error: {bundled_checkpoint().parent}") and "0000000000000000" in error
+    assert error.startswith(f"error: {enrolled}: store was made by model")
+    assert f"{bundled_checkpoint()} is model 0000000000000000" in error
 
 
 def test_pair_with_directory_and_bad_names(enrolled, fake_model, voices):

@@ -1,0 +1,152 @@
+"""Hostile names and stores (issue 22, item 5 and the store tracebacks): a speaker name must print
+as what it is; a corrupt store value is a one-line error naming the store.
+
+Shared fixtures: `conftest.py` here."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+from command_helpers import assert_clean_error, run
+from speaker_helpers import FP
+
+from speakerverify.speakers.records import validate_name
+from speakerverify.speakers.store import SpeakerStore
+
+SPOOFS = {
+    "rlo": "ann\u202enoj",  # shows as "annjon": right-to-left override
+    "lre": "\u202aann",
+    "pdf": "ann\u202c",
+    "lri_isolate": "\u2066ann\u2069",
+    "zero_width_space": "a\u200bnn",
+    "zero_width_joiner": "an\u200dn",
+    "bom": "\ufeffann",
+    "soft_hyphen": "an\u00adn",
+    "line_separator": "ann\u2028bo",
+}
+
+
+@pytest.mark.parametrize("name", SPOOFS.values(), ids=SPOOFS.keys())
+def test_names_that_print_like_others_are_refused(name):
+    with pytest.raises(ValueError) as caught:
+        validate_name(name)
+    message = str(caught.value)
+    assert "does not print as itself" in message
+    bad = next(c for c in name if not c.isprintable())
+    assert f"U+{ord(bad):04X}" in message and bad not in message  # shown escaped, never raw
+
+
+def test_visible_unicode_names_still_enroll():
+    for name in ("Zoë", "王小明" * 30, "Ольга", "محمد", "ann-marie o'neil"):
+        assert validate_name(name) == name
+    for emoji in ("\U0001f642\u200d\u2194\ufe0f", "\u2764\ufe0f\u200d\U0001f525", "👩🏽\u200d💻"):
+        assert validate_name(emoji) == emoji  # a joiner inside an emoji ZWJ sequence
+
+
+def test_a_joiner_outside_an_emoji_sequence_is_refused():
+    for name in ("ann\u200d", "a\u200dnn", "\U0001f642\u200dx", "\u200d\U0001f642"):
+        with pytest.raises(ValueError, match="U\\+200D"):
+            validate_name(name)
+
+
+def test_enroll_refuses_a_bidi_name_and_creates_no_store(fake_model, voices, tmp_path):
+    store = tmp_path / "s.db"
+    result = run(["enroll", SPOOFS["rlo"], voices["ann0"], "--model", fake_model, "--store", store])
+    assert_clean_error(result, "U+202E", "does not print as itself")
+    assert "\u202e" not in result.output
+    assert not store.exists()
+
+
+def test_a_speaker_enrolled_before_the_rule_can_still_be_verified_and_removed(tmp_path):
+    path = tmp_path / "s.db"
+    with SpeakerStore(path, create=True) as store:
+        store.add("ann", np.ones((1, 4)), 3.0, fingerprint=FP)
+    with sqlite3.connect(path) as conn:  # as an older version could have written it
+        conn.execute(
+            "UPDATE speakers SET name = ? WHERE name = 'ann'", (SPOOFS["zero_width_space"],)
+        )
+    with SpeakerStore(path) as store:
+        assert store.get(SPOOFS["zero_width_space"]).num_utterances == 1
+        store.remove(SPOOFS["zero_width_space"])
+        assert store.speakers() == []
+
+
+# -- corrupt store values: one line naming the store and the row, never a traceback ------------
+
+
+def _corrupt(store, sql, params=()):
+    with sqlite3.connect(store) as conn:
+        conn.execute(sql, params)
+
+
+CORRUPTIONS = {
+    "embed_dim_not_an_integer": (
+        "UPDATE meta SET value = 'wide' WHERE key = 'embed_dim'",
+        (),
+        "meta row embed_dim is 'wide'",
+    ),
+    "domain_mean_of_two_bytes": (
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('domain_mean', ?)",
+        (b"\x00\x01",),
+        "meta row domain_mean",
+    ),
+    "domain_mean_as_text": (
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('domain_mean', 'zero')",
+        (),
+        "meta row domain_mean",
+    ),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_corrupt_store_values_are_one_line_errors(enrolled, fake_model, voices, corruption):
+    sql, params, message = CORRUPTIONS[corruption]
+    _corrupt(enrolled, sql, params)
+    model = ["--model", fake_model, "--store", enrolled]
+    for args in (
+        ["verify", "ann", voices["ann2"], "--threshold", "0.5", *model],
+        ["identify", voices["ann2"], "--threshold", "0.5", *model],
+        ["speakers", "list", "--store", enrolled],
+    ):
+        assert_clean_error(run(args), str(enrolled), "corrupt store", message)
+
+
+@pytest.mark.parametrize(
+    "value", [b"\x00\x01\x02", b"\x00" * 8, "text"], ids=["3_bytes", "1_float", "text"]
+)
+def test_corrupt_embedding_sum_is_a_one_line_error_and_changes_nothing(
+    enrolled, fake_model, voices, value
+):
+    _corrupt(enrolled, "UPDATE speakers SET embedding_sum = ? WHERE name = 'ann'", (value,))
+    with sqlite3.connect(enrolled) as conn:
+        before = conn.execute("SELECT * FROM speakers ORDER BY name").fetchall()
+    result = run(["enroll", "ann", voices["ann2"], "--model", fake_model, "--store", enrolled])
+    assert_clean_error(result, str(enrolled), "corrupt store (speaker 'ann': embedding_sum)")
+    with sqlite3.connect(enrolled) as conn:
+        assert conn.execute("SELECT * FROM speakers ORDER BY name").fetchall() == before
+
+
+def test_a_speaker_name_longer_than_a_file_name_can_be_verified(fake_model, voices, tmp_path):
+    name = "王" * 100  # a legal name of 300 bytes: too long to be a file name
+    store = tmp_path / "s.db"
+    common = ["--model", fake_model, "--store", store]
+    assert run(["enroll", name, voices["ann0"], *common]).exit_code == 0
+    result = run(["verify", name, voices["ann1"], "--threshold", "-1", "--json", *common])
+    assert result.exit_code == 0, result.output
+    missing = run(["verify", "王" * 99, voices["ann1"], "--threshold", "-1", *common])
+    assert_clean_error(missing, "no enrolled speaker named")
+
+
+def test_adapt_embeddings_with_a_nan_row_is_refused_and_creates_no_store(tmp_path):
+    from speakerverify.backend.embedding_dir import save_embeddings
+
+    vectors = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    vectors[3, 2] = np.nan
+    ids = [f"u{i}" for i in range(5)]
+    save_embeddings(tmp_path / "emb", ids, vectors, {"model_fingerprint": FP})
+    store = tmp_path / "new.db"
+    result = run(["adapt", "--embeddings", tmp_path / "emb", "--store", store])
+    assert_clean_error(result, "embedding of u3 (row 3) is not finite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb"]
