@@ -92,8 +92,9 @@ def test_score_evaluate_calibrate_round_trip(scored, tmp_path):
     # --false-accept: the default operating point accepts that share of the non-targets
     pointed = tmp_path / "pointed.json"
     result = run(
-        "calibrate", scored / "trials.txt", scores, "--out", pointed, "--false-accept", "0.05"
-    )
+        "calibrate", scored / "trials.txt", scores, "--out", pointed, "--false-accept", "0.05",
+        "--model", scored / "model.pt",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "default operating point: p_target=" in result.output
     loaded = Calibration.load(pointed)

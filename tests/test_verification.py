@@ -3,6 +3,7 @@ rules, centred scoring, enroll/verify/identify/adapt over real audio files and a
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -11,7 +12,7 @@ import soundfile as sf
 from speaker_helpers import FP, SpectrumEmbedder, store_rows, write_domain_audio
 from synth import random_speaker, speech_like
 
-from speakerverify.backend.calibration import default_calibration_path
+from speakerverify.backend.calibration import CalibrationError, default_calibration_path
 from speakerverify.backend.scoring import cosine_scores
 from speakerverify.backend.speaker_model import SpeakerModel, VerificationError, embed_utterance
 from speakerverify.frontend.audio import AudioError
@@ -332,9 +333,13 @@ def test_the_calibrations_operating_point_is_the_default_and_p_target_overrides_
     assert "p_target=0.01, its default operating point" in rule.describe()
     asked = resolve_decision_rule(model, p_target=0.5)
     assert not asked.default and asked.score_threshold == pytest.approx(0.5)
-    bad = write_calibration(tmp_path / "bad.json", default_p_target=1.5)
+    bad = tmp_path / "bad.json"
+    with pytest.raises(CalibrationError, match="'default_p_target' must be a number in"):
+        write_calibration(bad, default_p_target=1.5)  # refused on save
+    good = json.loads(default_calibration_path(model.path).read_text())
+    bad.write_text(json.dumps({**good, "default_p_target": 1.5}))
     with pytest.raises(VerificationError, match="'default_p_target' must be a number in"):
-        resolve_decision_rule(model, calibration_path=bad)
+        resolve_decision_rule(model, calibration_path=bad)  # and on load
 
 
 def test_calibration_file_problems_are_one_line_errors(tmp_path):
