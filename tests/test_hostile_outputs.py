@@ -17,28 +17,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from click.testing import CliRunner
+from hostile_helpers import assert_one_line_error, run
 from synth import random_speaker, speech_like
 
 from speakerverify.backend.embedding_dir import save_embeddings
 from speakerverify.checkpoint import load_checkpoint, save_checkpoint
-from speakerverify.cli import main
 from speakerverify.data import Trials, write_trials
 from speakerverify.files import NotRegularFileError, OutputError, write_atomic
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
 from speakerverify.speakers.store import SpeakerStore
-
-
-def run(args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, (fragment, result.stderr)
 
 
 @pytest.fixture

@@ -3,20 +3,7 @@ naming the file and line, exit 2, no traceback."""
 
 from __future__ import annotations
 
-from click.testing import CliRunner
-
-from speakerverify.cli import main
-
-
-def run(args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, (fragment, result.stderr)
+from hostile_helpers import assert_one_line_error, run
 
 
 def test_a_trial_list_that_is_not_utf8(tmp_path):

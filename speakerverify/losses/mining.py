@@ -233,6 +233,21 @@ def check_strategy(strategy: str) -> None:
         raise ValueError(f"unknown mining strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
 
 
+def check_mining_options(
+    semi_hard_fallback: str, num_hardest: int, hard_probability: float
+) -> None:
+    """ValueError naming the option when a miner setting is out of range."""
+    if semi_hard_fallback not in SEMI_HARD_FALLBACKS:
+        raise ValueError(
+            f"unknown semi_hard_fallback {semi_hard_fallback!r}; "
+            f"valid: {', '.join(SEMI_HARD_FALLBACKS)}"
+        )
+    if num_hardest < 1:
+        raise ValueError(f"num_hardest must be >= 1, got {num_hardest}")
+    if not 0.0 <= hard_probability <= 1.0:
+        raise ValueError(f"hard_probability must be in [0, 1], got {hard_probability}")
+
+
 def mine_triplets(
     distances: torch.Tensor,
     labels: torch.Tensor,
@@ -286,15 +301,7 @@ def mine_triplets(
     (tensor([0, 1]), tensor([1, 0]), tensor([2, 2]))
     """
     check_strategy(strategy)
-    if semi_hard_fallback not in SEMI_HARD_FALLBACKS:
-        raise ValueError(
-            f"unknown semi_hard_fallback {semi_hard_fallback!r}; "
-            f"valid: {', '.join(SEMI_HARD_FALLBACKS)}"
-        )
-    if num_hardest < 1:
-        raise ValueError(f"num_hardest must be >= 1, got {num_hardest}")
-    if not 0.0 <= hard_probability <= 1.0:
-        raise ValueError(f"hard_probability must be in [0, 1], got {hard_probability}")
+    check_mining_options(semi_hard_fallback, num_hardest, hard_probability)
     if distances.ndim != 2 or distances.shape[0] != distances.shape[1]:
         raise ValueError(f"distances must be (B, B), got {tuple(distances.shape)}")
     if labels.shape != (distances.shape[0],):

@@ -16,7 +16,7 @@ from speakerverify.losses.distances import check_distance, distance_matrix
 from speakerverify.losses.distributed import gather_batch
 from speakerverify.losses.mining import (
     DENSE_STRATEGIES,
-    SEMI_HARD_FALLBACKS,
+    check_mining_options,
     check_strategy,
     dense_windows,
     mine_triplets,
@@ -103,15 +103,7 @@ class TripletLoss(nn.Module):
         check_distance(distance)
         if reduction is not None and reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
-        if semi_hard_fallback not in SEMI_HARD_FALLBACKS:
-            raise ValueError(
-                f"unknown semi_hard_fallback {semi_hard_fallback!r}; "
-                f"valid: {', '.join(SEMI_HARD_FALLBACKS)}"
-            )
-        if num_hardest < 1:
-            raise ValueError(f"num_hardest must be >= 1, got {num_hardest}")
-        if not 0.0 <= hard_probability <= 1.0:
-            raise ValueError(f"hard_probability must be in [0, 1], got {hard_probability}")
+        check_mining_options(semi_hard_fallback, num_hardest, hard_probability)
         self._explicit_reduction = reduction
         self.margin = margin
         self.mining = mining
