@@ -82,9 +82,7 @@ class DecisionRule:
         when `adapt` saved one; any other rule stays."""
         if not self.default or domain is None or not domain.has_rule:
             return self
-        return DecisionRule(
-            "adapted", float(domain.threshold), "snorm", default=True, domain=domain
-        )
+        return adapted_rule(domain)
 
     def describe(self) -> str:
         """One line saying where the threshold came from."""
@@ -125,6 +123,11 @@ class DecisionRule:
                 "adaptation_pairs_above": self.domain.pairs_above,
             }
         return document
+
+
+def adapted_rule(domain: DomainMean) -> DecisionRule:
+    """The rule `adapt` saved with `domain`: S-Norm against its cohort, at its threshold."""
+    return DecisionRule("adapted", float(domain.threshold), "snorm", default=True, domain=domain)
 
 
 @dataclass(frozen=True)
@@ -213,9 +216,8 @@ def resolve_decision_rule(
         )
     if calibration is None:
         saved = None if domain is None or p_target is not None else domain()
-        adapted = DecisionRule("adapted", math.nan, "snorm", default=True).for_domain(saved)
-        if p_target is None and adapted.domain is not None:
-            return adapted  # a store that `adapt` prepared decides without a calibration
+        if saved is not None and saved.has_rule:
+            return adapted_rule(saved)  # a store that `adapt` prepared needs no calibration
         raise VerificationError(
             f"{model.path}: no decision threshold: the model has no calibration ({path} not "
             "found); pass --calibration FILE (from `speakerverify calibrate`) or --threshold "

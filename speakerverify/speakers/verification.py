@@ -25,6 +25,7 @@ from speakerverify.backend.speaker_model import (
 )
 from speakerverify.speakers.decision import (
     DecisionRule,
+    adapted_rule,
     centring_caveat,
     score_against,
 )
@@ -296,7 +297,7 @@ def adapt(
         float(np.linalg.norm(saved.mean)),
         fingerprint,
         warnings,
-        rule=DecisionRule("adapted", float(saved.threshold), "snorm", domain=saved).to_json(),
+        rule=adapted_rule(saved).to_json(),
     )
 
 
