@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from checkpoint_helpers import save_tiny_xvector
 from click.testing import CliRunner
 from synth import random_speaker, speech_like
 
@@ -23,10 +24,8 @@ from speakerverify.backend.embedder import Embedder
 from speakerverify.backend.export import export_onnx
 from speakerverify.backend.onnx_embedder import OnnxEmbedder
 from speakerverify.backend.speaker_model import embed_utterance, load_speaker_model
-from speakerverify.checkpoint import load_checkpoint, save_checkpoint
+from speakerverify.checkpoint import load_checkpoint
 from speakerverify.cli import main
-from speakerverify.frontend.fbank_config import FbankConfig
-from speakerverify.models import build_model
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -36,17 +35,8 @@ ARGS = {"embed_dim": 24, "channels": 32, "stats_channels": 64}
 RATES = (8000, 22050, 44100, 48000)  # other than the model's 16 kHz: resampled on both paths
 
 
-def _save_tiny(path: Path, seed: int) -> str:
-    torch.manual_seed(seed)
-    model = build_model("xvector", **ARGS)
-    for module in model.modules():  # non-trivial statistics, as after training
-        if isinstance(module, torch.nn.BatchNorm1d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-    return save_checkpoint(
-        path, model_name="xvector", model_args=ARGS, model=model.eval(),
-        features=FbankConfig(noise_floor_db=-30.0).to_dict(),
-    )  # fmt: skip
+def _save_tiny(path: Path, seed: int = 0) -> str:
+    return save_tiny_xvector(path, ARGS, seed)
 
 
 @pytest.fixture(scope="module")

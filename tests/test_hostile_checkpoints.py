@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from checkpoint_helpers import save_tiny_xvector
 from click.testing import CliRunner
 from synth import random_speaker, speech_like
 
@@ -22,7 +23,6 @@ from speakerverify.checkpoint import (
     build_payload,
     load_checkpoint,
     load_model,
-    save_checkpoint,
 )
 from speakerverify.checkpoint_rules import MODEL_NAMES, check_payload, read_checkpoint
 from speakerverify.cli import main
@@ -46,16 +46,7 @@ def assert_one_line_error(result, *fragments):
 
 
 def _save(path: Path, seed: int = 0) -> str:
-    torch.manual_seed(seed)
-    model = build_model("xvector", **ARGS)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm1d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-    return save_checkpoint(
-        path, model_name="xvector", model_args=ARGS, model=model.eval(),
-        features=FbankConfig(noise_floor_db=-30.0).to_dict(),
-    )  # fmt: skip
+    return save_tiny_xvector(path, ARGS, seed)
 
 
 @pytest.fixture(scope="module")
