@@ -18,7 +18,7 @@ from speakerverify.models import build_model
 from speakerverify.training.distributed import DistEnv
 from speakerverify.training.experiment_config import load_config
 from speakerverify.training.resume import Progress
-from speakerverify.training.setup import build_loader, build_losses, build_parts
+from speakerverify.training.setup import build_loader, build_parts
 
 TINY = Path(__file__).parent / "conf" / "tiny.yaml"
 CPU = DistEnv(0, 1, 0, torch.device("cpu"), owns_group=False)
@@ -78,7 +78,7 @@ class HostReads:
 def test_the_step_makes_no_host_read(train_dir, monkeypatch, loss_overrides):
     config = tiny_config(train_dir, "data.speed_perturb=true", *loss_overrides)
     parts = build_parts(config, CPU)
-    loss_fn = build_losses(config, CPU, parts.dataset.speaker_of_label)[config.loss.mining]
+    loss_fn = parts.loss
     batch = first_batch(parts, config)
     reads = HostReads(monkeypatch)
     step = loop._train_step(parts, batch, loss_fn, {"margin": 0.1}, config.optim.grad_clip)
@@ -91,7 +91,7 @@ def test_the_step_makes_no_host_read(train_dir, monkeypatch, loss_overrides):
 def test_an_epoch_reads_the_device_only_when_it_logs(train_dir, monkeypatch):
     config = tiny_config(train_dir, "train.log_every=1000", "data.num_speakers=2")
     parts = build_parts(config, CPU)
-    loss_fn = build_losses(config, CPU)[config.loss.mining]
+    loss_fn = parts.loss
     parts.sampler.set_epoch(0)
     loader = build_loader(parts.dataset, parts.sampler, 0, config, CPU)
     records = []
@@ -133,7 +133,7 @@ def test_the_step_math_equals_a_plain_autograd_reference(train_dir):
     config = tiny_config(train_dir, "optim.name=sgd", "optim.lr=0.5")
     parts = build_parts(config, CPU)
     reference = copy.deepcopy(parts.model)
-    loss_fn = build_losses(config, CPU)[config.loss.mining]
+    loss_fn = parts.loss
     batch = first_batch(parts, config)
     lr = parts.optimizer.param_groups[0]["lr"]
     step = loop._train_step(parts, batch, loss_fn, {"margin": 0.2}, config.optim.grad_clip)

@@ -14,6 +14,7 @@ import torch.distributed as dist
 __all__ = [
     "DistEnv",
     "any_rank",
+    "average_gradients",
     "barrier",
     "init_distributed",
     "params_in_sync",
@@ -94,12 +95,31 @@ def any_rank(env: DistEnv, flag: bool) -> bool:
     return bool(value.item() > 0)
 
 
-def params_in_sync(model: torch.nn.Module) -> bool:
-    """Whether every rank holds bit-identical parameters (DDP keeps them so; a cheap guard)."""
+def average_gradients(parameters: list[torch.nn.Parameter], env: DistEnv) -> None:
+    """Average the gradients of `parameters` over the ranks (one all-reduce), as DDP does for the
+    modules it wraps; a parameter without a gradient on a rank counts as a zero gradient there,
+    so every rank reduces the same tensor. Nothing happens outside DDP or without parameters."""
+    parameters = [p for p in parameters if p.requires_grad]
+    if not env.distributed or not parameters:
+        return
+    flat = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in parameters]
+    )
+    dist.all_reduce(flat)
+    flat /= env.world_size
+    for param, grad in zip(parameters, flat.split([p.numel() for p in parameters]), strict=True):
+        param.grad = grad.view_as(param).clone()
+
+
+def params_in_sync(*modules: torch.nn.Module) -> bool:
+    """Whether every rank holds bit-identical parameters of `modules` (DDP keeps the encoder's
+    so and `average_gradients` the loss's; a cheap guard)."""
     digest = hashlib.sha256()
-    for name, param in model.named_parameters():
-        digest.update(name.encode())
-        digest.update(param.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy())
+    for index, module in enumerate(modules):
+        for name, param in module.named_parameters():
+            digest.update(f"{index}.{name}".encode())
+            data = param.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+            digest.update(data.numpy())
     digests: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(digests, digest.hexdigest())
     if len(set(digests)) > 1:

@@ -1,8 +1,9 @@
 """The training loop: `fit()` builds everything from a Config, `train_one_epoch()` runs the steps.
 
 One code path for CPU, one GPU and `torchrun` DDP. Checkpoints every epoch and on SIGINT/SIGTERM
-(at the next step boundary); `resume` restores model, optimizer, scheduler, sampler position and
-RNG states (`speakerverify.training.resume`) so a resumed run equals an uninterrupted one on CPU.
+(at the next step boundary); `resume` restores model, loss, optimizer, scheduler, sampler
+position and RNG states (`speakerverify.training.resume`) so a resumed run equals an
+uninterrupted one on CPU.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from speakerverify.checkpoint import CheckpointError
 from speakerverify.training.distributed import (
     DistEnv,
     any_rank,
+    average_gradients,
     barrier,
     init_distributed,
     params_in_sync,
@@ -49,7 +51,6 @@ from speakerverify.training.setup import (
     Parts,
     StopFn,
     build_loader,
-    build_losses,
     build_parts,
 )
 from speakerverify.training.validation import validate
@@ -112,8 +113,12 @@ def _train_step(
     loss, stats = loss_fn(embeddings.float(), labels, **loss_args)
     parts.optimizer.zero_grad(set_to_none=True)
     parts.scaler.scale(loss).backward()
+    # DDP averaged the encoder's gradients during backward; the loss's own parameters sit
+    # outside its wrapper (the encoder alone is compiled and wrapped), so average them here.
+    average_gradients(list(loss_fn.parameters()), parts.env)
     parts.scaler.unscale_(parts.optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), grad_clip or math.inf)
+    trained = parts.trained_parameters()
+    grad_norm = torch.nn.utils.clip_grad_norm_(trained, grad_clip or math.inf)
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
     lr = parts.optimizer.param_groups[0]["lr"]
@@ -318,13 +323,15 @@ class _Run:
         config, progress = self.config, self.progress
         if self.last_path is not None:
             load_train_state(self.last_path, config, self.parts, progress)
-        losses = build_losses(config, self.env, self.parts.dataset.speaker_of_label)
         log = JsonlLog(self.log_path, config.train.tensorboard) if self.env.is_main else None
         try:
             while progress.epoch < config.train.epochs and not self._at_max_steps():
                 if self.last_path is not None and any_rank(self.env, self.stop()):
                     self._interrupted()  # a signal during validation or saving
-                loss_fn = losses[mining_at(config.loss, progress.epoch)]
+                loss_fn = self.parts.loss
+                mining = mining_at(config.loss, progress.epoch)
+                if mining is not None:
+                    loss_fn.mining = mining  # the warm-up strategy, then the main one
                 if not self._run_epoch(loss_fn, log):
                     break
         finally:
@@ -354,7 +361,7 @@ class _Run:
         record = {"kind": "epoch", "epoch": epoch + 1, "step": progress.step}
         record |= {"loss": progress.epoch_loss, **self._validate()}
         if self.env.distributed:
-            record["ranks_in_sync"] = params_in_sync(parts.model)
+            record["ranks_in_sync"] = params_in_sync(parts.model, parts.loss)
         improved = record.get("eer", math.inf) < progress.best_eer
         if improved:
             progress.best_eer = record["eer"]

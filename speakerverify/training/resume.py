@@ -1,5 +1,6 @@
 """Exact resume: where training is (`Progress`), the train state a checkpoint carries besides the
-weights (optimizer, scheduler, grad scaler, position, every RNG state) and restoring it.
+weights (the loss's own parameters, optimizer, scheduler, grad scaler, position, every RNG state)
+and restoring it.
 
 A resumed run equals an uninterrupted one on CPU; `speakerverify.training.loop` decides when to
 save and what to resume from.
@@ -55,6 +56,7 @@ def save_train_checkpoint(path: Path, config: Config, parts: Parts, progress: Pr
         "global_step": progress.step,
         "best_eer": progress.best_eer,
         "world_size": parts.env.world_size,
+        "loss": {k: v.detach().to("cpu").clone() for k, v in parts.loss.state_dict().items()},
         "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.scheduler.state_dict(),
         "scaler": parts.scaler.state_dict(),
@@ -72,7 +74,11 @@ def save_train_checkpoint(path: Path, config: Config, parts: Parts, progress: Pr
 
 
 def load_train_state(path: Path, config: Config, parts: Parts, progress: Progress) -> None:
-    """Restore weights, optimizer, scheduler, scaler, `progress` and RNGs from `path`.
+    """Restore weights, the loss's state, optimizer, scheduler, scaler, `progress` and RNGs.
+
+    A checkpoint written before the loss's state was saved (no `train_state["loss"]`) resumes
+    with the loss as built: its parameters start from their initial values, with fresh
+    optimizer moments.
 
     Raises:
         CheckpointError: the checkpoint is of another model or has no train state.
@@ -88,7 +94,12 @@ def load_train_state(path: Path, config: Config, parts: Parts, progress: Progres
     if not state:
         raise CheckpointError(f"{path}: has no train state (an averaged or exported model?)")
     parts.encoder.load_state_dict(payload["state_dict"])
-    parts.optimizer.load_state_dict(state["optimizer"])
+    optimizer_state = state["optimizer"]
+    if "loss" in state:
+        parts.loss.load_state_dict(state["loss"])
+    else:
+        optimizer_state = _without_loss_state(path, optimizer_state, parts)
+    parts.optimizer.load_state_dict(optimizer_state)
     parts.scheduler.load_state_dict(state["scheduler"])
     parts.scaler.load_state_dict(state["scaler"])
     progress.epoch = int(state["epoch"])
@@ -105,6 +116,29 @@ def load_train_state(path: Path, config: Config, parts: Parts, progress: Progres
         )
     restore_rng(state["rng"], env, config.train.seed, progress.step)
     logger.info("resumed from %s at epoch %d step %d", path, progress.epoch + 1, progress.step)
+
+
+def _without_loss_state(path: Path, saved: dict[str, Any], parts: Parts) -> dict[str, Any]:
+    """The optimizer state of a checkpoint written before the loss's parameters trained, made to
+    fit today's optimizer: those parameters come last in its one group (see `build_parts`), so
+    they are appended to the saved group and get fresh state (no entry in `saved["state"]`)."""
+    num_loss_parameters = sum(1 for p in parts.loss.parameters() if p.requires_grad)
+    if num_loss_parameters == 0:
+        return saved
+    logger.warning(
+        "%s has no state of the %s loss (written before its parameters trained): they start "
+        "from their initial values",
+        path,
+        type(parts.loss).__name__,
+    )
+    current = parts.optimizer.state_dict()["param_groups"]
+    if len(saved["param_groups"]) != len(current) or len(current) != 1:
+        return saved  # not the layout this fix-up knows; the optimizer says what differs
+    (group,) = saved["param_groups"]
+    wanted = current[0]["params"]
+    if group["params"] != wanted[: len(wanted) - num_loss_parameters]:
+        return saved
+    return {**saved, "param_groups": [{**group, "params": list(wanted)}]}
 
 
 def capture_rng() -> dict[str, Any]:

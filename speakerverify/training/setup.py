@@ -1,4 +1,4 @@
-"""Building the pieces of a training run from a Config (model, front-end, data, optimizer, losses)
+"""Building the pieces of a training run from a Config (model, front-end, data, loss, optimizer)
 and the loader of an epoch's batches (from any batch on, for exact resume).
 
 `speakerverify.training.loop` runs the pieces; this module never imports it.
@@ -29,7 +29,7 @@ from speakerverify.training.schedules import LrSchedule, mining_at, warmup_steps
 __all__ = [
     "Parts",
     "build_loader",
-    "build_losses",
+    "build_loss_fn",
     "build_parts",
 ]
 
@@ -46,11 +46,16 @@ class Parts:
     spec_augment: nn.Module | None
     dataset: CropDataset
     sampler: PKSampler
+    loss: nn.Module  # the training loss; its own parameters (if any) train with the encoder's
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     env: DistEnv
     amp_dtype: torch.dtype | None = None
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        """Every parameter the optimizer steps: the encoder's unfrozen ones, then the loss's."""
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     @property
     def encoder(self) -> nn.Module:
@@ -74,10 +79,12 @@ def build_model_args(config: Config) -> dict[str, Any]:
 
 def build_parts(config: Config, env: DistEnv, init: str | os.PathLike | None = None) -> Parts:
     """Seed, then build encoder (DDP-wrapped when distributed), front-end, SpecAugment, dataset,
-    P×K sampler (sharded by rank), optimizer, LR scheduler and grad scaler.
+    P×K sampler (sharded by rank), loss, optimizer, LR scheduler and grad scaler.
 
-    With `init`, the encoder starts from that checkpoint's weights (fine-tuning); parameters
-    named by `train.freeze` are left out of the optimizer (before DDP wraps the encoder).
+    The optimizer steps the encoder's parameters and the loss's own (e.g. the scale and bias of
+    the angular prototypical loss). With `init`, the encoder starts from that checkpoint's
+    weights (fine-tuning); parameters named by `train.freeze` are left out of the optimizer
+    (before DDP wraps the encoder).
     """
     device = env.device
     torch.manual_seed(config.train.seed)  # identical initial weights on every rank
@@ -93,6 +100,9 @@ def build_parts(config: Config, env: DistEnv, init: str | os.PathLike | None = N
         speed_perturb=config.data.speed_perturb,
     )
     sampler = _build_sampler(dataset, config, env)
+    # Built under the shared seed, so a loss with randomly initialised parameters starts equal on
+    # every rank; outside DDP's wrapper, so `_train_step` averages its gradients itself.
+    loss = build_loss_fn(config, env, dataset.speaker_of_label)
     model: torch.nn.Module = encoder
     if env.distributed:
         device_ids = [device.index] if device.type == "cuda" else None
@@ -103,7 +113,9 @@ def build_parts(config: Config, env: DistEnv, init: str | os.PathLike | None = N
         torch.backends.cudnn.benchmark = True
     if config.train.compile:
         model = torch.compile(model)  # DDP inside: its bucketing hooks survive compilation
-    optimizer = build_optimizer(config, [p for p in model.parameters() if p.requires_grad])
+    trained = [p for p in model.parameters() if p.requires_grad]
+    trained += [p for p in loss.parameters() if p.requires_grad]
+    optimizer = build_optimizer(config, trained)
     scheduler = _build_scheduler(config, optimizer, len(sampler))
     amp_dtype = _amp_dtype(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -116,6 +128,7 @@ def build_parts(config: Config, env: DistEnv, init: str | os.PathLike | None = N
         spec_augment=spec_augment,
         dataset=dataset,
         sampler=sampler,
+        loss=loss,
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=scaler,
@@ -235,43 +248,37 @@ def build_optimizer(config: Config, params: Any) -> torch.optim.Optimizer:
     )
 
 
-def build_losses(
-    config: Config, env: DistEnv, speaker_of_label: Any = None
-) -> dict[str | None, nn.Module]:
-    """One loss module per mining strategy used during the run (warm-up and main), keyed by
-    `mining_at`; a loss that does not mine is the one entry under None.
+def build_loss_fn(config: Config, env: DistEnv, speaker_of_label: Any = None) -> nn.Module:
+    """The training loss of `config.loss`, on the device; a mining loss starts with the mining
+    strategy of the first epoch (`mining_at`), which the loop switches after a warm-up.
 
     A margin set in the config is the loss's own default; a margin schedule passes it per call.
     `speaker_of_label` (the dataset's, (num_classes,)) keeps a speaker's speed-perturbed copies
     out of its negatives when mining.
     """
     loss = config.loss
-    strategies = {mining_at(loss, 0), mining_at(loss, loss.mining_warmup_epochs)}
-    losses = {}
-    for mining in strategies:
-        kwargs: dict[str, Any] = {}
-        if loss.margin is not None:
-            kwargs["margin"] = loss.margin
-        if loss.name in MINING_LOSSES:
-            kwargs |= {
-                "mining": mining,
-                "distance": loss.distance,
-                "soft_margin": loss.soft_margin,
-                "gather_distributed": loss.gather_distributed and env.distributed,
-            }
-            if loss.reduction is not None:
-                kwargs["reduction"] = loss.reduction
-            for key in ("semi_hard_fallback", "num_hardest", "hard_probability"):
-                if getattr(loss, key) is not None:
-                    kwargs[key] = getattr(loss, key)
-            if speaker_of_label is not None:
-                kwargs["speaker_of_label"] = torch.as_tensor(speaker_of_label)
-        kwargs.update(loss.args)
-        try:
-            losses[mining] = build_loss(loss.name, **kwargs).to(env.device)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"loss: {err}") from None
-    return losses
+    kwargs: dict[str, Any] = {}
+    if loss.margin is not None:
+        kwargs["margin"] = loss.margin
+    if loss.name in MINING_LOSSES:
+        kwargs |= {
+            "mining": mining_at(loss, 0),
+            "distance": loss.distance,
+            "soft_margin": loss.soft_margin,
+            "gather_distributed": loss.gather_distributed and env.distributed,
+        }
+        if loss.reduction is not None:
+            kwargs["reduction"] = loss.reduction
+        for key in ("semi_hard_fallback", "num_hardest", "hard_probability"):
+            if getattr(loss, key) is not None:
+                kwargs[key] = getattr(loss, key)
+        if speaker_of_label is not None:
+            kwargs["speaker_of_label"] = torch.as_tensor(speaker_of_label)
+    kwargs.update(loss.args)
+    try:
+        return build_loss(loss.name, **kwargs).to(env.device)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"loss: {err}") from None
 
 
 class BatchesFrom:
