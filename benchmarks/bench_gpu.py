@@ -81,7 +81,6 @@ def bench_config(name: str, train_dir: Path, args: argparse.Namespace, device) -
 
     from speakerverify.training.distributed import DistEnv
     from speakerverify.training.experiment_config import load_config
-    from speakerverify.training.schedules import mining_at
     from speakerverify.training.setup import build_loader, build_parts
 
     overrides = [f"data.train_dir={train_dir}", f"data.num_workers={args.workers}",
@@ -93,8 +92,7 @@ def bench_config(name: str, train_dir: Path, args: argparse.Namespace, device) -
     config = load_config(REPO / "recipes" / "voxceleb" / "conf" / f"{name}.yaml", overrides)
     env = DistEnv(0, 1, 0, device, owns_group=False)
     parts = build_parts(config, env)
-    loss_fn = parts.loss
-    loss_fn.mining = mining_at(config.loss, config.loss.mining_warmup_epochs)  # the main phase
+    loss_fn = parts.loss  # a call without `mining=` mines with the main phase's strategy
     parts.sampler.set_epoch(0)
     loader = build_loader(parts.dataset, parts.sampler, 0, config, env)
     batch = next(iter(loader))

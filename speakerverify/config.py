@@ -229,11 +229,12 @@ def check_kwargs(where: str, target: Any, args: dict | MappingProxyType) -> None
         raise ConfigError(f"{where}: unknown keys {unknown}; valid: {', '.join(valid)}")
 
 
-def _loss_registry() -> tuple[list[str], tuple[str, ...], tuple[str, ...], frozenset[str]]:
-    """Loss names, strategies, distances and losses with a margin from `speakerverify.losses`."""
-    from speakerverify.losses import DISTANCES, LOSSES, MARGIN_LOSSES, STRATEGIES
+def _loss_registry() -> tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]:
+    """The loss classes by name (each declaring `has_margin` and `mines`), the mining strategies
+    and the distances of `speakerverify.losses`."""
+    from speakerverify.losses import DISTANCES, LOSSES, STRATEGIES
 
-    return sorted(LOSSES), tuple(STRATEGIES), tuple(DISTANCES), MARGIN_LOSSES
+    return dict(LOSSES), tuple(STRATEGIES), tuple(DISTANCES)
 
 
 @dataclass(frozen=True)
@@ -242,12 +243,14 @@ class LossConfig:
 
     Attributes:
         name: registry name, "triplet" by default.
-        margin: final margin of a loss that has one (triplet, contrastive); None keeps the
+        margin: final margin of a loss that has one (its class's `has_margin`: triplet,
+            contrastive); None keeps the
             loss's own default (triplet 0.2, contrastive 1.0 or `args.margin`). With
             `margin_start` set it rises linearly from `margin_start` over `margin_warmup_epochs`
             epochs (per step). Losses without a margin refuse both.
-        mining: mining strategy; during the first `mining_warmup_epochs` epochs
-            `mining_warmup` is used instead (e.g. semi_hard before batch_hard).
+        mining: mining strategy of a loss that mines (its class's `mines`: triplet); during the
+            first `mining_warmup_epochs` epochs `mining_warmup` is used instead (e.g. semi_hard
+            before batch_hard).
         gather_distributed: under DDP, mine over the global batch (all-gather with gradients).
         semi_hard_fallback: triplet, `semi_hard` mining: "hardest" or "drop" (pairs without a
             semi-hard negative); None keeps the loss's default ("hardest").
@@ -278,16 +281,18 @@ class LossConfig:
             _positive("loss", "margin", self.margin, allow_zero=True)
         _positive("loss", "margin_warmup_epochs", self.margin_warmup_epochs, allow_zero=True)
         _positive("loss", "mining_warmup_epochs", self.mining_warmup_epochs, allow_zero=True)
-        names, strategies, distances, margin_losses = _loss_registry()
-        _choice("loss", "name", self.name, names)
+        losses, strategies, distances = _loss_registry()
+        _choice("loss", "name", self.name, sorted(losses))
+        loss_class = losses[self.name]
         scheduled = {"margin": self.margin, "margin_start": self.margin_start}
         for key, value in scheduled.items():
-            if value is not None and self.name not in margin_losses:
+            if value is not None and not loss_class.has_margin:
+                with_margin = sorted(name for name, cls in losses.items() if cls.has_margin)
                 raise ConfigError(
                     f"loss.{key}: loss {self.name!r} has no margin; losses with one: "
-                    f"{', '.join(sorted(margin_losses))}"
+                    f"{', '.join(with_margin)}"
                 )
-        if self.name == "triplet":
+        if loss_class.mines:
             _choice("loss", "mining", self.mining, strategies)
             if self.mining_warmup is not None:
                 _choice("loss", "mining_warmup", self.mining_warmup, strategies)
@@ -298,8 +303,9 @@ class LossConfig:
             "hard_probability": self.hard_probability,
         }
         for key, value in mining_options.items():
-            if value is not None and self.name != "triplet":
-                raise ConfigError(f"loss.{key}: only the triplet loss mines, not {self.name!r}")
+            if value is not None and not loss_class.mines:
+                mining = " or ".join(sorted(name for name, cls in losses.items() if cls.mines))
+                raise ConfigError(f"loss.{key}: only the {mining} loss mines, not {self.name!r}")
         if self.semi_hard_fallback is not None:
             _choice("loss", "semi_hard_fallback", self.semi_hard_fallback, ("hardest", "drop"))
         if self.num_hardest is not None and self.num_hardest < 1:

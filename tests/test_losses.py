@@ -11,7 +11,7 @@ import torch
 import speakerverify.losses.objective as objective_module
 from speakerverify.losses import (
     DEFAULT_REDUCTION,
-    MARGIN_LOSSES,
+    LOSSES,
     MINERS,
     STAT_KEYS,
     STRATEGIES,
@@ -109,9 +109,9 @@ def random_batch(seed, num_items, num_speakers, dim=6, singleton=True):
 
 
 def check_against_brute(emb, labels, strategy, distance, soft, reduction, margin=0.2):
-    loss_fn = make_loss(strategy, margin=margin, distance=distance, soft_margin=soft)
-    if reduction is not None:
-        loss_fn.reduction = reduction
+    loss_fn = make_loss(
+        strategy, margin=margin, distance=distance, soft_margin=soft, reduction=reduction
+    )
     value, got = loss_fn(emb, labels)
     base = "semi_hard" if strategy == "semi_hard_drop" else strategy
     expected, stats = brute_loss(
@@ -317,10 +317,26 @@ def test_every_loss_returns_value_and_stats_and_only_margin_losses_take_one(name
     output = build_loss(name).double()(emb, labels)
     assert isinstance(output, LossOutput) and output.value.ndim == 0
     assert output.stats["embedding_spread"] > 0
-    assert ("margin" in output.stats) == (name in MARGIN_LOSSES)
-    if name not in MARGIN_LOSSES:
+    assert ("margin" in output.stats) == LOSSES[name].has_margin
+    if not LOSSES[name].has_margin:
         with pytest.raises(TypeError):
             build_loss(name)(emb, labels, margin=0.2)
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_loss_class_declares_its_margin_and_mining_contract(name):
+    """`has_margin` and `mines` are stated by each class itself (no side table, no default
+    inherited by accident) and match what its forward accepts."""
+    import inspect
+
+    cls = LOSSES[name]
+    assert isinstance(vars(cls).get("has_margin"), bool)
+    assert isinstance(vars(cls).get("mines"), bool)
+    parameters = inspect.signature(cls.forward).parameters
+    assert ("margin" in parameters) == cls.has_margin
+    assert ("mining" in parameters) == cls.mines
+    assert {n for n, c in LOSSES.items() if c.has_margin} == {"triplet", "contrastive"}
+    assert {n for n, c in LOSSES.items() if c.mines} == {"triplet"}
 
 
 def test_every_miner_has_the_one_signature_and_mine_triplets_dispatches_to_it():
@@ -566,21 +582,38 @@ def test_comparison_losses_gradcheck(name):
     assert torch.autograd.gradcheck(lambda x: loss_fn(x, labels).value, (emb,), eps=1e-6, atol=1e-6)
 
 
-def test_mining_is_switchable_for_warm_up_and_default_reduction_follows():
+def test_mining_is_switchable_per_call_for_warm_up_and_default_reduction_follows():
+    """A mining schedule passes `mining=` per call (one loss instance, no setter); the defaulted
+    reduction follows the call's strategy, an explicit one stays."""
     loss_fn = TripletLoss(mining="batch_all")
     assert loss_fn.reduction == "mean_active"
-    loss_fn.mining = "batch_hard"
-    assert loss_fn.reduction == "mean"
+    assert loss_fn.reduction_for("batch_hard") == "mean"
     emb, labels = random_batch(seed=1, num_items=12, num_speakers=3)
     expected, _ = brute_loss(
         emb.tolist(), labels.tolist(), "batch_hard", "cosine", 0.2, False, "mean"
     )
-    assert loss_fn(emb, labels).value.item() == pytest.approx(expected, abs=1e-9)
+    assert loss_fn(emb, labels, mining="batch_hard").value.item() == pytest.approx(
+        expected, abs=1e-9
+    )
+    default, _ = brute_loss(
+        emb.tolist(), labels.tolist(), "batch_all", "cosine", 0.2, False, "mean_active"
+    )
+    assert loss_fn(emb, labels).value.item() == pytest.approx(default, abs=1e-9)
+    assert loss_fn.mining == "batch_all"  # the call left the default alone
     pinned = TripletLoss(mining="batch_all", reduction="mean")
-    pinned.mining = "semi_hard_all"
-    assert pinned.reduction == "mean"
+    assert pinned.reduction_for("semi_hard_all") == "mean"
+    pinned_expected, _ = brute_loss(
+        emb.tolist(), labels.tolist(), "semi_hard_all", "cosine", 0.2, False, "mean"
+    )
+    assert pinned(emb, labels, mining="semi_hard_all").value.item() == pytest.approx(
+        pinned_expected, abs=1e-9
+    )
     with pytest.raises(ValueError, match="batch_hard"):
-        loss_fn.mining = "hardest"
+        loss_fn(emb, labels, mining="hardest")
+    with pytest.raises(ValueError, match="batch_hard"):
+        TripletLoss(mining="hardest")
+    with pytest.raises(AttributeError):
+        loss_fn.mining = "batch_hard"  # one way to switch: the per-call argument
 
 
 @pytest.mark.parametrize("strategy", ["batch_hard", "semi_hard", "semi_hard_all"])

@@ -218,18 +218,19 @@ def test_voxceleb_configs_mine_like_voxceleb_trainer(name):
 
     from speakerverify.training.distributed import DistEnv
     from speakerverify.training.experiment_config import load_config
-    from speakerverify.training.schedules import margin_at, mining_at
+    from speakerverify.training.schedules import loss_arguments, margin_at, mining_at
     from speakerverify.training.setup import build_loss_fn
 
     config = load_config(RUN.parent / "conf" / f"{name}.yaml")
     env = DistEnv(0, 1, 0, torch.device("cpu"), owns_group=False)
     speaker_of_label = np.arange(9) % 3
     loss = build_loss_fn(config, env, speaker_of_label)
-    warmup = main = loss  # one loss; the loop switches its strategy after the warm-up
-    assert warmup.mining == mining_at(config.loss, 0) == "semi_hard"
-    assert warmup.semi_hard_fallback == "drop"
-    main.mining = mining_at(config.loss, 2)
-    assert main.mining == "hard_negative" and main.num_hardest == 10
+    warmup = main = loss  # one loss; the schedule passes each epoch's strategy per call
+    assert loss_arguments(config.loss, 0, 0.0)["mining"] == mining_at(config.loss, 0)
+    assert mining_at(config.loss, 0) == "semi_hard" and warmup.semi_hard_fallback == "drop"
+    assert loss_arguments(config.loss, 2, 2.0)["mining"] == mining_at(config.loss, 2)
+    assert mining_at(config.loss, 2) == "hard_negative" and main.num_hardest == 10
+    assert main.mining == config.loss.mining == "hard_negative"  # the default of a call
     assert main.hard_probability == 0.5 and main.gather_distributed is False  # one process
     assert margin_at(config.loss, 0.0) == 0.025 and margin_at(config.loss, 2.0) == 0.05
     assert 0.025 < margin_at(config.loss, 1.0) < 0.05

@@ -2,9 +2,9 @@
 
 `build_loss(name, **args)` builds a loss from the `LOSSES` registry ("triplet", and for ablations
 "contrastive", "info_nce", "angular_prototypical"); every loss is called as
-`loss_fn(embeddings (B, D), labels (B,)) -> LossOutput(value, stats)`. The losses named in
-`MARGIN_LOSSES` also take `margin=` per call (what a margin schedule drives); those in
-`MINING_LOSSES` take a `mining=` strategy of `MINERS` when built.
+`loss_fn(embeddings (B, D), labels (B,)) -> LossOutput(value, stats)`. Each loss class declares
+its contract: `has_margin` (its forward also takes `margin=`, what a margin schedule drives) and
+`mines` (it also takes `mining=`, a strategy of `MINERS`, what a mining schedule drives).
 """
 
 from __future__ import annotations
@@ -27,10 +27,6 @@ LOSSES: dict[str, type[nn.Module]] = {
     "info_nce": InfoNceLoss,
     "angular_prototypical": AngularPrototypicalLoss,
 }
-# Losses whose forward takes `margin=` (the others have no margin to schedule).
-MARGIN_LOSSES: frozenset[str] = frozenset({"triplet", "contrastive"})
-# Losses built with a `mining=` strategy (one instance per strategy of a warm-up schedule).
-MINING_LOSSES: frozenset[str] = frozenset({"triplet"})
 
 
 def build_loss(name: str, **args: object) -> nn.Module:
@@ -52,9 +48,7 @@ __all__ = [
     "DEFAULT_REDUCTION",
     "DISTANCES",
     "LOSSES",
-    "MARGIN_LOSSES",
     "MINERS",
-    "MINING_LOSSES",
     "STAT_KEYS",
     "STRATEGIES",
     "AngularPrototypicalLoss",

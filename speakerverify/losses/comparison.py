@@ -1,10 +1,13 @@
 """Comparison losses for ablations against triplet: contrastive, supervised InfoNCE (N-pair),
 angular prototypical. Same call shape as triplet:
 `loss_fn(embeddings (B, D), labels (B,)) -> LossOutput(value, stats)` (stats include
-`embedding_spread`); only the contrastive loss declares a margin, so only it takes `margin=`.
+`embedding_spread`); only the contrastive loss declares a margin (`has_margin`), so only it
+takes `margin=`; none mines (`mines`).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +37,9 @@ class ContrastiveLoss(nn.Module):
         distance: "euclidean" (default, as in the paper), "squared_euclidean" or "cosine".
         normalize: L2-normalise embeddings first.
     """
+
+    has_margin: ClassVar[bool] = True  # forward takes `margin=` (a margin schedule drives it)
+    mines: ClassVar[bool] = False
 
     def __init__(self, margin: float = 1.0, distance: str = "euclidean", normalize: bool = True):
         super().__init__()
@@ -75,6 +81,9 @@ class InfoNceLoss(nn.Module):
         temperature: τ.
     """
 
+    has_margin: ClassVar[bool] = False
+    mines: ClassVar[bool] = False
+
     def __init__(self, temperature: float = 0.1):
         super().__init__()
         if temperature <= 0:
@@ -112,6 +121,9 @@ class AngularPrototypicalLoss(nn.Module):
         init_scale: initial w.
         init_bias: initial b.
     """
+
+    has_margin: ClassVar[bool] = False
+    mines: ClassVar[bool] = False
 
     def __init__(self, init_scale: float = 10.0, init_bias: float = -5.0):
         super().__init__()

@@ -7,6 +7,7 @@ matrix and the gradient flows only through the mined triplets that carry one (se
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -56,13 +57,13 @@ class TripletLoss(nn.Module):
 
     Args:
         margin: m, the default of each call; a margin schedule passes `margin=` per call instead.
-        mining: a strategy of `mine_triplets` ("semi_hard" by default); settable between calls
-            (a defaulted reduction follows it).
+        mining: a strategy of `mine_triplets` ("semi_hard" by default), the default of each
+            call; a mining schedule (e.g. a semi_hard warm-up) passes `mining=` per call instead.
         distance: "cosine" (1 - cos), "euclidean" or "squared_euclidean" (FaceNet).
         soft_margin: softplus instead of hinge.
         reduction: "mean" over all mined triplets or "mean_active" over triplets with non-zero
-            loss; None picks `DEFAULT_REDUCTION[mining]` ("mean_active" for batch_all and
-            semi_hard_all, "mean" otherwise).
+            loss; None picks `DEFAULT_REDUCTION` of each call's strategy ("mean_active" for
+            batch_all and semi_hard_all, "mean" otherwise).
         semi_hard_fallback: "hardest" (default) or "drop", see `mine_triplets`.
         num_hardest: k for `hard_negative`.
         hard_probability: p for `hard_negative` (1: always among the k hardest).
@@ -82,6 +83,9 @@ class TripletLoss(nn.Module):
     embeddings' device (margin and, for the mining strategies, num_valid are python floats), so
     a training step never waits for them; read them with `float()` when logging.
     """
+
+    has_margin: ClassVar[bool] = True  # forward takes `margin=` (a margin schedule drives it)
+    mines: ClassVar[bool] = True  # forward takes `mining=` (a mining schedule drives it)
 
     def __init__(
         self,
@@ -104,9 +108,10 @@ class TripletLoss(nn.Module):
         if reduction is not None and reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
         check_mining_options(semi_hard_fallback, num_hardest, hard_probability)
+        check_strategy(mining)
         self._explicit_reduction = reduction
         self.margin = margin
-        self.mining = mining
+        self._mining = mining
         self.distance = distance
         self.soft_margin = soft_margin
         self.semi_hard_fallback = semi_hard_fallback
@@ -133,14 +138,18 @@ class TripletLoss(nn.Module):
 
     @property
     def mining(self) -> str:
+        """The strategy of a call that passes no `mining=`."""
         return self._mining
 
-    @mining.setter
-    def mining(self, strategy: str) -> None:
-        """Switch strategy between calls (e.g. a semi_hard warm-up, then batch_hard)."""
-        check_strategy(strategy)
-        self._mining = strategy
-        self.reduction = self._explicit_reduction or DEFAULT_REDUCTION[strategy]
+    @property
+    def reduction(self) -> str:
+        """The reduction of a call that passes no `mining=`."""
+        return self.reduction_for(self._mining)
+
+    def reduction_for(self, mining: str) -> str:
+        """The reduction of a call with strategy `mining`: the one given when built, else
+        `DEFAULT_REDUCTION[mining]`."""
+        return self._explicit_reduction or DEFAULT_REDUCTION[mining]
 
     def extra_repr(self) -> str:
         return (
@@ -149,7 +158,11 @@ class TripletLoss(nn.Module):
         )
 
     def forward(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, margin: float | None = None
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        margin: float | None = None,
+        mining: str | None = None,
     ) -> LossOutput:
         """Mine triplets in the batch and return the reduced loss and the mining statistics.
 
@@ -157,6 +170,8 @@ class TripletLoss(nn.Module):
             embeddings: (B, D) encoder outputs.
             labels: (B,) integer speaker labels.
             margin: m for this call (e.g. from a margin schedule); None uses `self.margin`.
+            mining: the strategy of this call (e.g. from a mining schedule); None uses
+                `self.mining`.
 
         Returns:
             `LossOutput`: the scalar loss (0, still attached to the graph, when nothing is mined
@@ -177,15 +192,22 @@ class TripletLoss(nn.Module):
             margin = self.margin
         elif margin < 0:
             raise ValueError(f"margin must be >= 0, got {margin}")
+        if mining is None:
+            mining = self._mining
+        else:
+            check_strategy(mining)
+        reduction = self.reduction_for(mining)
         with torch.no_grad():
             distances = distance_matrix(embeddings.detach(), self.distance)
         origins = None if self.speaker_of_label is None else self.speaker_of_label[labels]
-        if self.mining in DENSE_STRATEGIES:
-            return self._dense_loss(embeddings, distances, labels, margin, origins)
+        if mining in DENSE_STRATEGIES:
+            return self._dense_loss(
+                embeddings, distances, labels, margin, origins, mining, reduction
+            )
         anchor, positive, negative = mine_triplets(
             distances,
             labels,
-            self.mining,
+            mining,
             margin,
             semi_hard_fallback=self.semi_hard_fallback,
             num_hardest=self.num_hardest,
@@ -200,7 +222,7 @@ class TripletLoss(nn.Module):
         stats = self._record_stats(distances, d_ap, d_an, z, margin)
         # nothing mined or active: the loss is 0. The active count stays on the device (no
         # host read); inactive triplets carry weight 0 instead of being filtered out.
-        if self.reduction == "mean":
+        if reduction == "mean":
             denominator: float | torch.Tensor = max(len(z), 1)
         else:
             denominator = (per_triplet > 0).sum().clamp_min(1).to(z.dtype)
@@ -227,6 +249,8 @@ class TripletLoss(nn.Module):
         labels: torch.Tensor,
         margin: float,
         origins: torch.Tensor | None,
+        mining: str,
+        reduction: str,
     ) -> LossOutput:
         """batch_all / semi_hard_all reduced over per-rank (B, B) windows, no triplet list."""
         batch = len(labels)
@@ -234,13 +258,14 @@ class TripletLoss(nn.Module):
         # total loss, num_valid, num_nonzero, num_active, Σd_ap, Σd_an, num_semi_hard, num_hard
         sums = torch.zeros(8, dtype=torch.float64, device=distances.device)
         rows = torch.arange(batch, device=distances.device)
-        windows = dense_windows(distances, labels, self.mining, margin, origins=origins)
+        windows = dense_windows(distances, labels, mining, margin, origins=origins)
+        semi_hard_only = mining == "semi_hard_all"
         for d_ap, positive_of, window in windows:
             sums += self._dense_window(
-                distances, d_ap, positive_of, window, margin, pair_weights, rows
+                distances, d_ap, positive_of, window, margin, pair_weights, rows, semi_hard_only
             )
         total, num_valid, num_nonzero, num_active, sum_ap, sum_an, semi, hard = sums.unbind()
-        count = num_valid if self.reduction == "mean" else num_nonzero
+        count = num_valid if reduction == "mean" else num_nonzero
         denominator = count.clamp_min(1.0)  # on the device: no host read
         stats = _stats(distances, num_valid, num_active, sum_ap, sum_an, semi, hard, margin)
         value = (total / denominator).to(distances.dtype)
@@ -259,13 +284,13 @@ class TripletLoss(nn.Module):
         margin: float,
         pair_weights: torch.Tensor,
         rows: torch.Tensor,
+        semi_hard_only: bool,
     ) -> torch.Tensor:
         """Add one window's triplet weights to `pair_weights`; return its sums (float64, in the
         order of `sums` in `_dense_loss`)."""
         dtype = distances.dtype
         # Float masks and count_nonzero: masked where() and bool sums are several times slower
         # on (B, B) tensors than multiplies by a 0/1 float mask.
-        semi_hard_only = self.mining == "semi_hard_all"
         has_pair = torch.isfinite(d_ap)
         d_ap = torch.where(has_pair, d_ap, 0.0)  # finite z everywhere; masks zero the rest
         z = (d_ap + margin) - distances

@@ -204,7 +204,7 @@ def train_one_epoch(
         return _close(bar, outcome)
 
     for batch in loader:
-        loss_args = loss_arguments(config.loss, progress.step / steps_per_epoch)
+        loss_args = loss_arguments(config.loss, progress.epoch, progress.step / steps_per_epoch)
         step = _train_step(parts, batch, loss_fn, loss_args, config.optim.grad_clip)
         progress.step, progress.batch = progress.step + 1, progress.batch + 1
         epoch_loss += step.loss
@@ -328,11 +328,7 @@ class _Run:
             while progress.epoch < config.train.epochs and not self._at_max_steps():
                 if self.last_path is not None and any_rank(self.env, self.stop()):
                     self._interrupted()  # a signal during validation or saving
-                loss_fn = self.parts.loss
-                mining = mining_at(config.loss, progress.epoch)
-                if mining is not None:
-                    loss_fn.mining = mining  # the warm-up strategy, then the main one
-                if not self._run_epoch(loss_fn, log):
+                if not self._run_epoch(self.parts.loss, log):
                     break
         finally:
             if log is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from speakerverify.config import LossConfig, OptimConfig
-from speakerverify.losses import MINING_LOSSES
+from speakerverify.losses import LOSSES
 
 __all__ = ["LrSchedule", "loss_arguments", "margin_at", "mining_at", "warmup_steps_of"]
 
@@ -72,17 +72,33 @@ def margin_at(loss: LossConfig, epoch_progress: float) -> float | None:
     return loss.margin_start + (loss.margin - loss.margin_start) * fraction
 
 
-def loss_arguments(loss: LossConfig, epoch_progress: float) -> dict[str, float]:
-    """The schedule-driven keyword arguments of one loss call: `{"margin": m}` when the config
-    sets a margin (validation allows that only for losses that declare one), else nothing."""
+def loss_arguments(loss: LossConfig, epoch: int, epoch_progress: float) -> dict[str, float | str]:
+    """The schedule-driven keyword arguments of one loss call in (0-based) `epoch`, at
+    `epoch_progress` fractional epochs: `margin` when the config sets one (validation allows
+    that only for losses that declare `has_margin`) and `mining` for a loss that `mines`.
+
+    >>> from speakerverify.config import LossConfig
+    >>> cfg = LossConfig(margin=0.2, mining="batch_hard", mining_warmup="semi_hard",
+    ...                  mining_warmup_epochs=1)
+    >>> loss_arguments(cfg, 0, 0.5), loss_arguments(cfg, 1, 1.5)
+    ({'margin': 0.2, 'mining': 'semi_hard'}, {'margin': 0.2, 'mining': 'batch_hard'})
+    >>> loss_arguments(LossConfig(name="info_nce"), 0, 0.5)
+    {}
+    """
+    arguments: dict[str, float | str] = {}
     margin = margin_at(loss, epoch_progress)
-    return {} if margin is None else {"margin": margin}
+    if margin is not None:
+        arguments["margin"] = margin
+    mining = mining_at(loss, epoch)
+    if mining is not None:
+        arguments["mining"] = mining
+    return arguments
 
 
 def mining_at(loss: LossConfig, epoch: int) -> str | None:
     """Mining strategy in (0-based) `epoch`: the warm-up strategy first, then `loss.mining`;
     None for a loss that does not mine."""
-    if loss.name not in MINING_LOSSES:
+    if not LOSSES[loss.name].mines:
         return None
     if loss.mining_warmup is not None and epoch < loss.mining_warmup_epochs:
         return loss.mining_warmup

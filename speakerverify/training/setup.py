@@ -20,11 +20,11 @@ from speakerverify.config import ConfigError, check_kwargs
 from speakerverify.data import CropDataset, DataDir, PKSampler, collate_crops
 from speakerverify.frontend.augment import Augmenter
 from speakerverify.frontend.features import Fbank, SpecAugment
-from speakerverify.losses import MINING_LOSSES, build_loss
+from speakerverify.losses import LOSSES, build_loss
 from speakerverify.models import build_model
 from speakerverify.training.distributed import DistEnv
 from speakerverify.training.experiment_config import Config
-from speakerverify.training.schedules import LrSchedule, mining_at, warmup_steps_of
+from speakerverify.training.schedules import LrSchedule, warmup_steps_of
 
 __all__ = [
     "Parts",
@@ -249,10 +249,11 @@ def build_optimizer(config: Config, params: Any) -> torch.optim.Optimizer:
 
 
 def build_loss_fn(config: Config, env: DistEnv, speaker_of_label: Any = None) -> nn.Module:
-    """The training loss of `config.loss`, on the device; a mining loss starts with the mining
-    strategy of the first epoch (`mining_at`), which the loop switches after a warm-up.
+    """The training loss of `config.loss`, on the device.
 
-    A margin set in the config is the loss's own default; a margin schedule passes it per call.
+    A margin set in the config is the loss's own default, as is the mining strategy of a loss
+    that mines (`config.loss.mining`); the schedules pass both per call
+    (`schedules.loss_arguments`).
     `speaker_of_label` (the dataset's, (num_classes,)) keeps a speaker's speed-perturbed copies
     out of its negatives when mining.
     """
@@ -260,9 +261,9 @@ def build_loss_fn(config: Config, env: DistEnv, speaker_of_label: Any = None) ->
     kwargs: dict[str, Any] = {}
     if loss.margin is not None:
         kwargs["margin"] = loss.margin
-    if loss.name in MINING_LOSSES:
+    if LOSSES[loss.name].mines:
         kwargs |= {
-            "mining": mining_at(loss, 0),
+            "mining": loss.mining,
             "distance": loss.distance,
             "soft_margin": loss.soft_margin,
             "gather_distributed": loss.gather_distributed and env.distributed,
