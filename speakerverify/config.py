@@ -199,7 +199,8 @@ def _model_names() -> list[str]:
 class ModelConfig:
     """An encoder from the `speakerverify.models.MODELS` registry and its constructor arguments.
 
-    `feat_dim` defaults to `features.num_mel_bins` when not given in `args`.
+    `feat_dim` defaults to the front-end's (`features.num_ceps` when set, else
+    `features.num_mel_bins`) when not given in `args`.
     """
 
     name: str = "xvector"
@@ -251,6 +252,10 @@ class LossConfig:
         mining: mining strategy of a loss that mines (its class's `mines`: triplet); during the
             first `mining_warmup_epochs` epochs `mining_warmup` is used instead (e.g. semi_hard
             before batch_hard).
+        distance: of a loss that mines: "cosine" (1 - cos), "euclidean" or "squared_euclidean".
+        soft_margin: of a loss that mines: softplus instead of hinge.
+        reduction: of a loss that mines: "mean" or "mean_active"; None follows each epoch's
+            strategy (`losses.DEFAULT_REDUCTION`).
         gather_distributed: under DDP, mine over the global batch (all-gather with gradients).
         semi_hard_fallback: triplet, `semi_hard` mining: "hardest" or "drop" (pairs without a
             semi-hard negative); None keeps the loss's default ("hardest").
@@ -336,7 +341,8 @@ class OptimConfig:
     """Optimizer and learning-rate schedule (per step: linear warm-up, then decay to `final_lr`).
 
     Give the warm-up as `warmup_epochs` (may be fractional) or `warmup_steps`, not both.
-    `grad_clip` is the max global gradient norm (0 = no clipping).
+    `grad_clip` is the max global gradient norm over everything the optimizer steps (the
+    encoder's unfrozen parameters and the loss's own), 0 = no clipping.
     """
 
     name: str = "adam"
@@ -377,8 +383,9 @@ class TrainConfig:
         max_steps: stop (with a checkpoint) after this many optimizer steps in total; the schedules
             still follow `epochs`, so a run can be continued with `--resume`.
         tensorboard: also write TensorBoard events when `tensorboard` is installed.
-        freeze: encoder parameter name prefixes not trained (e.g. `[tdnn1, tdnn2]` when
-            fine-tuning with `--init`); a prefix naming no parameter is an error.
+        freeze: encoder parameter name prefixes not trained (e.g. the x-vector's
+            `[frame_layers.0, frame_layers.1]` when fine-tuning with `--init`); a prefix naming
+            no parameter is an error.
         compile: run the encoder through `torch.compile` (GPU runs; the first steps pay for
             the compilation).
     """

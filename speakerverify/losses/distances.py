@@ -1,7 +1,9 @@
-"""Distance matrices and selected-pair distances for metric losses (never `F.pairwise_distance`).
+"""Distance matrices and row-wise pair distances for metric losses (never `F.pairwise_distance`).
 
-The matrix form is one matrix product; the pair form gathers rows, so a miner can decide on a
-matrix built without autograd and the loss recomputes only the distances it selected.
+The matrix form is one matrix product: in place and without autograd for mining (the triplet
+loss's value comes from that matrix too, and its gradient from the analytic backward of
+`objective.py`, which builds no distances with autograd), or differentiable for the comparison
+losses. The pair form (`pair_distances`) gives differentiable distances of selected pairs.
 """
 
 from __future__ import annotations

@@ -78,8 +78,8 @@ def load_init_weights(
 
 
 def freeze_parameters(encoder: nn.Module, prefixes: tuple[str, ...] | list[str]) -> int:
-    """Stop training the parameters whose names start with one of `prefixes` (e.g. `tdnn1`);
-    returns how many tensors were frozen.
+    """Stop training the parameters whose names start with one of `prefixes` (whole name parts,
+    e.g. `frame_layers.0` of the x-vector); returns how many tensors were frozen.
 
     Raises:
         ConfigError: a prefix that names no parameter (the message lists the top-level ones).
