@@ -158,6 +158,8 @@ def load_embeddings(path: str | os.PathLike, mmap: bool = True) -> EmbeddingStor
         meta = json.loads((root / META_FILE).read_text())
     except json.JSONDecodeError as error:
         raise EmbeddingStoreError(f"{root / META_FILE}: invalid JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise EmbeddingStoreError(f"{root / META_FILE}: expected a JSON object")
     try:
         embeddings = np.load(root / EMBEDDINGS_FILE, mmap_mode="r" if mmap else None)
     except ValueError as error:

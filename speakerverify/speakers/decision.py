@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from speakerverify.backend.calibration import default_calibration_path
+from speakerverify.backend.calibration import CalibrationError, default_calibration_path
 from speakerverify.backend.scoring import l2_normalize
 from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
+from speakerverify.errors import SpeakerVerifyError
 from speakerverify.speakers.domain import snorm_scores
 from speakerverify.speakers.records import DomainMean
 
@@ -232,7 +233,7 @@ def resolve_decision_rule(
     llr_threshold = bayes_llr_threshold(chosen)
     try:
         score_threshold = float(calibration.score_threshold(chosen))
-    except (ValueError, ZeroDivisionError, AttributeError):
+    except CalibrationError:  # Calibration.score_threshold: it cannot be inverted at this prior
         score_threshold = None
     return DecisionRule(
         "calibration",
@@ -256,7 +257,9 @@ def _load_calibration(path: Path, fingerprint: str) -> Any:
 
     try:
         calibration = Calibration.load(path)
-    except Exception as error:  # any parse failure: a bad file
+    # Calibration.load's own CalibrationError and files.check_input's OutputError (both
+    # SpeakerVerifyError), and OSError from reading the file: a bad file. Anything else is a bug.
+    except (SpeakerVerifyError, OSError) as error:
         cause = str(error).splitlines()[0] if str(error) else type(error).__name__
         if str(path) in cause:
             raise VerificationError(cause) from None

@@ -313,14 +313,17 @@ def _check_domain_size(source: str | os.PathLike, count: int) -> None:
 
 
 def _read_embedding_store(directory: str | os.PathLike) -> tuple[np.ndarray, str]:
-    from speakerverify.backend.embedding_dir import load_embeddings
+    from speakerverify.backend.embedding_dir import EmbeddingStoreError, load_embeddings
 
     directory = Path(directory)
     if not directory.is_dir():
         raise VerificationError(f"{directory}: not an embedding directory")
     try:
         loaded = load_embeddings(directory, mmap=False)
-    except Exception as error:  # any read failure: a bad input
+    # load_embeddings' own EmbeddingStoreError; OSError and EOFError from numpy reading a
+    # missing or truncated embeddings.npy; UnicodeDecodeError from text files that are not UTF-8.
+    # Anything else is a bug and shows as a traceback.
+    except (EmbeddingStoreError, OSError, EOFError, UnicodeDecodeError) as error:
         cause = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise VerificationError(f"{directory}: cannot read embeddings ({cause})") from None
     meta = loaded.meta or {}

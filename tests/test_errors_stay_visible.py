@@ -1,0 +1,82 @@
+"""Regression (issue 25, item 4): `except Exception` around the calibration and embedding-store
+readers turned any bug inside them into "not a usable calibration" / "cannot read embeddings"
+(exit 2). They now translate only the errors of a bad file; a bug is a traceback."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+
+import speakerverify.backend.calibration as calibration_module
+import speakerverify.backend.embedding_dir as embedding_dir_module
+from speakerverify.backend.calibration import Calibration
+from speakerverify.backend.embedding_dir import save_embeddings
+from speakerverify.backend.speaker_model import VerificationError
+from speakerverify.speakers.decision import _load_calibration
+from speakerverify.speakers.verification import _read_embedding_store
+
+FP = "1" * 16
+
+
+def test_bad_calibration_files_are_input_errors(tmp_path):
+    good = tmp_path / "good.json"
+    Calibration(2.0, -1.0, model_fingerprint=FP).save(good)
+    assert _load_calibration(good, FP).slope == 2.0
+    cases = {
+        "json.json": "{not json",
+        "negative.json": json.dumps({"slope": -1.0, "offset": 0.0, "model_fingerprint": FP}),
+        "text.json": json.dumps({"slope": "a", "offset": 0.0, "model_fingerprint": FP}),
+        "list.json": "[1, 2]",
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(VerificationError, match=re.escape(name)):
+            _load_calibration(tmp_path / name, FP)
+    (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(VerificationError, match=r"binary\.json"):
+        _load_calibration(tmp_path / "binary.json", FP)
+
+
+def test_a_bug_in_the_calibration_reader_is_a_traceback(tmp_path, monkeypatch):
+    path = tmp_path / "cal.json"
+    Calibration(2.0, -1.0, model_fingerprint=FP).save(path)
+
+    def broken(cls, path):
+        raise TypeError("a bug, not a bad file")
+
+    monkeypatch.setattr(calibration_module.Calibration, "load", classmethod(broken))
+    with pytest.raises(TypeError, match="a bug"):
+        _load_calibration(path, FP)
+
+
+def test_bad_embedding_stores_are_input_errors(tmp_path):
+    vectors = np.eye(3, dtype=np.float32)
+    save_embeddings(tmp_path / "good", ["a", "b", "c"], vectors, {"model_fingerprint": FP})
+    embeddings, fingerprint = _read_embedding_store(tmp_path / "good")
+    assert fingerprint == FP and embeddings.shape == (3, 3)
+    broken = {
+        "truncated": lambda d: (d / "embeddings.npy").write_bytes(b""),
+        "meta_list": lambda d: (d / "meta.json").write_text("[]"),
+        "meta_binary": lambda d: (d / "meta.json").write_bytes(b"\xff\xfe"),
+        "ids_binary": lambda d: (d / "utt_ids.txt").write_bytes(b"\xff\xfe\n"),
+    }
+    for name, damage in broken.items():
+        directory = tmp_path / name
+        save_embeddings(directory, ["a", "b", "c"], vectors, {"model_fingerprint": FP})
+        damage(directory)
+        with pytest.raises(VerificationError, match=f"{name}: cannot read embeddings"):
+            _read_embedding_store(directory)
+
+
+def test_a_bug_in_the_embedding_store_reader_is_a_traceback(tmp_path, monkeypatch):
+    save_embeddings(tmp_path / "emb", ["a"], np.ones((1, 2), np.float32), {"model_fingerprint": FP})
+
+    def broken(path, mmap=True):
+        raise KeyError("a bug, not a bad store")
+
+    monkeypatch.setattr(embedding_dir_module, "load_embeddings", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        _read_embedding_store(tmp_path / "emb")
