@@ -1,7 +1,11 @@
 """Helpers shared by the hostile-input tests (tests/test_hostile_*.py): run a command in-process
-and assert the one-line `error: ...` contract (exit 2, one stderr line, the named fragments)."""
+and assert the one-line `error: ...` contract (exit 2, one stderr line, the named fragments);
+make file permissions bind in a subprocess even when the tests run as root."""
 
 from __future__ import annotations
+
+import ctypes
+import os
 
 from click.testing import CliRunner
 
@@ -17,3 +21,16 @@ def assert_one_line_error(result, *fragments):
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     for fragment in fragments:
         assert fragment in result.stderr, (fragment, result.stderr)
+
+
+def file_permissions_bind() -> None:
+    """A `preexec_fn` that makes chmod bind on the child process when the tests run as root: it
+    drops CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set, so the child (still
+    uid 0, the owner of the test's files) meets the owner's permission bits like anyone else.
+    Not root: nothing to do, permissions bind already."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH (linux/capability.h)
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")

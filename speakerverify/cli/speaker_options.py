@@ -10,7 +10,7 @@ from collections.abc import Callable
 import click
 
 from speakerverify.backend.speech_limits import MIN_SPEECH_SECONDS
-from speakerverify.cli.common import fail, model_path_or_bundled, warn
+from speakerverify.cli.common import CheckedPath, fail, model_path_or_bundled, warn
 
 EXIT_STATUS_HELP = """
 \b
@@ -23,6 +23,7 @@ def model_option(function: Callable) -> Callable:
         "--model",
         "model_path",
         envvar="SPEAKERVERIFY_MODEL",
+        type=CheckedPath(),
         metavar="CKPT",
         help="Checkpoint (default: $SPEAKERVERIFY_MODEL, else the bundled model).",
     )(function)
@@ -33,6 +34,7 @@ def store_option(function: Callable) -> Callable:
         "--store",
         "store_path",
         envvar="SPEAKERVERIFY_STORE",
+        type=CheckedPath(),
         metavar="DB",
         help="Speaker store file (default: $SPEAKERVERIFY_STORE).",
     )(function)
@@ -56,6 +58,7 @@ def decision_options(function: Callable) -> Callable:
             click.option(
                 "--calibration",
                 "calibration_path",
+                type=CheckedPath(),
                 metavar="FILE",
                 default=None,
                 help="Calibration JSON (default: <checkpoint stem>.calibration.json next to it).",

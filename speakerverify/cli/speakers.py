@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from speakerverify.cli.common import echo_json, fail
+from speakerverify.cli.common import CheckedPath, echo_json, fail
 from speakerverify.cli.speaker_options import json_option, open_store, store_option
 from speakerverify.files import OUTPUT_HELP
 
@@ -110,7 +110,13 @@ def remove_speaker(name, store_path, as_json) -> None:
 
 @speakers.command("export")
 @store_option
-@click.option("--out", "out_path", metavar="FILE", help=f"Write here, not to stdout. {OUTPUT_HELP}")
+@click.option(
+    "--out",
+    "out_path",
+    type=CheckedPath(),
+    metavar="FILE",
+    help=f"Write here, not to stdout. {OUTPUT_HELP}",
+)
 @json_option
 def export_speakers(store_path, out_path, as_json) -> None:
     """Export the store as JSON, embeddings included.

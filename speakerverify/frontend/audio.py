@@ -7,7 +7,6 @@ Every rate is converted by one resampler, soxr (`resample`), on the torch and th
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import shutil
@@ -24,7 +23,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: `read_audio` must not n
     import torch
 
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.files import file_kind
+from speakerverify.files import STAT_ERRORS, file_kind
 from speakerverify.frontend.vad_numpy import speech_mask as numpy_speech_mask
 from speakerverify.frontend.vad_numpy import voiced_samples
 
@@ -69,15 +68,6 @@ def find_ffmpeg() -> str | None:
         return None
 
 
-# os.stat errors, said in words that name the problem rather than the system call
-_STAT_ERRORS = {
-    errno.ELOOP: "symlink loop",
-    errno.ENAMETOOLONG: "file name too long",
-    errno.EACCES: "permission denied (a directory on its path cannot be searched)",
-    errno.ENOTDIR: "file not found (a part of its path is not a directory)",
-}
-
-
 def _check_path(path: str | os.PathLike) -> Path:
     """`path` as a Path once it is a readable, non-empty regular file (AudioError otherwise).
 
@@ -93,7 +83,7 @@ def _check_path(path: str | os.PathLike) -> Path:
             raise AudioError(f"{path}: broken symlink (its target does not exist)") from None
         raise AudioError(f"{path}: file not found") from None
     except OSError as error:
-        cause = _STAT_ERRORS.get(error.errno, error.strerror)
+        cause = STAT_ERRORS.get(error.errno, error.strerror)
         raise AudioError(f"{path}: {cause}") from None
     if stat.S_ISDIR(info.st_mode):
         raise AudioError(f"{path}: is a directory, not an audio file")
