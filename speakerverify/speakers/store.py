@@ -2,14 +2,17 @@
 
 The store is tied to the fingerprint of the model that made its embeddings and refuses another.
 Every write is one `BEGIN IMMEDIATE` transaction, so concurrent processes serialise and a process
-killed mid-write leaves the store as it was before that write.
+killed mid-write leaves the store as it was before that write. A new store appears whole, with
+its schema, or not at all.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -94,12 +97,9 @@ class SpeakerStore:
     ):
         self.path = Path(path)
         self._check_file(create)
-        try:
-            self._conn = sqlite3.connect(
-                str(self.path), timeout=timeout_seconds, isolation_level=None
-            )
-        except sqlite3.Error as error:
-            raise StoreError(f"{self.path}: cannot open store ({error})") from None
+        if create and not self.path.exists():
+            self._create_file(timeout_seconds)
+        self._conn = self._connect(str(self.path), timeout_seconds)
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(timeout_seconds * 1000)}")
             self._open_schema(create)
@@ -111,6 +111,32 @@ class SpeakerStore:
             raise
 
     # -- opening -------------------------------------------------------------------------------
+
+    def _connect(self, target: str, timeout_seconds: float) -> sqlite3.Connection:
+        try:
+            return sqlite3.connect(target, timeout=timeout_seconds, isolation_level=None)
+        except sqlite3.Error as error:
+            raise StoreError(f"{self.path}: cannot open store ({error})") from None
+
+    def _create_file(self, timeout_seconds: float) -> None:
+        """Make a new store whole or not at all: the schema is written to a temp file beside it,
+        which is then linked to the store's name. A failure (a full disk) leaves nothing behind,
+        where it left a 0-byte store; of two processes creating one store, the second finds
+        the first one's and uses it."""
+        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            self._conn = self._connect(str(temp), timeout_seconds)
+            try:
+                self._create_schema()
+            finally:
+                self._conn.close()
+            _link_new(temp, self.path)
+        except (OSError, sqlite3.DatabaseError) as error:
+            cause = getattr(error, "strerror", None) or error
+            raise StoreError(f"{self.path}: cannot create the store ({cause})") from None
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{temp}{suffix}").unlink(missing_ok=True)
 
     def _check_file(self, create: bool) -> None:
         if self.path.is_dir():
@@ -471,3 +497,18 @@ class SpeakerStore:
             cohort=cohort,
             **rule,
         )
+
+
+def _link_new(source: Path, target: Path) -> None:
+    """Give `source` the name `target` unless `target` exists (another process made it first)."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        pass
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        # No hard links on this file system (FAT, some network mounts): a rename, which would
+        # replace a store another process made in the instant since the check.
+        if not target.exists():
+            os.replace(source, target)

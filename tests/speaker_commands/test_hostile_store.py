@@ -150,3 +150,46 @@ def test_adapt_embeddings_with_a_nan_row_is_refused_and_creates_no_store(tmp_pat
     result = run(["adapt", "--embeddings", tmp_path / "emb", "--store", store])
     assert_clean_error(result, "embedding of u3 (row 3) is not finite")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb"]
+
+
+def test_a_full_disk_enroll_into_a_new_store_leaves_no_store(
+    fake_model, voices, tmp_path, monkeypatch
+):
+    def disk_full():  # what SQLite raises when the write at COMMIT meets ENOSPC
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(SpeakerStore, "before_commit", staticmethod(disk_full))
+    store = tmp_path / "new.db"
+    result = run(["enroll", "ann", voices["ann0"], "--model", fake_model, "--store", store])
+    assert_clean_error(result, str(store), "database or disk is full")
+    assert list(tmp_path.iterdir()) == []  # it left a 0-byte new.db, which verify called corrupt
+
+
+def test_a_store_whose_first_write_fails_leaves_nothing_behind(tmp_path):
+    """The same with a real failed write(2): a file size limit makes the kernel refuse the first
+    page (EFBIG, as ENOSPC would), in a subprocess so that the limit touches nothing else."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))\n"
+        "from speakerverify.speakers.store import SpeakerStore, StoreError\n"
+        "try:\n"
+        "    SpeakerStore(sys.argv[1], create=True)\n"
+        "except StoreError as error:\n"
+        "    print(error)\n"
+    )
+    store = tmp_path / "new.db"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(store)], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    assert proc.stdout.startswith(f"{store}: "), proc.stdout
+    assert list(tmp_path.iterdir()) == []
+    with SpeakerStore(store, create=True) as created:  # without the limit it is made as before
+        assert created.fingerprint is None and len(created) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["new.db"]
