@@ -129,10 +129,10 @@ def table(rows: list[tuple[str, str]]) -> None:
         click.echo(f"{key + ':':<{width + 1}} {value}")
 
 
-def open_store(store_path: str | None):
+def open_store(store_path: str | None, *, read_only: bool = False):
     from speakerverify.speakers.store import SpeakerStore
 
-    return SpeakerStore(store_path_or_fail(store_path))
+    return SpeakerStore(store_path_or_fail(store_path), read_only=read_only)
 
 
 def store_domain(store_path: str | None, model):
@@ -144,6 +144,6 @@ def store_domain(store_path: str | None, model):
 
     if not store_path or not Path(store_path).exists():
         return None
-    with SpeakerStore(store_path) as store:
+    with SpeakerStore(store_path, read_only=True) as store:
         store.check_model(model.fingerprint, source=f"checkpoint {model.path}")
         return store.domain_mean

@@ -64,7 +64,7 @@ def _store_json(store, command: str, with_embeddings: bool) -> dict:
 @json_option
 def list_speakers(store_path, as_json) -> None:
     """List enrolled speakers with utterance counts, speech seconds and times."""
-    with open_store(store_path) as store:
+    with open_store(store_path, read_only=True) as store:
         payload = _store_json(store, "speakers list", with_embeddings=False)
     if as_json:
         echo_json(payload)
@@ -123,7 +123,7 @@ def export_speakers(store_path, out_path, as_json) -> None:
 
     Without --out the document goes to stdout; with --out, --json prints a short summary.
     """
-    with open_store(store_path) as store:
+    with open_store(store_path, read_only=True) as store:
         payload = _store_json(store, "speakers export", with_embeddings=True)
     text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False)
     if out_path is None:

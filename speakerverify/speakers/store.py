@@ -77,6 +77,7 @@ class SpeakerStore:
     Args:
         path: The store file.
         create: Create the file and schema if the file does not exist (else StoreError).
+        read_only: Only read: a store whose directory cannot be written is still read (below).
         timeout_seconds: How long a writer waits for another process's transaction.
 
     Example:
@@ -93,7 +94,12 @@ class SpeakerStore:
     before_commit: Callable[[], None] | None = None
 
     def __init__(
-        self, path: str | os.PathLike, *, create: bool = False, timeout_seconds: float = 60.0
+        self,
+        path: str | os.PathLike,
+        *,
+        create: bool = False,
+        read_only: bool = False,
+        timeout_seconds: float = 60.0,
     ):
         self.path = Path(path)
         self._check_file(create)
@@ -102,7 +108,14 @@ class SpeakerStore:
         self._conn = self._connect(str(self.path), timeout_seconds)
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(timeout_seconds * 1000)}")
-            self._open_schema(create)
+            try:
+                self._open_schema(create)
+            except sqlite3.OperationalError as error:
+                if not (read_only and _cannot_write(error)):
+                    raise
+                self._conn.close()
+                self._conn = self._connect(self._read_only_uri(), timeout_seconds)
+                self._open_schema(create=False)
         except sqlite3.DatabaseError as error:
             self._conn.close()
             raise StoreError(f"{self.path}: not a usable speaker store ({error})") from None
@@ -113,10 +126,23 @@ class SpeakerStore:
     # -- opening -------------------------------------------------------------------------------
 
     def _connect(self, target: str, timeout_seconds: float) -> sqlite3.Connection:
+        uri = target.startswith("file:")
         try:
-            return sqlite3.connect(target, timeout=timeout_seconds, isolation_level=None)
+            return sqlite3.connect(target, timeout=timeout_seconds, isolation_level=None, uri=uri)
         except sqlite3.Error as error:
             raise StoreError(f"{self.path}: cannot open store ({error})") from None
+
+    def _read_only_uri(self) -> str:
+        """The store as a read-only SQLite URI, for a reader that cannot write its directory.
+
+        Reading a WAL store takes a -shm file beside it, which such a reader cannot make (even
+        `mode=ro` fails). Without a -wal file every committed write is in the store file, which
+        is then read as `immutable` (no -shm needed; a writer who can write there would make a
+        -wal first); with one, through it, `mode=ro`. A plain open is tried first, as it leaves
+        no -wal/-shm behind where a `mode=ro` one does.
+        """
+        wal = Path(f"{self.path}-wal")
+        return f"{self.path.absolute().as_uri()}?{'mode=ro' if wal.exists() else 'immutable=1'}"
 
     def _create_file(self, timeout_seconds: float) -> None:
         """Make a new store whole or not at all: the schema is written to a temp file beside it,
@@ -512,3 +538,9 @@ def _link_new(source: Path, target: Path) -> None:
         # replace a store another process made in the instant since the check.
         if not target.exists():
             os.replace(source, target)
+
+
+def _cannot_write(error: sqlite3.OperationalError) -> bool:
+    """Whether SQLite failed for want of write access to the store or its directory."""
+    text = str(error)
+    return "readonly" in text or "unable to open" in text

@@ -193,3 +193,54 @@ def test_a_store_whose_first_write_fails_leaves_nothing_behind(tmp_path):
     with SpeakerStore(store, create=True) as created:  # without the limit it is made as before
         assert created.fingerprint is None and len(created) == 0
     assert [p.name for p in tmp_path.iterdir()] == ["new.db"]
+
+
+def test_a_store_in_a_directory_that_cannot_be_written_can_still_be_read(
+    checkpoint, voices, tmp_path
+):
+    """Reading a WAL store takes a -shm file beside it: in a directory the user cannot write,
+    every command failed, `speakers list` included. The commands that only read now read it
+    (a read-only SQLite URI), those that write fail in one line, and nothing changes there.
+    Run in a subprocess in which file permissions bind even for root."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from hostile_helpers import file_permissions_bind
+
+    model, _ = checkpoint
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    store = folder / "s.db"
+    common = ["--model", model, "--store", store]
+    for name in ("ann", "bo"):
+        assert run(["enroll", name, voices[f"{name}0"], *common]).exit_code == 0
+    folder.chmod(0o555)
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "SPEAKERVERIFY_BACKEND": "torch"}
+    cli = [sys.executable, "-c", "import sys; from speakerverify.cli import main; main()"]
+
+    def command(*args):
+        return subprocess.run(
+            [*cli, *map(str, args)], capture_output=True, text=True, env=env, timeout=300,
+            preexec_fn=file_permissions_bind,
+        )  # fmt: skip
+
+    try:
+        listed = command("speakers", "list", "--store", store, "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert [s["name"] for s in json.loads(listed.stdout)["speakers"]] == ["ann", "bo"]
+        exported = command("speakers", "export", "--store", store)
+        assert exported.returncode == 0 and json.loads(exported.stdout)["num_speakers"] == 2
+        verified = command("verify", "ann", voices["ann1"], "--threshold", "-1", *common)
+        assert verified.returncode == 0, verified.stderr
+        identified = command("identify", voices["bo1"], "--threshold", "-1", *common)
+        assert identified.returncode == 0, identified.stderr
+        removed = command("speakers", "remove", "bo", "--store", store)
+        assert removed.returncode == 2 and removed.stderr.startswith(f"error: {store}: ")
+        assert removed.stderr.count("\n") == 1, removed.stderr
+        after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()}
+        assert after == before  # the store untouched, no -wal or -shm left beside it
+    finally:
+        folder.chmod(0o755)
