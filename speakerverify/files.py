@@ -26,6 +26,7 @@ __all__ = [
     "NotUtf8Error",
     "OutputError",
     "check_input",
+    "check_reachable",
     "file_kind",
     "resolve_output",
     "utf8_lines",
@@ -34,6 +35,14 @@ __all__ = [
 
 # What every output option's help can say about the rule above, in the same words.
 OUTPUT_HELP = "Replaced atomically if it is a regular file; a symlink is written through."
+
+# os.stat errors, said in words that name the problem rather than the system call
+STAT_ERRORS = {
+    errno.ELOOP: "symlink loop",
+    errno.ENAMETOOLONG: "file name too long",
+    errno.EACCES: "permission denied (a directory on its path cannot be searched)",
+    errno.ENOTDIR: "file not found (a part of its path is not a directory)",
+}
 
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
@@ -45,7 +54,8 @@ _KINDS = (
 
 
 class OutputError(SpeakerVerifyError, OSError):
-    """An output that must not or cannot be written; it is left alone.
+    """An output that must not or cannot be written (it is left alone), or a path that cannot
+    even be looked at.
 
     An OSError too (its `strerror` is the one-line reason), so the writers' existing
     `except OSError` turn it into their own one-line errors naming the file.
@@ -156,6 +166,26 @@ def check_input(path: str | os.PathLike) -> None:
         raise OutputError(path, f"cannot read ({error.strerror})", error.errno) from None
     if not stat.S_ISREG(mode):
         raise NotRegularFileError(path, file_kind(mode), "read it")
+
+
+def check_reachable(path: str | os.PathLike) -> None:
+    """Refuse a path the system will not even look up: a name longer than 255 bytes, a directory
+    on its way that cannot be searched. pathlib's exists()/is_file()/is_dir() raise OSError for
+    these rather than answer, wherever a path is first looked at; the CLI checks every path
+    parameter with this (`cli.common.CheckedPath`) before that. A missing file, a symlink loop
+    and a file used as a directory pass: pathlib answers False and the readers word them.
+
+    Raises:
+        OutputError: "<path>: file name too long", "<path>: permission denied (...)".
+    """
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as error:
+        if error.errno != errno.ELOOP:
+            reason = STAT_ERRORS.get(error.errno, error.strerror)
+            raise OutputError(Path(path), reason, error.errno) from None
 
 
 class NotUtf8Error(SpeakerVerifyError, ValueError):

@@ -1,7 +1,8 @@
 """Run by tests/test_hostile_paths.py in a subprocess (a command that blocked on a FIFO would
 otherwise hang the test run): every command over every hostile path, in-process with click's
 CliRunner; prints one JSON line per case that is not a one-line error (exit 2) or that changed
-a file. Usage: python hostile_paths_walk.py WORKDIR FIXTURES"""
+a file. The test runs it with file permissions binding even for root
+(`hostile_helpers.file_permissions_bind`). Usage: python hostile_paths_walk.py WORKDIR FIXTURES"""
 
 from __future__ import annotations
 
@@ -32,7 +33,12 @@ def hostile_paths(work: Path) -> dict[str, str]:
     (work / "devices" / "null").symlink_to(work / "fifo")  # what /dev/null is to a reader
     (work / "loop").symlink_to(work / "loop")
     (work / "directory").mkdir()
-    return {
+    (work / "locked").mkdir()
+    (work / "locked" / "file").write_bytes(b"RIFF")
+    (work / "unreadable").write_bytes(b"RIFF")
+    for path in (work / "locked", work / "unreadable"):
+        path.chmod(0)
+    paths = {
         "fifo": str(work / "fifo"),
         "device": str(work / "devices" / "null"),
         "symlink_loop": str(work / "loop"),
@@ -40,7 +46,17 @@ def hostile_paths(work: Path) -> dict[str, str]:
         "long_name": str(work / ("x" * 300)),
         "non_utf8_name": os.fsdecode(os.fsencode(work) + b"/\xff\xfe.wav"),
         "missing": str(work / "missing"),
+        "unsearchable": str(work / "locked" / "file"),
+        "unreadable": str(work / "unreadable"),
     }
+    try:
+        os.stat(work / "locked" / "file")
+    except PermissionError:
+        pass
+    else:  # root whose container keeps chmod from binding (see hostile_helpers): the test skips
+        print(json.dumps({"skipped": "file permissions do not bind on this process"}))
+        del paths["unsearchable"], paths["unreadable"]
+    return paths
 
 
 def commands(f: Path, out: Path) -> dict[str, list[str]]:

@@ -51,10 +51,13 @@ def scored(tmp_path_factory):
         rng.standard_normal((30, 16)),
         {"model_fingerprint": fingerprint},
     )
-    pairs = rng.integers(0, len(ids), (400, 2))
+    pairs = rng.integers(0, len(ids), (600, 2))
     labels = np.array([ids[a][:7] == ids[b][:7] for a, b in pairs], np.int8)
     pairs[:40, 1] = pairs[:40, 0] // 6 * 6 + (pairs[:40, 0] + 1) % 6  # more targets
     labels[:40] = 1
+    first = np.unique(pairs[:, 0] * len(ids) + pairs[:, 1], return_index=True)[1]
+    keep = np.sort(first)[:400]  # 400 trials, each pair once, as a trial list must
+    pairs, labels = pairs[keep], labels[keep]
     trials = Trials([ids[a] for a, _ in pairs], [ids[b] for _, b in pairs], labels, "t")
     write_trials(root / "trials.txt", trials)
     return root

@@ -88,3 +88,65 @@ def test_a_one_hertz_header_is_not_hours_of_speech(tmp_path, wave):
     for read in (audio_info, load_audio, load_audio_array):
         with pytest.raises(AudioError, match="sample rate 1 Hz is too low for speech"):
             read(path)
+
+
+def _sparse_wav(path, hours: float) -> None:
+    """A 16 kHz 16-bit mono WAV whose header promises `hours` of audio and whose file is that
+    long too, but sparse: all zeros, next to no disk."""
+    data_bytes = int(hours * 3600 * 16000) * 2
+    header = b"RIFF" + (36 + data_bytes).to_bytes(4, "little") + b"WAVEfmt "
+    header += (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
+    header += (16000).to_bytes(4, "little") + (32000).to_bytes(4, "little")
+    header += (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    header += b"data" + data_bytes.to_bytes(4, "little")
+    with open(path, "wb") as stream:
+        stream.write(header)
+        stream.truncate(len(header) + data_bytes)
+
+
+def test_a_sparse_wav_claiming_ten_hours_is_refused_before_it_is_read(tmp_path):
+    """It took 4.5 GB and 21 s to learn it was all zeros; now its length is refused from its
+    header, in a process whose peak memory is measured (VmHWM: ru_maxrss would count the forked
+    test runner) and capped at 2 GB of address space, so that reading it whole fails fast
+    instead of swamping the machine."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "ten_hours.wav"
+    _sparse_wav(path, 10)
+    probe = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+        "from speakerverify.frontend.audio import AudioError, check_audio_file, read_audio\n"
+        "for step in (check_audio_file, read_audio):\n"
+        "    try:\n"
+        "        step(sys.argv[1])\n"
+        "    except AudioError as error:\n"
+        "        print(error)\n"
+        "peak = [line for line in open('/proc/self/status') if line.startswith('VmHWM:')]\n"
+        "print(int(peak[0].split()[1]) // 1024)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("SPEAKERVERIFY_MAX_AUDIO_SECONDS", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, env=env
+    )
+    *messages, peak_mb = proc.stdout.splitlines() or [""]
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    expected = f"{path}: 36000.0 s of audio, longer than the 1800 s read at most"
+    assert len(messages) == 2 and all(m.startswith(expected) for m in messages), messages
+    assert "SPEAKERVERIFY_MAX_AUDIO_SECONDS" in messages[0]
+    assert int(peak_mb) < 400, f"{peak_mb} MB"
+
+
+def test_the_longest_file_read_is_set_by_the_environment(tmp_path, wave, monkeypatch):
+    path = tmp_path / "one_second.wav"
+    sf.write(path, wave, 16000)
+    monkeypatch.setenv("SPEAKERVERIFY_MAX_AUDIO_SECONDS", "0.5")
+    for read in (load_audio, load_audio_array):
+        with pytest.raises(AudioError, match=r"1\.0 s of audio, longer than the 0\.5 s read"):
+            read(path)
+    assert load_audio(path, duration_seconds=0.5).shape[0] == 8000  # a crop that fits is read
+    monkeypatch.setenv("SPEAKERVERIFY_MAX_AUDIO_SECONDS", "nan")
+    with pytest.raises(AudioError, match=r"MAX_AUDIO_SECONDS='nan': not a positive number"):
+        load_audio(path)

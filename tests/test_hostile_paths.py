@@ -1,8 +1,10 @@
 """Every command over a shared list of hostile paths (issue 22, "Done when"): a FIFO, a symlink to
 one (what /dev/null is to a reader or writer), a symlink loop, a directory, a 300-byte name, a
-name that is not UTF-8, a missing file. Each must be a one-line error with exit 2 and no file
-changed. The walk runs in a subprocess (`hostile_paths_walk.py`), as a command blocking on a
-FIFO would otherwise hang the test run. Everything is made in the test's temp dir.
+name that is not UTF-8, a missing file, a file in a directory that cannot be searched, an
+unreadable file. Each must be a one-line error with exit 2 and no file changed. The walk runs
+in a subprocess (`hostile_paths_walk.py`), as a command blocking on a FIFO would otherwise hang
+the test run, and without root's power to ignore file permissions. Everything is made in the
+test's temp dir.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
+from hostile_helpers import file_permissions_bind
 from synth import random_speaker, speech_like
 
 from speakerverify.backend.embedding_dir import save_embeddings
@@ -25,22 +29,6 @@ from speakerverify.models import build_model
 from speakerverify.speakers.store import SpeakerStore
 
 WALK = Path(__file__).with_name("hostile_paths_walk.py")
-
-# Known and not fixed yet: pathlib's exists()/is_file()/is_dir() raise OSError(ENAMETOOLONG) for
-# a 300-byte name instead of answering False (Python 3.11), in the option checks of these
-# commands. Listed so that a fix shows up here (strict: a fixed case fails the test until
-# removed from the list).
-KNOWN_LONG_NAME_TRACEBACKS = {
-    "verify --model",
-    "verify --store",
-    "verify --calibration",
-    "adapt --embeddings",
-    "score STORE",
-    "evaluate SCORES",
-    "model info",
-    "average",
-    "speakers list",
-}
 
 
 def _fixtures(root: Path) -> None:
@@ -70,15 +58,12 @@ def test_every_command_refuses_hostile_paths_in_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.run(
         [sys.executable, str(WALK), str(work), str(fixtures)],
-        capture_output=True, text=True, timeout=600, env=env,
+        capture_output=True, text=True, timeout=600, env=env, preexec_fn=file_permissions_bind,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    problems = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    known = {
-        p["command"]
-        for p in problems
-        if p["path"] == "long_name" and "File name too long" in p["problem"]
-    }
-    unexpected = [p for p in problems if not (p["path"] == "long_name" and p["command"] in known)]
-    assert unexpected == [], json.dumps(unexpected, indent=1)
-    assert known == KNOWN_LONG_NAME_TRACEBACKS
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    skipped = [line["skipped"] for line in lines if "skipped" in line]
+    problems = [line for line in lines if "skipped" not in line]
+    assert problems == [], json.dumps(problems, indent=1)
+    if skipped:  # every other path passed; say visibly that two were not walked
+        pytest.skip(f"unsearchable and unreadable paths not walked: {skipped[0]}")

@@ -30,9 +30,26 @@ def test_conflicting_duplicate_score_lines_are_refused(tmp_path):
     scores = tmp_path / "scores.txt"
     scores.write_text("a/2 c/1 0.1\na/1 b/1 0.9\na/2 c/1 0.95\n")  # the last used to win
     result = run(["evaluate", trials, scores])
-    assert_one_line_error(result, "trial 'a/2 c/1' is scored twice, 0.1 and 0.95 (score 3)")
+    assert_one_line_error(
+        result, "scores.txt:3: trial 'a/2 c/1' is scored 0.95 here but 0.1 on line 1"
+    )
     scores.write_text("a/2 c/1 0.1\na/1 b/1 0.9\na/2 c/1 0.1\n")  # the same twice is fine
     assert run(["evaluate", trials, scores]).exit_code == 0
+
+
+def test_duplicate_trials_are_refused_not_counted_twice(tmp_path):
+    trials = tmp_path / "trials.txt"
+    scores = tmp_path / "scores.txt"
+    scores.write_text("a/1 b/1 0.9\na/2 c/1 0.1\n")
+    trials.write_text("1 a/1.wav b/1.wav\n0 a/2.wav c/1.wav\n\n1 a/1.wav b/1.wav\n")  # EER 0 %
+    result = run(["evaluate", trials, scores])
+    assert_one_line_error(result, "trials.txt:4: trial 'a/1 b/1' is already on line 1")
+    trials.write_text("a/1 b/1 target\na/2 c/1 nontarget\na/2 c/1 target\n")
+    result = run(["score", trials, tmp_path / "emb", "--out", tmp_path / "out.txt"])
+    assert_one_line_error(
+        result,
+        "trials.txt:3: trial 'a/2 c/1' is a target trial here but a nontarget trial on line 2",
+    )
 
 
 def test_score_with_a_nan_embedding_writes_no_nan_scores(tmp_path):

@@ -33,10 +33,13 @@ def make_store(rng, num_speakers=6, per_speaker=4, dim=8):
     return EmbeddingStore(ids, np.asarray(rows, np.float32), {}), np.asarray(speakers)
 
 
-def make_trials(rng, store, speakers, num_trials=200):
+def make_trials(rng, store, speakers, num_trials=200, unique=False):
     n = len(store)
     enroll = rng.integers(0, n, num_trials)
     test = rng.integers(0, n, num_trials)
+    if unique:  # as a trial list on disk must be: each pair once
+        keep = np.sort(np.unique(enroll * n + test, return_index=True)[1])
+        enroll, test = enroll[keep], test[keep]
     labels = (speakers[enroll] == speakers[test]).astype(np.int8)
     ids = store.utt_ids
     return Trials([ids[i] for i in enroll], [ids[i] for i in test], labels, "t")
@@ -211,7 +214,7 @@ def test_score_and_calibrate_are_one_call_each(tmp_path, rng):
         model=build_model("xvector", **args).eval(), features=FbankConfig().to_dict(),
     )  # fmt: skip
     store, speakers = make_store(rng, num_speakers=8, per_speaker=6)
-    trials = make_trials(rng, store, speakers, num_trials=300)
+    trials = make_trials(rng, store, speakers, num_trials=300, unique=True)
     meta = {"model_fingerprint": fingerprint}
     save_embeddings(tmp_path / "store", store.utt_ids, store.embeddings, meta)
     write_trials(tmp_path / "trials.txt", trials, format="kaldi")

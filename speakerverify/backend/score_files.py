@@ -47,8 +47,13 @@ def write_scores(
 def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray]:
     """Read an `enroll test score` file -> (enroll, test, scores float64 `(N,)`).
 
+    A trial may be scored on two lines only with the same score (a published trial list that
+    repeats a line is scored line by line); two different scores would leave the choice to
+    whichever line was read last.
+
     Raises:
-        ScoresError: missing file or a malformed line (with its number).
+        ScoresError: missing file, a malformed line, or a trial scored twice differently (with
+            the line numbers).
     """
     path = Path(path)
     if not path.is_file():
@@ -56,6 +61,7 @@ def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarr
     enroll: list[str] = []
     test: list[str] = []
     values: list[float] = []
+    seen: dict[tuple[str, str], tuple[int, float]] = {}  # pair -> (line, score) where first
     try:
         for number, line in utf8_lines(path):
             fields = line.split()
@@ -69,6 +75,12 @@ def read_scores(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarr
                 raise ScoresError(f"{path}:{number}: score {fields[2]!r} is not a number") from None
             if math.isnan(value):
                 raise ScoresError(f"{path}:{number}: score is NaN")
+            first, before = seen.setdefault((fields[0], fields[1]), (number, value))
+            if before != value:
+                raise ScoresError(
+                    f"{path}:{number}: trial '{fields[0]} {fields[1]}' is scored {fields[2]} "
+                    f"here but {before!r} on line {first}"
+                )
             enroll.append(fields[0])
             test.append(fields[1])
             values.append(value)
@@ -84,23 +96,16 @@ def trial_labels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores `(N,)` in trial order and labels `(N,)` for a score file read by `read_scores`.
 
-    The fast case is a score file in trial order; otherwise trials are matched by (enroll, test).
-    A pair scored twice must have the same score both times.
+    The fast case is a score file in trial order; otherwise trials are matched by (enroll, test)
+    (a pair scored twice has the same score both times: `read_scores` refuses two).
 
     Raises:
-        ScoresError: a trial has no score (count and first example), or two different scores.
+        ScoresError: a trial has no score (count and first example).
     """
     if list(enroll) == list(trials.enroll) and list(test) == list(trials.test):
         return np.asarray(scores), np.asarray(trials.labels)
-    table: dict[tuple[str, str], float] = {}
-    rows = zip(enroll, test, np.asarray(scores).tolist(), strict=True)
-    for number, (e, t, s) in enumerate(rows, 1):
-        before = table.setdefault((e, t), s)
-        if before != s:  # the last would have won silently
-            raise ScoresError(
-                f"{path or 'scores'}: trial '{e} {t}' is scored twice, {before!r} and {s!r} "
-                f"(score {number})"
-            )
+    pairs = zip(enroll, test, strict=True)
+    table = dict(zip(pairs, np.asarray(scores).tolist(), strict=True))
     aligned = np.empty(len(trials.enroll), np.float64)
     missing = 0
     first = None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from speakerverify.cli.common import echo_json, fail, model_path_or_bundled
+from speakerverify.cli.common import CheckedPath, echo_json, fail, model_path_or_bundled
 from speakerverify.cli.speaker_options import (
     command_model,
     json_option,
@@ -20,10 +20,11 @@ from speakerverify.files import OUTPUT_HELP
 
 
 @click.command()
-@click.argument("audio_dir", required=False, metavar="[AUDIO_DIR]")
+@click.argument("audio_dir", required=False, type=CheckedPath(), metavar="[AUDIO_DIR]")
 @click.option(
     "--embeddings",
     "embeddings_dir",
+    type=CheckedPath(),
     metavar="DIR",
     help="Use an `speakerverify embed` output directory instead of audio.",
 )
@@ -39,6 +40,7 @@ from speakerverify.files import OUTPUT_HELP
 @click.option(
     "--out",
     "out_path",
+    type=CheckedPath(),
     metavar="NEW.pt",
     help="Instead: write a new checkpoint with BatchNorm statistics re-estimated on AUDIO_DIR. "
     f"{OUTPUT_HELP} (the output says so when it replaced a file)",

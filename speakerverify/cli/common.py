@@ -9,11 +9,29 @@ from typing import Any, NoReturn
 
 import click
 
+from speakerverify.files import check_reachable
+
 EXIT_OK = 0
 EXIT_REJECTED = 1
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report an interrupted process
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class CheckedPath(click.Path):
+    """`click.Path` for every path parameter: a path the system will not even look up (a name
+    longer than 255 bytes, a directory on its way that cannot be searched) is the one-line
+    `error: <path>: file name too long` (`files.check_reachable`), not an OSError traceback from
+    the first `Path.exists()` that meets it. Readability is left to the readers, whose errors
+    name the file in one line too.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**{"readable": False, **options})
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        check_reachable(os.path.expanduser(value))  # environment values arrive unexpanded
+        return super().convert(value, param, ctx)
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:

@@ -11,22 +11,22 @@ from typing import Any
 
 import click
 
-from speakerverify.cli.common import echo_json, fail, model_path_or_bundled
+from speakerverify.cli.common import CheckedPath, echo_json, fail, model_path_or_bundled
 from speakerverify.files import OUTPUT_HELP
 
 # Shared by score, calibrate and evaluate.
-_trials_argument = click.argument("trials_path", metavar="TRIALS", type=click.Path(dir_okay=False))
-_scores_argument = click.argument("scores_path", metavar="SCORES", type=click.Path(dir_okay=False))
+_trials_argument = click.argument("trials_path", metavar="TRIALS", type=CheckedPath(dir_okay=False))
+_scores_argument = click.argument("scores_path", metavar="SCORES", type=CheckedPath(dir_okay=False))
 _NORM_CHOICE = click.Choice(["none", "snorm", "asnorm"])
 
 
 @click.command()
-@click.argument("data_dir", type=click.Path(file_okay=False))
-@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("data_dir", type=CheckedPath(file_okay=False))
+@click.argument("out", type=CheckedPath(file_okay=False))
 @click.option(
     "--model",
     envvar="SPEAKERVERIFY_MODEL",
-    type=click.Path(dir_okay=False),
+    type=CheckedPath(dir_okay=False),
     help="Checkpoint (default: $SPEAKERVERIFY_MODEL, else the bundled model).",
 )
 @click.option(
@@ -90,18 +90,18 @@ def embed(
 
 @click.command()
 @_trials_argument
-@click.argument("store_path", metavar="STORE", type=click.Path(file_okay=False))
+@click.argument("store_path", metavar="STORE", type=CheckedPath(file_okay=False))
 @click.option(
-    "--out", required=True, type=click.Path(dir_okay=False), help=f"Score file. {OUTPUT_HELP}"
+    "--out", required=True, type=CheckedPath(dir_okay=False), help=f"Score file. {OUTPUT_HELP}"
 )
 @click.option(
     "--mean-store",
-    type=click.Path(file_okay=False),
+    type=CheckedPath(file_okay=False),
     help="Subtract the mean embedding of this store (e.g. the training set).",
 )
 @click.option(
     "--cohort-store",
-    type=click.Path(file_okay=False),
+    type=CheckedPath(file_okay=False),
     help="Cohort utterances for score normalization (averaged per speaker).",
 )
 @click.option(
@@ -119,13 +119,13 @@ def embed(
 )
 @click.option(
     "--calibration",
-    type=click.Path(dir_okay=False),
+    type=CheckedPath(dir_okay=False),
     help="Write calibrated LLRs instead of raw scores.",
 )
 @click.option(
     "--enroll",
     "enroll_map",
-    type=click.Path(dir_okay=False),
+    type=CheckedPath(dir_okay=False),
     help="Enroll map 'model utt...': the trials' enroll side names models averaged from these.",
 )
 def score(
@@ -164,11 +164,14 @@ def score(
 @_trials_argument
 @_scores_argument
 @click.option(
-    "--out", required=True, type=click.Path(dir_okay=False), help=f"Calibration JSON. {OUTPUT_HELP}"
+    "--out",
+    required=True,
+    type=CheckedPath(dir_okay=False),
+    help=f"Calibration JSON. {OUTPUT_HELP}",
 )
 @click.option(
     "--model",
-    type=click.Path(dir_okay=False),
+    type=CheckedPath(dir_okay=False),
     help="Checkpoint that made the scores (required: binds the calibration to it).",
 )
 @click.option(
@@ -238,7 +241,7 @@ def _finite_or_none(value: float) -> float | None:
 @_trials_argument
 @_scores_argument
 @click.option(
-    "--plot", "plot_dir", type=click.Path(file_okay=False), help="Write det.png and hist.png here."
+    "--plot", "plot_dir", type=CheckedPath(file_okay=False), help="Write det.png and hist.png here."
 )
 @click.option("--llr", is_flag=True, help="Scores are calibrated LLRs: also Cllr and actual DCF.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

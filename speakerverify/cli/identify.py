@@ -43,7 +43,7 @@ def identify(
     from speakerverify.speakers.verification import identify as identify_speaker
 
     store_path = store_path_or_fail(store_path)
-    open_store(store_path).close()  # before the model: a bad store fails in 0.2 s
+    open_store(store_path, read_only=True).close()  # before the model: a bad store fails in 0.2 s
     check_audio_files([test])  # and so does a bad file
     model = command_model(model_path)
     rule = resolve_decision_rule(

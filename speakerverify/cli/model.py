@@ -10,11 +10,11 @@ from typing import Any
 
 import click
 
-from speakerverify.cli.common import echo_json, model_path_or_bundled
+from speakerverify.cli.common import CheckedPath, echo_json, model_path_or_bundled
 from speakerverify.files import OUTPUT_HELP
 
 _checkpoint_argument = click.argument(
-    "checkpoint", required=False, metavar="[CKPT]", envvar="SPEAKERVERIFY_MODEL"
+    "checkpoint", required=False, type=CheckedPath(), metavar="[CKPT]", envvar="SPEAKERVERIFY_MODEL"
 )
 
 
@@ -141,7 +141,12 @@ def info(checkpoint, as_json) -> None:
 @model.command("export")
 @_checkpoint_argument
 @click.option(
-    "--onnx", "onnx_path", required=True, metavar="OUT", help=f"ONNX file to write. {OUTPUT_HELP}"
+    "--onnx",
+    "onnx_path",
+    required=True,
+    type=CheckedPath(),
+    metavar="OUT",
+    help=f"ONNX file to write. {OUTPUT_HELP}",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def export(checkpoint, onnx_path, as_json) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import click
 
-from speakerverify.cli.common import fail
+from speakerverify.cli.common import CheckedPath, fail
 
 
 @click.group()
@@ -17,8 +17,8 @@ def prepare() -> None:
 
 
 @prepare.command("voxceleb")
-@click.argument("root", type=click.Path(exists=True, file_okay=False))
-@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.argument("root", type=CheckedPath(exists=True, file_okay=False))
+@click.argument("out_dir", type=CheckedPath(file_okay=False))
 @click.option(
     "--split",
     type=click.Choice(["all", "dev", "test"]),
@@ -43,18 +43,18 @@ def voxceleb(root: str, out_dir: str, split: str, durations: bool) -> None:
 
 
 @prepare.command("dir")
-@click.argument("root", type=click.Path(exists=True, file_okay=False))
-@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.argument("root", type=CheckedPath(exists=True, file_okay=False))
+@click.argument("out_dir", type=CheckedPath(file_okay=False))
 @click.option("--layout", help="Path template without extension [default: {speaker}/**/{utt}], "
               "e.g. {speaker}/{session}/{utt}; other {name}s become utt2<name> files.")  # fmt: skip
 @click.option("--pattern", help="Regex searched in the relative path without extension, with "
               "named groups speaker and optionally session (and other attributes).")  # fmt: skip
-@click.option("--list", "list_file", type=click.Path(dir_okay=False),
+@click.option("--list", "list_file", type=CheckedPath(dir_okay=False),
               help="Two-column 'path speaker' file, paths relative to ROOT.")  # fmt: skip
 @click.option("--ext", "extensions", multiple=True, metavar="EXT",
               help="Audio extensions (repeatable or comma-separated) [default: wav,flac,ogg,"
               "mp3,m4a].")  # fmt: skip
-@click.option("--speakers", "speakers_file", type=click.Path(exists=True, dir_okay=False),
+@click.option("--speakers", "speakers_file", type=CheckedPath(exists=True, dir_okay=False),
               help="Keep only the speakers listed in this file (first field).")  # fmt: skip
 @click.option("--skip-unmatched", is_flag=True,
               help="Skip audio files the layout/pattern misses (else an error).")  # fmt: skip
@@ -107,8 +107,8 @@ def _read_speaker_list(path: str) -> set[str]:
 
 
 @prepare.command("trials")
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("data_dir", type=CheckedPath(exists=True, file_okay=False))
+@click.argument("out", type=CheckedPath(dir_okay=False))
 @click.option("--num-targets", type=click.IntRange(min=0), default=10000, show_default=True)
 @click.option("--num-nontargets", type=click.IntRange(min=0),
               help="Non-target trials [default: as many as targets].")  # fmt: skip
@@ -122,7 +122,7 @@ def _read_speaker_list(path: str) -> set[str]:
 @click.option("--enroll-utts", type=click.IntRange(min=1), default=1, show_default=True,
               help="Utterances per enrollment model; > 1 writes Kaldi 'model test target' "
               "lines and an enroll map (model utt...).")  # fmt: skip
-@click.option("--enroll-out", type=click.Path(dir_okay=False),
+@click.option("--enroll-out", type=CheckedPath(dir_okay=False),
               help="Enroll map of --enroll-utts > 1 [default: 'enroll' beside OUT].")  # fmt: skip
 @click.option("--format", "trial_format", type=click.Choice(["voxceleb", "kaldi"]),
               help="[default: voxceleb; kaldi with --enroll-utts > 1]")  # fmt: skip
@@ -165,11 +165,13 @@ def trials(
 
 
 @prepare.command("split")
-@click.argument("data_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument(
+    "data_dirs", nargs=-1, required=True, type=CheckedPath(exists=True, file_okay=False)
+)
 @click.option("--hold-out-speakers", "num_heldout", type=click.IntRange(min=1), required=True,
               help="Speakers (with >= 2 utterances) moved to the held-out side.")  # fmt: skip
-@click.option("--train-out", required=True, type=click.Path(file_okay=False))
-@click.option("--heldout-out", required=True, type=click.Path(file_okay=False))
+@click.option("--train-out", required=True, type=CheckedPath(file_okay=False))
+@click.option("--heldout-out", required=True, type=CheckedPath(file_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True)
 def split(
     data_dirs: tuple[str, ...], num_heldout: int, train_out: str, heldout_out: str, seed: int
@@ -183,8 +185,8 @@ def split(
 
 
 @prepare.command("convert-m4a")
-@click.argument("src", type=click.Path(exists=True, file_okay=False))
-@click.argument("dst", type=click.Path(file_okay=False))
+@click.argument("src", type=CheckedPath(exists=True, file_okay=False))
+@click.argument("dst", type=CheckedPath(file_okay=False))
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=2, show_default=True,
               help="Parallel ffmpeg processes.")  # fmt: skip
 @click.option("--sample-rate", type=int, default=16000, show_default=True)
@@ -202,8 +204,8 @@ def convert_m4a(src: str, dst: str, jobs: int, sample_rate: int) -> None:
 
 
 @prepare.command("musan")
-@click.argument("root", type=click.Path(exists=True, file_okay=False))
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("root", type=CheckedPath(exists=True, file_okay=False))
+@click.argument("out", type=CheckedPath(dir_okay=False))
 def musan(root: str, out: str) -> None:
     """Index MUSAN (ROOT is musan/ or its parent) into OUT: `kind path` lines."""
     from speakerverify.data.noise import prepare_musan
@@ -212,8 +214,8 @@ def musan(root: str, out: str) -> None:
 
 
 @prepare.command("rirs")
-@click.argument("root", type=click.Path(exists=True, file_okay=False))
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("root", type=CheckedPath(exists=True, file_okay=False))
+@click.argument("out", type=CheckedPath(dir_okay=False))
 def rirs(root: str, out: str) -> None:
     """Index RIRS_NOISES simulated RIRs (ROOT is RIRS_NOISES/ or its parent) into OUT."""
     from speakerverify.data.noise import prepare_rirs

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import click
 
 from speakerverify.backend.speech_limits import MIN_SPEECH_SECONDS
-from speakerverify.cli.common import fail, model_path_or_bundled, warn
+from speakerverify.cli.common import CheckedPath, fail, model_path_or_bundled, warn
 
 EXIT_STATUS_HELP = """
 \b
@@ -23,6 +23,7 @@ def model_option(function: Callable) -> Callable:
         "--model",
         "model_path",
         envvar="SPEAKERVERIFY_MODEL",
+        type=CheckedPath(),
         metavar="CKPT",
         help="Checkpoint (default: $SPEAKERVERIFY_MODEL, else the bundled model).",
     )(function)
@@ -33,6 +34,7 @@ def store_option(function: Callable) -> Callable:
         "--store",
         "store_path",
         envvar="SPEAKERVERIFY_STORE",
+        type=CheckedPath(),
         metavar="DB",
         help="Speaker store file (default: $SPEAKERVERIFY_STORE).",
     )(function)
@@ -56,6 +58,7 @@ def decision_options(function: Callable) -> Callable:
             click.option(
                 "--calibration",
                 "calibration_path",
+                type=CheckedPath(),
                 metavar="FILE",
                 default=None,
                 help="Calibration JSON (default: <checkpoint stem>.calibration.json next to it).",
@@ -126,10 +129,10 @@ def table(rows: list[tuple[str, str]]) -> None:
         click.echo(f"{key + ':':<{width + 1}} {value}")
 
 
-def open_store(store_path: str | None):
+def open_store(store_path: str | None, *, read_only: bool = False):
     from speakerverify.speakers.store import SpeakerStore
 
-    return SpeakerStore(store_path_or_fail(store_path))
+    return SpeakerStore(store_path_or_fail(store_path), read_only=read_only)
 
 
 def store_domain(store_path: str | None, model):
@@ -141,6 +144,6 @@ def store_domain(store_path: str | None, model):
 
     if not store_path or not Path(store_path).exists():
         return None
-    with SpeakerStore(store_path) as store:
+    with SpeakerStore(store_path, read_only=True) as store:
         store.check_model(model.fingerprint, source=f"checkpoint {model.path}")
         return store.domain_mean

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from speakerverify.cli.common import echo_json, fail
+from speakerverify.cli.common import CheckedPath, echo_json, fail
 from speakerverify.cli.speaker_options import json_option, open_store, store_option
 from speakerverify.files import OUTPUT_HELP
 
@@ -64,7 +64,7 @@ def _store_json(store, command: str, with_embeddings: bool) -> dict:
 @json_option
 def list_speakers(store_path, as_json) -> None:
     """List enrolled speakers with utterance counts, speech seconds and times."""
-    with open_store(store_path) as store:
+    with open_store(store_path, read_only=True) as store:
         payload = _store_json(store, "speakers list", with_embeddings=False)
     if as_json:
         echo_json(payload)
@@ -110,14 +110,20 @@ def remove_speaker(name, store_path, as_json) -> None:
 
 @speakers.command("export")
 @store_option
-@click.option("--out", "out_path", metavar="FILE", help=f"Write here, not to stdout. {OUTPUT_HELP}")
+@click.option(
+    "--out",
+    "out_path",
+    type=CheckedPath(),
+    metavar="FILE",
+    help=f"Write here, not to stdout. {OUTPUT_HELP}",
+)
 @json_option
 def export_speakers(store_path, out_path, as_json) -> None:
     """Export the store as JSON, embeddings included.
 
     Without --out the document goes to stdout; with --out, --json prints a short summary.
     """
-    with open_store(store_path) as store:
+    with open_store(store_path, read_only=True) as store:
         payload = _store_json(store, "speakers export", with_embeddings=True)
     text = json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False)
     if out_path is None:

@@ -9,14 +9,14 @@ import sys
 
 import click
 
-from speakerverify.cli.common import fail
+from speakerverify.cli.common import CheckedPath, fail
 from speakerverify.files import OUTPUT_HELP
 
 
 @click.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("config", type=CheckedPath(dir_okay=False))
 @click.argument("extra_overrides", nargs=-1, metavar="[KEY=VALUE]...")
-@click.option("--exp-dir", required=True, type=click.Path(file_okay=False), help="Experiment dir.")
+@click.option("--exp-dir", required=True, type=CheckedPath(file_okay=False), help="Experiment dir.")
 @click.option(
     "--set",
     "overrides",
@@ -34,7 +34,7 @@ from speakerverify.files import OUTPUT_HELP
 )
 @click.option(
     "--init",
-    type=click.Path(dir_okay=False),
+    type=CheckedPath(dir_okay=False),
     help="Fine-tune: start from this checkpoint's weights (its model and front-end unless the "
     "config names them) with a fresh optimizer and schedule; see train.freeze.",
 )
@@ -82,11 +82,11 @@ def train(
 
 
 @click.command()
-@click.argument("checkpoints", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("checkpoints", nargs=-1, required=True, type=CheckedPath(dir_okay=False))
 @click.option(
     "--out",
     required=True,
-    type=click.Path(dir_okay=False),
+    type=CheckedPath(dir_okay=False),
     help=f"Averaged checkpoint. {OUTPUT_HELP}",
 )
 def average(checkpoints: tuple[str, ...], out: str) -> None:

@@ -97,7 +97,7 @@ def _check_speaker(store_path: str, name: str) -> None:
     from speakerverify.backend.speaker_model import AUDIO_EXTENSIONS, VerificationError
     from speakerverify.speakers.store import SpeakerStore, UnknownSpeakerError
 
-    with SpeakerStore(store_path) as store:
+    with SpeakerStore(store_path, read_only=True) as store:
         try:
             store.get(name)
         except UnknownSpeakerError:

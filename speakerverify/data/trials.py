@@ -1,7 +1,10 @@
 """Verification trial lists: VoxCeleb (`1 enroll.wav test.wav`) and Kaldi (`enroll test target`).
 
 The format is detected from the first line. The published VoxCeleb1 lists are recognised by file
-name and their trial counts checked, so a truncated download cannot pass as Vox1-O/E/H.
+name and their trial counts checked, so a truncated download cannot pass as Vox1-O/E/H. A trial
+is listed once: a repeated pair would count twice in EER and minDCF (or, with another label,
+contradict itself), so it is refused with both line numbers; only the published lists may
+repeat a line, as their published results count every line as it stands.
 """
 
 from __future__ import annotations
@@ -95,8 +98,8 @@ def read_trials(
     ('id10270/a/00001', 'id10300/c/00001', [1, 0], 't')
     """  # noqa: E501
     path = Path(path)
-    enroll, test, labels = _read_trial_lines(path)
     known = KNOWN_LISTS.get(path.name)
+    enroll, test, labels = _read_trial_lines(path, allow_repeats=known is not None)
     if known and check_known:
         _check_published(path, known, len(labels))
     name = known.name if known else path.stem
@@ -111,11 +114,15 @@ def read_trials(
     return trials
 
 
-def _read_trial_lines(path: Path) -> tuple[list[str], list[str], list[int]]:
-    """Enroll ids, test ids and 0/1 labels in file order; every line in the first line's format."""
+def _read_trial_lines(
+    path: Path, *, allow_repeats: bool = False
+) -> tuple[list[str], list[str], list[int]]:
+    """Enroll ids, test ids and 0/1 labels in file order; every line in the first line's format,
+    every (enroll, test) pair once (`allow_repeats`: the same line may repeat)."""
     enroll: list[str] = []
     test: list[str] = []
     labels: list[int] = []
+    seen: dict[tuple[str, str], tuple[int, int]] = {}  # pair -> (line, label) where first listed
     fmt = None
     try:
         lines = utf8_lines(path)
@@ -136,11 +143,30 @@ def _read_trial_lines(path: Path) -> tuple[list[str], list[str], list[int]]:
                 enroll.append(fields[0])
                 test.append(fields[1])
                 labels.append(_KALDI_LABELS[fields[2]])
+            pair = (enroll[-1], test[-1])
+            before = seen.setdefault(pair, (lineno, labels[-1]))
+            if before[0] != lineno and not (allow_repeats and before[1] == labels[-1]):
+                _refuse_repeat(f"{path}:{lineno}", pair, before, labels[-1])
     except OSError as error:
         raise TrialsError(f"{path}: {error.strerror or error}") from None
     if fmt is None:
         raise TrialsError(f"{path}: no trials")
     return enroll, test, labels
+
+
+def _refuse_repeat(where: str, pair: tuple[str, str], before: tuple[int, int], label: int) -> None:
+    """Refuse a trial listed a second time (`before`: the line and label of the first)."""
+    trial = f"trial '{pair[0]} {pair[1]}'"
+    if before[1] != label:
+        kinds = ("nontarget", "target")
+        raise TrialsError(
+            f"{where}: {trial} is a {kinds[label]} trial here but a {kinds[before[1]]} trial on "
+            f"line {before[0]}"
+        )
+    raise TrialsError(
+        f"{where}: {trial} is already on line {before[0]}: each trial is listed once (it "
+        "would count twice)"
+    )
 
 
 def _line_format(where: str, line: str, fields: list[str]) -> str:

@@ -7,8 +7,8 @@ Every rate is converted by one resampler, soxr (`resample`), on the torch and th
 
 from __future__ import annotations
 
-import errno
 import logging
+import math
 import os
 import shutil
 import stat
@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: `read_audio` must not n
     import torch
 
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.files import file_kind
+from speakerverify.files import STAT_ERRORS, file_kind
 from speakerverify.frontend.vad_numpy import speech_mask as numpy_speech_mask
 from speakerverify.frontend.vad_numpy import voiced_samples
 
@@ -36,6 +36,11 @@ SOUNDFILE_EXTENSIONS = frozenset(
 )
 # Below this a file cannot hold speech (a header claiming 1 Hz made 4 s into "239.5 s of speech").
 MIN_SAMPLE_RATE = 4000
+# Longer files are refused before a sample is read: a file is read whole, and a sparse wav whose
+# header claimed 10 hours took 4.5 GB before failing (an hour takes about 2 GB through the
+# embedding). Set the environment variable to read longer ones, or to refuse sooner.
+MAX_AUDIO_SECONDS = 1800.0
+MAX_AUDIO_SECONDS_ENV = "SPEAKERVERIFY_MAX_AUDIO_SECONDS"
 # File signatures of the formats above, to tell "not audio" from "corrupt audio".
 _AUDIO_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM", b".snd", b"caff")
 
@@ -69,15 +74,6 @@ def find_ffmpeg() -> str | None:
         return None
 
 
-# os.stat errors, said in words that name the problem rather than the system call
-_STAT_ERRORS = {
-    errno.ELOOP: "symlink loop",
-    errno.ENAMETOOLONG: "file name too long",
-    errno.EACCES: "permission denied (a directory on its path cannot be searched)",
-    errno.ENOTDIR: "file not found (a part of its path is not a directory)",
-}
-
-
 def _check_path(path: str | os.PathLike) -> Path:
     """`path` as a Path once it is a readable, non-empty regular file (AudioError otherwise).
 
@@ -93,7 +89,7 @@ def _check_path(path: str | os.PathLike) -> Path:
             raise AudioError(f"{path}: broken symlink (its target does not exist)") from None
         raise AudioError(f"{path}: file not found") from None
     except OSError as error:
-        cause = _STAT_ERRORS.get(error.errno, error.strerror)
+        cause = STAT_ERRORS.get(error.errno, error.strerror)
         raise AudioError(f"{path}: {cause}") from None
     if stat.S_ISDIR(info.st_mode):
         raise AudioError(f"{path}: is a directory, not an audio file")
@@ -118,8 +114,11 @@ def check_audio_file(path: str | os.PathLike) -> None:
         AudioError: as `read_audio` would for those causes, with the same one-line messages.
     """
     path = _check_path(path)
-    if _uses_soundfile(path) and audio_info(path).num_frames == 0:
-        raise AudioError(f"{path}: contains no audio samples (zero length)")
+    if _uses_soundfile(path):
+        info = audio_info(path)
+        if info.num_frames == 0:
+            raise AudioError(f"{path}: contains no audio samples (zero length)")
+        _check_duration(path, info.num_frames, info.sample_rate)
 
 
 def _soundfile_error(path: Path, error: Exception) -> AudioError:
@@ -141,6 +140,34 @@ def _check_rate(path: Path, sample_rate: int) -> None:
         raise AudioError(
             f"{path}: sample rate {sample_rate} Hz is too low for speech "
             f"(at least {MIN_SAMPLE_RATE} Hz); a corrupt header?"
+        )
+
+
+def max_audio_seconds() -> float:
+    """The longest file read: $SPEAKERVERIFY_MAX_AUDIO_SECONDS when set, else MAX_AUDIO_SECONDS.
+
+    Raises:
+        AudioError: the variable is set to something that is not a positive number.
+    """
+    value = os.environ.get(MAX_AUDIO_SECONDS_ENV, "").strip()
+    if not value:
+        return MAX_AUDIO_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0:
+        raise AudioError(f"${MAX_AUDIO_SECONDS_ENV}={value!r}: not a positive number of seconds")
+    return seconds
+
+
+def _check_duration(path: Path, num_frames: int, sample_rate: int) -> None:
+    """Refuse to read `num_frames` at `sample_rate` when that is longer than `max_audio_seconds`."""
+    limit = max_audio_seconds()
+    if sample_rate > 0 and num_frames > limit * sample_rate:
+        raise AudioError(
+            f"{path}: {num_frames / sample_rate:.1f} s of audio, longer than the {limit:g} s "
+            f"read at most (set ${MAX_AUDIO_SECONDS_ENV} to read longer files)"
         )
 
 
@@ -210,6 +237,8 @@ def _read_soundfile(
                     f"({handle.frames / file_rate:.3f} s)"
                 )
             num = -1 if duration_seconds is None else round(duration_seconds * file_rate)
+            remaining = max(handle.frames - start, 0)
+            _check_duration(path, remaining if num < 0 else min(num, remaining), file_rate)
             if start > 0:
                 handle.seek(start)
             data = handle.read(frames=num, dtype="float32", always_2d=True)
@@ -243,14 +272,15 @@ def _ffmpeg_decode(
     ffmpeg's own ``-ac 1`` downmix sums at -3 dB instead of averaging, so it writes a float WAV
     with all channels and we read the channel count from its header. The crop is applied on the
     output side: input seeking in m4a landed ~2 % late in tests (AAC priming), output seeking is
-    sample-exact at the cost of decoding from the start.
+    sample-exact at the cost of decoding from the start. At most a second more than
+    `max_audio_seconds` is decoded, to tell a file that is too long.
     """
     exe = _ffmpeg_exe(path)
     command = [exe, "-hide_banner", "-nostdin", "-v", "error", "-i", os.fsencode(path), "-vn"]
     if offset_seconds > 0:
         command += ["-ss", f"{offset_seconds:.6f}"]
-    if duration_seconds is not None:
-        command += ["-t", f"{duration_seconds:.6f}"]
+    most = max_audio_seconds() + 1.0
+    command += ["-t", f"{most if duration_seconds is None else min(duration_seconds, most):.6f}"]
     if sample_rate is not None:
         command += ["-ar", str(sample_rate)]
     command += ["-c:a", "pcm_f32le", "-map_metadata", "-1"]
@@ -264,6 +294,7 @@ def _ffmpeg_decode(
         raise AudioError(f"{path}: ffmpeg could not decode it ({cause})")
     num_channels, rate, samples = _parse_float_wav(proc.stdout, path)
     data = np.frombuffer(samples[: len(samples) // (4 * num_channels) * 4 * num_channels], "<f4")
+    _check_duration(path, data.shape[0] // num_channels, rate)
     return data.reshape(-1, num_channels).mean(axis=1, dtype=np.float32), rate, num_channels
 
 

@@ -2,14 +2,17 @@
 
 The store is tied to the fingerprint of the model that made its embeddings and refuses another.
 Every write is one `BEGIN IMMEDIATE` transaction, so concurrent processes serialise and a process
-killed mid-write leaves the store as it was before that write.
+killed mid-write leaves the store as it was before that write. A new store appears whole, with
+its schema, or not at all.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -74,6 +77,7 @@ class SpeakerStore:
     Args:
         path: The store file.
         create: Create the file and schema if the file does not exist (else StoreError).
+        read_only: Only read: a store whose directory cannot be written is still read (below).
         timeout_seconds: How long a writer waits for another process's transaction.
 
     Example:
@@ -90,19 +94,28 @@ class SpeakerStore:
     before_commit: Callable[[], None] | None = None
 
     def __init__(
-        self, path: str | os.PathLike, *, create: bool = False, timeout_seconds: float = 60.0
+        self,
+        path: str | os.PathLike,
+        *,
+        create: bool = False,
+        read_only: bool = False,
+        timeout_seconds: float = 60.0,
     ):
         self.path = Path(path)
         self._check_file(create)
-        try:
-            self._conn = sqlite3.connect(
-                str(self.path), timeout=timeout_seconds, isolation_level=None
-            )
-        except sqlite3.Error as error:
-            raise StoreError(f"{self.path}: cannot open store ({error})") from None
+        if create and not self.path.exists():
+            self._create_file(timeout_seconds)
+        self._conn = self._connect(str(self.path), timeout_seconds)
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(timeout_seconds * 1000)}")
-            self._open_schema(create)
+            try:
+                self._open_schema(create)
+            except sqlite3.OperationalError as error:
+                if not (read_only and _cannot_write(error)):
+                    raise
+                self._conn.close()
+                self._conn = self._connect(self._read_only_uri(), timeout_seconds)
+                self._open_schema(create=False)
         except sqlite3.DatabaseError as error:
             self._conn.close()
             raise StoreError(f"{self.path}: not a usable speaker store ({error})") from None
@@ -111,6 +124,45 @@ class SpeakerStore:
             raise
 
     # -- opening -------------------------------------------------------------------------------
+
+    def _connect(self, target: str, timeout_seconds: float) -> sqlite3.Connection:
+        uri = target.startswith("file:")
+        try:
+            return sqlite3.connect(target, timeout=timeout_seconds, isolation_level=None, uri=uri)
+        except sqlite3.Error as error:
+            raise StoreError(f"{self.path}: cannot open store ({error})") from None
+
+    def _read_only_uri(self) -> str:
+        """The store as a read-only SQLite URI, for a reader that cannot write its directory.
+
+        Reading a WAL store takes a -shm file beside it, which such a reader cannot make (even
+        `mode=ro` fails). Without a -wal file every committed write is in the store file, which
+        is then read as `immutable` (no -shm needed; a writer who can write there would make a
+        -wal first); with one, through it, `mode=ro`. A plain open is tried first, as it leaves
+        no -wal/-shm behind where a `mode=ro` one does.
+        """
+        wal = Path(f"{self.path}-wal")
+        return f"{self.path.absolute().as_uri()}?{'mode=ro' if wal.exists() else 'immutable=1'}"
+
+    def _create_file(self, timeout_seconds: float) -> None:
+        """Make a new store whole or not at all: the schema is written to a temp file beside it,
+        which is then linked to the store's name. A failure (a full disk) leaves nothing behind,
+        where it left a 0-byte store; of two processes creating one store, the second finds
+        the first one's and uses it."""
+        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        try:
+            self._conn = self._connect(str(temp), timeout_seconds)
+            try:
+                self._create_schema()
+            finally:
+                self._conn.close()
+            _link_new(temp, self.path)
+        except (OSError, sqlite3.DatabaseError) as error:
+            cause = getattr(error, "strerror", None) or error
+            raise StoreError(f"{self.path}: cannot create the store ({cause})") from None
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                Path(f"{temp}{suffix}").unlink(missing_ok=True)
 
     def _check_file(self, create: bool) -> None:
         if self.path.is_dir():
@@ -471,3 +523,24 @@ class SpeakerStore:
             cohort=cohort,
             **rule,
         )
+
+
+def _link_new(source: Path, target: Path) -> None:
+    """Give `source` the name `target` unless `target` exists (another process made it first)."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        pass
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        # No hard links on this file system (FAT, some network mounts): a rename, which would
+        # replace a store another process made in the instant since the check.
+        if not target.exists():
+            os.replace(source, target)
+
+
+def _cannot_write(error: sqlite3.OperationalError) -> bool:
+    """Whether SQLite failed for want of write access to the store or its directory."""
+    text = str(error)
+    return "readonly" in text or "unable to open" in text

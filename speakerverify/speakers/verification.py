@@ -57,7 +57,7 @@ def _check_store_early(store_path: str | os.PathLike, fingerprint: str, source: 
 
 
 def _open_existing(store_path: str | os.PathLike, model: SpeakerModel) -> SpeakerStore:
-    store = SpeakerStore(store_path, create=False)
+    store = SpeakerStore(store_path, read_only=True)
     try:
         store.check_model(model.fingerprint, source=f"checkpoint {model.path}")
     except StoreError:

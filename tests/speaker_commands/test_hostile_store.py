@@ -150,3 +150,99 @@ def test_adapt_embeddings_with_a_nan_row_is_refused_and_creates_no_store(tmp_pat
     result = run(["adapt", "--embeddings", tmp_path / "emb", "--store", store])
     assert_clean_error(result, "embedding of u3 (row 3) is not finite")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb"]
+
+
+def test_a_full_disk_enroll_into_a_new_store_leaves_no_store(
+    fake_model, voices, tmp_path, monkeypatch
+):
+    def disk_full():  # what SQLite raises when the write at COMMIT meets ENOSPC
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(SpeakerStore, "before_commit", staticmethod(disk_full))
+    store = tmp_path / "new.db"
+    result = run(["enroll", "ann", voices["ann0"], "--model", fake_model, "--store", store])
+    assert_clean_error(result, str(store), "database or disk is full")
+    assert list(tmp_path.iterdir()) == []  # it left a 0-byte new.db, which verify called corrupt
+
+
+def test_a_store_whose_first_write_fails_leaves_nothing_behind(tmp_path):
+    """The same with a real failed write(2): a file size limit makes the kernel refuse the first
+    page (EFBIG, as ENOSPC would), in a subprocess so that the limit touches nothing else."""
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))\n"
+        "from speakerverify.speakers.store import SpeakerStore, StoreError\n"
+        "try:\n"
+        "    SpeakerStore(sys.argv[1], create=True)\n"
+        "except StoreError as error:\n"
+        "    print(error)\n"
+    )
+    store = tmp_path / "new.db"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, str(store)], capture_output=True, text=True, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-1000:]
+    assert proc.stdout.startswith(f"{store}: "), proc.stdout
+    assert list(tmp_path.iterdir()) == []
+    with SpeakerStore(store, create=True) as created:  # without the limit it is made as before
+        assert created.fingerprint is None and len(created) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["new.db"]
+
+
+def test_a_store_in_a_directory_that_cannot_be_written_can_still_be_read(
+    checkpoint, voices, tmp_path
+):
+    """Reading a WAL store takes a -shm file beside it: in a directory the user cannot write,
+    every command failed, `speakers list` included. The commands that only read now read it
+    (a read-only SQLite URI), those that write fail in one line, and nothing changes there.
+    Run in a subprocess in which file permissions bind even for root."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from hostile_helpers import file_permissions_bind, permissions_bind_probe
+
+    if not permissions_bind_probe(tmp_path):
+        pytest.skip("file permissions do not bind on this process (root without CAP_SETPCAP)")
+    model, _ = checkpoint
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    store = folder / "s.db"
+    common = ["--model", model, "--store", store]
+    for name in ("ann", "bo"):
+        assert run(["enroll", name, voices[f"{name}0"], *common]).exit_code == 0
+    folder.chmod(0o555)
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "SPEAKERVERIFY_BACKEND": "torch"}
+    cli = [sys.executable, "-c", "import sys; from speakerverify.cli import main; main()"]
+
+    def command(*args):
+        return subprocess.run(
+            [*cli, *map(str, args)], capture_output=True, text=True, env=env, timeout=300,
+            preexec_fn=file_permissions_bind,
+        )  # fmt: skip
+
+    try:
+        listed = command("speakers", "list", "--store", store, "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert [s["name"] for s in json.loads(listed.stdout)["speakers"]] == ["ann", "bo"]
+        exported = command("speakers", "export", "--store", store)
+        assert exported.returncode == 0 and json.loads(exported.stdout)["num_speakers"] == 2
+        verified = command("verify", "ann", voices["ann1"], "--threshold", "-1", *common)
+        assert verified.returncode == 0, verified.stderr
+        identified = command("identify", voices["bo1"], "--threshold", "-1", *common)
+        assert identified.returncode == 0, identified.stderr
+        removed = command("speakers", "remove", "bo", "--store", store)
+        assert removed.returncode == 2 and removed.stderr.startswith(f"error: {store}: ")
+        assert removed.stderr.count("\n") == 1, removed.stderr
+        after = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()}
+        assert after == before  # the store untouched, no -wal or -shm left beside it
+    finally:
+        folder.chmod(0o755)
