@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerverify.backend.embedder import require_finite
+from speakerverify.backend.embedder import plan_windows, require_finite, window_lengths
 from speakerverify.errors import SpeakerVerifyError
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.frontend.fbank_numpy import NumpyFbank
@@ -81,18 +81,13 @@ class OnnxEmbedder:
         self.input_name = self.session.get_inputs()[0].name
         self.fbank = NumpyFbank(self.config)
         self.sample_rate = int(self.config.sample_rate)
-        self.max_seconds = float(max_seconds)
-        self.window_seconds = float(window_seconds or min(30.0, self.max_seconds))
-        self.hop_seconds = float(hop_seconds or self.window_seconds / 2)
+        lengths = window_lengths(max_seconds, window_seconds, hop_seconds)
+        self.max_seconds, self.window_seconds, self.hop_seconds = lengths
 
     def windows(self, num_samples: int) -> list[tuple[int, int]]:
         """`(start, length)` sample windows covering `num_samples`, as `Embedder.windows`."""
-        if num_samples <= round(self.max_seconds * self.sample_rate):
-            return [(0, num_samples)]
-        window = round(self.window_seconds * self.sample_rate)
-        hop = round(self.hop_seconds * self.sample_rate)
-        starts = [*range(0, num_samples - window, hop), num_samples - window]
-        return [(start, window) for start in starts]
+        lengths = (self.max_seconds, self.window_seconds, self.hop_seconds)
+        return plan_windows(num_samples, self.sample_rate, lengths)
 
     def _forward(self, wave: np.ndarray) -> np.ndarray:
         feats = self.fbank(wave)
