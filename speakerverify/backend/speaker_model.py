@@ -288,44 +288,16 @@ def embed_utterance(
     return embed_speech(model, [speech])[0]
 
 
-AUDIO_EXTENSIONS = frozenset(
-    {
-        ".wav",
-        ".wave",
-        ".flac",
-        ".ogg",
-        ".oga",
-        ".mp3",
-        ".aiff",
-        ".aif",
-        ".au",
-        ".caf",
-        ".w64",
-        ".m4a",
-        ".aac",
-        ".mp4",
-        ".opus",
-        ".webm",
-        ".wma",
-    }
-)
-
-
 def find_audio_files(directory: str | os.PathLike) -> list[Path]:
-    """Audio files under `directory` (recursive, symlinks followed, sorted), by extension."""
+    """Audio files under `directory`, sorted, walked as `prepare dir` walks a corpus
+    (`data.layout.iter_audio_files`: symlinks followed, a link loop once, a file reached twice
+    refused); broken links are left out.
+    """
+    from speakerverify.data.layout import iter_audio_files
+
     directory = Path(directory)
     if not directory.exists():
         raise VerificationError(f"{directory}: no such directory")
     if not directory.is_dir():
         raise VerificationError(f"{directory}: not a directory")
-    found, seen = [], set()
-    for root, dirs, files in os.walk(directory, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:  # a symlink loop, or a tree linked twice: visit it once
-            dirs[:] = []
-            continue
-        seen.add(real)
-        found += [
-            Path(root, name) for name in files if Path(name).suffix.lower() in AUDIO_EXTENSIONS
-        ]
-    return sorted(p for p in found if p.is_file())
+    return sorted(p for p in iter_audio_files(directory) if p.is_file())
