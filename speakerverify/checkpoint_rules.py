@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pickle
+import struct
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -273,7 +274,14 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Weights]] |
                 weights[name] = state_dict[name] = as_weights(tensor)
     except (OSError, zipfile.BadZipFile, KeyError, _Unreadable):
         return None
-    except Exception:  # a malformed pickle can raise almost anything; torch will say what
+    # A malformed pickle, reported by torch when it reads the file: pickle's UnpicklingError and
+    # EOFError, struct.error from a short opcode argument, and the ValueError, TypeError,
+    # IndexError or AttributeError of calling OrderedDict, _Tensor or numpy's frombuffer with
+    # the arguments the file chooses. Any other type is a bug of this reader.
+    except (
+        pickle.UnpicklingError, EOFError, struct.error, ValueError, TypeError, IndexError,
+        AttributeError,
+    ):  # fmt: skip
         return None
     return payload, weights
 

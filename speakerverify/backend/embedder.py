@@ -37,6 +37,12 @@ def require_finite(embeddings: np.ndarray) -> np.ndarray:
     return embeddings
 
 
+def encoder_min_frames(encoder: Any) -> int:
+    """The shortest input `encoder` takes, in frames: one more than the frames its unpadded
+    convolutions consume (`context`, x-vector), else 1."""
+    return int(getattr(encoder, "context", 0)) + 1
+
+
 def window_lengths(
     max_seconds: float, window_seconds: float | None, hop_seconds: float | None
 ) -> tuple[float, float, float]:
@@ -106,6 +112,7 @@ class Embedder:
         self.frontend = frontend.to(self.device).eval()
         self.encoder = encoder.to(self.device).eval()
         self.fingerprint = fingerprint
+        self.min_frames = encoder_min_frames(encoder)
         config = getattr(frontend, "config", None)
         self.sample_rate = int(getattr(config, "sample_rate", 16000))
         lengths = window_lengths(max_seconds, window_seconds, hop_seconds)
@@ -164,6 +171,11 @@ class Embedder:
             feats, feat_lengths = self.frontend(waves.to(self.device), lengths.to(self.device))
             if int(feat_lengths.min()) < 1:
                 raise EmbedError(f"input of {int(lengths.min())} samples is shorter than a frame")
+            if int(feat_lengths.min()) < self.min_frames:  # checked here, as the ONNX path does
+                raise EmbedError(
+                    f"input of {int(feat_lengths.min())} frames is shorter than the model's "
+                    f"{self.min_frames}-frame context"
+                )
             embeddings = self.encoder(feats, feat_lengths).float().cpu().numpy()
         return require_finite(embeddings)
 

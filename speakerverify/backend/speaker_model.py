@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from speakerverify.backend.embedder import EmbedError
 from speakerverify.backend.scoring import l2_normalize
 from speakerverify.backend.speech_limits import MIN_FILE_SPEECH_SECONDS
 from speakerverify.errors import SpeakerVerifyError
@@ -253,14 +254,17 @@ def embed_speech(model: SpeakerModel, speeches: list[Speech]) -> list[Utterance]
     if len(speeches) > 1 and batched is not None:
         try:
             matrix = batched([s.wave for s in speeches])
-        except (ValueError, RuntimeError):  # one at a time, to name the input that failed
+        except EmbedError:  # one at a time, to name the input that failed
             return [embed_speech(model, [s])[0] for s in speeches]
         return [_finish(s, e) for s, e in zip(speeches, matrix, strict=True)]
     out = []
     for speech in speeches:
         try:
             embedding = model.embedder.embed_waveform(speech.wave)
-        except (ValueError, RuntimeError) as error:  # EmbedError, or too short for the encoder
+        # EmbedError only: the embedders' word for an input they cannot embed (shorter than the
+        # encoder's context, a non-finite result, an input onnxruntime refuses). Anything else,
+        # e.g. a shape bug in an encoder, is a bug and stays a traceback.
+        except EmbedError as error:
             cause = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise VerificationError(f"{speech.path}: cannot embed ({cause})") from None
         out.append(_finish(speech, embedding))
