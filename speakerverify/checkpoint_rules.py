@@ -29,6 +29,7 @@ __all__ = [
     "Weights",
     "check_payload",
     "fingerprint_weights",
+    "model_mismatch",
     "read_checkpoint",
 ]
 
@@ -129,6 +130,19 @@ def fingerprint_weights(
     if changed:
         digest.update(json.dumps(changed, sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+def model_mismatch(made: str, recorded: str | None, other: str, fingerprint: str) -> str | None:
+    """The one check and message for "made by another model": None when `recorded` (the
+    fingerprint a store, calibration or export names; None when it names none) is
+    `fingerprint`, else the message. Callers raise their own error with it, adding advice.
+
+    >>> model_mismatch("s.db: store was made by", "ab12", "checkpoint m.pt", "cd34")
+    's.db: store was made by model ab12, but checkpoint m.pt is model cd34'
+    """
+    if recorded is None or recorded == fingerprint:
+        return None
+    return f"{made} model {recorded}, but {other} is model {fingerprint}"
 
 
 def check_payload(path: str | os.PathLike, payload: Any, weights: Mapping[str, Weights]) -> str:

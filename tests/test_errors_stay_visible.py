@@ -133,3 +133,31 @@ def test_an_input_shorter_than_the_encoders_context_still_cannot_be_embedded(tin
     assert context > 1
     with pytest.raises(EmbedError, match=f"shorter than the model's {context}-frame context"):
         model.embedder.embed_waveform(waves[0][: 160 * (context - 2) + 400])
+
+
+# -- one identity check: every "made by another model" message has one shape ----------------
+
+
+def test_model_mismatch_is_one_rule_with_one_message_shape(tmp_path):
+    from speakerverify.backend.calibration import load_calibration
+    from speakerverify.backend.embedding_dir import EmbeddingStoreError
+    from speakerverify.backend.scoring_steps import _check_same_model
+    from speakerverify.checkpoint_rules import model_mismatch
+    from speakerverify.speakers.store import SpeakerStore, StoreError
+
+    assert model_mismatch("x", None, "y", FP) is None  # nothing recorded: nothing to compare
+    assert model_mismatch("x", FP, "y", FP) is None
+    assert model_mismatch("x", "", "y", FP) == f"x model , but y is model {FP}"
+    other = "2" * 16
+    shape = rf"was (made by|fitted for) model {other}, but .* is model {FP}"
+    with SpeakerStore(tmp_path / "s.db", create=True) as store:
+        store._bind(other, 3)
+        with pytest.raises(StoreError, match=shape):
+            store.check_model(FP, source="checkpoint m.pt")
+    Calibration(2.0, -1.0, model_fingerprint=other).save(tmp_path / "cal.json")
+    with pytest.raises(VerificationError, match=shape):
+        _load_calibration(tmp_path / "cal.json", FP)
+    with pytest.raises(calibration_module.CalibrationError, match=shape):
+        load_calibration(tmp_path / "cal.json", FP, "none")
+    with pytest.raises(EmbeddingStoreError, match=shape):
+        _check_same_model("--mean-store m", other, FP)
