@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
+import struct
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -233,7 +235,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             # before the one-line error such a file (never a checkpoint of ours) gets
             warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
             payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch.load raises many types (pickle, zip, RuntimeError, EOF)
+    # torch.load's own errors: pickle.UnpicklingError (a global it refuses), RuntimeError (not
+    # a zip or a torch file), EOFError and OSError (truncated, unreadable); and what its
+    # weights-only unpickler lets escape from a malformed pickle (IndexError from an empty
+    # stack, KeyError from a missing memo entry, struct.error, ValueError, TypeError,
+    # AttributeError, AssertionError). Nothing of ours runs inside torch.load.
+    except (
+        pickle.UnpicklingError, RuntimeError, EOFError, OSError, IndexError, KeyError,
+        struct.error, ValueError, TypeError, AttributeError, AssertionError,
+    ) as err:  # fmt: skip
         raise CheckpointError(f"{path}: {_refusal(path, err)}") from None
     state_dict = payload.get("state_dict") if isinstance(payload, dict) else None
     weights = {}
@@ -275,6 +285,10 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
         encoder = build_model(payload["model_name"], **payload["model_args"])
         encoder.load_state_dict(payload["state_dict"])
         frontend = Fbank(FbankConfig.from_dict(payload["features"]))
+    # build_model's ValueError (an unknown name, arguments the model does not take),
+    # load_state_dict's RuntimeError (missing, unexpected or mis-shaped weights),
+    # FbankConfig.from_dict's ValueError and TypeError (an unknown option, a value of the wrong
+    # type) and KeyError for a missing payload field: a checkpoint this version cannot rebuild.
     except (ValueError, TypeError, RuntimeError, KeyError) as err:
         raise CheckpointError(f"{path}: cannot rebuild the model: {_first_line(err)}") from None
     return LoadedModel(

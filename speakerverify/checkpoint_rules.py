@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pickle
+import struct
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = [
     "Weights",
     "check_payload",
     "fingerprint_weights",
+    "model_mismatch",
     "read_checkpoint",
 ]
 
@@ -128,6 +130,19 @@ def fingerprint_weights(
     if changed:
         digest.update(json.dumps(changed, sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+def model_mismatch(made: str, recorded: str | None, other: str, fingerprint: str) -> str | None:
+    """The one check and message for "made by another model": None when `recorded` (the
+    fingerprint a store, calibration or export names; None when it names none) is
+    `fingerprint`, else the message. Callers raise their own error with it, adding advice.
+
+    >>> model_mismatch("s.db: store was made by", "ab12", "checkpoint m.pt", "cd34")
+    's.db: store was made by model ab12, but checkpoint m.pt is model cd34'
+    """
+    if recorded is None or recorded == fingerprint:
+        return None
+    return f"{made} model {recorded}, but {other} is model {fingerprint}"
 
 
 def check_payload(path: str | os.PathLike, payload: Any, weights: Mapping[str, Weights]) -> str:
@@ -273,7 +288,14 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, Weights]] |
                 weights[name] = state_dict[name] = as_weights(tensor)
     except (OSError, zipfile.BadZipFile, KeyError, _Unreadable):
         return None
-    except Exception:  # a malformed pickle can raise almost anything; torch will say what
+    # A malformed pickle, reported by torch when it reads the file: pickle's UnpicklingError and
+    # EOFError, struct.error from a short opcode argument, and the ValueError, TypeError,
+    # IndexError or AttributeError of calling OrderedDict, _Tensor or numpy's frombuffer with
+    # the arguments the file chooses. Any other type is a bug of this reader.
+    except (
+        pickle.UnpicklingError, EOFError, struct.error, ValueError, TypeError, IndexError,
+        AttributeError,
+    ):  # fmt: skip
         return None
     return payload, weights
 

@@ -80,3 +80,84 @@ def test_a_bug_in_the_embedding_store_reader_is_a_traceback(tmp_path, monkeypatc
     monkeypatch.setattr(embedding_dir_module, "load_embeddings", broken)
     with pytest.raises(KeyError, match="a bug"):
         _read_embedding_store(tmp_path / "emb")
+
+
+# -- embedding: "cannot embed" is for inputs, not for bugs in an encoder --------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from checkpoint_helpers import save_tiny_xvector
+    from synth import random_speaker, speech_like
+
+    from speakerverify.backend.speaker_model import load_speaker_model
+
+    root = tmp_path_factory.mktemp("embed")
+    save_tiny_xvector(root / "tiny.pt", {"embed_dim": 8, "channels": 16, "stats_channels": 32})
+    speaker = random_speaker(np.random.default_rng(0))
+    waves = [speech_like(2.0, 16000, speaker, seed=seed) for seed in (1, 2)]
+    return load_speaker_model(root / "tiny.pt"), waves
+
+
+@pytest.mark.parametrize("bug", [RuntimeError("mat1 and mat2 shapes cannot be multiplied"),
+                                 IndexError("index 3 is out of bounds")])  # fmt: skip
+def test_a_bug_inside_the_encoder_is_a_traceback_not_cannot_embed(tiny_model, monkeypatch, bug):
+    # embed_speech caught ValueError/RuntimeError and said "cannot embed" (exit 2): a shape bug
+    # in a new encoder looked like bad input.
+    from speakerverify.backend.speaker_model import embed_utterance
+
+    model, waves = tiny_model
+
+    def broken(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(model.embedder.encoder, "forward", broken)
+    with pytest.raises(type(bug), match=str(bug)):
+        embed_utterance(model, waves[0], sample_rate=16000)
+    with pytest.raises(type(bug), match=str(bug)):  # the batched path too
+        _embed_batch(model, waves)
+
+
+def _embed_batch(model, waves):
+    from speakerverify.backend.speaker_model import embed_speech, load_speech
+
+    return embed_speech(model, [load_speech(model, w, sample_rate=16000) for w in waves])
+
+
+def test_an_input_shorter_than_the_encoders_context_still_cannot_be_embedded(tiny_model):
+    # What the RuntimeError handler was for: the torch embedder now says it, as the ONNX one does.
+    from speakerverify.backend.embedder import EmbedError
+
+    model, waves = tiny_model
+    context = model.embedder.min_frames
+    assert context > 1
+    with pytest.raises(EmbedError, match=f"shorter than the model's {context}-frame context"):
+        model.embedder.embed_waveform(waves[0][: 160 * (context - 2) + 400])
+
+
+# -- one identity check: every "made by another model" message has one shape ----------------
+
+
+def test_model_mismatch_is_one_rule_with_one_message_shape(tmp_path):
+    from speakerverify.backend.calibration import load_calibration
+    from speakerverify.backend.embedding_dir import EmbeddingStoreError
+    from speakerverify.backend.scoring_steps import _check_same_model
+    from speakerverify.checkpoint_rules import model_mismatch
+    from speakerverify.speakers.store import SpeakerStore, StoreError
+
+    assert model_mismatch("x", None, "y", FP) is None  # nothing recorded: nothing to compare
+    assert model_mismatch("x", FP, "y", FP) is None
+    assert model_mismatch("x", "", "y", FP) == f"x model , but y is model {FP}"
+    other = "2" * 16
+    shape = rf"was (made by|fitted for) model {other}, but .* is model {FP}"
+    with SpeakerStore(tmp_path / "s.db", create=True) as store:
+        store._bind(other, 3)
+        with pytest.raises(StoreError, match=shape):
+            store.check_model(FP, source="checkpoint m.pt")
+    Calibration(2.0, -1.0, model_fingerprint=other).save(tmp_path / "cal.json")
+    with pytest.raises(VerificationError, match=shape):
+        _load_calibration(tmp_path / "cal.json", FP)
+    with pytest.raises(calibration_module.CalibrationError, match=shape):
+        load_calibration(tmp_path / "cal.json", FP, "none")
+    with pytest.raises(EmbeddingStoreError, match=shape):
+        _check_same_model("--mean-store m", other, FP)

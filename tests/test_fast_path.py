@@ -114,6 +114,18 @@ def test_long_input_windows_equal_embedder(tiny):
     )
 
 
+def test_onnx_embedder_refuses_windows_the_torch_embedder_refuses(tiny):
+    # The window rule was copied into OnnxEmbedder without its check: a hop longer than the
+    # window left gaps in a long input without a word.
+    checkpoint, _, _ = tiny
+    for options in ({"window_seconds": 2.0, "hop_seconds": 3.0}, {"max_seconds": 1.0,
+                    "window_seconds": 2.0}):  # fmt: skip
+        with pytest.raises(ValueError, match="hop_seconds <= window_seconds <= max_seconds"):
+            OnnxEmbedder(checkpoint.with_suffix(".onnx"), **options)
+        with pytest.raises(ValueError, match="hop_seconds <= window_seconds <= max_seconds"):
+            Embedder.from_checkpoint(checkpoint, **options)
+
+
 def _run(args, backend, **env):
     env = {engine.BACKEND_ENV: backend, "SPEAKERVERIFY_MODEL": "", **env}
     return CliRunner().invoke(main, [str(a) for a in args], env=env, catch_exceptions=False)

@@ -109,6 +109,29 @@ def test_symlinks_are_followed_once_and_extensions_chosen(tmp_path):
     assert data.utt2dur is None
 
 
+def test_prepare_dir_and_the_speaker_commands_find_the_same_files(tmp_path):
+    # They had three extension lists and two walkers: an .opus file counted for `adapt` and
+    # not for `prepare dir`, and a file linked twice was refused by one and counted twice by
+    # the other.
+    from speakerverify.backend.speaker_model import find_audio_files
+
+    root = tmp_path / "root"
+    write_audio(root / "spk1" / "a.wav")
+    write_audio(root / "spk1" / "b.ogg", fmt="OGG")
+    (root / "spk2").mkdir()
+    (root / "spk2" / "c.opus").write_bytes(b"")  # found by extension, not read here
+    (root / "spk2" / "notes.txt").write_text("not audio\n")
+    data = scan_tree(root, with_durations=False).data
+    found = find_audio_files(root)
+    assert [p.relative_to(root).as_posix() for p in found] == ["spk1/a.wav", "spk1/b.ogg",
+                                                               "spk2/c.opus"]  # fmt: skip
+    assert sorted(data.wav.values()) == [str(p.resolve()) for p in found]
+    os.symlink(root / "spk1" / "a.wav", root / "spk2" / "a.wav")
+    for walk in (find_audio_files, scan_tree):
+        with pytest.raises(DataDirError, match="again \\(through a symlink\\)"):
+            walk(root)
+
+
 def test_cli_writes_data_dir_and_summary(librispeech, tmp_path):
     out = tmp_path / "data"
     result = invoke("prepare", "dir", librispeech, out, "--layout",

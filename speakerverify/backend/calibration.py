@@ -18,6 +18,7 @@ import numpy as np
 
 from speakerverify.backend.metrics import check_prior, check_trials
 from speakerverify.backend.scoring import NORMS
+from speakerverify.checkpoint_rules import model_mismatch
 from speakerverify.errors import SpeakerVerifyError
 from speakerverify.files import check_input, write_atomic
 
@@ -28,6 +29,7 @@ __all__ = [
     "cllr",
     "default_calibration_path",
     "fit_calibration",
+    "load_calibration",
     "min_cllr",
 ]
 
@@ -206,6 +208,39 @@ class Calibration:
         calibration = cls(**data)
         calibration.check(path)
         return calibration
+
+
+def load_calibration(
+    path: str | os.PathLike,
+    fingerprint: str | None,
+    norm: str,
+    *,
+    model_source: str = "the model",
+    norm_source: str = "the scores' normalisation",
+) -> Calibration:
+    """The calibration at `path`, for scores of model `fingerprint` (None: not known) normalised
+    with `norm`: the one loader of `score`, `verify` and `identify`.
+
+    Args:
+        model_source, norm_source: what the messages call the model and the scores' norm.
+
+    Raises:
+        CalibrationError: what `Calibration.load` refuses, or a calibration fitted for another
+            model or on scores normalised otherwise.
+    """
+    calibration = Calibration.load(path)
+    if fingerprint is not None:
+        made = f"{path}: calibration was fitted for"
+        mismatch = model_mismatch(made, calibration.model_fingerprint, model_source, fingerprint)
+        if mismatch:
+            raise CalibrationError(mismatch)
+    if calibration.norm != norm:
+        only = f"; its LLRs hold for {calibration.norm}-normalised scores only"
+        only = "" if calibration.norm == "none" else only
+        raise CalibrationError(
+            f"{path}: fitted on {calibration.norm} scores, but {norm_source} is {norm}{only}"
+        )
+    return calibration
 
 
 def default_calibration_path(model_path: str | os.PathLike) -> Path:

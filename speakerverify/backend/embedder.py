@@ -37,6 +37,46 @@ def require_finite(embeddings: np.ndarray) -> np.ndarray:
     return embeddings
 
 
+def encoder_min_frames(encoder: Any) -> int:
+    """The shortest input `encoder` takes, in frames: one more than the frames its unpadded
+    convolutions consume (`context`, x-vector), else 1."""
+    return int(getattr(encoder, "context", 0)) + 1
+
+
+def window_lengths(
+    max_seconds: float, window_seconds: float | None, hop_seconds: float | None
+) -> tuple[float, float, float]:
+    """`(max_seconds, window_seconds, hop_seconds)` with the defaults filled in (a window of
+    min(30, max_seconds), a hop of half a window); shared by the torch and the ONNX embedders.
+
+    Raises:
+        ValueError: unless 0 < hop_seconds <= window_seconds <= max_seconds.
+    """
+    max_seconds = float(max_seconds)
+    window_seconds = float(window_seconds or min(30.0, max_seconds))
+    hop_seconds = float(hop_seconds or window_seconds / 2)
+    if not 0 < hop_seconds <= window_seconds <= max_seconds:
+        raise ValueError(
+            "need 0 < hop_seconds <= window_seconds <= max_seconds, got "
+            f"{hop_seconds}, {window_seconds}, {max_seconds}"
+        )
+    return max_seconds, window_seconds, hop_seconds
+
+
+def plan_windows(
+    num_samples: int, sample_rate: int, lengths: tuple[float, float, float]
+) -> list[tuple[int, int]]:
+    """`(start, length)` sample windows covering `num_samples` (one window when short), for
+    `lengths` from `window_lengths`; the last window ends at the end."""
+    max_seconds, window_seconds, hop_seconds = lengths
+    if num_samples <= round(max_seconds * sample_rate):
+        return [(0, num_samples)]
+    window = round(window_seconds * sample_rate)
+    hop = round(hop_seconds * sample_rate)
+    starts = [*range(0, num_samples - window, hop), num_samples - window]
+    return [(start, window) for start in starts]
+
+
 class Embedder:
     """Front-end + encoder in eval mode, no dither: the same input always gives the same vector.
 
@@ -72,16 +112,11 @@ class Embedder:
         self.frontend = frontend.to(self.device).eval()
         self.encoder = encoder.to(self.device).eval()
         self.fingerprint = fingerprint
+        self.min_frames = encoder_min_frames(encoder)
         config = getattr(frontend, "config", None)
         self.sample_rate = int(getattr(config, "sample_rate", 16000))
-        self.max_seconds = float(max_seconds)
-        self.window_seconds = float(window_seconds or min(30.0, self.max_seconds))
-        self.hop_seconds = float(hop_seconds or self.window_seconds / 2)
-        if not 0 < self.hop_seconds <= self.window_seconds <= self.max_seconds:
-            raise ValueError(
-                "need 0 < hop_seconds <= window_seconds <= max_seconds, got "
-                f"{self.hop_seconds}, {self.window_seconds}, {self.max_seconds}"
-            )
+        lengths = window_lengths(max_seconds, window_seconds, hop_seconds)
+        self.max_seconds, self.window_seconds, self.hop_seconds = lengths
 
     @classmethod
     def from_checkpoint(
@@ -126,12 +161,8 @@ class Embedder:
 
     def windows(self, num_samples: int) -> list[tuple[int, int]]:
         """`(start, length)` sample windows covering `num_samples` (one window when short)."""
-        if num_samples <= round(self.max_seconds * self.sample_rate):
-            return [(0, num_samples)]
-        window = round(self.window_seconds * self.sample_rate)
-        hop = round(self.hop_seconds * self.sample_rate)
-        starts = [*range(0, num_samples - window, hop), num_samples - window]
-        return [(start, window) for start in starts]
+        lengths = (self.max_seconds, self.window_seconds, self.hop_seconds)
+        return plan_windows(num_samples, self.sample_rate, lengths)
 
     def _forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> np.ndarray:
         import torch
@@ -140,6 +171,11 @@ class Embedder:
             feats, feat_lengths = self.frontend(waves.to(self.device), lengths.to(self.device))
             if int(feat_lengths.min()) < 1:
                 raise EmbedError(f"input of {int(lengths.min())} samples is shorter than a frame")
+            if int(feat_lengths.min()) < self.min_frames:  # checked here, as the ONNX path does
+                raise EmbedError(
+                    f"input of {int(feat_lengths.min())} frames is shorter than the model's "
+                    f"{self.min_frames}-frame context"
+                )
             embeddings = self.encoder(feats, feat_lengths).float().cpu().numpy()
         return require_finite(embeddings)
 

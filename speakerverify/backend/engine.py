@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
-from speakerverify.checkpoint_rules import check_payload, read_checkpoint
+from speakerverify.checkpoint_rules import check_payload, model_mismatch, read_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +84,11 @@ def _onnx_model(checkpoint_path: str, forced: bool) -> SpeakerModel | None:
         embedder = OnnxEmbedder(twin)
     except OnnxModelError as error:
         return unusable(str(error))
-    if embedder.fingerprint != fingerprint:
-        return unusable(
-            f"{twin} is model {embedder.fingerprint}, but {checkpoint_path} is model "
-            f"{fingerprint}: re-export it"
-        )
+    mismatch = model_mismatch(
+        f"{twin}: exported from", embedder.fingerprint, str(checkpoint_path), fingerprint
+    )
+    if mismatch:
+        return unusable(f"{mismatch}: re-export it")
     # Metadata naming the checkpoint's model over other weights or nodes is refused outright.
     if not check_twin_graph(twin, embedder.graph_hash):
         return unusable(

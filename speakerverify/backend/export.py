@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from speakerverify.backend.embedder import encoder_min_frames
 from speakerverify.backend.onnx_embedder import GRAPH_HASH_KEY, graph_sha256
 from speakerverify.errors import SpeakerVerifyError
 from speakerverify.files import resolve_output, write_atomic
@@ -64,10 +65,6 @@ class OnnxExport:
         }
 
 
-def _min_frames(encoder: Any) -> int:
-    return int(getattr(encoder, "context", 0)) + 1
-
-
 def export_onnx(
     checkpoint_path: str | os.PathLike, out_path: str | os.PathLike, *, opset: int = OPSET
 ) -> OnnxExport:
@@ -89,7 +86,7 @@ def export_onnx(
     loaded = load_model(checkpoint_path)
     encoder = loaded.encoder.eval()
     feat_dim = int(loaded.frontend.config.feat_dim)
-    min_frames = _min_frames(encoder)
+    min_frames = encoder_min_frames(encoder)
     scratch = tempfile.TemporaryDirectory(prefix="speakerverify-onnx-")
     try:
         traced = Path(scratch.name) / "model.onnx"
@@ -114,7 +111,9 @@ def export_onnx(
         write_atomic(out, serialized)
     except OSError as error:
         raise ExportError(f"{out}: cannot write ({error.strerror or error})") from None
-    except Exception as error:  # what the exporter cannot trace: one line, not a traceback
+    # What the exporter cannot trace, one line: torch.onnx.OnnxExporterError and torch._dynamo's
+    # errors are all RuntimeErrors. ExportError above and any other type (a bug) pass through.
+    except RuntimeError as error:
         cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(
             f"{checkpoint_path}: cannot export {loaded.model_name} to ONNX ({cause})"

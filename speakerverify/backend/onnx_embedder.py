@@ -12,7 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from speakerverify.backend.embedder import require_finite
+from speakerverify.backend.embedder import (
+    EmbedError,
+    plan_windows,
+    require_finite,
+    window_lengths,
+)
 from speakerverify.errors import SpeakerVerifyError
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.frontend.fbank_numpy import NumpyFbank
@@ -20,6 +25,16 @@ from speakerverify.frontend.fbank_numpy import NumpyFbank
 
 class OnnxModelError(SpeakerVerifyError, ValueError):
     """The ONNX file is unusable (unreadable, not from `speakerverify model export`); one line."""
+
+
+def _onnxruntime_errors() -> tuple[type[Exception], ...]:
+    """What onnxruntime raises for a model or an input it cannot use: one class per status code
+    of its C++ core, all bare `Exception`s. Anything else from a call into it is a bug of ours."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "EngineError",
+             "RuntimeException", "InvalidProtobuf", "InvalidGraph", "NotImplemented")  # fmt: skip
+    return tuple(getattr(state, name) for name in names)
 
 
 def _num_threads() -> int:
@@ -72,7 +87,10 @@ class OnnxEmbedder:
             self.min_frames = int(metadata.get("min_frames", 1))
             self.embed_dim = int(metadata["embed_dim"])
             self.graph_hash = metadata.get(GRAPH_HASH_KEY)
-        except Exception as error:  # onnxruntime raises its own exception types
+        # onnxruntime's own errors (a file it cannot load); KeyError, ValueError (bad JSON, an
+        # unknown FbankConfig key, a non-number) and TypeError (JSON of the wrong shape) from
+        # metadata that is not ours.
+        except (*_onnxruntime_errors(), KeyError, ValueError, TypeError) as error:
             cause = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
             raise OnnxModelError(
                 f"{onnx_path}: not a usable speakerverify ONNX model ({cause})"
@@ -81,33 +99,28 @@ class OnnxEmbedder:
         self.input_name = self.session.get_inputs()[0].name
         self.fbank = NumpyFbank(self.config)
         self.sample_rate = int(self.config.sample_rate)
-        self.max_seconds = float(max_seconds)
-        self.window_seconds = float(window_seconds or min(30.0, self.max_seconds))
-        self.hop_seconds = float(hop_seconds or self.window_seconds / 2)
+        lengths = window_lengths(max_seconds, window_seconds, hop_seconds)
+        self.max_seconds, self.window_seconds, self.hop_seconds = lengths
 
     def windows(self, num_samples: int) -> list[tuple[int, int]]:
         """`(start, length)` sample windows covering `num_samples`, as `Embedder.windows`."""
-        if num_samples <= round(self.max_seconds * self.sample_rate):
-            return [(0, num_samples)]
-        window = round(self.window_seconds * self.sample_rate)
-        hop = round(self.hop_seconds * self.sample_rate)
-        starts = [*range(0, num_samples - window, hop), num_samples - window]
-        return [(start, window) for start in starts]
+        lengths = (self.max_seconds, self.window_seconds, self.hop_seconds)
+        return plan_windows(num_samples, self.sample_rate, lengths)
 
     def _forward(self, wave: np.ndarray) -> np.ndarray:
         feats = self.fbank(wave)
         if feats.shape[0] < 1:
-            raise ValueError(f"input of {wave.shape[0]} samples is shorter than a frame")
+            raise EmbedError(f"input of {wave.shape[0]} samples is shorter than a frame")
         if feats.shape[0] < self.min_frames:
-            raise ValueError(
+            raise EmbedError(
                 f"input of {feats.shape[0]} frames is shorter than the model's "
                 f"{self.min_frames}-frame context"
             )
         try:
             (embedding,) = self.session.run(None, {self.input_name: feats[None]})
-        except Exception as error:  # onnxruntime's own types, not all RuntimeErrors
+        except _onnxruntime_errors() as error:  # an input the graph refuses, e.g. its shape
             cause = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-            raise ValueError(f"onnxruntime: {cause}") from None
+            raise EmbedError(f"onnxruntime: {cause}") from None
         return require_finite(np.asarray(embedding[0], dtype=np.float64))
 
     def embed_waveform(self, wave: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from speakerverify.backend.calibration import (
     CalibrationError,
     cllr,
     fit_calibration,
+    load_calibration,
     min_cllr,
 )
 from speakerverify.backend.embedding_dir import (
@@ -30,6 +31,7 @@ from speakerverify.backend.embedding_dir import (
 )
 from speakerverify.backend.score_files import ScoresError, read_scored_trials, write_scores
 from speakerverify.backend.scoring import cohort_means, score_trials
+from speakerverify.checkpoint_rules import model_mismatch
 
 if TYPE_CHECKING:  # speakerverify.data imports torch; the readers below import it when called
     from speakerverify.data import Trials
@@ -47,10 +49,12 @@ def mean_embedding(store: EmbeddingStore) -> np.ndarray:
 
 def _check_same_model(name: str, fingerprint: str, expected: str) -> None:
     """Refuse `name` when its model fingerprint and the embeddings' differ (both known)."""
-    if fingerprint and expected and fingerprint != expected:
-        raise EmbeddingStoreError(
-            f"{name} was made by model {fingerprint}, but the embeddings by model {expected}"
+    if expected:
+        mismatch = model_mismatch(
+            f"{name} was made by", fingerprint or None, "the embedding store", expected
         )
+        if mismatch:
+            raise EmbeddingStoreError(mismatch)
 
 
 def score_trial_list(
@@ -101,7 +105,13 @@ def score_trial_list(
         cohort = cohort_means(cohort_embeddings, mean=mean)
     calibration = None
     if calibration_path:
-        calibration = _load_calibration(calibration_path, fingerprint, norm)
+        calibration = load_calibration(
+            calibration_path,
+            fingerprint or None,
+            norm,
+            model_source="the embedding store",
+            norm_source="--norm",
+        )
     scores = score_trials(store, trials, mean=mean, cohort=cohort, norm=norm, top_n=top_n)
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:  # a NaN score is no score: refused, not written
@@ -135,15 +145,6 @@ def _same_model_store(path: str | os.PathLike, option: str, fingerprint: str) ->
     store = load_embeddings(path)
     _check_same_model(f"{option} {path}", store.meta.get("model_fingerprint", ""), fingerprint)
     return store
-
-
-def _load_calibration(path: str | os.PathLike, fingerprint: str, norm: str) -> Calibration:
-    """A calibration of the trials' model, fitted on scores with the same `norm`."""
-    calibration = Calibration.load(path)
-    _check_same_model(f"calibration {path}", calibration.model_fingerprint, fingerprint)
-    if calibration.norm != norm:
-        raise CalibrationError(f"{path}: fitted on {calibration.norm} scores, but --norm is {norm}")
-    return calibration
 
 
 @dataclass

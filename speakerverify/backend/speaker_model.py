@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from speakerverify.backend.embedder import EmbedError
 from speakerverify.backend.scoring import l2_normalize
 from speakerverify.backend.speech_limits import MIN_FILE_SPEECH_SECONDS
 from speakerverify.errors import SpeakerVerifyError
@@ -253,14 +254,17 @@ def embed_speech(model: SpeakerModel, speeches: list[Speech]) -> list[Utterance]
     if len(speeches) > 1 and batched is not None:
         try:
             matrix = batched([s.wave for s in speeches])
-        except (ValueError, RuntimeError):  # one at a time, to name the input that failed
+        except EmbedError:  # one at a time, to name the input that failed
             return [embed_speech(model, [s])[0] for s in speeches]
         return [_finish(s, e) for s, e in zip(speeches, matrix, strict=True)]
     out = []
     for speech in speeches:
         try:
             embedding = model.embedder.embed_waveform(speech.wave)
-        except (ValueError, RuntimeError) as error:  # EmbedError, or too short for the encoder
+        # EmbedError only: the embedders' word for an input they cannot embed (shorter than the
+        # encoder's context, a non-finite result, an input onnxruntime refuses). Anything else,
+        # e.g. a shape bug in an encoder, is a bug and stays a traceback.
+        except EmbedError as error:
             cause = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise VerificationError(f"{speech.path}: cannot embed ({cause})") from None
         out.append(_finish(speech, embedding))
@@ -288,44 +292,16 @@ def embed_utterance(
     return embed_speech(model, [speech])[0]
 
 
-AUDIO_EXTENSIONS = frozenset(
-    {
-        ".wav",
-        ".wave",
-        ".flac",
-        ".ogg",
-        ".oga",
-        ".mp3",
-        ".aiff",
-        ".aif",
-        ".au",
-        ".caf",
-        ".w64",
-        ".m4a",
-        ".aac",
-        ".mp4",
-        ".opus",
-        ".webm",
-        ".wma",
-    }
-)
-
-
 def find_audio_files(directory: str | os.PathLike) -> list[Path]:
-    """Audio files under `directory` (recursive, symlinks followed, sorted), by extension."""
+    """Audio files under `directory`, sorted, walked as `prepare dir` walks a corpus
+    (`data.layout.iter_audio_files`: symlinks followed, a link loop once, a file reached twice
+    refused); broken links are left out.
+    """
+    from speakerverify.data.layout import iter_audio_files
+
     directory = Path(directory)
     if not directory.exists():
         raise VerificationError(f"{directory}: no such directory")
     if not directory.is_dir():
         raise VerificationError(f"{directory}: not a directory")
-    found, seen = [], set()
-    for root, dirs, files in os.walk(directory, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:  # a symlink loop, or a tree linked twice: visit it once
-            dirs[:] = []
-            continue
-        seen.add(real)
-        found += [
-            Path(root, name) for name in files if Path(name).suffix.lower() in AUDIO_EXTENSIONS
-        ]
-    return sorted(p for p in found if p.is_file())
+    return sorted(p for p in iter_audio_files(directory) if p.is_file())

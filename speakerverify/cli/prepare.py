@@ -52,8 +52,8 @@ def voxceleb(root: str, out_dir: str, split: str, durations: bool) -> None:
 @click.option("--list", "list_file", type=CheckedPath(dir_okay=False),
               help="Two-column 'path speaker' file, paths relative to ROOT.")  # fmt: skip
 @click.option("--ext", "extensions", multiple=True, metavar="EXT",
-              help="Audio extensions (repeatable or comma-separated) [default: wav,flac,ogg,"
-              "mp3,m4a].")  # fmt: skip
+              help="Audio extensions (repeatable or comma-separated) [default: every format "
+              "the audio reader takes: wav, flac, ogg, mp3, m4a, opus, ...].")  # fmt: skip
 @click.option("--speakers", "speakers_file", type=CheckedPath(exists=True, dir_okay=False),
               help="Keep only the speakers listed in this file (first field).")  # fmt: skip
 @click.option("--skip-unmatched", is_flag=True,
@@ -78,7 +78,8 @@ def data_dir(
       LibriSpeech: --layout "{speaker}/{session}/{speaker}-{session}-{utt}"
       CN-Celeb:    --layout "{speaker}/{session}-{utt}"  (ROOT = CN-Celeb_flac/data)
     """
-    from speakerverify.data.layout import AUDIO_EXTENSIONS, prepare_dir
+    from speakerverify.data.layout import prepare_dir
+    from speakerverify.frontend.audio import AUDIO_EXTENSIONS
 
     exts = tuple(e.strip().lstrip(".") for item in extensions for e in item.split(",") if e)
     speakers = _read_speaker_list(speakers_file) if speakers_file else None

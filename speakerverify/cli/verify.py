@@ -94,7 +94,8 @@ def verify(
 
 def _check_speaker(store_path: str, name: str) -> None:
     """Open the store and find `name`; a path-like unknown name is reported as a missing file."""
-    from speakerverify.backend.speaker_model import AUDIO_EXTENSIONS, VerificationError
+    from speakerverify.backend.speaker_model import VerificationError
+    from speakerverify.frontend.audio import AUDIO_EXTENSIONS
     from speakerverify.speakers.store import SpeakerStore, UnknownSpeakerError
 
     with SpeakerStore(store_path, read_only=True) as store:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,10 @@ from typing import Any
 from speakerverify.data.attributes import SESSION_ATTRIBUTE, write_attributes
 from speakerverify.data.datadir import DataDir, DataDirError
 from speakerverify.files import utf8_lines
+from speakerverify.frontend.audio import AUDIO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "mp3", "m4a")
 DEFAULT_LAYOUT = "{speaker}/**/{utt}"
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _RESERVED = frozenset({"spk", "utt", "dur"})  # utt2spk/utt2utt/utt2dur would clash
@@ -106,9 +106,10 @@ def _check_names(names: set[str], where: str) -> None:
 
 
 def iter_audio_files(
-    root: Path, extensions: tuple[str, ...], progress: bool = False
+    root: Path, extensions: Collection[str] = AUDIO_EXTENSIONS, progress: bool = False
 ) -> Iterator[Path]:
-    """Audio files under `root` (symlinks followed, each real directory once), sorted per dir.
+    """Audio files under `root` (symlinks followed, each real directory once), sorted per dir:
+    the one walk of an audio tree, for `prepare dir` and for the speaker commands.
 
     A symlink back to a directory above it (a cycle) is skipped. A directory or file reached by
     two routes (a link inside one speaker's folder to another's) is refused: its files would be
@@ -151,7 +152,7 @@ def iter_audio_files(
 def _twice(second: Path, first: Path) -> str:
     return (
         f"{second}: is {first} again (through a symlink); a file reached twice would be "
-        "labelled by the first route only: remove the link, or list files with --list"
+        "counted twice or labelled by the first route only: remove the link"
     )
 
 
@@ -161,7 +162,7 @@ def scan_tree(
     layout: str | None = None,
     pattern: str | None = None,
     list_file: str | os.PathLike | None = None,
-    extensions: tuple[str, ...] = AUDIO_EXTENSIONS,
+    extensions: Collection[str] = AUDIO_EXTENSIONS,
     speakers: set[str] | None = None,
     skip_unmatched: bool = False,
     with_durations: bool = True,
@@ -203,7 +204,7 @@ def scan_tree(
             root, files, regex, how, pattern is None, skip_unmatched
         )
     if not entries:
-        raise DataDirError(f"{root}: no audio files with extensions {', '.join(extensions)}")
+        raise DataDirError(f"{root}: no audio files with extensions {_names(extensions)}")
     if speakers is not None:
         entries = {u: e for u, e in entries.items() if e[1]["speaker"] in speakers}
         if not entries:
@@ -211,7 +212,7 @@ def scan_tree(
     entries = dict(sorted(entries.items()))
     wav = {u: path for u, (path, _) in entries.items()}
     utt2spk = {u: fields["speaker"] for u, (_, fields) in entries.items()}
-    durations = _durations(wav, progress) if with_durations else None
+    durations = read_durations(wav, progress) if with_durations else None
     data = DataDir(wav=wav, utt2spk=utt2spk, utt2dur=durations)
     return Corpus(data, _attributes(entries), num_skipped=skipped)
 
@@ -282,7 +283,7 @@ def _entries_from_paths(
 
 
 def _entries_from_list(
-    root: Path, list_file: Path, extensions: tuple[str, ...]
+    root: Path, list_file: Path, extensions: Collection[str]
 ) -> dict[str, tuple[str, dict[str, str]]]:
     entries: dict[str, tuple[str, dict[str, str]]] = {}
     base = root.resolve()
@@ -303,7 +304,7 @@ def _entries_from_list(
         if not path.is_file():
             raise DataDirError(f"{where}: {path} does not exist")
         if path.suffix.lower() not in wanted:
-            raise DataDirError(f"{where}: {path} is not one of {', '.join(extensions)}")
+            raise DataDirError(f"{where}: {path} is not one of {_names(extensions)}")
         relative = Path(os.path.relpath(os.path.abspath(path), os.path.abspath(root)))
         if relative.parts[0] == "..":
             raise DataDirError(f"{where}: {path} is not under {root}")
@@ -311,6 +312,10 @@ def _entries_from_list(
         _check_id(utt, where)
         _add(entries, utt, str(base / relative), {"speaker": speaker}, where)
     return entries
+
+
+def _names(extensions: Collection[str]) -> str:
+    return ", ".join(sorted({e.lower().lstrip(".") for e in extensions}))
 
 
 def _add(
@@ -325,13 +330,19 @@ def _add(
     entries[utt] = (path, fields)
 
 
-def _durations(wav: dict[str, str], progress: bool) -> dict[str, float] | None:
+def read_durations(wav: dict[str, str], progress: bool = False) -> dict[str, float] | None:
+    """utt2dur from each file's header, or None when a file only ffmpeg decodes (m4a, ...): its
+    duration would cost decoding the whole file.
+
+    Raises:
+        DataDirError: a file that cannot be read as audio, naming it.
+    """
     from tqdm import tqdm
 
     from speakerverify.frontend.audio import SOUNDFILE_EXTENSIONS, AudioError, audio_info
 
     if any(os.path.splitext(p)[1].lower() not in SOUNDFILE_EXTENSIONS for p in wav.values()):
-        logger.info("files that only ffmpeg decodes (m4a, ...): no utt2dur")
+        logger.info("files that only ffmpeg decodes (m4a, ...): no utt2dur (convert to wav first)")
         return None
     durations = {}
     for utt, path in tqdm(wav.items(), desc="durations", unit="file", disable=not progress):

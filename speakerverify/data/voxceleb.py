@@ -15,11 +15,12 @@ import re
 from pathlib import Path
 
 from speakerverify.data.datadir import DataDir, DataDirError
+from speakerverify.data.layout import read_durations
+from speakerverify.frontend.audio import AUDIO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
 
 AUDIO_DIRS = ("wav", "aac")
-AUDIO_EXTENSIONS = (".wav", ".m4a", ".flac")
 SPEAKER_PATTERN = re.compile(r"^id\d{5}$")
 UTTERANCE_PATTERN = re.compile(r"^\d{5}$")
 VOX1_TEST_SPEAKERS = frozenset(f"id{n}" for n in range(10270, 10310))
@@ -95,7 +96,7 @@ def scan_voxceleb(
         raise DataDirError(f"{root}: no VoxCeleb utterances found (split {split})")
     wav = dict(sorted(wav.items()))
     utt2spk = {utt: utt.split("/", 1)[0] for utt in wav}
-    utt2dur = _durations(wav, progress) if with_durations else None
+    utt2dur = read_durations(wav, progress) if with_durations else None
     logger.info("found %d utterances of %d speakers", len(wav), len(set(utt2spk.values())))
     return DataDir(wav=wav, utt2spk=utt2spk, utt2dur=utt2dur)
 
@@ -141,20 +142,3 @@ def _in_split(speaker: str, split: str) -> bool:
         return True
     is_test = speaker in VOX1_TEST_SPEAKERS
     return is_test if split == "test" else not is_test
-
-
-def _durations(wav: dict[str, str], progress: bool) -> dict[str, float] | None:
-    from tqdm import tqdm
-
-    from speakerverify.frontend.audio import AudioError, audio_info
-
-    if any(p.lower().endswith(".m4a") for p in wav.values()):
-        logger.info("m4a files: no utt2dur (convert to wav first for durations)")
-        return None
-    durations = {}
-    for utt, path in tqdm(wav.items(), desc="durations", unit="file", disable=not progress):
-        try:
-            durations[utt] = audio_info(path).duration_seconds
-        except AudioError as error:
-            raise DataDirError(str(error)) from None
-    return durations

@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 SOUNDFILE_EXTENSIONS = frozenset(
     {".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".au", ".caf", ".w64"}
 )
+# What counts as audio when a directory is searched (`prepare dir`, `adapt`, `enroll`, VoxCeleb):
+# the above and the formats only ffmpeg decodes.
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | {".m4a", ".aac", ".mp4", ".opus", ".webm", ".wma"}
 # Below this a file cannot hold speech (a header claiming 1 Hz made 4 s into "239.5 s of speech").
 MIN_SAMPLE_RATE = 4000
 # Longer files are refused before a sample is read: a file is read whole, and a sparse wav whose

@@ -253,28 +253,23 @@ def _load_calibration(path: Path, fingerprint: str) -> Any:
         raise VerificationError(f"{path}: is a directory, not a calibration file")
     if not path.is_file():
         raise VerificationError(f"{path}: calibration file not found")
-    from speakerverify.backend.calibration import Calibration
+    from speakerverify.backend.calibration import load_calibration
 
     try:
-        calibration = Calibration.load(path)
-    # Calibration.load's own CalibrationError and files.check_input's OutputError (both
+        calibration = load_calibration(
+            path,
+            fingerprint,
+            "none",
+            model_source="the checkpoint",
+            norm_source="verify's score normalisation",
+        )
+    # load_calibration's own CalibrationError and files.check_input's OutputError (both
     # SpeakerVerifyError), and OSError from reading the file: a bad file. Anything else is a bug.
     except (SpeakerVerifyError, OSError) as error:
         cause = str(error).splitlines()[0] if str(error) else type(error).__name__
         if str(path) in cause:
             raise VerificationError(cause) from None
         raise VerificationError(f"{path}: not a usable calibration ({cause})") from None
-    bound = getattr(calibration, "model_fingerprint", "") or ""
-    if bound and bound != fingerprint:
-        raise VerificationError(
-            f"{path}: calibration was fitted for model {bound}, but the model is {fingerprint}"
-        )
-    norm = getattr(calibration, "norm", "none") or "none"
-    if norm != "none":
-        raise VerificationError(
-            f"{path}: calibration was fitted on {norm}-normalised scores, but verify scores plain "
-            "cosine; calibrate without score normalisation or pass --threshold"
-        )
     return calibration
 
 

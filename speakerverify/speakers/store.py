@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from speakerverify.backend.scoring import l2_normalize
+from speakerverify.checkpoint_rules import model_mismatch
 from speakerverify.errors import SpeakerVerifyError
 from speakerverify.speakers.records import DomainMean, SpeakerRecord, now_iso, validate_name
 
@@ -296,12 +297,11 @@ class SpeakerStore:
 
     def check_model(self, fingerprint: str, source: str = "the model") -> None:
         """Raise StoreError when the store was made by a model other than `fingerprint`."""
-        bound = self.fingerprint
-        if bound is not None and bound != fingerprint:
-            raise StoreError(
-                f"{self.path}: store was made by model {bound}, but {source} is model "
-                f"{fingerprint}; use that model or a new store"
-            )
+        mismatch = model_mismatch(
+            f"{self.path}: store was made by", self.fingerprint, source, fingerprint
+        )
+        if mismatch:
+            raise StoreError(f"{mismatch}; use that model or a new store")
 
     def _bind(self, fingerprint: str, embed_dim: int) -> None:
         # Inside a transaction: re-read, since another process may have bound it meanwhile.

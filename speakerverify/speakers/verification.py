@@ -23,6 +23,7 @@ from speakerverify.backend.speaker_model import (
     find_audio_files,
     load_speech,
 )
+from speakerverify.checkpoint_rules import model_mismatch
 from speakerverify.speakers.decision import (
     DecisionRule,
     adapted_rule,
@@ -273,11 +274,15 @@ def adapt(
         fingerprint, source = model.fingerprint, str(audio_dir)
     else:
         embeddings, fingerprint = _read_embedding_store(embeddings_dir)
-        if model is not None and model.fingerprint != fingerprint:
-            raise VerificationError(
-                f"{embeddings_dir}: embeddings were made by model {fingerprint}, but "
-                f"checkpoint {model.path} is model {model.fingerprint}"
+        if model is not None:
+            mismatch = model_mismatch(
+                f"{embeddings_dir}: embeddings were made by",
+                fingerprint,
+                f"checkpoint {model.path}",
+                model.fingerprint,
             )
+            if mismatch:
+                raise VerificationError(mismatch)
         source = str(embeddings_dir)
         _check_store_early(store_path, fingerprint, source)
         _check_domain_size(source, len(embeddings))

@@ -40,7 +40,9 @@ def _checkpoint_frontend(path: str | os.PathLike, payload: dict[str, Any]) -> Fb
     """
     try:
         return FbankConfig.from_dict(dict(payload["features"]))
-    except (ValueError, TypeError) as err:  # e.g. an option from a newer speakerverify
+    # FbankConfig.from_dict's ValueError (an option it does not know, e.g. from a newer
+    # speakerverify, or a value it refuses) and TypeError (a value of the wrong type).
+    except (ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: --init checkpoint's front-end: {err}") from None
 
 

@@ -60,17 +60,17 @@ def package(args: argparse.Namespace) -> dict:
 
     from speakerverify.backend.calibration import Calibration
     from speakerverify.checkpoint import CheckpointError, load_checkpoint, model_fingerprint
+    from speakerverify.checkpoint_rules import model_mismatch
     from speakerverify.files import write_atomic
     from speakerverify.model_card import make_card
 
     payload = load_checkpoint(args.checkpoint)
     calibration = Calibration.load(args.calibration)
-    bound = calibration.model_fingerprint
-    if bound and bound != payload["fingerprint"]:
-        raise CheckpointError(
-            f"{args.calibration}: calibration was fitted for model {bound}, but "
-            f"{args.checkpoint} is model {payload['fingerprint']}"
-        )
+    made = f"{args.calibration}: calibration was fitted for"
+    bound = calibration.model_fingerprint or None
+    mismatch = model_mismatch(made, bound, str(args.checkpoint), payload["fingerprint"])
+    if mismatch:
+        raise CheckpointError(mismatch)
     state = payload["state_dict"]
     if args.fp16:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
