@@ -250,6 +250,35 @@ def test_onnx_path_never_imports_torch(tiny, tmp_path):
         assert proc.stdout.strip().splitlines()[-1] in ("exit 0", "exit 1", "exit 2", "exit None")
 
 
+BLAS_THREADS = """
+import sys
+from speakerverify.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+import threadpoolctl
+pools = threadpoolctl.threadpool_info()
+print(sorted({pool["num_threads"] for pool in pools if pool["user_api"] == "blas"}))
+"""
+
+
+def test_speaker_commands_give_numpy_one_blas_thread(tiny):
+    """Regression: OpenBLAS started a spinning thread per core for one utterance (0.04-0.06 s
+    of CPU on each cold verify); OMP_NUM_THREADS still sets it."""
+    pytest.importorskip("threadpoolctl")
+    checkpoint, _, files = tiny
+    command = ["verify", str(files["ann0"]), str(files["ann1"]), "--threshold", "0"]
+    command += ["--model", str(checkpoint)]
+    env = {k: v for k, v in os.environ.items() if "NUM_THREADS" not in k}
+    for omp, expected in ((None, "[1]"), ("2", "[2]")):
+        proc = subprocess.run(
+            [sys.executable, "-c", BLAS_THREADS, *command], capture_output=True, text=True,
+            env={**env, "OMP_NUM_THREADS": omp} if omp else env, timeout=120,
+        )  # fmt: skip
+        assert proc.stdout.strip().splitlines()[-1] == expected, proc.stderr
+
+
 def test_help_imports_nothing_new():
     code = (
         "import sys\nfrom speakerverify.cli import main\n"
