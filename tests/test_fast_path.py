@@ -279,6 +279,33 @@ def test_speaker_commands_give_numpy_one_blas_thread(tiny):
         assert proc.stdout.strip().splitlines()[-1] == expected, proc.stderr
 
 
+COLD_IMPORTS = """
+import sys
+from speakerverify.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+unused = ("torch", "statistics", "concurrent.futures", "speakerverify.backend.embedding_dir")
+print(sorted(m for m in unused if m in sys.modules))
+"""
+
+
+def test_fast_verify_imports_only_what_it_uses(tiny, tmp_path):
+    """Regression: cold verify imported embedding dirs, thread pools and `statistics` (with
+    decimal and fractions) that only scoring and adapt use: ~0.007 s of CPU."""
+    checkpoint, _, files = tiny
+    store = tmp_path / "s.db"
+    common = ["--model", str(checkpoint), "--store", str(store)]
+    assert CliRunner().invoke(main, ["enroll", "ann", str(files["ann0"]), *common]).exit_code == 0
+    proc = subprocess.run(
+        [sys.executable, "-c", COLD_IMPORTS, "verify", "ann", str(files["ann1"]), "--threshold",
+         "0", *common], capture_output=True, text=True, timeout=120,
+        env={**os.environ, engine.BACKEND_ENV: "onnx"},
+    )  # fmt: skip
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stderr
+
+
 def test_help_imports_nothing_new():
     code = (
         "import sys\nfrom speakerverify.cli import main\n"
