@@ -5,7 +5,8 @@ Each repetition runs, in turn, in fresh processes:
   import_floor   python -c "import torch, torchaudio"        (the peer: what any torch CLI pays)
   verify@R       speakerverify verify NAME five_seconds_R.wav --threshold 0.5   (torch, forced)
   verify_onnx@R  the same with the checkpoint's ONNX twin (SPEAKERVERIFY_BACKEND=onnx)
-  onnx_floor     python -c "import numpy, onnxruntime"      (what the fast path cannot avoid)
+  onnx_floor     python -c "import numpy, onnxruntime"      (what the fast path cannot avoid,
+                 with numpy's BLAS on one thread as the speaker commands run it)
   help           speakerverify --help
 for a test file at each rate R of 8, 16, 22.05, 44.1 and 48 kHz (other rates than the model's
 16 kHz are resampled on both paths), and the medians are compared: our overhead = verify@16k -
@@ -68,9 +69,11 @@ print(json.dumps({n: [b[0] - a[0], b[1] - a[1]] for n, a, b in zip(names, marks,
 """
 
 ONNX_BREAKDOWN = r"""
-import json, sys, time
+import json, os, sys, time
 def now():
     return time.perf_counter(), time.process_time()
+if "OMP_NUM_THREADS" not in os.environ:  # as the speaker commands do (cli.one_blas_thread)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 t0 = now()
 import numpy, onnxruntime
 t1 = now()
@@ -195,6 +198,13 @@ def _env(backend: str) -> dict[str, str]:
     return {**os.environ, "SPEAKERVERIFY_BACKEND": backend}
 
 
+def _one_thread() -> dict[str, str]:
+    """The environment as the speaker commands set it for numpy (`cli.one_blas_thread`)."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return dict(os.environ)
+    return {"OPENBLAS_NUM_THREADS": "1", **os.environ}
+
+
 def _score(command: list[str], env: dict[str, str]) -> tuple[float, bool]:
     """(score, accepted) of one verify command."""
     proc = subprocess.run([*command, "--json"], capture_output=True, text=True, env=env)
@@ -215,7 +225,7 @@ def main() -> None:
         checkpoint, tests, store, has_onnx = prepare(Path(tmp), args.model)
         commands: dict[str, tuple[list[str], dict[str, str] | None]] = {
             "import_floor": ([sys.executable, "-c", "import torch, torchaudio"], None),
-            "onnx_floor": ([sys.executable, "-c", "import numpy, onnxruntime"], None),
+            "onnx_floor": ([sys.executable, "-c", "import numpy, onnxruntime"], _one_thread()),
             "help": ([SPEAKERVERIFY, "--help"], None),
         }
         for rate, test in tests.items():

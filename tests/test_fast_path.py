@@ -262,6 +262,62 @@ def test_onnx_path_never_imports_torch(tiny, tmp_path):
         assert proc.stdout.strip().splitlines()[-1] in ("exit 0", "exit 1", "exit 2", "exit None")
 
 
+BLAS_THREADS = """
+import sys
+from speakerverify.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+import threadpoolctl
+pools = threadpoolctl.threadpool_info()
+print(sorted({pool["num_threads"] for pool in pools if pool["user_api"] == "blas"}))
+"""
+
+
+def test_speaker_commands_give_numpy_one_blas_thread(tiny):
+    """Regression: OpenBLAS started a spinning thread per core for one utterance (0.04-0.06 s
+    of CPU on each cold verify); OMP_NUM_THREADS still sets it."""
+    pytest.importorskip("threadpoolctl")
+    checkpoint, _, files = tiny
+    command = ["verify", str(files["ann0"]), str(files["ann1"]), "--threshold", "0"]
+    command += ["--model", str(checkpoint)]
+    env = {k: v for k, v in os.environ.items() if "NUM_THREADS" not in k}
+    for omp, expected in ((None, "[1]"), ("2", "[2]")):
+        proc = subprocess.run(
+            [sys.executable, "-c", BLAS_THREADS, *command], capture_output=True, text=True,
+            env={**env, "OMP_NUM_THREADS": omp} if omp else env, timeout=120,
+        )  # fmt: skip
+        assert proc.stdout.strip().splitlines()[-1] == expected, proc.stderr
+
+
+COLD_IMPORTS = """
+import sys
+from speakerverify.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+unused = ("torch", "statistics", "concurrent.futures", "speakerverify.backend.embedding_dir")
+print(sorted(m for m in unused if m in sys.modules))
+"""
+
+
+def test_fast_verify_imports_only_what_it_uses(tiny, tmp_path):
+    """Regression: cold verify imported embedding dirs, thread pools and `statistics` (with
+    decimal and fractions) that only scoring and adapt use: ~0.007 s of CPU."""
+    checkpoint, _, files = tiny
+    store = tmp_path / "s.db"
+    common = ["--model", str(checkpoint), "--store", str(store)]
+    assert CliRunner().invoke(main, ["enroll", "ann", str(files["ann0"]), *common]).exit_code == 0
+    proc = subprocess.run(
+        [sys.executable, "-c", COLD_IMPORTS, "verify", "ann", str(files["ann1"]), "--threshold",
+         "0", *common], capture_output=True, text=True, timeout=120,
+        env={**os.environ, engine.BACKEND_ENV: "onnx"},
+    )  # fmt: skip
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stderr
+
+
 def test_help_imports_nothing_new():
     code = (
         "import sys\nfrom speakerverify.cli import main\n"

@@ -136,6 +136,27 @@ def test_fingerprint_is_computed_the_same_without_torch(tiny):
     assert load_checkpoint(root / "tiny.pt")["fingerprint"] == fingerprint
 
 
+def test_fingerprint_of_views_is_computed_the_same_without_torch(tmp_path):
+    """Tensors that share a storage, start inside it or are not contiguous (a writer other than
+    `save_checkpoint` may leave views): the torch-free reader slices or copies them as torch."""
+    torch.manual_seed(0)
+    state = build_model("xvector", **ARGS).state_dict()
+    rows, columns = state["segment.weight"].shape
+    shared = torch.randn(columns, rows + 8)  # one storage behind three weights
+    state["segment.weight"] = shared[:, :rows].t()  # not contiguous
+    state["segment.bias"] = shared[1, rows : rows + 8].repeat(2)[:rows].clone()
+    state["embed_norm.running_mean"] = shared.reshape(-1)[5 : 5 + rows]  # offset into it
+    state["embed_norm.running_var"] = shared[3:4, :rows].reshape(-1)
+    assert not state["segment.weight"].is_contiguous()
+    payload = build_payload(
+        model_name="xvector", model_args=ARGS, state_dict=state, features=FbankConfig().to_dict()
+    )
+    torch.save(payload, tmp_path / "views.pt")
+    expected = load_checkpoint(tmp_path / "views.pt")["fingerprint"]
+    assert expected == payload["fingerprint"]
+    assert check_payload(tmp_path / "views.pt", *read_checkpoint(tmp_path / "views.pt")) == expected
+
+
 def test_bundled_model_keeps_its_fingerprint_and_fast_path(bundled_model_files, monkeypatch):
     from speakerverify.pretrained import bundled_card, bundled_checkpoint
 

@@ -80,6 +80,7 @@ def _onnx_model(checkpoint_path: str, forced: bool) -> SpeakerModel | None:
     if read is None:
         return unusable(f"{checkpoint_path}: cannot read it without torch")
     fingerprint = check_payload(checkpoint_path, *read)  # refused as under torch
+    del read  # its megabytes are freed for onnxruntime to reuse rather than to fault in anew
     try:
         embedder = OnnxEmbedder(twin)
     except OnnxModelError as error:

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from speakerverify.backend.embedding_dir import (
-    EmbeddingStore,
-    UnknownUtteranceError,
-)
-
 if TYPE_CHECKING:  # speakerverify.data imports torch
+    from speakerverify.backend.embedding_dir import EmbeddingStore
     from speakerverify.data import Trials
+
+# Embedding dirs and threads are imported by the functions that use them: the speaker commands
+# import this module for `l2_normalize` alone, on the cold path of `verify`.
 
 
 __all__ = [
@@ -112,6 +110,8 @@ def cohort_means(
     else:
         missing = [u for u in ids if u not in utt2spk]
         if missing:
+            from speakerverify.backend.embedding_dir import UnknownUtteranceError
+
             raise UnknownUtteranceError(
                 f"{len(missing)} cohort utterance(s) without a speaker, e.g. {missing[0]}"
             )
@@ -150,6 +150,8 @@ def cohort_statistics(
             scores = scores[:, num_cohort - keep :]
         means[begin : begin + scores.shape[0]] = scores.mean(axis=1)
         stds[begin : begin + scores.shape[0]] = scores.std(axis=1)
+
+    from concurrent.futures import ThreadPoolExecutor
 
     # np.partition releases the GIL: select the top-n of one block in a thread while the next
     # block's matrix product runs

@@ -20,7 +20,6 @@ synthetic speakers, none of 18 impostor claims on realdev).
 from __future__ import annotations
 
 from dataclasses import replace
-from statistics import NormalDist
 
 import numpy as np
 
@@ -105,6 +104,8 @@ def estimate_domain(
     rows = np.unique(np.linspace(0, len(unit) - 1, min(len(unit), MAX_COHORT)).round().astype(int))
     cohort = l2_normalize(unit[rows] - mean).astype(np.float32)
     top_k = cohort_top_k(len(cohort))
+    from statistics import NormalDist  # not on verify's cold path (decimal, fractions, regexes)
+
     threshold = NormalDist().inv_cdf(1.0 - false_accept)
     domain = DomainMean(mean.astype(np.float32), len(embeddings), source, now_iso())
     return replace(

@@ -131,6 +131,48 @@ def test_real_processes_exit_codes(checkpoint, voices, tmp_path):
     assert "Traceback" not in broken.stderr and broken.stderr.count("\n") == 1
 
 
+PROGRAM_WITH_HOOKS = """
+import atexit, sys
+from speakerverify.cli import main
+atexit.register(lambda: print("atexit ran", file=sys.stderr))
+class Teardown:
+    def __del__(self):
+        print("teardown ran", file=sys.stderr)
+kept = Teardown()  # freed only by the interpreter's teardown
+sys.exit(main())  # as the installed `speakerverify` script: arguments from sys.argv
+"""
+
+
+def test_speaker_commands_exit_without_teardown_but_with_output_and_atexit(
+    checkpoint, voices, tmp_path
+):
+    """Run as the program, verify skips the interpreter's teardown (0.04-0.05 s of a cold
+    verify) yet flushes all its output, runs atexit handlers and keeps its exit status; other
+    commands exit as usual."""
+    model, _ = checkpoint
+    command = [sys.executable, "-c", PROGRAM_WITH_HOOKS]
+    verify = ["verify", str(voices["ann0"]), str(voices["ann1"]), "--model", str(model), "--json"]
+    for threshold, status in (("-1", 0), ("1.01", 1)):
+        proc = subprocess.run(
+            [*command, *verify, "--threshold", threshold], capture_output=True, text=True,
+            timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == status, proc.stderr
+        assert json.loads(proc.stdout)["accepted"] is (status == 0)
+        assert "atexit ran" in proc.stderr and "teardown ran" not in proc.stderr
+    broken = subprocess.run(
+        [*command, "verify", "ann", str(tmp_path / "missing.wav"), "--model", str(model)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert broken.returncode == 2 and broken.stderr.startswith("error: ")
+    assert "atexit ran" in broken.stderr and "teardown ran" not in broken.stderr
+    listed = subprocess.run(
+        [*command, "speakers", "list", "--store", str(tmp_path / "none.db")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "teardown ran" in listed.stderr
+
+
 def test_enroll_killed_inside_its_transaction_leaves_store_as_before(checkpoint, voices, tmp_path):
     model, _ = checkpoint
     store = tmp_path / "s.db"
