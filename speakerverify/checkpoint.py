@@ -42,6 +42,7 @@ __all__ = [
     "LoadedModel",
     "average_checkpoints",
     "build_payload",
+    "fuse_checkpoints",
     "load_checkpoint",
     "load_model",
     "model_fingerprint",
@@ -368,5 +369,59 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.P
         config=last.get("config"),
         averaged_from=[str(p) for p in paths],
     )
+    _write_payload(payload, out_path)
+    return payload["fingerprint"]
+
+
+def fuse_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> str:
+    """Put the encoders of several checkpoints side by side as one `fusion` encoder
+    (`speakerverify.models.Fusion`: its cosine score is the average of theirs).
+
+    The members keep their weights (under `members.N.`) and arguments; they must share one
+    front-end. The output has no train state and records the paths it was fused from.
+
+    Returns:
+        The fingerprint of the fused model.
+
+    Raises:
+        CheckpointError: fewer than two paths, a member that is itself a fusion, front-ends
+            that differ, or members that cannot be rebuilt together.
+    """
+    from speakerverify.models import build_model
+
+    if len(paths) < 2:
+        raise CheckpointError(f"{out_path}: fusing needs at least two checkpoints")
+    payloads = [load_checkpoint(path) for path in paths]
+    features = payloads[0]["features"]
+    for path, payload in zip(paths, payloads, strict=True):
+        if payload["model_name"] == "fusion":
+            raise CheckpointError(f"{path}: already a fusion; fuse its members instead")
+        if payload["features"] != features:
+            raise CheckpointError(f"{path}: front-end differs from {paths[0]}; cannot fuse")
+    model_args = {
+        "feat_dim": payloads[0]["model_args"].get("feat_dim", 80),
+        "members": [
+            {
+                "name": payload["model_name"],
+                "args": {k: v for k, v in payload["model_args"].items() if k != "feat_dim"},
+            }
+            for payload in payloads
+        ],
+    }
+    state_dict = {
+        f"members.{index}.{key}": value
+        for index, payload in enumerate(payloads)
+        for key, value in payload["state_dict"].items()
+    }
+    try:
+        build_model("fusion", **model_args).load_state_dict(state_dict)
+    # as in load_model: arguments a member does not take (ValueError), mis-shaped weights
+    # (RuntimeError), e.g. members trained on features of different sizes
+    except (ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{out_path}: cannot fuse: {_first_line(err)}") from None
+    payload = build_payload(
+        model_name="fusion", model_args=model_args, state_dict=state_dict, features=features
+    )
+    payload["fused_from"] = [str(p) for p in paths]
     _write_payload(payload, out_path)
     return payload["fingerprint"]

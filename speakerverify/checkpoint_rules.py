@@ -37,12 +37,13 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("model_name", "model_args", "state_dict", "features", "fingerprint")
 # The keys of `speakerverify.models.MODELS`, known here without importing torch (a test keeps the
 # two equal).
-MODEL_NAMES = ("ecapa_tdnn", "resnet34", "xvector")
+MODEL_NAMES = ("ecapa_tdnn", "fusion", "resnet34", "xvector")
 
 # Model arguments that change what the same weights compute, with their defaults. A value other
 # than the default is part of the fingerprint; at the default it is left out, so fingerprints of
-# checkpoints written before the argument existed do not change.
-INFERENCE_ARGS: dict[str, Any] = {"centre_embeddings": True}
+# checkpoints written before the argument existed do not change. A fusion's members (their names
+# and arguments, `centre_embeddings` among them) count whole.
+INFERENCE_ARGS: dict[str, Any] = {"centre_embeddings": True, "members": None}
 
 # torch dtype name -> numpy dtype of the same bytes (bfloat16 as raw 16-bit words)
 NUMPY_DTYPES = {

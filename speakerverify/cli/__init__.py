@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "prepare": "prepare:prepare",
     "train": "training:train",
     "average": "training:average",
+    "fuse": "training:fuse",
     "embed": "evaluation:embed",
     "score": "evaluation:score",
     "calibrate": "evaluation:calibrate",

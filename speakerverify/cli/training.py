@@ -95,3 +95,20 @@ def average(checkpoints: tuple[str, ...], out: str) -> None:
 
     fingerprint = average_checkpoints(list(checkpoints), out)
     click.echo(f"averaged {len(checkpoints)} checkpoints into {out} (fingerprint {fingerprint})")
+
+
+@click.command()
+@click.argument("checkpoints", nargs=-1, required=True, type=CheckedPath(dir_okay=False))
+@click.option(
+    "--out",
+    required=True,
+    type=CheckedPath(dir_okay=False),
+    help=f"Fused checkpoint. {OUTPUT_HELP}",
+)
+def fuse(checkpoints: tuple[str, ...], out: str) -> None:
+    """Put the encoders of CHECKPOINTS (two or more, one front-end) side by side as one model
+    whose cosine score is the average of theirs (score fusion)."""
+    from speakerverify.checkpoint import fuse_checkpoints
+
+    fingerprint = fuse_checkpoints(list(checkpoints), out)
+    click.echo(f"fused {len(checkpoints)} checkpoints into {out} (fingerprint {fingerprint})")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from torch import nn
 
 from speakerverify.models.ecapa_tdnn import EcapaTdnn
+from speakerverify.models.fusion import Fusion
 from speakerverify.models.pooling import AttentiveStatsPool, StatsPool, lengths_to_mask
 from speakerverify.models.resnet import ResNet
 from speakerverify.models.xvector import XVector
@@ -16,6 +17,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "xvector": XVector,
     "ecapa_tdnn": EcapaTdnn,
     "resnet34": ResNet,
+    "fusion": Fusion,
 }
 
 
@@ -41,6 +43,7 @@ __all__ = [
     "MODELS",
     "AttentiveStatsPool",
     "EcapaTdnn",
+    "Fusion",
     "ResNet",
     "StatsPool",
     "XVector",
