@@ -49,7 +49,8 @@ def test_fused_cosine_is_the_mean_of_the_members_cosines():
         ([{"name": "xvector", "args": TRAINED}], "at least two members"),
         ([{"name": "xvector", "args": TRAINED}, {"name": "xvector"}], "member 1 must be"),
         ([{"name": "xvector", "args": TRAINED}, {"name": "fusion", "args": {}}], "cannot be a"),
-        ([{"name": "xvector", "args": TRAINED}, {"name": "nope", "args": {}}], "unknown model"),
+        ([{"name": "xvector", "args": TRAINED}, {"name": "nope", "args": {}}], "valid: ecapa"),
+        ([{"name": "xvector", "args": TRAINED}, {"name": "xvector", "args": {"x": 1}}], "x"),
     ],
 )
 def test_bad_members_are_refused(members, needle):

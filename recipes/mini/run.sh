@@ -7,12 +7,16 @@
 #
 #   bash recipes/mini/run.sh [--stage N] [--stop-stage M] [--config conf/xvector_mini.yaml]
 #                            [--corpus DIR] [--jobs N] [--set key=value ...] [--workdir DIR]
-#                            [--full] [--kokoro-speakers N]
+#                            [--full] [--kokoro-speakers N] [--fuse-with CONFIG]
 # data/ and exp/ are made in --workdir (default: this recipe's directory). --full trains the
-# bundled model instead: conf/xvector_synth.yaml, the demo's config and corpus five times longer
-# (about 16 min of training on 2 idle cores), and stage 8 packages it into
-# speakerverify/pretrained/. --kokoro-speakers N adds N Kokoro-82M speakers (blends of real voices,
+# bundled model instead, and stage 8 packages it into speakerverify/pretrained/: 240 Kokoro
+# speakers beside the eSpeak ones, conf/xvector_synth.yaml (frozen frame layers, five times the
+# demo's length) fused with conf/xvector_synth_trained.yaml (every layer trained, demo length).
+# --kokoro-speakers N adds N Kokoro-82M speakers (blends of real voices,
 # tools/make_kokoro_corpus.py, `pip install 'speakerverify[kokoro]'`, ~0.5-1 s CPU per audio s).
+# --fuse-with CONFIG trains a second model and fuses the two (`speakerverify fuse`: the cosine
+# score is the mean of theirs); the members go to exp/<config name>, the fusion to
+# exp/<first name>_fused.
 set -euo pipefail
 
 stage=0
@@ -31,6 +35,7 @@ seed=0
 heldout_speakers=40
 num_average=2
 kokoro_speakers=0
+fuse_with=
 overrides=()
 recipe=$(cd "$(dirname "$0")" && pwd)
 workdir=$recipe
@@ -48,7 +53,9 @@ while [ $# -gt 0 ]; do
     --set) overrides+=("$2"); shift 2 ;;
     --workdir) workdir=$2; shift 2 ;;
     --kokoro-speakers) kokoro_speakers=$2; shift 2 ;;
-    --full) config=conf/xvector_synth.yaml; package=true; stop_stage=8; shift ;;
+    --fuse-with) fuse_with=$2; shift 2 ;;
+    --full) config=conf/xvector_synth.yaml; fuse_with=conf/xvector_synth_trained.yaml
+            kokoro_speakers=240; package=true; stop_stage=8; shift ;;
     -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -57,6 +64,12 @@ done
 corpus=${corpus:-$data/corpus}
 [ -f "$config" ] || config=$recipe/$config  # conf/... names a file of this recipe
 config=$(realpath "$config")
+members=("$config")
+if [ -n "$fuse_with" ]; then
+  [ -f "$fuse_with" ] || fuse_with=$recipe/$fuse_with
+  fuse_with=$(realpath "$fuse_with")
+  members+=("$fuse_with")
+fi
 mkdir -p "$workdir"
 cd "$workdir"
 tools=$recipe/../../tools
@@ -71,7 +84,10 @@ verify_bundled() {
   echo "(exit status $status: $([ "$status" -eq 0 ] && echo accepted || echo rejected))"
 }
 name=$(basename "$config" .yaml)
+[ -z "$fuse_with" ] || name=${name}_fused
 exp=exp/$name
+# where a member config trains: exp/<its name>, or $exp itself when it is the only one
+member_exp() { if [ -z "$fuse_with" ]; then echo "$exp"; else echo "exp/$(basename "$1" .yaml)"; fi; }
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$jobs}
 command -v speakerverify >/dev/null || { echo "speakerverify is not installed (make install)" >&2; exit 2; }
 SECONDS=0
@@ -120,16 +136,26 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
 fi
 
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  echo "$(stamp)stage 2: train $config -> $exp"
-  rm -rf "$exp/checkpoints"
-  speakerverify train "$config" --exp-dir "$exp" --set data.train_dir=$data/train "${overrides[@]}"
+  for member in "${members[@]}"; do
+    member_dir=$(member_exp "$member")
+    echo "$(stamp)stage 2: train $member -> $member_dir"
+    rm -rf "$member_dir/checkpoints"
+    speakerverify train "$member" --exp-dir "$member_dir" --set data.train_dir=$data/train \
+      "${overrides[@]}"
+  done
 fi
 
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   echo "$(stamp)stage 3: average the last checkpoints; the untrained encoder for comparison"
-  last=$(ls "$exp"/checkpoints/epoch_*.pt | grep -v _step_ | sort | tail -n "$num_average")
-  # shellcheck disable=SC2086  # one path per word
-  speakerverify average $last --out "$exp/final.pt"
+  finals=()
+  for member in "${members[@]}"; do
+    member_dir=$(member_exp "$member")
+    last=$(ls "$member_dir"/checkpoints/epoch_*.pt | grep -v _step_ | sort | tail -n "$num_average")
+    # shellcheck disable=SC2086  # one path per word
+    speakerverify average $last --out "$member_dir/final.pt"
+    finals+=("$member_dir/final.pt")
+  done
+  [ -z "$fuse_with" ] || speakerverify fuse "${finals[@]}" --out "$exp/final.pt"
   python "$local"/untrained_checkpoint.py "$config" "$exp/untrained.pt"
 fi
 
@@ -210,12 +236,18 @@ fi
 
 if [ "$package" = true ] && [ "$stage" -le 8 ] && [ "$stop_stage" -ge 8 ]; then
   echo "$(stamp)stage 8: package $exp/final.pt as the bundled model (speakerverify/pretrained)"
-  # steps and wall time from the training log: first record (log_every steps in) to last, so
-  # a little short; a resumed run counts its pause
-  read -r steps seconds < <(python - "$exp/train_log.jsonl" <<'PY'
+  # steps and wall time from the training logs (of every member): first record (log_every
+  # steps in) to last, so a little short; a resumed run counts its pause
+  logs=()
+  for member in "${members[@]}"; do logs+=("$(member_exp "$member")/train_log.jsonl"); done
+  read -r steps seconds < <(python - "${logs[@]}" <<'PY'
 import json, sys
-records = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-print(records[-1]["step"], round(records[-1]["time"] - records[0]["time"]))
+steps = seconds = 0
+for path in sys.argv[1:]:
+    records = [json.loads(line) for line in open(path) if line.strip()]
+    steps += records[-1]["step"]
+    seconds += records[-1]["time"] - records[0]["time"]
+print(steps, round(seconds))
 PY
 )
   python "$local"/package_model.py "$exp/final.pt" "$exp/final.calibration.json" \

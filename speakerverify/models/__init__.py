@@ -8,17 +8,12 @@ from __future__ import annotations
 from torch import nn
 
 from speakerverify.models.ecapa_tdnn import EcapaTdnn
-from speakerverify.models.fusion import Fusion
+from speakerverify.models.fusion import MEMBER_MODELS, Fusion
 from speakerverify.models.pooling import AttentiveStatsPool, StatsPool, lengths_to_mask
 from speakerverify.models.resnet import ResNet
 from speakerverify.models.xvector import XVector
 
-MODELS: dict[str, type[nn.Module]] = {
-    "xvector": XVector,
-    "ecapa_tdnn": EcapaTdnn,
-    "resnet34": ResNet,
-    "fusion": Fusion,
-}
+MODELS: dict[str, type[nn.Module]] = {**MEMBER_MODELS, "fusion": Fusion}
 
 
 def build_model(name: str, **args: object) -> nn.Module:

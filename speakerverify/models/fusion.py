@@ -9,6 +9,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from speakerverify.models.ecapa_tdnn import EcapaTdnn
+from speakerverify.models.resnet import ResNet
+from speakerverify.models.xvector import XVector
+
+# The encoders a fusion can hold: every registered model but the fusion itself
+# (`speakerverify.models.MODELS` is these and "fusion").
+MEMBER_MODELS: dict[str, type[nn.Module]] = {
+    "xvector": XVector,
+    "ecapa_tdnn": EcapaTdnn,
+    "resnet34": ResNet,
+}
+
 
 class Fusion(nn.Module):
     """The unit embeddings of several member encoders, concatenated and scaled by 1/sqrt(n).
@@ -20,7 +32,7 @@ class Fusion(nn.Module):
     frame layers were trained (which separates similar synthetic voices); see
     recipes/mini/README.md.
 
-    Members are built with `speakerverify.models.build_model` and trained on their own; a fused
+    Members are any other registered encoders, trained on their own; a fused
     checkpoint is put together from theirs (`recipes/mini/local/fuse_checkpoints.py`).
 
     Args:
@@ -31,8 +43,6 @@ class Fusion(nn.Module):
 
     def __init__(self, feat_dim: int = 80, members: list[dict[str, Any]] | None = None) -> None:
         super().__init__()
-        from speakerverify.models import build_model  # the registry imports this module
-
         members = list(members or [])
         if len(members) < 2:
             raise ValueError(f"a fusion needs at least two members, got {len(members)}")
@@ -40,9 +50,16 @@ class Fusion(nn.Module):
         for index, member in enumerate(members):
             if not isinstance(member, dict) or set(member) != {"name", "args"}:
                 raise ValueError(f"member {index} must be {{'name': ..., 'args': {{...}}}}")
-            if member["name"] == "fusion":
-                raise ValueError(f"member {index}: a fusion cannot be a member")
-            built.append(build_model(member["name"], **{**member["args"], "feat_dim": feat_dim}))
+            if member["name"] not in MEMBER_MODELS:
+                raise ValueError(
+                    f"member {index}: {member['name']!r} cannot be a member; valid: "
+                    f"{', '.join(sorted(MEMBER_MODELS))}"
+                )
+            args = {**member["args"], "feat_dim": feat_dim}
+            try:
+                built.append(MEMBER_MODELS[member["name"]](**args))
+            except TypeError as error:  # an argument the member does not take
+                raise ValueError(f"member {index} ({member['name']}): {error}") from None
         self.members = nn.ModuleList(built)
         self.embed_dim = sum(int(m.embed_dim) for m in built)
         # the shortest input every member takes (`backend.embedder.encoder_min_frames`)
