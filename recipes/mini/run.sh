@@ -9,7 +9,7 @@
 #                            [--corpus DIR] [--jobs N] [--set key=value ...] [--workdir DIR]
 #                            [--full] [--kokoro-speakers N] [--fuse-with CONFIG]
 # data/ and exp/ are made in --workdir (default: this recipe's directory). --full trains the
-# bundled model instead, and stage 8 packages it into speakerverify/pretrained/: 240 Kokoro
+# bundled model instead, and stage 8 packages it into speakerverify/pretrained/: 200 Kokoro
 # speakers beside the eSpeak ones, conf/xvector_synth.yaml (frozen frame layers, five times the
 # demo's length) fused with conf/xvector_synth_trained.yaml (every layer trained, demo length).
 # --kokoro-speakers N adds N Kokoro-82M speakers (blends of real voices,
@@ -55,7 +55,7 @@ while [ $# -gt 0 ]; do
     --kokoro-speakers) kokoro_speakers=$2; shift 2 ;;
     --fuse-with) fuse_with=$2; shift 2 ;;
     --full) config=conf/xvector_synth.yaml; fuse_with=conf/xvector_synth_trained.yaml
-            kokoro_speakers=240; package=true; stop_stage=8; shift ;;
+            kokoro_speakers=200; package=true; stop_stage=8; shift ;;
     -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac

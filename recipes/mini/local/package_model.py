@@ -25,9 +25,11 @@ import sys
 from pathlib import Path
 
 TRAINING_DATA = (
-    "synthetic speech only: eSpeak NG voices with randomised vocal tract, pitch and voice quality, "
-    "random text in many languages, per-session simulated channels (recipes/mini, "
-    "tools/make_mini_corpus.py); no recordings of real people"
+    "synthetic speech only: eSpeak NG voices with randomised vocal tract, pitch and voice quality "
+    "and random text in many languages (tools/make_mini_corpus.py), and speakers blended from the "
+    "five Japanese voices of the Kokoro-82M neural TTS, which others trained on real recordings "
+    "(tools/make_kokoro_corpus.py), all through per-session simulated channels (recipes/mini); "
+    "no recording of a real person"
 )
 LIMITS = (
     "Trained only on synthetic eSpeak NG speakers: it has never heard a real human voice, and its "
