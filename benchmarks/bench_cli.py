@@ -144,12 +144,10 @@ def prepare(root: Path, model_name: str) -> tuple[Path, dict[int, Path], Path, b
     import soundfile as sf
     import torch
 
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    from synth import random_speaker, speech_like
-
     from speakerverify.checkpoint import save_checkpoint
     from speakerverify.frontend.fbank_config import FbankConfig
     from speakerverify.models import build_model
+    from speakerverify.testing import random_speaker, speech_like
 
     torch.manual_seed(0)
     model = build_model(model_name)

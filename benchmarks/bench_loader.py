@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,14 +17,12 @@ import numpy as np
 import soundfile as sf
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from synth import make_voxceleb_corpus, speech_like
-
 from speakerverify.data import CropDataset, PKSampler, collate_crops, prepare_voxceleb
 from speakerverify.data.noise import prepare_musan, prepare_rirs
 from speakerverify.frontend.augment import Augmenter
 from speakerverify.frontend.features import Fbank
 from speakerverify.models import build_model
+from speakerverify.testing import make_voxceleb_corpus, speech_like
 
 SR = 16000
 

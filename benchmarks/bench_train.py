@@ -16,19 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from synth import make_voxceleb_corpus
-
 from speakerverify.data import DataDir
 from speakerverify.frontend.features import Fbank
 from speakerverify.models import build_model
+from speakerverify.testing import make_voxceleb_corpus
 from speakerverify.training.experiment_config import Config
 from speakerverify.training.loop import fit
 

@@ -39,7 +39,8 @@ def write_domain_audio(directory, num_speakers: int = 6, files_each: int = 4, se
     from pathlib import Path
 
     import soundfile as sf
-    from synth import random_speaker, speech_like
+
+    from speakerverify.testing import random_speaker, speech_like
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
-from synth import random_speaker, speech_like
 
 from speakerverify.backend.speaker_model import (
     SpeakerModel,
@@ -27,6 +26,7 @@ from speakerverify.speakers.adaptation import adapt_batchnorm, split_crops
 from speakerverify.speakers.decision import resolve_decision_rule
 from speakerverify.speakers.store import StoreError
 from speakerverify.speakers.verification import enroll_speaker, verify_against
+from speakerverify.testing import random_speaker, speech_like
 
 STATS = ("running_mean", "running_var", "num_batches_tracked")
 

@@ -16,7 +16,6 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
-from synth import random_speaker, speech_like
 
 import speakerverify
 from speakerverify.api import Model
@@ -26,6 +25,7 @@ from speakerverify.checkpoint import CheckpointError
 from speakerverify.cli import main
 from speakerverify.frontend.audio import AudioError
 from speakerverify.pretrained import bundled_calibration, bundled_card
+from speakerverify.testing import random_speaker, speech_like
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from synth import speech_like
 
 from speakerverify.frontend.audio import (
     AudioError,
@@ -20,6 +19,7 @@ from speakerverify.frontend.audio import (
     speech_mask,
     trim_silence,
 )
+from speakerverify.testing import speech_like
 
 
 def sine(freq: float, seconds: float, sample_rate: int, amplitude: float = 0.5) -> np.ndarray:

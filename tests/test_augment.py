@@ -7,10 +7,10 @@ import logging
 import numpy as np
 import pytest
 import soundfile as sf
-from synth import speech_like
 
 import speakerverify.frontend.augment as augment
 from speakerverify.frontend.augment import Augmenter, mix_at_snr, reverberate
+from speakerverify.testing import speech_like
 
 SR = 16000
 

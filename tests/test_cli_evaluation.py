@@ -9,7 +9,6 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
-from synth import random_speaker, speech_like
 
 import speakerverify.cli
 from speakerverify.backend.calibration import Calibration
@@ -20,6 +19,7 @@ from speakerverify.checkpoint import save_checkpoint
 from speakerverify.data import DataDir, Trials, write_trials
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
+from speakerverify.testing import random_speaker, speech_like
 
 
 def run(*args: str):

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-from synth import make_voxceleb_corpus, speech_like
 
 from speakerverify.cli import main
 from speakerverify.data import DataDir
 from speakerverify.data.convert import convert_m4a_tree
 from speakerverify.data.noise import read_index
 from speakerverify.frontend.audio import find_ffmpeg
+from speakerverify.testing import make_voxceleb_corpus, speech_like
 
 
 def invoke(*args):

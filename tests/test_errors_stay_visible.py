@@ -88,9 +88,9 @@ def test_a_bug_in_the_embedding_store_reader_is_a_traceback(tmp_path, monkeypatc
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     from checkpoint_helpers import save_tiny_xvector
-    from synth import random_speaker, speech_like
 
     from speakerverify.backend.speaker_model import load_speaker_model
+    from speakerverify.testing import random_speaker, speech_like
 
     root = tmp_path_factory.mktemp("embed")
     save_tiny_xvector(root / "tiny.pt", {"embed_dim": 8, "channels": 16, "stats_channels": 32})

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from synth import speech_like
 
 from speakerverify.backend.export import export_onnx
 from speakerverify.checkpoint import load_model, save_checkpoint
@@ -19,6 +18,7 @@ from speakerverify.cli import main
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
 from speakerverify.pretrained import bundled_card
+from speakerverify.testing import speech_like
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

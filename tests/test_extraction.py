@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from synth import random_speaker, speech_like
 from torch import nn
 
 from speakerverify.backend.embedder import Embedder, EmbedError, plan_batches
@@ -24,6 +23,7 @@ from speakerverify.backend.extraction import (
 )
 from speakerverify.data import DataDir
 from speakerverify.frontend.features import Fbank
+from speakerverify.testing import random_speaker, speech_like
 
 
 class TinyEncoder(nn.Module):

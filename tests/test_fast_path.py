@@ -17,7 +17,6 @@ import soundfile as sf
 import torch
 from checkpoint_helpers import save_tiny_xvector
 from click.testing import CliRunner
-from synth import random_speaker, speech_like
 
 from speakerverify.backend import engine
 from speakerverify.backend.embedder import Embedder
@@ -26,6 +25,7 @@ from speakerverify.backend.onnx_embedder import OnnxEmbedder
 from speakerverify.backend.speaker_model import embed_utterance, load_speaker_model
 from speakerverify.checkpoint import load_checkpoint
 from speakerverify.cli import main
+from speakerverify.testing import random_speaker, speech_like
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")

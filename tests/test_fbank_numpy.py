@@ -8,12 +8,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from synth import speech_like
 
 from speakerverify.frontend import audio, vad_numpy
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.frontend.fbank_numpy import NumpyFbank, kaldi_mel_banks
 from speakerverify.frontend.features import Fbank
+from speakerverify.testing import speech_like
 
 CONFIGS = [
     {},

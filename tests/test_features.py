@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from synth import speech_like
 from torchaudio.compliance import kaldi
 
 from speakerverify.frontend.fbank_config import FbankConfig, dct_basis
 from speakerverify.frontend.features import Fbank, SpecAugment
+from speakerverify.testing import speech_like
 
 TOLERANCE = 1e-3  # max abs difference on log-mel, before CMN
 

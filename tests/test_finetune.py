@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from synth import make_voxceleb_corpus
 
 from speakerverify.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from speakerverify.cli import main
 from speakerverify.config import ConfigError
 from speakerverify.data import prepare_voxceleb
 from speakerverify.models import build_model
+from speakerverify.testing import make_voxceleb_corpus
 from speakerverify.training.distributed import init_distributed
 from speakerverify.training.experiment_config import load_config
 from speakerverify.training.finetune import (

@@ -11,9 +11,9 @@ import os
 import numpy as np
 import pytest
 import soundfile as sf
-from synth import random_speaker, speech_like
 
 from speakerverify.frontend.audio import AudioError, audio_info, load_audio, load_audio_array
+from speakerverify.testing import random_speaker, speech_like
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ import pytest
 import soundfile as sf
 import torch
 from hostile_helpers import assert_one_line_error, run
-from synth import random_speaker, speech_like
 
 from speakerverify.backend.embedding_dir import save_embeddings
 from speakerverify.checkpoint import load_checkpoint, save_checkpoint
@@ -27,6 +26,7 @@ from speakerverify.files import NotRegularFileError, OutputError, write_atomic
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
 from speakerverify.speakers.store import SpeakerStore
+from speakerverify.testing import random_speaker, speech_like
 
 
 @pytest.fixture

@@ -20,13 +20,13 @@ import pytest
 import soundfile as sf
 import torch
 from hostile_helpers import file_permissions_bind
-from synth import random_speaker, speech_like
 
 from speakerverify.backend.embedding_dir import save_embeddings
 from speakerverify.checkpoint import save_checkpoint
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
 from speakerverify.speakers.store import SpeakerStore
+from speakerverify.testing import random_speaker, speech_like
 
 WALK = Path(__file__).with_name("hostile_paths_walk.py")
 

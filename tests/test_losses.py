@@ -455,13 +455,14 @@ def test_distributed_global_mining_equals_single_process(tmp_path):
 
 # ---------------------------------------------------------------- training stability
 def _synthetic_log_mel(num_speakers, utts_per_speaker, seconds, seed):
-    import synth
     import torchaudio
 
+    from speakerverify import testing
+
     rng = np.random.default_rng(seed)
-    speakers = [synth.random_speaker(rng) for _ in range(num_speakers)]
+    speakers = [testing.random_speaker(rng) for _ in range(num_speakers)]
     waves = [
-        synth.speech_like(seconds, speaker=speaker, seed=seed + 100 * index + utt)
+        testing.speech_like(seconds, speaker=speaker, seed=seed + 100 * index + utt)
         for index, speaker in enumerate(speakers)
         for utt in range(utts_per_speaker)
     ]

@@ -16,7 +16,6 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
-from synth import random_speaker, speech_like
 
 import speakerverify.pretrained as pretrained
 from speakerverify.backend.calibration import Calibration
@@ -24,6 +23,7 @@ from speakerverify.checkpoint import load_checkpoint, load_model, model_fingerpr
 from speakerverify.cli import main
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
+from speakerverify.testing import random_speaker, speech_like
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_MODEL = ROOT / "recipes" / "mini" / "local" / "package_model.py"

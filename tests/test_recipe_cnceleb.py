@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from synth import random_speaker, speech_like
+
+from speakerverify.testing import random_speaker, speech_like
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "recipes" / "cnceleb" / "run.sh"

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from synth import make_voxceleb_corpus
+
+from speakerverify.testing import make_voxceleb_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = REPO / "recipes" / "voxceleb" / "run.sh"
@@ -156,12 +157,12 @@ def test_mini_stage_7_shows_the_bundled_model(bundled_model_files, tmp_path):
     import numpy as np
     import soundfile as sf
     import torch
-    from synth import random_speaker, speech_like
 
     from speakerverify.backend.calibration import Calibration
     from speakerverify.checkpoint import save_checkpoint
     from speakerverify.frontend.fbank_config import FbankConfig
     from speakerverify.models import build_model
+    from speakerverify.testing import random_speaker, speech_like
 
     rng = np.random.default_rng(8)
     wav_scp, utt2spk = [], []

@@ -9,7 +9,6 @@ from importlib.util import find_spec
 
 import numpy as np
 import pytest
-from synth import speech_like
 
 from speakerverify.errors import SpeakerVerifyError
 from speakerverify.frontend.simulate import (
@@ -22,6 +21,7 @@ from speakerverify.frontend.simulate import (
     room_impulse_response,
     shoebox_impulse_response,
 )
+from speakerverify.testing import speech_like
 
 SR = 16000
 needs_rooms = pytest.mark.skipif(

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from synth import make_voxceleb_corpus
 
 import speakerverify.training.loop as loop
 from speakerverify.data import DataDir
 from speakerverify.models import build_model
+from speakerverify.testing import make_voxceleb_corpus
 from speakerverify.training.distributed import DistEnv
 from speakerverify.training.experiment_config import load_config
 from speakerverify.training.resume import Progress

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from synth import make_voxceleb_corpus
 
 import speakerverify.training.loop as loop
 from speakerverify.checkpoint import load_checkpoint
 from speakerverify.data import DataDir
 from speakerverify.losses import LOSSES, build_loss
+from speakerverify.testing import make_voxceleb_corpus
 from speakerverify.training.distributed import DistEnv
 from speakerverify.training.experiment_config import load_config
 from speakerverify.training.loop import fit

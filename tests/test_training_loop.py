@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from synth import make_voxceleb_corpus
 
 from speakerverify.checkpoint import CheckpointError, load_checkpoint, load_model
 from speakerverify.cli import main
@@ -25,6 +24,7 @@ from speakerverify.config import ConfigError, LossConfig, OptimConfig
 from speakerverify.data import DataDir, Trials, write_trials
 from speakerverify.losses import LOSSES
 from speakerverify.models import build_model
+from speakerverify.testing import make_voxceleb_corpus
 from speakerverify.training.experiment import find_checkpoint
 from speakerverify.training.experiment_config import load_config
 from speakerverify.training.loop import fit

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from synth import random_speaker, speech_like
 
 from speakerverify.backend.embedder import Embedder
 from speakerverify.backend.metrics import compute_metrics
@@ -17,6 +16,7 @@ from speakerverify.data import DataDir, Trials, write_trials
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.frontend.features import Fbank
 from speakerverify.models import build_model
+from speakerverify.testing import random_speaker, speech_like
 from speakerverify.training.validation import validate
 
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 from speaker_helpers import FP, SpectrumEmbedder, store_rows, write_domain_audio
-from synth import random_speaker, speech_like
 
 from speakerverify.backend.calibration import CalibrationError, default_calibration_path
 from speakerverify.backend.scoring import cosine_scores
@@ -29,6 +28,7 @@ from speakerverify.speakers.verification import (
     verify_against,
     verify_pair,
 )
+from speakerverify.testing import random_speaker, speech_like
 
 
 class LinearCalibration:

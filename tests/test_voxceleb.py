@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import soundfile as sf
-from synth import make_voxceleb_corpus
 
 from speakerverify.data import DataDir, DataDirError, prepare_voxceleb, read_trials, scan_voxceleb
+from speakerverify.testing import make_voxceleb_corpus
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ from command_helpers import (
     run,
 )
 from speaker_helpers import FP, SpectrumEmbedder
-from synth import random_speaker, speech_like
 
 import speakerverify.backend.speaker_model as speaker_model
 from speakerverify.backend.speaker_model import SpeakerModel
+from speakerverify.testing import random_speaker, speech_like
 
 
 @pytest.fixture
