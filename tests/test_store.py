@@ -4,6 +4,7 @@ concurrency, durability under SIGKILL."""
 from __future__ import annotations
 
 import hashlib
+import os
 import signal
 import sqlite3
 import subprocess
@@ -235,12 +236,15 @@ def test_eight_processes_enrolling_concurrently_lose_nothing(tmp_path):
         assert rec.num_utterances == 2
 
 
+# The killer imports store_faults from tests/.
+WITH_TESTS = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 KILLER = textwrap.dedent(
     """
-    import os, signal, sys, numpy as np
+    import sys, numpy as np
     from speakerverify.speakers.store import SpeakerStore
+    from store_faults import kill_process, trap_commits
     store = SpeakerStore(sys.argv[1], create=True)
-    store.before_commit = lambda: os.kill(os.getpid(), signal.SIGKILL)
+    trap_commits(store, kill_process)
     store.add(sys.argv[2], np.full((3, 8), 5.0), 9.0, fingerprint=sys.argv[3])
     """
 )
@@ -252,7 +256,9 @@ def test_sigkill_inside_the_transaction_leaves_store_as_before(tmp_path, name):
     with SpeakerStore(path, create=True) as store:
         store.add("ann", np.ones((1, 8)), 3.0, fingerprint=FP)
     before = rows(path)
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(path), name, FP], timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, str(path), name, FP], timeout=60, env=WITH_TESTS
+    )
     assert proc.returncode == -signal.SIGKILL
     assert rows(path) == before
     with SpeakerStore(path) as store:
@@ -263,7 +269,9 @@ def test_sigkill_inside_the_transaction_leaves_store_as_before(tmp_path, name):
 
 def test_sigkill_on_first_write_to_new_store_leaves_no_speaker(tmp_path):
     path = tmp_path / "fresh.db"
-    proc = subprocess.run([sys.executable, "-c", KILLER, str(path), "ann", FP], timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, str(path), "ann", FP], timeout=60, env=WITH_TESTS
+    )
     assert proc.returncode == -signal.SIGKILL
     with SpeakerStore(path) as store:
         assert len(store) == 0 and store.fingerprint is None

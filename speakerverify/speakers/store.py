@@ -90,10 +90,6 @@ class SpeakerStore:
         2
     """
 
-    # Test hook (class-wide or per instance): called inside a write transaction before COMMIT,
-    # so tests can kill the process at the worst moment.
-    before_commit: Callable[[], None] | None = None
-
     def __init__(
         self,
         path: str | os.PathLike,
@@ -254,8 +250,6 @@ class SpeakerStore:
             raise StoreError(f"{self.path}: cannot start a write ({error})") from None
         try:
             yield self._conn
-            if self.before_commit is not None:
-                self.before_commit()
             self._conn.execute("COMMIT")
         except BaseException as error:
             if self._conn.in_transaction:

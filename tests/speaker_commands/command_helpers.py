@@ -119,9 +119,10 @@ def assert_clean_error(result, *fragments):
 
 
 KILL_IN_TRANSACTION = """
-import os, signal, sys
+import sys
 from speakerverify.cli import main
 from speakerverify.speakers.store import SpeakerStore
-SpeakerStore.before_commit = staticmethod(lambda: os.kill(os.getpid(), signal.SIGKILL))
+from store_faults import kill_process, trapped_connect
+SpeakerStore._connect = trapped_connect(kill_process)
 main(sys.argv[1:])
 """

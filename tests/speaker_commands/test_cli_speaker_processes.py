@@ -210,6 +210,7 @@ def test_enroll_killed_inside_its_transaction_leaves_store_as_before(checkpoint,
             ],
             capture_output=True,
             timeout=300,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},  # store_faults
         )
         assert proc.returncode == -9, proc.stderr
         assert store_rows(store) == before

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from command_helpers import assert_clean_error, run
 from speaker_helpers import FP
+from store_faults import trapped_connect
 
 from speakerverify.speakers.records import validate_name
 from speakerverify.speakers.store import SpeakerStore
@@ -158,7 +159,7 @@ def test_a_full_disk_enroll_into_a_new_store_leaves_no_store(
     def disk_full():  # what SQLite raises when the write at COMMIT meets ENOSPC
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(SpeakerStore, "before_commit", staticmethod(disk_full))
+    monkeypatch.setattr(SpeakerStore, "_connect", trapped_connect(disk_full))
     store = tmp_path / "new.db"
     result = run(["enroll", "ann", voices["ann0"], "--model", fake_model, "--store", store])
     assert_clean_error(result, str(store), "database or disk is full")
