@@ -16,7 +16,11 @@ import logging
 import os
 from pathlib import Path
 
-from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
+from speakerverify.backend.speaker_model import (
+    SpeakerModel,
+    VerificationError,
+    load_speaker_model,
+)
 from speakerverify.checkpoint_rules import check_payload, model_mismatch, read_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -118,12 +122,9 @@ def load_command_model(checkpoint_path: str | os.PathLike) -> SpeakerModel:
             return model
     import torch
 
-    # Looked up on the module at call time, so that tests can stand a fake loader in for it.
-    from speakerverify.backend import speaker_model
-
     if "OMP_NUM_THREADS" not in os.environ:
         # One utterance is a small forward pass: on 2 shared cores the second thread's
         # synchronisation cost more than it saved (embed CPU 0.15-0.5 s -> 0.06 s, VAD 0.15 ->
         # 0.004 s in bench_cli.py's breakdown).
         torch.set_num_threads(1)
-    return speaker_model.load_speaker_model(checkpoint_path)
+    return load_speaker_model(checkpoint_path)

@@ -14,7 +14,7 @@ from command_helpers import (
 )
 from speaker_helpers import FP, SpectrumEmbedder
 
-import speakerverify.backend.speaker_model as speaker_model
+from speakerverify.backend import engine
 from speakerverify.backend.speaker_model import SpeakerModel
 from speakerverify.testing import random_speaker, speech_like
 
@@ -27,7 +27,7 @@ def fake_model(monkeypatch, tmp_path):
         fingerprint = FP if Path(path).name == "model.pt" else "0000000000000000"
         return SpeakerModel(SpectrumEmbedder(), fingerprint, 16000, str(path))
 
-    monkeypatch.setattr(speaker_model, "load_speaker_model", load)
+    monkeypatch.setattr(engine, "load_speaker_model", load)
     # The fake stands in for the torch loader: keep a bundled ONNX twin from bypassing it.
     monkeypatch.setenv("SPEAKERVERIFY_BACKEND", "torch")
     return tmp_path / "model.pt"
