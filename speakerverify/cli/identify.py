@@ -18,7 +18,6 @@ from speakerverify.cli.speaker_options import (
     model_option,
     open_store,
     print_warnings,
-    store_domain,
     store_option,
     store_path_or_fail,
 )
@@ -39,19 +38,19 @@ def identify(
     \b
     Exit status: 0 identified, 1 unknown, 2 usage or input error, 130 interrupted.
     """
-    from speakerverify.speakers.decision import resolve_decision_rule
     from speakerverify.speakers.verification import identify as identify_speaker
+    from speakerverify.speakers.verification import resolve_store_rule
 
     store_path = store_path_or_fail(store_path)
     open_store(store_path, read_only=True).close()  # before the model: a bad store fails in 0.2 s
     check_audio_files([test])  # and so does a bad file
     model = command_model(model_path)
-    rule = resolve_decision_rule(
+    rule = resolve_store_rule(
         model,
+        store_path,
         threshold=threshold,
         calibration_path=calibration_path,
         p_target=p_target,
-        domain=lambda: store_domain(store_path, model),
     )
     result = identify_speaker(
         store_path, model, rule, test, top_k=top_k, min_speech_seconds=min_speech

@@ -133,17 +133,3 @@ def open_store(store_path: str | None, *, read_only: bool = False):
     from speakerverify.speakers.store import SpeakerStore
 
     return SpeakerStore(store_path_or_fail(store_path), read_only=read_only)
-
-
-def store_domain(store_path: str | None, model):
-    """The store's domain adaptation (None without a store or adaptation), after checking the
-    store was made by `model`."""
-    from pathlib import Path
-
-    from speakerverify.speakers.store import SpeakerStore
-
-    if not store_path or not Path(store_path).exists():
-        return None
-    with SpeakerStore(store_path, read_only=True) as store:
-        store.check_model(model.fingerprint, source=f"checkpoint {model.path}")
-        return store.domain_mean

@@ -1,27 +1,23 @@
-"""`speakerverify verify`: a thin Click wrapper over `speakerverify.speakers.verification`
-(`verify_against` for an enrolled name, `verify_pair` for two files); exit status 0 accepted,
-1 rejected, 2 usage or input error.
+"""`speakerverify verify`: a thin Click wrapper over `speakerverify.speakers.trial.verify_trial`
+(an enrolled name or a second file); exit status 0 accepted, 1 rejected, 2 usage or input error.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import click
 
-from speakerverify.cli.common import EXIT_OK, EXIT_REJECTED, echo_json, fail
+from speakerverify.cli.common import EXIT_OK, EXIT_REJECTED, echo_json
 from speakerverify.cli.speaker_options import (
     EXIT_STATUS_HELP,
     centring_line,
-    check_audio_files,
     command_model,
     decision_options,
     json_option,
     model_option,
     print_warnings,
-    store_domain,
     store_option,
     store_path_or_fail,
     table,
@@ -46,34 +42,21 @@ def verify(
     calibration at its default operating point (or --p-target), or from --threshold.
     Runs on one CPU thread unless OMP_NUM_THREADS is set.
     """
-    from speakerverify.backend.speaker_model import VerificationError
-    from speakerverify.speakers.decision import resolve_decision_rule
-    from speakerverify.speakers.verification import verify_pair
+    from speakerverify.speakers.trial import StoreNotGiven, verify_trial
 
-    pair = os.path.exists(first)  # False, not OSError, for a name too long to be a file
-    if pair and os.path.isdir(first):
-        fail(f"{first}: is a directory, not an audio file")
-    if not pair:
-        store_path = store_path_or_fail(store_path)
-        if not Path(store_path).exists():
-            raise VerificationError(
-                f"{first}: no such file, and no speaker store {store_path} to look it up in"
-            )
-        _check_speaker(store_path, first)  # before the model: bad names fail in 0.2 s
-    check_audio_files([first, test] if pair else [test])  # and so do bad files
-    model = command_model(model_path)
-    rule = resolve_decision_rule(
-        model,
-        threshold=threshold,
-        calibration_path=calibration_path,
-        p_target=p_target,
-        domain=lambda: store_domain(store_path, model),
-    )
-    if pair:
-        domain = store_domain(store_path, model)
-        result = verify_pair(model, rule, first, test, min_speech_seconds=min_speech, domain=domain)
-    else:
-        result = _verify_name(store_path, model, rule, first, test, min_speech)
+    try:  # the model loads after the checks of names, store and files: bad input fails fast
+        result = verify_trial(
+            first,
+            test,
+            lambda: command_model(model_path),
+            store_path=os.path.expanduser(store_path) if store_path else None,
+            threshold=threshold,
+            calibration_path=calibration_path,
+            p_target=p_target,
+            min_speech_seconds=min_speech,
+        )
+    except StoreNotGiven:
+        store_path_or_fail(None)
     print_warnings(result.warnings)
     payload = result.to_json()
     if as_json:
@@ -90,26 +73,3 @@ def verify(
         rows.append(("decision", "ACCEPT" if result.accepted else "REJECT"))
         table(rows)
     sys.exit(EXIT_OK if result.accepted else EXIT_REJECTED)
-
-
-def _check_speaker(store_path: str, name: str) -> None:
-    """Open the store and find `name`; a path-like unknown name is reported as a missing file."""
-    from speakerverify.backend.speaker_model import VerificationError
-    from speakerverify.frontend.audio import AUDIO_EXTENSIONS
-    from speakerverify.speakers.store import SpeakerStore, UnknownSpeakerError
-
-    with SpeakerStore(store_path, read_only=True) as store:
-        try:
-            store.get(name)
-        except UnknownSpeakerError:
-            if os.sep in name or Path(name).suffix.lower() in AUDIO_EXTENSIONS:
-                raise VerificationError(
-                    f"{name}: file not found (and no enrolled speaker of that name in {store_path})"
-                ) from None
-            raise
-
-
-def _verify_name(store_path, model, rule, name, test, min_speech):
-    from speakerverify.speakers.verification import verify_against
-
-    return verify_against(store_path, model, rule, name, test, min_speech_seconds=min_speech)

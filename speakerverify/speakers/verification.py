@@ -28,6 +28,7 @@ from speakerverify.speakers.decision import (
     DecisionRule,
     adapted_rule,
     centring_caveat,
+    resolve_decision_rule,
     score_against,
 )
 from speakerverify.speakers.domain import MIN_COHORT, estimate_domain
@@ -40,6 +41,8 @@ __all__ = [
     "enroll_speaker",
     "identify",
     "rank_speakers",
+    "resolve_store_rule",
+    "store_domain",
     "verify_against",
     "verify_pair",
 ]
@@ -65,6 +68,34 @@ def _open_existing(store_path: str | os.PathLike, model: SpeakerModel) -> Speake
         store.close()
         raise
     return store
+
+
+def store_domain(store_path: str | os.PathLike | None, model: SpeakerModel) -> DomainMean | None:
+    """The domain adaptation of the store at `store_path` (None without a store or adaptation),
+    after checking the store was made by `model`."""
+    if not store_path or not Path(store_path).exists():
+        return None
+    with _open_existing(store_path, model) as store:
+        return store.domain_mean
+
+
+def resolve_store_rule(
+    model: SpeakerModel,
+    store_path: str | os.PathLike | None,
+    *,
+    threshold: float | None = None,
+    calibration_path: str | os.PathLike | None = None,
+    p_target: float | None = None,
+) -> DecisionRule:
+    """`resolve_decision_rule` for trials against the store at `store_path` (if any), whose
+    adapted rule decides when the model has no calibration."""
+    return resolve_decision_rule(
+        model,
+        threshold=threshold,
+        calibration_path=calibration_path,
+        p_target=p_target,
+        domain=lambda: store_domain(store_path, model),
+    )
 
 
 def enroll_speaker(

@@ -1,0 +1,79 @@
+"""Tests for speakerverify.speakers.trial: `verify_trial` tells a name from a file, checks names,
+stores and files before it loads the model, and decides as the pair and store calls do."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+from speaker_helpers import FP, SpectrumEmbedder
+
+from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
+from speakerverify.frontend.audio import AudioError
+from speakerverify.speakers.decision import DecisionRule
+from speakerverify.speakers.store import UnknownSpeakerError
+from speakerverify.speakers.trial import StoreNotGiven, verify_trial
+from speakerverify.speakers.verification import enroll_speaker, verify_against, verify_pair
+from speakerverify.testing import random_speaker, speech_like
+
+
+@pytest.fixture(scope="module")
+def voices(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trial_voices")
+    rng = np.random.default_rng(11)
+    files = {}
+    for s, name in enumerate(["ann", "bo"]):
+        speaker = random_speaker(rng)
+        for u in range(2):
+            files[f"{name}{u}"] = root / f"{name}{u}.wav"
+            sf.write(files[f"{name}{u}"], speech_like(3.0, 16000, speaker, seed=10 * s + u), 16000)
+    return files
+
+
+def model_at(tmp_path) -> SpeakerModel:
+    return SpeakerModel(SpectrumEmbedder(), FP, 16000, str(tmp_path / "model.pt"))
+
+
+def unloadable():
+    raise AssertionError("the model was loaded before the input was checked")
+
+
+def test_a_file_first_is_a_pair_trial_like_verify_pair(tmp_path, voices):
+    model = model_at(tmp_path)
+    result = verify_trial(voices["ann0"], voices["ann1"], lambda: model, threshold=0.2)
+    expected = verify_pair(
+        model, DecisionRule("threshold", 0.2, "score"), voices["ann0"], voices["ann1"]
+    )
+    assert result.mode == "pair" and result.score == pytest.approx(expected.score)
+    assert result.accepted == expected.accepted
+
+
+def test_a_name_first_is_looked_up_in_the_store_like_verify_against(tmp_path, voices):
+    model, store = model_at(tmp_path), tmp_path / "s.db"
+    enroll_speaker(store, model, "ann", [voices["ann0"]], min_speech_seconds=1.0)
+    result = verify_trial("ann", voices["ann1"], model, store_path=store, threshold=0.2)
+    expected = verify_against(
+        store, model, DecisionRule("threshold", 0.2, "score"), "ann", voices["ann1"]
+    )
+    assert result.mode == "store" and result.score == pytest.approx(expected.score)
+
+
+def test_bad_names_stores_and_files_fail_before_the_model_loads(tmp_path, voices):
+    store = tmp_path / "s.db"
+    with pytest.raises(StoreNotGiven):
+        verify_trial("ann", voices["ann1"], unloadable)
+    with pytest.raises(
+        VerificationError, match=re.escape(f"no speaker store {store} to look it up in")
+    ):
+        verify_trial("ann", voices["ann1"], unloadable, store_path=store)
+    enroll_speaker(store, model_at(tmp_path), "ann", [voices["ann0"]], min_speech_seconds=1.0)
+    with pytest.raises(UnknownSpeakerError):
+        verify_trial("cy", voices["ann1"], unloadable, store_path=store)
+    with pytest.raises(VerificationError, match="no enrolled speaker of that name"):
+        verify_trial("cy.wav", voices["ann1"], unloadable, store_path=store)
+    with pytest.raises(AudioError, match=r"missing\.wav: file not found"):
+        verify_trial("ann", tmp_path / "missing.wav", unloadable, store_path=store)
+    with pytest.raises(VerificationError, match="is a directory, not an audio file"):
+        verify_trial(tmp_path, voices["ann1"], unloadable)
