@@ -1,6 +1,6 @@
-"""The `speakerverify score` and `calibrate` steps as one call each: a trial list and embedding
-stores in, a score file out (`score_trial_list`); a trial list and its scores in, a calibration out
-(`calibrate_scores`).
+"""The `speakerverify score`, `calibrate` and `evaluate` steps as one call each: a trial list and
+embedding stores in, a score file out (`score_trial_list`); a trial list and its scores in, a
+calibration out (`calibrate_scores`) or the metrics and plots (`evaluate_scores`).
 
 The scoring itself is `speakerverify.backend.scoring`, the calibration
 `speakerverify.backend.calibration`, score files `speakerverify.backend.score_files`.
@@ -8,16 +8,18 @@ The scoring itself is `speakerverify.backend.scoring`, the calibration
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from speakerverify.backend.calibration import (
     Calibration,
     CalibrationError,
+    act_dcf,
     cllr,
     fit_calibration,
     load_calibration,
@@ -29,6 +31,7 @@ from speakerverify.backend.embedding_dir import (
     load_embeddings,
     with_enrollment_models,
 )
+from speakerverify.backend.metrics import compute_metrics, det_curve
 from speakerverify.backend.score_files import ScoresError, read_scored_trials, write_scores
 from speakerverify.backend.scoring import cohort_means, score_trials
 from speakerverify.checkpoint_rules import model_mismatch
@@ -36,7 +39,16 @@ from speakerverify.checkpoint_rules import model_mismatch
 if TYPE_CHECKING:  # speakerverify.data imports torch; the readers below import it when called
     from speakerverify.data import Trials
 
-__all__ = ["CalibrationReport", "calibrate_scores", "mean_embedding", "score_trial_list"]
+__all__ = [
+    "CalibrationReport",
+    "calibrate_scores",
+    "evaluate_scores",
+    "mean_embedding",
+    "score_trial_list",
+]
+
+# The operating points whose minDCF (and, for LLRs, actual DCF) `evaluate_scores` reports.
+EVALUATED_P_TARGETS = (0.01, 0.05)
 
 
 def mean_embedding(store: EmbeddingStore) -> np.ndarray:
@@ -206,3 +218,52 @@ def calibrate_scores(
         min_cllr=min_cllr(scores, labels),
         num_trials=len(scores),
     )
+
+
+def evaluate_scores(
+    trials_path: str | os.PathLike,
+    scores_path: str | os.PathLike,
+    *,
+    llr: bool = False,
+    plot_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """EER, minDCF at `EVALUATED_P_TARGETS` and minCllr of a score file against its trial list.
+
+    Args:
+        trials_path: The trial list (`enroll test target|nontarget` lines).
+        scores_path: Its scores (`enroll test score` lines), as `score` writes them.
+        llr: The scores are calibrated LLRs: also Cllr and the actual DCFs.
+        plot_dir: Write `det.png` and `hist.png` there, listed under "plots".
+
+    Returns:
+        `compute_metrics`'s document plus `min_cllr` (and `cllr`, `act_dcf_<p>`), with None
+        for a threshold that is infinite (JSON has no infinity).
+    """
+    scores, labels = read_scored_trials(trials_path, scores_path)
+    result: dict[str, Any] = compute_metrics(scores, labels, EVALUATED_P_TARGETS)
+    result["min_cllr"] = min_cllr(scores, labels)
+    if llr:
+        result["cllr"] = cllr(scores, labels)
+        for p_target in EVALUATED_P_TARGETS:
+            result[f"act_dcf_{p_target:g}"] = act_dcf(scores, labels, p_target=p_target)
+    if plot_dir:
+        from speakerverify.backend.plotting import plot_det, plot_histogram
+
+        p_miss, p_fa, _ = det_curve(scores, labels)
+        det = plot_det(
+            p_miss,
+            p_fa,
+            Path(plot_dir) / "det.png",
+            label=Path(scores_path).name,
+            eer=result["eer"],
+        )
+        thresholds = {
+            "EER": result["eer_threshold"],
+            "minDCF(0.01)": result["min_dcf_0.01_threshold"],
+        }
+        hist = plot_histogram(scores, labels, Path(plot_dir) / "hist.png", thresholds=thresholds)
+        result["plots"] = [str(det), str(hist)]
+    return {
+        key: (value if math.isfinite(value) else None) if isinstance(value, float) else value
+        for key, value in result.items()
+    }

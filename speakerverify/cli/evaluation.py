@@ -1,13 +1,11 @@
-"""`speakerverify embed | score | calibrate | evaluate`: thin wrappers over `backend.extraction`,
-`backend.scoring_steps`, `backend.calibration` and `backend.metrics` (numpy/torch/sklearn/matplotlib
-are imported inside the command bodies)."""
+"""`speakerverify embed | score | calibrate | evaluate`: thin wrappers over `backend.extraction`
+and `backend.scoring_steps` (numpy/torch/sklearn/matplotlib are imported inside the command
+bodies)."""
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-from typing import Any
 
 import click
 
@@ -233,10 +231,6 @@ def _number(value: float | None) -> str:
     return "inf" if value is None else f"{value:.6g}"
 
 
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
 @click.command()
 @_trials_argument
 @_scores_argument
@@ -249,37 +243,9 @@ def evaluate(
     trials_path: str, scores_path: str, plot_dir: str | None, llr: bool, as_json: bool
 ) -> None:
     """EER, minDCF (p_target 0.01 and 0.05) and minCllr of SCORES against TRIALS labels."""
-    from speakerverify.backend.calibration import act_dcf, cllr, min_cllr
-    from speakerverify.backend.metrics import compute_metrics, det_curve
-    from speakerverify.backend.score_files import read_scored_trials
+    from speakerverify.backend.scoring_steps import EVALUATED_P_TARGETS, evaluate_scores
 
-    scores, labels = read_scored_trials(trials_path, scores_path)
-    result: dict[str, Any] = compute_metrics(scores, labels)
-    result["min_cllr"] = min_cllr(scores, labels)
-    if llr:
-        result["cllr"] = cllr(scores, labels)
-        for p_target in (0.01, 0.05):
-            result[f"act_dcf_{p_target:g}"] = act_dcf(scores, labels, p_target=p_target)
-    if plot_dir:
-        from pathlib import Path
-
-        from speakerverify.backend.plotting import plot_det, plot_histogram
-
-        p_miss, p_fa, _ = det_curve(scores, labels)
-        det = plot_det(
-            p_miss,
-            p_fa,
-            Path(plot_dir) / "det.png",
-            label=Path(scores_path).name,
-            eer=result["eer"],
-        )
-        thresholds = {
-            "EER": result["eer_threshold"],
-            "minDCF(0.01)": result["min_dcf_0.01_threshold"],
-        }
-        hist = plot_histogram(scores, labels, Path(plot_dir) / "hist.png", thresholds=thresholds)
-        result["plots"] = [str(det), str(hist)]
-    result = {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in result.items()}
+    result = evaluate_scores(trials_path, scores_path, llr=llr, plot_dir=plot_dir)
     if as_json:
         echo_json(result)
         return
@@ -290,14 +256,14 @@ def evaluate(
     click.echo(
         f"EER           {100 * result['eer']:.3f} %  (threshold {_number(result['eer_threshold'])})"
     )
-    for p_target in (0.01, 0.05):
+    for p_target in EVALUATED_P_TARGETS:
         key = f"min_dcf_{p_target:g}"
         threshold = _number(result[f"{key}_threshold"])
         click.echo(f"minDCF({p_target:g})  {result[key]:.4f}   (threshold {threshold})")
     click.echo(f"minCllr       {result['min_cllr']:.4f}")
     if llr:
         click.echo(f"Cllr          {result['cllr']:.4f}")
-        for p_target in (0.01, 0.05):
+        for p_target in EVALUATED_P_TARGETS:
             click.echo(f"actDCF({p_target:g})  {result[f'act_dcf_{p_target:g}']:.4f}")
     for path in result.get("plots", []):
         click.echo(f"wrote {path}")
