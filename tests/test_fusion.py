@@ -9,7 +9,6 @@ import soundfile as sf
 import torch
 from checkpoint_helpers import save_tiny_xvector
 from hostile_helpers import assert_one_line_error, run
-from synth import random_speaker, speech_like
 from torch.nn import functional as F
 
 from speakerverify.backend import engine
@@ -17,6 +16,7 @@ from speakerverify.backend.speaker_model import embed_utterance, load_speaker_mo
 from speakerverify.checkpoint import CheckpointError, fuse_checkpoints, load_checkpoint, load_model
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
+from speakerverify.testing import random_speaker, speech_like
 
 FROZEN = {"embed_dim": 16, "channels": 24, "stats_channels": 32, "stats_dims": -1,
           "centre_embeddings": False}  # fmt: skip

@@ -15,7 +15,6 @@ import soundfile as sf
 import torch
 from checkpoint_helpers import save_tiny_xvector
 from click.testing import CliRunner
-from synth import random_speaker, speech_like
 
 from speakerverify.backend import engine
 from speakerverify.checkpoint import (
@@ -29,6 +28,7 @@ from speakerverify.cli import main
 from speakerverify.errors import SpeakerVerifyError
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import MODELS, build_model
+from speakerverify.testing import random_speaker, speech_like
 
 ARGS = {"embed_dim": 16, "channels": 32, "stats_channels": 64}
 
