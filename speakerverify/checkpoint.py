@@ -423,5 +423,6 @@ def fuse_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.Path
         model_name="fusion", model_args=model_args, state_dict=state_dict, features=features
     )
     payload["fused_from"] = [str(p) for p in paths]
+    payload["member_configs"] = [p.get("config") for p in payloads]  # how each was trained
     _write_payload(payload, out_path)
     return payload["fingerprint"]

@@ -21,7 +21,11 @@ def num_parameters(encoder: Any) -> int:
 
 
 def _training(payload: dict[str, Any]) -> dict[str, Any]:
-    """What the checkpoint's own config says about its training (None where it does not)."""
+    """What the checkpoint's own config says about its training (None where it does not); for a
+    fusion (`checkpoint.fuse_checkpoints`), each member's under "members"."""
+    if payload.get("member_configs"):
+        members = [_training({"config": config}) for config in payload["member_configs"]]
+        return {"data": members[0]["data"], "members": members}
     config = payload.get("config") or {}
     data = config.get("data") or {}
     train = config.get("train") or {}

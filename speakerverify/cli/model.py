@@ -36,16 +36,24 @@ def _mining_text(training: dict) -> str:
     return f"{mining} mining"
 
 
-def _training_line(training: dict) -> str:
+def _training_details(training: dict) -> str:
+    """E.g. "20 epochs, triplet loss, semi-hard mining ..., frame_layers frozen"."""
     details = [
         f"{training['epochs']} epochs" if training.get("epochs") else "",
         f"{training['loss']} loss" if training.get("loss") else "",
         _mining_text(training),
         f"{', '.join(training['frozen'])} frozen" if training.get("frozen") else "",
     ]
-    details = [d for d in details if d]
+    return ", ".join(d for d in details if d)
+
+
+def _training_line(training: dict) -> str:
     text = str(training.get("data") or "unknown")
-    return f"{text} ({', '.join(details)})" if details else text
+    if training.get("members"):  # a fusion: each member's details
+        members = [_training_details(member) for member in training["members"]]
+        return f"{text} (" + "; ".join(f"member {i}: {m}" for i, m in enumerate(members, 1)) + ")"
+    details = _training_details(training)
+    return f"{text} ({details})" if details else text
 
 
 def _frontend_line(frontend: dict[str, Any]) -> str:

@@ -32,14 +32,15 @@ TRAINING_DATA = (
     "no recording of a real person"
 )
 LIMITS = (
-    "Trained only on synthetic eSpeak NG speakers: it has never heard a real human voice, and its "
-    "accuracy on real speech (one small set, realdev; see the README's model card) is far below "
-    "models trained on real speakers. Its default operating point puts false accepts first: on "
-    "realdev it accepted 0 % of random and 2 % of same-pitch impostor pairs but rejected 36 % "
-    "of genuine pairs. `speakerverify adapt DIR` on a few hundred unlabelled recordings of your "
-    "domain fits the store's decision rule to them (on realdev then: no false accepts, no false "
-    "rejects of enrolled speakers). Fine for demos, tests and pipelines, not for decisions about "
-    "people; train on VoxCeleb (recipes/voxceleb) for real use."
+    "Trained only on synthetic speech (eSpeak NG voices and blends of five Kokoro-82M neural TTS "
+    "voices): it has never heard a real person, and its accuracy on real speech (one small set, "
+    "realdev; see the README's model card) is far below models trained on real speakers. Its "
+    "default operating point puts false accepts first: on realdev it accepted 0 % of random and "
+    "2 % of same-pitch impostor pairs but rejected 31 % of genuine single-file pairs (none of "
+    "the claims against speakers enrolled with two files). `speakerverify adapt DIR` on a few "
+    "hundred unlabelled recordings of your domain fits the store's decision rule to them. Fine "
+    "for demos, tests and pipelines, not for decisions about people; train on VoxCeleb "
+    "(recipes/voxceleb) for real use."
 )
 
 
