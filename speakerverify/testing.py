@@ -104,3 +104,15 @@ def make_voxceleb_corpus(
                 sf.write(path, wave, sample_rate, subtype="PCM_16")
                 utt_ids.append(utt)
     return utt_ids
+
+
+def make_train_dir(root: Path, num_speakers: int = 8, seed: int = 0) -> Path:
+    """A tiny training data dir (`root/train`): `num_speakers` synthetic speakers x 3 utterances
+    of 1.5 s, one session each, the wavs under `root/wav`."""
+    from speakerverify.data import DataDir
+
+    utts = make_voxceleb_corpus(root, num_speakers=num_speakers, sessions_per_speaker=1,
+                                utts_per_session=3, seconds=1.5, seed=seed)  # fmt: skip
+    wav = {u: str(root / "wav" / f"{u}.wav") for u in utts}
+    DataDir(wav=wav, utt2spk={u: u.split("/")[0] for u in utts}).save(root / "train")
+    return root / "train"

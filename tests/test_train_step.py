@@ -12,9 +12,8 @@ import pytest
 import torch
 
 import speakerverify.training.loop as loop
-from speakerverify.data import DataDir
 from speakerverify.models import build_model
-from speakerverify.testing import make_voxceleb_corpus
+from speakerverify.testing import make_train_dir
 from speakerverify.training.distributed import DistEnv
 from speakerverify.training.experiment_config import load_config
 from speakerverify.training.resume import Progress
@@ -28,12 +27,7 @@ HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")
 
 @pytest.fixture(scope="module")
 def train_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    utts = make_voxceleb_corpus(root, num_speakers=8, sessions_per_speaker=1, utts_per_session=3,
-                                seconds=1.5, seed=0)  # fmt: skip
-    wav = {u: str(root / "wav" / f"{u}.wav") for u in utts}
-    DataDir(wav=wav, utt2spk={u: u.split("/")[0] for u in utts}).save(root / "train")
-    return root / "train"
+    return make_train_dir(tmp_path_factory.mktemp("corpus"))
 
 
 def tiny_config(train_dir: Path, *overrides: str):

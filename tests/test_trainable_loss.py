@@ -13,9 +13,8 @@ import torch
 
 import speakerverify.training.loop as loop
 from speakerverify.checkpoint import load_checkpoint
-from speakerverify.data import DataDir
 from speakerverify.losses import LOSSES, build_loss
-from speakerverify.testing import make_voxceleb_corpus
+from speakerverify.testing import make_train_dir
 from speakerverify.training.distributed import DistEnv
 from speakerverify.training.experiment_config import load_config
 from speakerverify.training.loop import fit
@@ -30,12 +29,7 @@ WITH_PARAMETERS = sorted(name for name, cls in LOSSES.items() if list(cls().para
 
 @pytest.fixture(scope="module")
 def train_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    utts = make_voxceleb_corpus(root, num_speakers=8, sessions_per_speaker=1, utts_per_session=3,
-                                seconds=1.5, seed=0)  # fmt: skip
-    wav = {u: str(root / "wav" / f"{u}.wav") for u in utts}
-    DataDir(wav=wav, utt2spk={u: u.split("/")[0] for u in utts}).save(root / "train")
-    return root / "train"
+    return make_train_dir(tmp_path_factory.mktemp("corpus"))
 
 
 def loss_config(train_dir: Path, name: str, *overrides: str):
