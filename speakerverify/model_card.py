@@ -20,11 +20,11 @@ def num_parameters(encoder: Any) -> int:
     return int(sum(p.numel() for p in encoder.parameters()))
 
 
-def _training(payload: dict[str, Any]) -> dict[str, Any]:
+def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
     """What the checkpoint's own config says about its training (None where it does not); for a
     fusion (`checkpoint.fuse_checkpoints`), each member's under "members"."""
     if payload.get("member_configs"):
-        members = [_training({"config": config}) for config in payload["member_configs"]]
+        members = [training_summary({"config": c}) for c in payload["member_configs"]]
         return {"data": members[0]["data"], "members": members}
     config = payload.get("config") or {}
     data = config.get("data") or {}
@@ -74,7 +74,7 @@ def describe_model(path: str | os.PathLike, card: dict[str, Any] | None = None) 
         "file_modified": datetime.fromtimestamp(Path(path).stat().st_mtime, timezone.utc)
         .date()
         .isoformat(),
-        "training": _training(payload),
+        "training": training_summary(payload),
         "adapted": payload.get("adaptation"),
         "calibration": str(calibration) if calibration.is_file() else None,
         "card": None,

@@ -65,7 +65,7 @@ def package(args: argparse.Namespace) -> dict:
     from speakerverify.checkpoint import CheckpointError, load_checkpoint, model_fingerprint
     from speakerverify.checkpoint_rules import model_mismatch
     from speakerverify.files import write_atomic
-    from speakerverify.model_card import make_card
+    from speakerverify.model_card import make_card, training_summary
 
     payload = load_checkpoint(args.checkpoint)
     calibration = Calibration.load(args.calibration)
@@ -104,12 +104,12 @@ def package(args: argparse.Namespace) -> dict:
     calibration_path = out_dir / f"{args.name}.calibration.json"
     calibration.save(calibration_path)  # atomic too
     metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else {}
-    config = payload.get("config") or {}
+    # what the checkpoint's config says (each member's, for a fusion), under the card's words
+    summary = training_summary(payload)
     training = {
+        **summary,
         "data": args.training_data,
-        "data_dir": (config.get("data") or {}).get("train_dir"),
-        "epochs": (config.get("train") or {}).get("epochs"),
-        "frozen": list((config.get("train") or {}).get("freeze") or []),
+        "data_dir": summary["data"],
         "steps": args.training_steps,
         "seconds": args.training_seconds,
         "calibration": (
