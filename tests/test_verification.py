@@ -431,3 +431,31 @@ def test_find_audio_files_follows_symlinked_directories_once(tmp_path):
     (corpus / "loop").symlink_to(corpus)
     found = find_audio_files(view)
     assert [p.name for p in found] == ["a.wav", "b.flac"]
+
+
+def test_identify_holds_each_comparison_to_the_rate_over_the_enrolled(tmp_path, voices):
+    from speakerverify.backend.calibration import Calibration
+
+    model, store = fake_model(tmp_path), tmp_path / "s.db"
+    nontargets = np.random.default_rng(5).uniform(-1.0, 1.0, 3000)
+    calibration = Calibration(10.0, -5.0, model_fingerprint=FP).with_operating_point(
+        nontargets, 0.03
+    )
+    calibration.save(default_calibration_path(model.path))
+    enroll_all(store, model, voices)
+    rule = resolve_decision_rule(model)
+    claim = verify_against(store, model, rule, "cy", voices["cy2"])
+    search = identify(store, model, rule, voices["cy2"])
+    assert claim.rule.comparisons is None
+    assert claim.rule.score_threshold == pytest.approx(np.quantile(nontargets, 0.97), abs=1e-5)
+    assert search.rule.comparisons == 3 and search.rule.per_comparison == pytest.approx(0.01)
+    expected = calibration.score_at_false_accept(0.01)[0]
+    assert search.rule.score_threshold == pytest.approx(expected)
+    assert expected == pytest.approx(np.quantile(nontargets, 0.99), abs=0.01)
+    document = search.to_json()
+    assert document["threshold"]["open_set"] == {
+        "enrolled": 3,
+        "per_comparison_false_accept": pytest.approx(0.01),
+    }
+    best = search.candidates[0]
+    assert best["accepted"] == (best["score"] >= search.rule.score_threshold)

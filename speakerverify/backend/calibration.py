@@ -12,6 +12,7 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, replace
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ __all__ = [
     "fit_calibration",
     "load_calibration",
     "min_cllr",
+    "nontarget_tail",
 ]
 
 
@@ -57,6 +59,12 @@ class Calibration:
         default_p_target: the operating point the speaker commands use when none is asked for
             (None: 0.5); `with_operating_point` sets it from a false-accept rate.
         operating_point: how `default_p_target` was chosen, in words.
+        default_false_accept: the false-accept rate `default_p_target` was chosen for (None:
+            not chosen that way).
+        nontarget_tail: `[rate, score]` pairs, rates increasing: the score that `rate` of the
+            calibration's non-target trials reach (their upper tail, from 1 / num_nontargets
+            to 0.5), so that a threshold at any other rate can be read off
+            (`score_at_false_accept`; `identify` needs one per number of enrolled speakers).
     """
 
     slope: float
@@ -68,6 +76,8 @@ class Calibration:
     norm: str = "none"
     default_p_target: float | None = None
     operating_point: str = ""
+    default_false_accept: float | None = None
+    nontarget_tail: list[list[float]] | None = None
 
     def apply(self, scores: np.ndarray) -> np.ndarray:
         """LLRs `(N,)` float64 of raw scores `(N,)`.
@@ -110,16 +120,58 @@ class Calibration:
                 f"false-accept rate; need at least {math.ceil(1.0 / false_accept)}"
             )
         threshold = float(np.quantile(scores, 1.0 - false_accept))
-        llr = self.slope * threshold + self.offset
-        p_target = 1.0 / (1.0 + math.exp(min(llr, 700.0)))
-        if not 0.0 < p_target < 1.0:
-            raise CalibrationError(f"the operating point's prior {p_target:g} is out of (0, 1)")
+        p_target = self.p_target_at_score(threshold)
         where = f" of {trials}" if trials else ""
         text = (
             f"at most {false_accept:g} of {scores.size} non-target trials{where} accepted "
             f"(score >= {threshold:.4f})"
         )
-        return replace(self, default_p_target=p_target, operating_point=text)
+        return replace(
+            self,
+            default_p_target=p_target,
+            operating_point=text,
+            default_false_accept=float(false_accept),
+            nontarget_tail=nontarget_tail(scores, include=(false_accept,)),
+        )
+
+    def p_target_at_score(self, score: float) -> float:
+        """The prior whose Bayes threshold −logit(p_target) sits at raw `score`.
+
+        >>> round(Calibration(2.0, -1.0).p_target_at_score(0.5), 6)
+        0.5
+        """
+        llr = self.slope * float(score) + self.offset
+        p_target = 1.0 / (1.0 + math.exp(min(llr, 700.0)))
+        if not 0.0 < p_target < 1.0:
+            raise CalibrationError(f"the prior at score {score:g} ({p_target:g}) is out of (0, 1)")
+        return p_target
+
+    def score_at_false_accept(self, rate: float) -> tuple[float, float]:
+        """The raw score that `rate` of the calibration's non-target trials reach, read off
+        `nontarget_tail` (linear in log rate between its points), and the rate it stands for:
+        `rate` itself, or the tail's smallest rate (1 / num_nontargets) when `rate` is below
+        what the trials can resolve.
+
+        >>> cal = Calibration(10.0, -5.0).with_operating_point(np.linspace(0, 1, 101), 0.1)
+        >>> score, used = cal.score_at_false_accept(0.1)
+        >>> round(score, 6), used
+        (0.9, 0.1)
+        >>> cal.score_at_false_accept(1e-6)[1]  # 101 trials resolve 1/101 at best
+        0.00990099
+
+        Raises:
+            CalibrationError: no tail (a calibration made without an operating point), or a
+                rate outside (0, 1).
+        """
+        if not 0.0 < rate < 1.0:
+            raise CalibrationError(f"false-accept rate must be in (0, 1), got {rate}")
+        if not self.nontarget_tail:
+            raise CalibrationError(
+                "the calibration keeps no non-target score tail (made without --false-accept)"
+            )
+        rates, scores = np.asarray(self.nontarget_tail, dtype=np.float64).T
+        used = float(min(max(rate, rates[0]), rates[-1]))
+        return float(np.interp(math.log(used), np.log(rates), scores)), used
 
     def check(self, source: str | os.PathLike) -> None:
         """Refuse a calibration that cannot be used safely, naming `source` (its file).
@@ -163,6 +215,13 @@ class Calibration:
             raise CalibrationError(f"{source}: 'default_p_target' must be a number in (0, 1)")
         if not isinstance(self.operating_point, str):
             raise CalibrationError(f"{source}: 'operating_point' must be text")
+        rate = self.default_false_accept
+        if rate is not None and (
+            isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < 1
+        ):
+            raise CalibrationError(f"{source}: 'default_false_accept' must be a number in (0, 1)")
+        if self.nontarget_tail is not None:
+            _check_tail(self.nontarget_tail, source)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write as a small JSON object, atomically, once `check` passes.
@@ -208,6 +267,51 @@ class Calibration:
         calibration = cls(**data)
         calibration.check(path)
         return calibration
+
+
+def nontarget_tail(
+    nontarget_scores: np.ndarray, *, per_decade: int = 8, include: tuple[float, ...] = ()
+) -> list[list[float]]:
+    """`[rate, score]` pairs of the upper tail of `nontarget_scores` `(N,)`: for rates from 1 / N
+    to 0.5, `per_decade` to a factor of ten, and the rates in `include` (so that they are read
+    off exactly), the score that share of the trials reach.
+
+    >>> nontarget_tail(np.linspace(0.0, 1.0, 11), per_decade=1, include=(0.2,))
+    [[0.0909091, 0.909091], [0.2, 0.8], [0.5, 0.5]]
+    """
+    scores = np.asarray(nontarget_scores, dtype=np.float64)
+    lowest = 1.0 / scores.size
+    steps = max(1, math.ceil(per_decade * math.log10(0.5 / lowest)))
+    rates = np.geomspace(lowest, 0.5, steps + 1) if lowest < 0.5 else np.array([0.5])
+    rates = [*rates.tolist(), *(r for r in include if lowest <= r <= 0.5)]
+    rates = np.unique([float(f"{r:.6g}") for r in rates])  # sorted, no two equal once rounded
+    values = np.quantile(scores, 1.0 - rates)
+    return [[float(r), round(float(v), 6)] for r, v in zip(rates, values, strict=True)]
+
+
+def _check_tail(tail: object, source: str | os.PathLike) -> None:
+    """Refuse a `nontarget_tail` that is not `[rate, score]` pairs with rates rising in (0, 1)
+    and scores not rising with them."""
+    message = f"{source}: 'nontarget_tail' must be [rate, score] pairs"
+    if not isinstance(tail, list) or not tail:
+        raise CalibrationError(message)
+    for pair in tail:
+        if not (
+            isinstance(pair, list)
+            and len(pair) == 2
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair)
+            and all(math.isfinite(v) for v in pair)
+        ):
+            raise CalibrationError(message)
+    rates = [pair[0] for pair in tail]
+    scores = [pair[1] for pair in tail]
+    if not all(0 < r < 1 for r in rates) or any(b <= a for a, b in pairwise(rates)):
+        raise CalibrationError(f"{source}: 'nontarget_tail' rates must rise within (0, 1)")
+    if any(b > a for a, b in pairwise(scores)):
+        raise CalibrationError(
+            f"{source}: 'nontarget_tail' scores must not rise with the rate (a higher score "
+            "is reached by fewer trials)"
+        )
 
 
 def load_calibration(

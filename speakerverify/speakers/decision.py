@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,10 @@ class DecisionRule:
             rule replaces it (`for_domain`).
         domain: The adaptation whose cohort and threshold the "adapted" rule uses.
         operating_point: How the calibration's default `p_target` was chosen, if it has one.
+        comparisons: For open-set identification (`for_identification`): the number of
+            enrolled speakers the test is compared with, over which the rule's false-accept
+            rate is shared (None: one comparison, as in `verify`).
+        per_comparison: The false-accept rate each of those comparisons was held to.
     """
 
     source: str
@@ -62,6 +66,8 @@ class DecisionRule:
     default: bool = False
     domain: DomainMean | None = None
     operating_point: str = ""
+    comparisons: int | None = None
+    per_comparison: float | None = None
 
     def llr(self, scores: np.ndarray) -> np.ndarray | None:
         """Calibrated log-likelihood ratios `(N,)`, or None without a calibration."""
@@ -81,9 +87,45 @@ class DecisionRule:
     def for_domain(self, domain: DomainMean | None) -> DecisionRule:
         """The rule for scores centred on `domain`: a default rule gives way to the adapted one
         when `adapt` saved one; any other rule stays."""
-        if not self.default or domain is None or not domain.has_rule:
+        if self.source == "adapted" or not self.default or domain is None or not domain.has_rule:
             return self
         return adapted_rule(domain)
+
+    def for_identification(self, enrolled: int) -> DecisionRule:
+        """The rule for open-set identification against `enrolled` speakers.
+
+        A stranger is falsely identified when any of the `enrolled` comparisons accepts, so a
+        rule that accepts a share `rate` of single impostor trials answers a stranger with a
+        name up to `enrolled * rate` of the time (the union bound; NIST's false-positive
+        identification rate grows the same way). The default rule therefore holds each
+        comparison to `rate / enrolled`: the whole search keeps the false-accept rate that
+        `verify` keeps for one claim. The threshold comes from the calibration's non-target
+        tail (a calibration made with `--false-accept`) or, for the adapted rule, from the
+        normal quantile of S-norm. An explicit --threshold, --p-target or --calibration
+        decides as asked, and so does a calibration without a tail.
+        """
+        if not self.default or enrolled <= 1:
+            return self
+        if self.source == "adapted":
+            from statistics import NormalDist  # as in speakerverify.speakers.domain
+
+            rate = self.domain.false_accept / enrolled
+            threshold = NormalDist().inv_cdf(1.0 - rate)
+            return replace(self, threshold=threshold, comparisons=enrolled, per_comparison=rate)
+        calibration = self.calibration
+        base = getattr(calibration, "default_false_accept", None)
+        if self.source != "calibration" or base is None or not calibration.nontarget_tail:
+            return self
+        score, rate = calibration.score_at_false_accept(base / enrolled)
+        p_target = calibration.p_target_at_score(score)
+        return replace(
+            self,
+            threshold=bayes_llr_threshold(p_target),
+            p_target=p_target,
+            score_threshold=score,
+            comparisons=enrolled,
+            per_comparison=rate,
+        )
 
     def describe(self) -> str:
         """One line saying where the threshold came from."""
@@ -92,17 +134,27 @@ class DecisionRule:
             return (
                 f"adapted: S-norm against {len(domain.cohort)} in-domain files (top "
                 f"{domain.top_k}); accept when >= {self.threshold:.3f} (nominal "
-                f"{100 * domain.false_accept:g} % false accepts)"
+                f"{100 * domain.false_accept:g} % false accepts{self._open_set_words()})"
             )
         if self.source == "calibration":
-            point = f"p_target={self.p_target:g}"
-            if self.operating_point:
+            point = f"p_target={self.p_target:.4g}"
+            if self.comparisons:
+                point += f", its default operating point{self._open_set_words()}"
+            elif self.operating_point:
                 point += ", its default operating point"
             text = f"calibration ({point}): accept when LLR >= {self.threshold:.3f}"
             if self.score_threshold is not None:
                 text += f", i.e. score >= {self.score_threshold:.4f}"
             return text
         return f"--threshold: accept when cosine score >= {self.threshold:.4f} (no calibration)"
+
+    def _open_set_words(self) -> str:
+        if not self.comparisons:
+            return ""
+        return (
+            f" over the whole search: {self.comparisons} enrolled speakers, each compared at "
+            f"{100 * self.per_comparison:.3g} %"
+        )
 
     def to_json(self) -> dict:
         document = {
@@ -116,6 +168,11 @@ class DecisionRule:
         }
         if self.operating_point:
             document["operating_point"] = self.operating_point
+        if self.comparisons:
+            document["open_set"] = {
+                "enrolled": self.comparisons,
+                "per_comparison_false_accept": self.per_comparison,
+            }
         if self.source == "adapted":
             document["adapted"] = {
                 "cohort_size": len(self.domain.cohort),
@@ -280,4 +337,16 @@ def centring_caveat(rule: DecisionRule, domain: DomainMean | None) -> list[str]:
     return [
         f"{rule.calibration_path}: the calibration was not fitted on scores centred on this "
         "domain mean, so its LLRs are approximate; re-calibrate on in-domain trials if you can"
+    ]
+
+
+def open_set_caveat(rule: DecisionRule, names: list[str]) -> list[str]:
+    """A warning when identify's default rule could not be made stricter with the number of
+    enrolled speakers: its calibration keeps no non-target tail."""
+    if not rule.default or rule.comparisons or len(names) <= 1 or rule.calibration is None:
+        return []
+    return [
+        f"{rule.calibration_path}: the calibration keeps no non-target score tail, so each of "
+        f"the {len(names)} comparisons is held to verify's single-claim operating point and "
+        "strangers are named more often; re-run `speakerverify calibrate --false-accept RATE`"
     ]

@@ -28,6 +28,7 @@ from speakerverify.speakers.decision import (
     DecisionRule,
     adapted_rule,
     centring_caveat,
+    open_set_caveat,
     resolve_decision_rule,
     score_against,
 )
@@ -234,7 +235,9 @@ def rank_speakers(
     top_k: int = 5,
 ) -> IdentifyResult:
     """Open-set identification of `test` against enrolled embeddings `(N, D)`: the best-scoring
-    speaker if the rule accepts it, else "unknown" (None)."""
+    speaker if the rule accepts it, else "unknown" (None). A default rule is made stricter
+    with the number of enrolled speakers (`DecisionRule.for_identification`)."""
+    rule = rule.for_domain(domain).for_identification(len(names))
     scored = score_against(rule, domain, matrix, test.embedding)
     ranking = scored.values if scored.rule.scale == "snorm" else scored.scores
     order = np.argsort(-ranking, kind="stable")[:top_k]
@@ -259,7 +262,7 @@ def rank_speakers(
         scored.rule,
         domain,
         fingerprint,
-        list(test.warnings) + centring_caveat(scored.rule, domain),
+        list(test.warnings) + centring_caveat(scored.rule, domain) + open_set_caveat(rule, names),
     )
 
 
