@@ -35,8 +35,11 @@ def calibration(nontargets):
     return Calibration(4.0, -8.0, model_fingerprint=FP).with_operating_point(nontargets, RATE)
 
 
-def calibration_rule(calibration, *, default=True):
-    p_target = calibration.default_p_target
+def calibration_rule(calibration, *, p_target=None, default=True):
+    """What `resolve_decision_rule` makes: the calibration's own operating point unless
+    `p_target` is given."""
+    point = "" if p_target else calibration.operating_point or "its own"
+    p_target = p_target or calibration.default_p_target
     return DecisionRule(
         "calibration",
         bayes_llr_threshold(p_target),
@@ -46,6 +49,7 @@ def calibration_rule(calibration, *, default=True):
         calibration_path="model.calibration.json",
         score_threshold=calibration.score_threshold(p_target),
         default=default,
+        operating_point=point,
     )
 
 
@@ -140,8 +144,10 @@ def test_a_stranger_is_named_at_most_at_the_single_claim_rate(calibration):
 
 
 def test_explicit_rules_and_one_speaker_decide_as_asked(calibration):
-    explicit = calibration_rule(calibration, default=False)
+    explicit = calibration_rule(calibration, p_target=0.02, default=False)
     assert explicit.for_identification(9) is explicit
+    given = calibration_rule(calibration, default=False)  # --calibration FILE, its own point
+    assert given.for_identification(9).comparisons == 9
     threshold = DecisionRule("threshold", 0.5, "score")
     assert threshold.for_identification(9) is threshold
     default = calibration_rule(calibration)

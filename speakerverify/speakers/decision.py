@@ -101,10 +101,11 @@ class DecisionRule:
         comparison to `rate / enrolled`: the whole search keeps the false-accept rate that
         `verify` keeps for one claim. The threshold comes from the calibration's non-target
         tail (a calibration made with `--false-accept`) or, for the adapted rule, from the
-        normal quantile of S-norm. An explicit --threshold, --p-target or --calibration
-        decides as asked, and so does a calibration without a tail.
+        normal quantile of S-norm. The calibration's own operating point is shared, whether
+        it is the model's calibration or one given with --calibration; an explicit
+        --threshold or --p-target decides as asked, and so does a calibration without a tail.
         """
-        if not self.default or enrolled <= 1:
+        if enrolled <= 1:
             return self
         if self.source == "adapted":
             from statistics import NormalDist  # as in speakerverify.speakers.domain
@@ -114,8 +115,8 @@ class DecisionRule:
             return replace(self, threshold=threshold, comparisons=enrolled, per_comparison=rate)
         calibration = self.calibration
         base = getattr(calibration, "default_false_accept", None)
-        if self.source != "calibration" or base is None or not calibration.nontarget_tail:
-            return self
+        if not self.operating_point or base is None or not calibration.nontarget_tail:
+            return self  # not the calibration's own operating point, or no tail to read
         score, rate = calibration.score_at_false_accept(base / enrolled)
         p_target = calibration.p_target_at_score(score)
         return replace(
@@ -343,7 +344,7 @@ def centring_caveat(rule: DecisionRule, domain: DomainMean | None) -> list[str]:
 def open_set_caveat(rule: DecisionRule, names: list[str]) -> list[str]:
     """A warning when identify's default rule could not be made stricter with the number of
     enrolled speakers: its calibration keeps no non-target tail."""
-    if not rule.default or rule.comparisons or len(names) <= 1 or rule.calibration is None:
+    if not rule.operating_point or rule.comparisons or len(names) <= 1:
         return []
     return [
         f"{rule.calibration_path}: the calibration keeps no non-target score tail, so each of "
