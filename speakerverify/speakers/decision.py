@@ -140,7 +140,11 @@ class DecisionRule:
         if self.source == "calibration":
             point = f"p_target={self.p_target:.4g}"
             if self.comparisons:
-                point += f", its default operating point{self._open_set_words()}"
+                rate = self.calibration.default_false_accept
+                point = (
+                    f"its default operating point, {100 * rate:g} % false accepts"
+                    f"{self._open_set_words()}; {point}"
+                )
             elif self.operating_point:
                 point += ", its default operating point"
             text = f"calibration ({point}): accept when LLR >= {self.threshold:.3f}"
@@ -153,8 +157,8 @@ class DecisionRule:
         if not self.comparisons:
             return ""
         return (
-            f" over the whole search: {self.comparisons} enrolled speakers, each compared at "
-            f"{100 * self.per_comparison:.3g} %"
+            f" over the whole search of {self.comparisons} enrolled speakers, "
+            f"{100 * self.per_comparison:.3g} % each"
         )
 
     def to_json(self) -> dict:
