@@ -1,5 +1,6 @@
 """Tests for speakerverify.speakers.trial: `verify_trial` tells a name from a file, checks names,
-stores and files before it loads the model, and decides as the pair and store calls do."""
+stores and files before it loads the model, and decides as the pair and store calls do;
+`identify_trial` checks the store and the file first and ranks as `identify` does."""
 
 from __future__ import annotations
 
@@ -14,8 +15,14 @@ from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
 from speakerverify.frontend.audio import AudioError
 from speakerverify.speakers.decision import DecisionRule
 from speakerverify.speakers.store import UnknownSpeakerError
-from speakerverify.speakers.trial import StoreNotGiven, verify_trial
-from speakerverify.speakers.verification import enroll_speaker, verify_against, verify_pair
+from speakerverify.speakers.store import StoreError
+from speakerverify.speakers.trial import StoreNotGiven, identify_trial, verify_trial
+from speakerverify.speakers.verification import (
+    enroll_speaker,
+    identify,
+    verify_against,
+    verify_pair,
+)
 from speakerverify.testing import random_speaker, speech_like
 
 
@@ -77,3 +84,26 @@ def test_bad_names_stores_and_files_fail_before_the_model_loads(tmp_path, voices
         verify_trial("ann", tmp_path / "missing.wav", unloadable, store_path=store)
     with pytest.raises(VerificationError, match="is a directory, not an audio file"):
         verify_trial(tmp_path, voices["ann1"], unloadable)
+
+
+def test_identify_trial_ranks_as_identify_does(tmp_path, voices):
+    model, store = model_at(tmp_path), tmp_path / "s.db"
+    for name in ("ann", "bo"):
+        enroll_speaker(store, model, name, [voices[f"{name}0"]], min_speech_seconds=1.0)
+    result = identify_trial(voices["bo1"], lambda: model, store_path=store, threshold=-1.0)
+    expected = identify(store, model, DecisionRule("threshold", -1.0, "score"), voices["bo1"])
+    assert result.identified == expected.identified == "bo"
+    assert [c["score"] for c in result.candidates] == [c["score"] for c in expected.candidates]
+    nobody = identify_trial(voices["bo1"], model, store_path=store, threshold=1.01)
+    assert nobody.identified is None and nobody.num_enrolled == 2
+
+
+def test_identify_trial_checks_store_and_file_before_the_model(tmp_path, voices):
+    model, store = model_at(tmp_path), tmp_path / "s.db"
+    enroll_speaker(store, model, "ann", [voices["ann0"]], min_speech_seconds=1.0)
+    with pytest.raises(AudioError, match="missing.wav: file not found"):
+        identify_trial(tmp_path / "missing.wav", unloadable, store_path=store)
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StoreError, match=re.escape(str(garbage))):
+        identify_trial(voices["ann1"], unloadable, store_path=garbage)

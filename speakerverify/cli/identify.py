@@ -1,5 +1,5 @@
-"""`speakerverify identify`: a thin Click wrapper over `speakerverify.speakers.verification`
-(`identify`); exit status 0 identified, 1 unknown, 2 usage or input error.
+"""`speakerverify identify`: a thin Click wrapper over `speakerverify.speakers.trial`
+(`identify_trial`); exit status 0 identified, 1 unknown, 2 usage or input error.
 """
 
 from __future__ import annotations
@@ -11,12 +11,10 @@ import click
 from speakerverify.cli.common import EXIT_OK, EXIT_REJECTED, echo_json
 from speakerverify.cli.speaker_options import (
     centring_line,
-    check_audio_files,
     command_model,
     decision_options,
     json_option,
     model_option,
-    open_store,
     print_warnings,
     store_option,
     store_path_or_fail,
@@ -38,22 +36,17 @@ def identify(
     \b
     Exit status: 0 identified, 1 unknown, 2 usage or input error, 130 interrupted.
     """
-    from speakerverify.speakers.verification import identify as identify_speaker
-    from speakerverify.speakers.verification import resolve_store_rule
+    from speakerverify.speakers.trial import identify_trial
 
-    store_path = store_path_or_fail(store_path)
-    open_store(store_path, read_only=True).close()  # before the model: a bad store fails in 0.2 s
-    check_audio_files([test])  # and so does a bad file
-    model = command_model(model_path)
-    rule = resolve_store_rule(
-        model,
-        store_path,
+    result = identify_trial(  # the model loads after the store and file checks
+        test,
+        lambda: command_model(model_path),
+        store_path=store_path_or_fail(store_path),
         threshold=threshold,
         calibration_path=calibration_path,
         p_target=p_target,
-    )
-    result = identify_speaker(
-        store_path, model, rule, test, top_k=top_k, min_speech_seconds=min_speech
+        top_k=top_k,
+        min_speech_seconds=min_speech,
     )
     print_warnings(result.warnings)
     payload = result.to_json()

@@ -1,6 +1,7 @@
-"""One verification trial as `speakerverify verify` states it, callable from Python as well: the
-first input is an enrolled speaker's name or an audio file, which is decided here; the cheap
-checks run before the model loads, then the decision rule is resolved and the trial scored.
+"""One verification trial as `speakerverify verify` states it, and one identification as
+`speakerverify identify` states it, callable from Python as well: for verify, the first input is
+an enrolled speaker's name or an audio file, which is decided here; the cheap checks run before
+the model loads, then the decision rule is resolved and the trial scored.
 """
 
 from __future__ import annotations
@@ -12,16 +13,17 @@ from pathlib import Path
 from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
 from speakerverify.backend.speech_limits import MIN_SPEECH_SECONDS
 from speakerverify.frontend.audio import AUDIO_EXTENSIONS, check_audio_file
-from speakerverify.speakers.results import VerifyResult
+from speakerverify.speakers.results import IdentifyResult, VerifyResult
 from speakerverify.speakers.store import SpeakerStore, UnknownSpeakerError
 from speakerverify.speakers.verification import (
+    identify,
     resolve_store_rule,
     store_domain,
     verify_against,
     verify_pair,
 )
 
-__all__ = ["StoreNotGiven", "verify_trial"]
+__all__ = ["StoreNotGiven", "identify_trial", "verify_trial"]
 
 
 class StoreNotGiven(VerificationError):
@@ -78,6 +80,43 @@ def verify_trial(
     domain = store_domain(store_path, model)  # a given store centres the pair on its domain
     return verify_pair(
         model, rule, first, test_path, min_speech_seconds=min_speech_seconds, domain=domain
+    )
+
+
+def identify_trial(
+    test_path: str | os.PathLike,
+    model: SpeakerModel | Callable[[], SpeakerModel],
+    *,
+    store_path: str | os.PathLike,
+    threshold: float | None = None,
+    calibration_path: str | os.PathLike | None = None,
+    p_target: float | None = None,
+    top_k: int = 5,
+    min_speech_seconds: float = MIN_SPEECH_SECONDS,
+) -> IdentifyResult:
+    """Who in the store at `store_path` speaks in `test_path`? "unknown" (None) when the best
+    enrolled speaker is rejected by the rule (`resolve_store_rule`, made stricter with the
+    number of enrolled speakers: `DecisionRule.for_identification`).
+
+    The store and the audio file are checked before `model` is called when it is a loader, so
+    bad input fails without loading a model.
+
+    Raises:
+        VerificationError, audio.AudioError, StoreError.
+    """
+    with SpeakerStore(store_path, read_only=True):
+        pass  # a missing, foreign-format or corrupt store fails here, in 0.2 s
+    check_audio_file(test_path)
+    model = model() if callable(model) else model
+    rule = resolve_store_rule(
+        model,
+        store_path,
+        threshold=threshold,
+        calibration_path=calibration_path,
+        p_target=p_target,
+    )
+    return identify(
+        store_path, model, rule, test_path, top_k=top_k, min_speech_seconds=min_speech_seconds
     )
 
 
