@@ -3,7 +3,10 @@
 A checkpoint is a `torch.save` dict of tensors and plain types only, so `embed`, `enroll` and
 `verify` need nothing but its path:
 `{format_version, model_name, model_args, state_dict, features, config, versions, fingerprint,
-train_state}`.
+train_state}`, then records of what it was made from (`averaged_from`, `fused_from`,
+`adaptation`, `packaged`...). Every writer (training, `average`, `fuse`, `adapt --out`, the
+recipe's packaging) builds it with `build_payload` (or `derive_payload`) and writes it with
+`write_checkpoint`.
 """
 
 from __future__ import annotations
@@ -42,14 +45,22 @@ __all__ = [
     "LoadedModel",
     "average_checkpoints",
     "build_payload",
+    "derive_payload",
     "fuse_checkpoints",
     "load_checkpoint",
     "load_model",
     "model_fingerprint",
     "save_checkpoint",
+    "write_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
+
+# The keys `build_payload` writes, in order; whatever follows them in a checkpoint is a record.
+PAYLOAD_KEYS = (
+    "format_version", "model_name", "model_args", "state_dict", "features", "config", "versions",
+    "fingerprint", "train_state",
+)  # fmt: skip
 
 
 def model_fingerprint(
@@ -112,8 +123,7 @@ def save_checkpoint(
         config=config,
         train_state=train_state,
     )
-    _write_payload(payload, path)
-    return payload["fingerprint"]
+    return write_checkpoint(payload, path)
 
 
 def build_payload(
@@ -124,15 +134,24 @@ def build_payload(
     features: dict[str, Any],
     config: dict[str, Any] | None = None,
     train_state: dict[str, Any] | None = None,
-    averaged_from: list[str] | None = None,
+    versions: dict[str, str] | None = None,
+    records: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict (the one place its keys, versions and fingerprint are put together).
 
     Args:
         model_name, model_args, features, config, train_state: as in `save_checkpoint`.
         state_dict: the encoder's weights on the CPU.
-        averaged_from: the checkpoints an averaged model came from (recorded when given).
+        versions: the software versions to record; None records this speakerverify's and
+            torch's. `derive_payload` passes its source's on.
+        records: what the model was made from or what was done to it (e.g. `averaged_from`,
+            `fused_from`, `adaptation`, `packaged`): plain types, put after the keys above.
+
+    Raises:
+        ValueError: a record named like one of the keys above (a caller's bug).
     """
+    if versions is None:
+        versions = {"speakerverify": __version__, "torch": str(torch.__version__)}
     payload: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "model_name": model_name,
@@ -140,22 +159,62 @@ def build_payload(
         "state_dict": state_dict,
         "features": dict(features),
         "config": config,
-        "versions": {"speakerverify": __version__, "torch": str(torch.__version__)},
+        "versions": dict(versions),
         "fingerprint": model_fingerprint(state_dict, features, model_args),
         "train_state": train_state,
     }
-    if averaged_from is not None:
-        payload["averaged_from"] = averaged_from
+    clashing = sorted(set(records or {}) & set(payload))
+    if clashing:
+        raise ValueError(f"checkpoint records cannot replace its keys {clashing}")
+    payload.update(records or {})
     return payload
 
 
-def _write_payload(payload: dict[str, Any], path: str | os.PathLike) -> None:
+def derive_payload(
+    source: dict[str, Any], state_dict: dict[str, torch.Tensor], **records: Any
+) -> dict[str, Any]:
+    """The checkpoint of a model made from `source`'s by changing its weights (BatchNorm
+    adaptation, packaging): the same model, front-end, config, earlier records and versions (the
+    software it was trained with), the fingerprint of the new weights, no train state, and
+    `records` added (replacing an earlier record of the same name in its place).
+
+    Args:
+        source: a loaded checkpoint dict (`load_checkpoint`).
+        state_dict: the new weights on the CPU.
+        records: what was done, e.g. `adaptation={...}`.
+    """
+    earlier = {key: value for key, value in source.items() if key not in PAYLOAD_KEYS}
+    payload = build_payload(
+        model_name=source["model_name"],
+        model_args=source["model_args"],
+        state_dict=state_dict,
+        features=source["features"],
+        config=source.get("config"),
+        versions=source.get("versions"),
+        records={**earlier, **records},
+    )
+    if payload["fingerprint"] == source["fingerprint"]:
+        # the source's own string: pickle writes a string once where a record repeats it (as
+        # `packaged.source_fingerprint` does), so re-packaging a model gives the same bytes
+        payload["fingerprint"] = source["fingerprint"]
+    return payload
+
+
+def write_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> str:
+    """Write a `build_payload` / `derive_payload` dict to `path` atomically (temp file in the
+    same dir + `os.replace`), making its directory if needed; returns its fingerprint.
+
+    Raises:
+        CheckpointError: the file cannot be written (e.g. an output that is not a regular file,
+            a directory that cannot be made or written to).
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, lambda stream: torch.save(payload, stream))
     except OSError as err:
         raise CheckpointError(f"{path}: cannot write checkpoint: {err.strerror or err}") from None
+    return payload["fingerprint"]
 
 
 def _first_line(err: BaseException) -> str:
@@ -367,10 +426,9 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.P
         state_dict=averaged,
         features=first["features"],
         config=last.get("config"),
-        averaged_from=[str(p) for p in paths],
+        records={"averaged_from": [str(p) for p in paths]},
     )
-    _write_payload(payload, out_path)
-    return payload["fingerprint"]
+    return write_checkpoint(payload, out_path)
 
 
 def fuse_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> str:
@@ -419,10 +477,15 @@ def fuse_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.Path
     # (RuntimeError), e.g. members trained on features of different sizes
     except (ValueError, RuntimeError) as err:
         raise CheckpointError(f"{out_path}: cannot fuse: {_first_line(err)}") from None
+    records = {
+        "fused_from": [str(p) for p in paths],
+        "member_configs": [p.get("config") for p in payloads],  # how each was trained
+    }
     payload = build_payload(
-        model_name="fusion", model_args=model_args, state_dict=state_dict, features=features
+        model_name="fusion",
+        model_args=model_args,
+        state_dict=state_dict,
+        features=features,
+        records=records,
     )
-    payload["fused_from"] = [str(p) for p in paths]
-    payload["member_configs"] = [p.get("config") for p in payloads]  # how each was trained
-    _write_payload(payload, out_path)
-    return payload["fingerprint"]
+    return write_checkpoint(payload, out_path)

@@ -1,16 +1,23 @@
 """Checkpoints: save -> load -> same outputs for every model, fingerprints, refusal of pickled
-objects and non-checkpoints, atomic writes, weight averaging."""
+objects and non-checkpoints, atomic writes, weight averaging, one payload for every writer."""
 
 from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from speakerverify.checkpoint import (
+    FORMAT_VERSION,
+    PAYLOAD_KEYS,
     CheckpointError,
     average_checkpoints,
+    build_payload,
+    derive_payload,
+    fuse_checkpoints,
     load_checkpoint,
     load_model,
     model_fingerprint,
@@ -18,6 +25,8 @@ from speakerverify.checkpoint import (
 )
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
+from speakerverify.speakers.adaptation import adapt_batchnorm
+from speakerverify.testing import random_speaker, speech_like
 
 TINY_ARGS = {
     "xvector": {"feat_dim": 24, "embed_dim": 16, "channels": 32, "stats_channels": 48},
@@ -189,3 +198,65 @@ def test_load_model_with_mismatched_weights_is_checkpoint_error(tmp_path):
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="cannot rebuild the model"):
         load_model(path)
+
+
+# -- one payload for every writer ----------------------------------------------------------------
+
+
+def test_every_writer_writes_the_standard_keys_then_only_its_records(tmp_path):
+    """Training (`save_checkpoint` with a train state), `average`, `fuse` and `adapt --out` all
+    build through `build_payload`: the same keys in the same order, then their own records (an
+    adapted fusion keeps the fusion's); each file opens with `torch.load(weights_only=True)` and
+    states the fingerprint of its weights."""
+    trained = [tmp_path / f"epoch_{i}.pt" for i in range(2)]
+    for seed, path in enumerate(trained):
+        save(path, tiny_model("xvector", seed), config={"train": {"epochs": 2}},
+             train_state={"epoch": seed + 1, "rng": {"torch": torch.get_rng_state()}})  # fmt: skip
+    domain = tmp_path / "domain"
+    domain.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(2):
+        sf.write(domain / f"{i}.wav", speech_like(3.0, 16000, random_speaker(rng), seed=i), 16000)
+    average_checkpoints(trained, tmp_path / "averaged.pt")
+    fuse_checkpoints(trained, tmp_path / "fused.pt")
+    adapt_batchnorm(trained[0], domain, tmp_path / "adapted.pt")
+    adapt_batchnorm(tmp_path / "fused.pt", domain, tmp_path / "fused_adapted.pt")
+    records = {
+        "epoch_0.pt": [],
+        "averaged.pt": ["averaged_from"],
+        "fused.pt": ["fused_from", "member_configs"],
+        "adapted.pt": ["adaptation"],
+        "fused_adapted.pt": ["fused_from", "member_configs", "adaptation"],
+    }
+    for name, expected in records.items():
+        payload = torch.load(tmp_path / name, map_location="cpu", weights_only=True)
+        assert list(payload) == [*PAYLOAD_KEYS, *expected], name
+        assert payload["format_version"] == FORMAT_VERSION
+        assert set(payload["versions"]) == {"speakerverify", "torch"}
+        assert payload["fingerprint"] == model_fingerprint(
+            payload["state_dict"], payload["features"], payload["model_args"]
+        )
+        assert load_checkpoint(tmp_path / name)["fingerprint"] == payload["fingerprint"]
+        assert (payload["train_state"] is None) == (name != "epoch_0.pt"), name
+    adapted = load_checkpoint(tmp_path / "adapted.pt")
+    assert adapted["config"] == {"train": {"epochs": 2}}  # derived: the source's config
+
+
+def test_derived_payload_keeps_the_source_and_replaces_a_record_in_place(tmp_path):
+    save(tmp_path / "a.pt", tiny_model("xvector"), train_state={"epoch": 1})
+    source = load_checkpoint(tmp_path / "a.pt")
+    source["versions"] = {"speakerverify": "0.0.1", "torch": "1.0"}  # what it was trained with
+    first = derive_payload(source, source["state_dict"], packaged={"name": "a"}, note="kept")
+    assert list(first) == [*PAYLOAD_KEYS, "packaged", "note"]
+    assert first["versions"] == source["versions"] and first["train_state"] is None
+    assert first["fingerprint"] == source["fingerprint"]
+    again = derive_payload(first, first["state_dict"], packaged={"name": "b"})
+    assert list(again) == [*PAYLOAD_KEYS, "packaged", "note"]  # in its place
+    assert again["packaged"] == {"name": "b"} and again["note"] == "kept"
+
+
+def test_a_record_cannot_replace_a_standard_key():
+    state = tiny_model("xvector").state_dict()
+    with pytest.raises(ValueError, match=r"cannot replace its keys \['fingerprint'\]"):
+        build_payload(model_name="xvector", model_args=TINY_ARGS["xvector"], state_dict=state,
+                      features=FEATURES, records={"fingerprint": "0" * 16})  # fmt: skip

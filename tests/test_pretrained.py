@@ -204,6 +204,23 @@ def test_package_model_refuses_a_foreign_calibration(trained, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_package_model_rerun_on_the_bundled_model_gives_the_same_files(
+    bundled_model_files, tmp_path
+):
+    """The packaging writes through `checkpoint.derive_payload`/`write_checkpoint`; run on the
+    bundled files themselves it changes no byte of the checkpoint (weights, keys, records,
+    versions) or the calibration."""
+    checkpoint, calibration = pretrained.bundled_checkpoint(), pretrained.bundled_calibration()
+    proc = subprocess.run(
+        [sys.executable, str(PACKAGE_MODEL), str(checkpoint), str(calibration), str(tmp_path),
+         "--name", pretrained.NAME, "--no-onnx"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / checkpoint.name).read_bytes() == checkpoint.read_bytes()
+    assert (tmp_path / calibration.name).read_bytes() == calibration.read_bytes()
+
+
 # -- the CLI uses it by default --------------------------------------------------------------
 
 

@@ -1,11 +1,13 @@
-"""`speakerverify train` and `speakerverify average`: thin wrappers over `training.loop.fit` and
-`checkpoint.average_checkpoints` (torch is imported inside the command bodies)."""
+"""`speakerverify train`, `average` and `fuse`: thin wrappers over `training.loop.fit`,
+`checkpoint.average_checkpoints` and `checkpoint.fuse_checkpoints` (torch is imported inside the
+command bodies)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 import click
 
@@ -81,34 +83,45 @@ def train(
         click.echo(f"trained: {result}")
 
 
+def _checkpoints_into_out(out_help: str) -> Callable[[Callable], Callable]:
+    """The `CHECKPOINTS... --out FILE` parameters of `average` and `fuse`."""
+
+    def decorate(command: Callable) -> Callable:
+        command = click.option(
+            "--out",
+            required=True,
+            type=CheckedPath(dir_okay=False),
+            help=f"{out_help} {OUTPUT_HELP}",
+        )(command)
+        return click.argument(
+            "checkpoints", nargs=-1, required=True, type=CheckedPath(dir_okay=False)
+        )(command)
+
+    return decorate
+
+
+def _write_combined(
+    combine: Callable[[list[str], str], str], done: str, checkpoints: tuple[str, ...], out: str
+) -> None:
+    """Write `combine(checkpoints, out)` and say so, e.g. "averaged 3 checkpoints into ..."."""
+    fingerprint = combine(list(checkpoints), out)
+    click.echo(f"{done} {len(checkpoints)} checkpoints into {out} (fingerprint {fingerprint})")
+
+
 @click.command()
-@click.argument("checkpoints", nargs=-1, required=True, type=CheckedPath(dir_okay=False))
-@click.option(
-    "--out",
-    required=True,
-    type=CheckedPath(dir_okay=False),
-    help=f"Averaged checkpoint. {OUTPUT_HELP}",
-)
+@_checkpoints_into_out("Averaged checkpoint.")
 def average(checkpoints: tuple[str, ...], out: str) -> None:
     """Average the weights of CHECKPOINTS (e.g. the last N epochs) into one checkpoint."""
     from speakerverify.checkpoint import average_checkpoints
 
-    fingerprint = average_checkpoints(list(checkpoints), out)
-    click.echo(f"averaged {len(checkpoints)} checkpoints into {out} (fingerprint {fingerprint})")
+    _write_combined(average_checkpoints, "averaged", checkpoints, out)
 
 
 @click.command()
-@click.argument("checkpoints", nargs=-1, required=True, type=CheckedPath(dir_okay=False))
-@click.option(
-    "--out",
-    required=True,
-    type=CheckedPath(dir_okay=False),
-    help=f"Fused checkpoint. {OUTPUT_HELP}",
-)
+@_checkpoints_into_out("Fused checkpoint.")
 def fuse(checkpoints: tuple[str, ...], out: str) -> None:
     """Put the encoders of CHECKPOINTS (two or more, one front-end) side by side as one model
     whose cosine score is the average of theirs (score fusion)."""
     from speakerverify.checkpoint import fuse_checkpoints
 
-    fingerprint = fuse_checkpoints(list(checkpoints), out)
-    click.echo(f"fused {len(checkpoints)} checkpoints into {out} (fingerprint {fingerprint})")
+    _write_combined(fuse_checkpoints, "fused", checkpoints, out)

@@ -296,24 +296,9 @@ def _write_adapted(
     out: Path, payload: dict[str, Any], state_dict: dict[str, Any], result: BatchNormAdaptation
 ) -> None:
     """Write the adapted checkpoint atomically; it records this and any earlier adaptation."""
-    import torch
-
-    from speakerverify.checkpoint import CheckpointError
-    from speakerverify.files import write_atomic
+    from speakerverify.checkpoint import derive_payload, write_checkpoint
 
     record = result.record()
     if payload.get("adaptation"):
         record["previous"] = payload["adaptation"]
-    adapted = {
-        **payload,
-        "state_dict": state_dict,
-        "fingerprint": result.fingerprint,
-        "train_state": None,
-        "adaptation": record,
-    }
-    try:
-        write_atomic(out, lambda f: torch.save(adapted, f))
-    except OSError as error:
-        raise CheckpointError(
-            f"{out}: cannot write checkpoint: {error.strerror or error}"
-        ) from None
+    write_checkpoint(derive_payload(payload, state_dict, adaptation=record), out)

@@ -61,10 +61,13 @@ def _git_commit() -> str:
 
 
 def package(args: argparse.Namespace) -> dict:
-    import torch
-
     from speakerverify.backend.calibration import Calibration
-    from speakerverify.checkpoint import CheckpointError, load_checkpoint, model_fingerprint
+    from speakerverify.checkpoint import (
+        CheckpointError,
+        derive_payload,
+        load_checkpoint,
+        write_checkpoint,
+    )
     from speakerverify.checkpoint_rules import model_mismatch
     from speakerverify.files import write_atomic
     from speakerverify.model_card import make_card, training_summary
@@ -79,25 +82,20 @@ def package(args: argparse.Namespace) -> dict:
     state = payload["state_dict"]
     if args.fp16:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-        restored = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        fingerprint = model_fingerprint(restored, payload["features"], payload["model_args"])
-    else:
-        fingerprint = payload["fingerprint"]
-    packaged = {
-        **payload,
-        "state_dict": state,
-        "fingerprint": fingerprint,
-        "train_state": None,
-        "packaged": {
+    # float16 weights are fingerprinted as their float32 restoration (checkpoint_rules)
+    packaged = derive_payload(
+        payload,
+        state,
+        packaged={
             "name": args.name,
             "source_fingerprint": payload["fingerprint"],
             "fp16": bool(args.fp16),
         },
-    }
+    )
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / f"{args.name}.pt"
-    write_atomic(checkpoint, lambda stream: torch.save(packaged, stream))
+    fingerprint = write_checkpoint(packaged, checkpoint)
     if args.onnx:
         from speakerverify.backend.export import export_onnx
 
