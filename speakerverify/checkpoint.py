@@ -1,4 +1,4 @@
-"""Self-describing checkpoints: save (atomic), load (`weights_only=True`), average, fingerprint.
+"""Self-describing checkpoints: build, save (atomic), load (`weights_only=True`), fingerprint.
 
 A checkpoint is a `torch.save` dict of tensors and plain types only, so `embed`, `enroll` and
 `verify` need nothing but its path:
@@ -6,7 +6,8 @@ A checkpoint is a `torch.save` dict of tensors and plain types only, so `embed`,
 train_state}`, then records of what it was made from (`averaged_from`, `fused_from`,
 `adaptation`, `packaged`...). Every writer (training, `average`, `fuse`, `adapt --out`, the
 recipe's packaging) builds it with `build_payload` (or `derive_payload`) and writes it with
-`write_checkpoint`.
+`write_checkpoint`. Checkpoints made of several others (`average`, `fuse`) are put together
+in `speakerverify.checkpoint_combine`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import pickle
 import re
 import struct
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,10 +43,8 @@ __all__ = [
     "INFERENCE_ARGS",
     "CheckpointError",
     "LoadedModel",
-    "average_checkpoints",
     "build_payload",
     "derive_payload",
-    "fuse_checkpoints",
     "load_checkpoint",
     "load_model",
     "model_fingerprint",
@@ -217,7 +215,7 @@ def write_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> str:
     return payload["fingerprint"]
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 
@@ -237,7 +235,7 @@ def _refusal(path: Path, err: BaseException) -> str:
         detail = message.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
         cause = f"not a readable checkpoint ({detail})"
     else:
-        cause = f"not a readable checkpoint ({type(err).__name__}: {_first_line(err)})"
+        cause = f"not a readable checkpoint ({type(err).__name__}: {first_line(err)})"
     if "weights_only" in cause.lower() or "weights only" in cause.lower():
         return f"{PICKLED_CODE} or data that only an unsafe load would accept; not run"
     return cause
@@ -350,7 +348,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     # FbankConfig.from_dict's ValueError and TypeError (an unknown option, a value of the wrong
     # type) and KeyError for a missing payload field: a checkpoint this version cannot rebuild.
     except (ValueError, TypeError, RuntimeError, KeyError) as err:
-        raise CheckpointError(f"{path}: cannot rebuild the model: {_first_line(err)}") from None
+        raise CheckpointError(f"{path}: cannot rebuild the model: {first_line(err)}") from None
     return LoadedModel(
         frontend=frontend.to(device).eval(),
         encoder=encoder.to(device).eval(),
@@ -367,7 +365,7 @@ def _usable_device(path: str | os.PathLike, device: str | torch.device) -> torch
         parsed = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise CheckpointError(
-            f"{path}: cannot load on device {device!r} ({_first_line(err)})"
+            f"{path}: cannot load on device {device!r} ({first_line(err)})"
         ) from None
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -380,112 +378,3 @@ def _usable_device(path: str | os.PathLike, device: str | torch.device) -> torch
     elif parsed.type not in ("cpu", "cuda", "mps"):
         raise CheckpointError(f"{path}: cannot load on {device!r}: use cpu, cuda or mps")
     return parsed
-
-
-def average_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> str:
-    """Average the weights of several checkpoints of one model (WeSpeaker-style model averaging).
-
-    Floating-point tensors are averaged in float64; integer buffers (e.g. BatchNorm's
-    `num_batches_tracked`) are taken from the last checkpoint. The output has no train state.
-
-    Returns:
-        The fingerprint of the averaged model.
-
-    Raises:
-        CheckpointError: no paths, or checkpoints of different models / front-ends.
-    """
-    if not paths:
-        raise CheckpointError(f"{out_path}: no checkpoints to average")
-    first = load_checkpoint(paths[0])
-    sums = {
-        k: v.to(torch.float64) if v.is_floating_point() else v
-        for k, v in first["state_dict"].items()
-    }
-    last = first
-    for path in paths[1:]:
-        payload = load_checkpoint(path)
-        for key in ("model_name", "model_args", "features"):
-            if payload[key] != first[key]:
-                raise CheckpointError(f"{path}: {key} differs from {paths[0]}; cannot average")
-        if set(payload["state_dict"]) != set(sums):
-            raise CheckpointError(f"{path}: parameter names differ from {paths[0]}")
-        for key, value in payload["state_dict"].items():
-            if value.is_floating_point():
-                sums[key] = sums[key] + value.to(torch.float64)
-            else:
-                sums[key] = value
-        last = payload
-    dtypes = {k: v.dtype for k, v in first["state_dict"].items()}
-    averaged = {
-        k: (v / len(paths)).to(dtypes[k]) if dtypes[k].is_floating_point else v
-        for k, v in sums.items()
-    }
-    payload = build_payload(
-        model_name=first["model_name"],
-        model_args=first["model_args"],
-        state_dict=averaged,
-        features=first["features"],
-        config=last.get("config"),
-        records={"averaged_from": [str(p) for p in paths]},
-    )
-    return write_checkpoint(payload, out_path)
-
-
-def fuse_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.PathLike) -> str:
-    """Put the encoders of several checkpoints side by side as one `fusion` encoder
-    (`speakerverify.models.Fusion`: its cosine score is the average of theirs).
-
-    The members keep their weights (under `members.N.`) and arguments; they must share one
-    front-end. The output has no train state and records the paths it was fused from.
-
-    Returns:
-        The fingerprint of the fused model.
-
-    Raises:
-        CheckpointError: fewer than two paths, a member that is itself a fusion, front-ends
-            that differ, or members that cannot be rebuilt together.
-    """
-    from speakerverify.models import build_model
-
-    if len(paths) < 2:
-        raise CheckpointError(f"{out_path}: fusing needs at least two checkpoints")
-    payloads = [load_checkpoint(path) for path in paths]
-    features = payloads[0]["features"]
-    for path, payload in zip(paths, payloads, strict=True):
-        if payload["model_name"] == "fusion":
-            raise CheckpointError(f"{path}: already a fusion; fuse its members instead")
-        if payload["features"] != features:
-            raise CheckpointError(f"{path}: front-end differs from {paths[0]}; cannot fuse")
-    model_args = {
-        "feat_dim": payloads[0]["model_args"].get("feat_dim", 80),
-        "members": [
-            {
-                "name": payload["model_name"],
-                "args": {k: v for k, v in payload["model_args"].items() if k != "feat_dim"},
-            }
-            for payload in payloads
-        ],
-    }
-    state_dict = {
-        f"members.{index}.{key}": value
-        for index, payload in enumerate(payloads)
-        for key, value in payload["state_dict"].items()
-    }
-    try:
-        build_model("fusion", **model_args).load_state_dict(state_dict)
-    # as in load_model: arguments a member does not take (ValueError), mis-shaped weights
-    # (RuntimeError), e.g. members trained on features of different sizes
-    except (ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{out_path}: cannot fuse: {_first_line(err)}") from None
-    records = {
-        "fused_from": [str(p) for p in paths],
-        "member_configs": [p.get("config") for p in payloads],  # how each was trained
-    }
-    payload = build_payload(
-        model_name="fusion",
-        model_args=model_args,
-        state_dict=state_dict,
-        features=features,
-        records=records,
-    )
-    return write_checkpoint(payload, out_path)

@@ -22,7 +22,7 @@ def num_parameters(encoder: Any) -> int:
 
 def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
     """What the checkpoint's own config says about its training (None where it does not); for a
-    fusion (`checkpoint.fuse_checkpoints`), each member's under "members"."""
+    fusion (`checkpoint_combine.fuse_checkpoints`), each member's under "members"."""
     if payload.get("member_configs"):
         members = [training_summary({"config": c}) for c in payload["member_configs"]]
         return {"data": members[0]["data"], "members": members}

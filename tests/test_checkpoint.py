@@ -14,15 +14,14 @@ from speakerverify.checkpoint import (
     FORMAT_VERSION,
     PAYLOAD_KEYS,
     CheckpointError,
-    average_checkpoints,
     build_payload,
     derive_payload,
-    fuse_checkpoints,
     load_checkpoint,
     load_model,
     model_fingerprint,
     save_checkpoint,
 )
+from speakerverify.checkpoint_combine import average_checkpoints, fuse_checkpoints
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
 from speakerverify.speakers.adaptation import adapt_batchnorm

@@ -13,7 +13,8 @@ from torch.nn import functional as F
 
 from speakerverify.backend import engine
 from speakerverify.backend.speaker_model import embed_utterance, load_speaker_model
-from speakerverify.checkpoint import CheckpointError, fuse_checkpoints, load_checkpoint, load_model
+from speakerverify.checkpoint import CheckpointError, load_checkpoint, load_model
+from speakerverify.checkpoint_combine import fuse_checkpoints
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
 from speakerverify.testing import random_speaker, speech_like

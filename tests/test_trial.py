@@ -14,8 +14,7 @@ from speaker_helpers import FP, SpectrumEmbedder
 from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
 from speakerverify.frontend.audio import AudioError
 from speakerverify.speakers.decision import DecisionRule
-from speakerverify.speakers.store import UnknownSpeakerError
-from speakerverify.speakers.store import StoreError
+from speakerverify.speakers.store import StoreError, UnknownSpeakerError
 from speakerverify.speakers.trial import StoreNotGiven, identify_trial, verify_trial
 from speakerverify.speakers.verification import (
     enroll_speaker,
@@ -101,7 +100,7 @@ def test_identify_trial_ranks_as_identify_does(tmp_path, voices):
 def test_identify_trial_checks_store_and_file_before_the_model(tmp_path, voices):
     model, store = model_at(tmp_path), tmp_path / "s.db"
     enroll_speaker(store, model, "ann", [voices["ann0"]], min_speech_seconds=1.0)
-    with pytest.raises(AudioError, match="missing.wav: file not found"):
+    with pytest.raises(AudioError, match=r"missing\.wav: file not found"):
         identify_trial(tmp_path / "missing.wav", unloadable, store_path=store)
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"not a database at all" * 100)

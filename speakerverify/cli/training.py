@@ -1,6 +1,6 @@
 """`speakerverify train`, `average` and `fuse`: thin wrappers over `training.loop.fit`,
-`checkpoint.average_checkpoints` and `checkpoint.fuse_checkpoints` (torch is imported inside the
-command bodies)."""
+`checkpoint_combine.average_checkpoints` and `checkpoint_combine.fuse_checkpoints` (torch is
+imported inside the command bodies)."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def _write_combined(
 @_checkpoints_into_out("Averaged checkpoint.")
 def average(checkpoints: tuple[str, ...], out: str) -> None:
     """Average the weights of CHECKPOINTS (e.g. the last N epochs) into one checkpoint."""
-    from speakerverify.checkpoint import average_checkpoints
+    from speakerverify.checkpoint_combine import average_checkpoints
 
     _write_combined(average_checkpoints, "averaged", checkpoints, out)
 
@@ -122,6 +122,6 @@ def average(checkpoints: tuple[str, ...], out: str) -> None:
 def fuse(checkpoints: tuple[str, ...], out: str) -> None:
     """Put the encoders of CHECKPOINTS (two or more, one front-end) side by side as one model
     whose cosine score is the average of theirs (score fusion)."""
-    from speakerverify.checkpoint import fuse_checkpoints
+    from speakerverify.checkpoint_combine import fuse_checkpoints
 
     _write_combined(fuse_checkpoints, "fused", checkpoints, out)

@@ -33,7 +33,8 @@ class Fusion(nn.Module):
     recipes/mini/README.md.
 
     Members are any other registered encoders, trained on their own; a fused
-    checkpoint is put together from theirs (`speakerverify fuse`, `checkpoint.fuse_checkpoints`).
+    checkpoint is put together from theirs (`speakerverify fuse`,
+    `checkpoint_combine.fuse_checkpoints`).
 
     Args:
         feat_dim: F, input feature dimension, passed to every member.
