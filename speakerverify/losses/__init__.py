@@ -17,7 +17,14 @@ from speakerverify.losses.comparison import (
     InfoNceLoss,
 )
 from speakerverify.losses.distances import DISTANCES, distance_matrix, pair_distances
-from speakerverify.losses.mining import MINERS, STRATEGIES, MinerOptions, mine_triplets
+from speakerverify.losses.mining import (
+    DEFAULT_STRATEGY,
+    MINERS,
+    STRATEGIES,
+    MinerOptions,
+    WindowMiner,
+    mine_triplets,
+)
 from speakerverify.losses.output import LossOutput
 from speakerverify.losses.triplet import DEFAULT_REDUCTION, STAT_KEYS, TripletLoss
 
@@ -46,6 +53,7 @@ def build_loss(name: str, **args: object) -> nn.Module:
 
 __all__ = [
     "DEFAULT_REDUCTION",
+    "DEFAULT_STRATEGY",
     "DISTANCES",
     "LOSSES",
     "MINERS",
@@ -57,6 +65,7 @@ __all__ = [
     "LossOutput",
     "MinerOptions",
     "TripletLoss",
+    "WindowMiner",
     "build_loss",
     "distance_matrix",
     "mine_triplets",
