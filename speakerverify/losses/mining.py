@@ -280,24 +280,25 @@ STRATEGIES: tuple[str, ...] = tuple(MINERS)
 
 
 def check_strategy(strategy: str) -> None:
-    """Raise `ValueError` naming the valid strategies when `strategy` is unknown."""
+    """Raise `ValueError` naming the valid strategies when `strategy` (a loss's `mining`) is
+    unknown."""
     if strategy not in MINERS:
-        raise ValueError(f"unknown mining strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+        raise ValueError(f"mining: unknown value {strategy!r}; valid: {', '.join(STRATEGIES)}")
 
 
 def check_mining_options(
     semi_hard_fallback: str, num_hardest: int, hard_probability: float
 ) -> None:
-    """ValueError naming the option when a miner setting is out of range."""
+    """`ValueError` naming the option first when a miner setting is out of range."""
     if semi_hard_fallback not in SEMI_HARD_FALLBACKS:
         raise ValueError(
-            f"unknown semi_hard_fallback {semi_hard_fallback!r}; "
+            f"semi_hard_fallback: unknown value {semi_hard_fallback!r}; "
             f"valid: {', '.join(SEMI_HARD_FALLBACKS)}"
         )
     if num_hardest < 1:
-        raise ValueError(f"num_hardest must be >= 1, got {num_hardest}")
+        raise ValueError(f"num_hardest: must be >= 1, got {num_hardest!r}")
     if not 0.0 <= hard_probability <= 1.0:
-        raise ValueError(f"hard_probability must be in [0, 1], got {hard_probability}")
+        raise ValueError(f"hard_probability: must be in [0, 1], got {hard_probability!r}")
 
 
 def mine_triplets(

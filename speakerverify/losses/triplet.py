@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speakerverify.losses.distances import check_distance, distance_matrix
+from speakerverify.losses.distances import check_distance, check_margin, distance_matrix
 from speakerverify.losses.distributed import gather_batch
 from speakerverify.losses.mining import (
     DEFAULT_STRATEGY,
@@ -106,7 +106,9 @@ class TripletLoss(nn.Module):
         super().__init__()
         check_distance(distance)
         if reduction is not None and reduction not in REDUCTIONS:
-            raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+            raise ValueError(
+                f"reduction: unknown value {reduction!r}; valid: {', '.join(REDUCTIONS)}"
+            )
         check_mining_options(semi_hard_fallback, num_hardest, hard_probability)
         check_strategy(mining)
         self._explicit_reduction = reduction
@@ -132,9 +134,7 @@ class TripletLoss(nn.Module):
 
     @margin.setter
     def margin(self, value: float) -> None:
-        if value < 0:
-            raise ValueError(f"margin must be >= 0, got {value}")
-        self._margin = float(value)
+        self._margin = check_margin(value)
 
     @property
     def mining(self) -> str:
@@ -188,10 +188,7 @@ class TripletLoss(nn.Module):
             embeddings = F.normalize(embeddings, dim=1)
         if self.gather_distributed:
             embeddings, labels = gather_batch(embeddings, labels)
-        if margin is None:
-            margin = self.margin
-        elif margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
+        margin = self.margin if margin is None else check_margin(margin)
         if mining is None:
             mining = self._mining
         else:
