@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -249,6 +250,17 @@ def test_the_loss_section_is_name_args_and_schedules_and_reads_its_older_spellin
     contrastive = load_config(write(tmp_path, {**MINIMAL, "loss": saved}, "contrastive.yaml"))
     assert contrastive.loss.args == {"margin": 0.5}  # ContrastiveLoss keeps its own distance
     assert mining_at(contrastive.loss, 0) is None
+
+
+def test_the_recipe_configs_spell_the_loss_as_name_args_and_schedules():
+    from speakerverify.config import LossConfig
+
+    paths = sorted((Path(__file__).parents[1] / "recipes").glob("*/conf/*.yaml"))
+    assert len(paths) >= 8
+    for path in paths:
+        section = yaml.safe_load(path.read_text())["loss"]
+        assert set(section) <= {f.name for f in dataclasses.fields(LossConfig)}, path
+        assert load_config(path).to_dict()["loss"]["args"] == section["args"], path
 
 
 def test_the_configs_stored_in_the_bundled_model_still_read_as_they_trained(bundled_model_files):

@@ -162,7 +162,7 @@ def load_config(
 
     Args:
         path: YAML file with the sections data, features, augment, model, loss, optim, train.
-        overrides: e.g. `["optim.lr=0.01", "loss.margin=0.3"]`; values are parsed with
+        overrides: e.g. `["optim.lr=0.01", "loss.args.margin=0.3"]`; values are parsed with
             `yaml.safe_load`, so `true`, `null`, `[1, 2]` and numbers have their YAML types.
         defaults: whole sections used where the file (and the overrides) leave a section out,
             e.g. the model and front-end of a checkpoint to fine-tune.
