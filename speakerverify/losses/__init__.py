@@ -4,7 +4,9 @@
 "contrastive", "info_nce", "angular_prototypical"); every loss is called as
 `loss_fn(embeddings (B, D), labels (B,)) -> LossOutput(value, stats)`. Each loss class declares
 its contract: `has_margin` (its forward also takes `margin=`, what a margin schedule drives) and
-`mines` (it also takes `mining=`, a strategy of `MINERS`, what a mining schedule drives).
+`mines` (it also takes `mining=`, a strategy of `MINERS`, what a mining schedule drives, and is
+built with `speaker_of_label=` to keep a speaker's speed-perturbed copies out of its negatives).
+A constructor's `ValueError` names the argument first (`margin: must be >= 0, got -1`).
 """
 
 from __future__ import annotations

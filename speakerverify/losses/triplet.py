@@ -1,7 +1,9 @@
 """Triplet loss with online mining and mining statistics (the training objective of the project).
 
-Mining decides on a distance matrix built without autograd; the loss value comes from that
-matrix and the gradient flows only through the mined triplets that carry one (see objective.py).
+Mining (a strategy of `mining.MINERS`) decides on a distance matrix built without autograd; the
+loss value comes from that matrix and the gradient flows only through the mined triplets that
+carry one (see objective.py). A dense strategy's triplets are reduced over its per-rank windows,
+never listed.
 """
 
 from __future__ import annotations
