@@ -230,110 +230,149 @@ def check_kwargs(where: str, target: Any, args: dict | MappingProxyType) -> None
         raise ConfigError(f"{where}: unknown keys {unknown}; valid: {', '.join(valid)}")
 
 
-def _loss_registry() -> tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]:
-    """The loss classes by name (each declaring `has_margin` and `mines`), the mining strategies
-    and the distances of `speakerverify.losses`."""
-    from speakerverify.losses import DISTANCES, LOSSES, STRATEGIES
+def _loss_classes() -> dict[str, Any]:
+    """The loss classes by name, each declaring its contract (`has_margin`, `mines`)."""
+    from speakerverify.losses import LOSSES
 
-    return dict(LOSSES), tuple(STRATEGIES), tuple(DISTANCES)
+    return dict(LOSSES)
+
+
+def _takers(losses: dict[str, Any], flag: str) -> list[str]:
+    """The names of the losses whose class declares `flag` (`has_margin` or `mines`)."""
+    return sorted(name for name, cls in losses.items() if getattr(cls, flag))
+
+
+# Before issue 25 the loss section spelled the triplet loss's arguments at its top level. They
+# still load and mean what they meant: each is `args.<key>`; `margin` for any loss, the others
+# for a loss that mines. A loss that does not mine refuses the miner options and ignores the
+# rest (every config saved then carried them, with the triplet loss's defaults).
+_LEGACY_ARGS: tuple[str, ...] = (
+    "margin",
+    "mining",
+    "distance",
+    "soft_margin",
+    "reduction",
+    "gather_distributed",
+    "semi_hard_fallback",
+    "num_hardest",
+    "hard_probability",
+)
+_LEGACY_MINER_OPTIONS: tuple[str, ...] = ("semi_hard_fallback", "num_hardest", "hard_probability")
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    """The training loss (a `speakerverify.losses.LOSSES` name) and its schedules.
+    """The training loss: a `speakerverify.losses.LOSSES` name, the keyword arguments of its
+    class, and the schedules of what its forward takes per call.
+
+    The loss class checks its own arguments (a `ValueError` names the argument first, e.g.
+    `margin: must be >= 0`; the message becomes `loss.margin: ...`); the class's contract says
+    which schedules apply: a margin schedule to a loss that `has_margin`, a mining schedule to
+    one that `mines` (`speakerverify.training.schedules` runs both).
 
     Attributes:
         name: registry name, "triplet" by default.
-        margin: final margin of a loss that has one (its class's `has_margin`: triplet,
-            contrastive); None keeps the
-            loss's own default (triplet 0.2, contrastive 1.0 or `args.margin`). With
-            `margin_start` set it rises linearly from `margin_start` over `margin_warmup_epochs`
-            epochs (per step). Losses without a margin refuse both.
-        mining: mining strategy of a loss that mines (its class's `mines`: triplet); during the
-            first `mining_warmup_epochs` epochs `mining_warmup` is used instead (e.g. semi_hard
-            before batch_hard).
-        distance: of a loss that mines: "cosine" (1 - cos), "euclidean" or "squared_euclidean".
-        soft_margin: of a loss that mines: softplus instead of hinge.
-        reduction: of a loss that mines: "mean" or "mean_active"; None follows each epoch's
-            strategy (`losses.DEFAULT_REDUCTION`).
-        gather_distributed: under DDP, mine over the global batch (all-gather with gradients).
-        semi_hard_fallback: triplet, `semi_hard` mining: "hardest" or "drop" (pairs without a
-            semi-hard negative); None keeps the loss's default ("hardest").
-        num_hardest: triplet, `hard_negative` mining: draw among the k closest negatives.
-        hard_probability: triplet, `hard_negative` mining: draw among the k closest with this
-            probability, else any negative (voxceleb_trainer: k = 10, p = 0.5).
-        args: extra keyword arguments of the loss class.
+        args: keyword arguments of the loss class (e.g. triplet's `margin`, `mining`,
+            `distance`, `num_hardest`; see the class). `margin` and `mining` are also what
+            training uses once their warm-ups are over; without them, the class's defaults.
+        margin_start: margin schedule: the margin at the first step, rising linearly (per step)
+            to `args.margin` over `margin_warmup_epochs` epochs.
+        margin_warmup_epochs: the length of that rise (> 0 with `margin_start`).
+        mining_warmup: mining schedule: the strategy of the first `mining_warmup_epochs`
+            epochs (e.g. semi_hard before batch_hard), then `args.mining`. A loss that does not
+            mine ignores it (so a recipe's loss can be swapped with `--set loss.name=...`).
+        mining_warmup_epochs: the length of that warm-up.
+
+    In YAML, the keys of the section before issue 25 (`margin`, `mining`, `distance`,
+    `num_hardest`, ... beside `name`) still load as `args` (`from_flat`).
     """
 
     name: str = "triplet"
-    margin: float | None = None
-    mining: str = "semi_hard"
-    distance: str = "cosine"
-    soft_margin: bool = False
-    reduction: str | None = None
-    gather_distributed: bool = False
+    args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     margin_start: float | None = None
     margin_warmup_epochs: float = 0.0
     mining_warmup: str | None = None
     mining_warmup_epochs: int = 0
-    semi_hard_fallback: str | None = None
-    num_hardest: int | None = None
-    hard_probability: float | None = None
-    args: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
-        if self.margin is not None:
-            _positive("loss", "margin", self.margin, allow_zero=True)
-        _positive("loss", "margin_warmup_epochs", self.margin_warmup_epochs, allow_zero=True)
-        _positive("loss", "mining_warmup_epochs", self.mining_warmup_epochs, allow_zero=True)
-        losses, strategies, distances = _loss_registry()
+        losses = _loss_classes()
         _choice("loss", "name", self.name, sorted(losses))
         loss_class = losses[self.name]
-        scheduled = {"margin": self.margin, "margin_start": self.margin_start}
-        for key, value in scheduled.items():
+        args = _frozen_dict(self.args, "loss.args")
+        object.__setattr__(self, "args", args)
+        _positive("loss", "margin_warmup_epochs", self.margin_warmup_epochs, allow_zero=True)
+        _positive("loss", "mining_warmup_epochs", self.mining_warmup_epochs, allow_zero=True)
+        margins = {"margin": args.get("margin"), "margin_start": self.margin_start}
+        for key, value in margins.items():
             if value is not None and not loss_class.has_margin:
-                with_margin = sorted(name for name, cls in losses.items() if cls.has_margin)
                 raise ConfigError(
                     f"loss.{key}: loss {self.name!r} has no margin; losses with one: "
-                    f"{', '.join(with_margin)}"
+                    f"{', '.join(_takers(losses, 'has_margin'))}"
                 )
-        if loss_class.mines:
-            _choice("loss", "mining", self.mining, strategies)
-            if self.mining_warmup is not None:
-                _choice("loss", "mining_warmup", self.mining_warmup, strategies)
-            _choice("loss", "distance", self.distance, distances)
-        mining_options = {
-            "semi_hard_fallback": self.semi_hard_fallback,
-            "num_hardest": self.num_hardest,
-            "hard_probability": self.hard_probability,
-        }
-        for key, value in mining_options.items():
-            if value is not None and not loss_class.mines:
-                mining = " or ".join(sorted(name for name, cls in losses.items() if cls.mines))
-                raise ConfigError(f"loss.{key}: only the {mining} loss mines, not {self.name!r}")
-        if self.semi_hard_fallback is not None:
-            _choice("loss", "semi_hard_fallback", self.semi_hard_fallback, ("hardest", "drop"))
-        if self.num_hardest is not None and self.num_hardest < 1:
-            raise ConfigError(f"loss.num_hardest: must be >= 1, got {self.num_hardest!r}")
-        if self.hard_probability is not None and not 0.0 <= self.hard_probability <= 1.0:
-            raise ConfigError(
-                f"loss.hard_probability: must be in [0, 1], got {self.hard_probability!r}"
-            )
-        if self.reduction is not None:
-            _choice("loss", "reduction", self.reduction, ("mean", "mean_active"))
-        if self.margin_start is not None and self.margin_warmup_epochs <= 0:
-            raise ConfigError("loss.margin_warmup_epochs: must be > 0 when margin_start is set")
-        if self.margin_start is not None and self.margin is None:
-            raise ConfigError("loss.margin: required when margin_start is set (the final margin)")
-        object.__setattr__(self, "args", _frozen_dict(self.args, "loss.args"))
-        from speakerverify.losses import LOSSES
+        if self.margin_start is not None:
+            _positive("loss", "margin_start", self.margin_start, allow_zero=True)
+            if self.margin_warmup_epochs <= 0:
+                raise ConfigError("loss.margin_warmup_epochs: must be > 0 when margin_start is set")
+            if args.get("margin") is None:
+                raise ConfigError(
+                    "loss.margin: required when margin_start is set (the margin it rises to)"
+                )
+        if self.mining_warmup is not None and loss_class.mines:
+            from speakerverify.losses import STRATEGIES
 
-        check_kwargs(f"loss.args ({self.name})", LOSSES[self.name], self.args)
-        if self.margin is not None and "margin" in self.args:
-            raise ConfigError("loss: give the margin as loss.margin or loss.args.margin, not both")
-        for key, value in mining_options.items():
-            if value is not None and key in self.args:
-                raise ConfigError(f"loss: give {key} as loss.{key} or loss.args.{key}, not both")
+            _choice("loss", "mining_warmup", self.mining_warmup, STRATEGIES)
+        check_kwargs(f"loss.args ({self.name})", loss_class, args)
+        _check_loss_args(self.name, args)
+
+    @staticmethod
+    def keys() -> tuple[str, ...]:
+        """The valid keys of the YAML section (the fields and the older spellings of `args`)."""
+        return (*(f.name for f in fields(LossConfig)), *_LEGACY_ARGS)
+
+    @classmethod
+    def from_flat(cls, values: dict[str, Any]) -> LossConfig:
+        """Build from the YAML section, where the older keys (`_LEGACY_ARGS`) load as `args`.
+
+        Raises:
+            ConfigError: a key given both ways, or a miner option for a loss that does not mine.
+        """
+        values = dict(values)
+        legacy = {key: values.pop(key) for key in _LEGACY_ARGS if key in values}
+        legacy = {key: value for key, value in legacy.items() if value is not None}
+        if legacy:
+            name = values.get("name", cls.name)
+            values["args"] = _merge_legacy_args(name, legacy, values.get("args"))
+        return cls(**values)
+
+
+def _merge_legacy_args(name: Any, legacy: dict[str, Any], args: Any) -> Any:
+    """`args` with the older top-level keys of the section added (see `_LEGACY_ARGS`)."""
+    losses = _loss_classes()
+    if name not in losses:
+        return args  # the unknown name is LossConfig's error
+    merged = dict(_frozen_dict(args, "loss.args"))
+    for key, value in legacy.items():
+        if key != "margin" and not losses[name].mines:
+            if key in _LEGACY_MINER_OPTIONS:
+                mining = " or ".join(_takers(losses, "mines"))
+                raise ConfigError(f"loss.{key}: only the {mining} loss mines, not {name!r}")
+            continue
+        if key in merged and merged[key] != value:
+            raise ConfigError(f"loss: give {key} as loss.{key} or loss.args.{key}, not both")
+        merged[key] = value
+    return merged
+
+
+def _check_loss_args(name: str, args: MappingProxyType) -> None:
+    """Let the loss class check its arguments' values: build it once."""
+    from speakerverify.losses import build_loss
+
+    try:
+        build_loss(name, **args)
+    except ValueError as err:  # the class's own check, naming the argument first
+        argument = str(err).partition(":")[0]
+        where = "loss." if argument in args else f"loss.args ({name}): "
+        raise ConfigError(f"{where}{err}") from None
 
 
 @dataclass(frozen=True)

@@ -36,11 +36,30 @@ def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
         "epochs": train.get("epochs"),
         "step": state.get("step") if isinstance(state, dict) else None,
         "loss": loss.get("name"),
-        "mining": loss.get("mining"),
-        # What mined during the first epochs, when it was not `mining` (None otherwise).
-        "mining_warmup": loss.get("mining_warmup") if loss.get("mining_warmup_epochs") else None,
-        "mining_warmup_epochs": loss.get("mining_warmup_epochs") or 0,
+        **_mining_summary(loss),
         "frozen": list(train.get("freeze") or []),  # layers left as initialised
+    }
+
+
+def _mining_summary(section: dict[str, Any]) -> dict[str, Any]:
+    """Which strategy mined when, from a checkpoint's loss section in either spelling (read as
+    training reads it); None where the section is not a loss config this version reads."""
+    from speakerverify.config import ConfigError, LossConfig
+    from speakerverify.training.schedules import mining_at
+
+    unknown = {"mining": None, "mining_warmup": None, "mining_warmup_epochs": 0}
+    if not isinstance(section, dict):
+        return unknown
+    try:
+        loss = LossConfig.from_flat(section)
+    except (ConfigError, TypeError):  # a loss, key or value this version does not know
+        return unknown
+    epochs = loss.mining_warmup_epochs
+    return {
+        "mining": mining_at(loss, epochs),  # after the warm-up
+        # What mined during the first epochs, when it was not `mining` (None otherwise).
+        "mining_warmup": loss.mining_warmup if epochs else None,
+        "mining_warmup_epochs": epochs,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,6 +15,7 @@ from speakerverify.training.experiment_config import (
     load_config,
     save_config,
 )
+from speakerverify.training.schedules import mining_at
 
 MINIMAL = {"data": {"train_dir": "data/train"}}
 
@@ -28,7 +30,7 @@ def test_defaults_and_sections(tmp_path):
     cfg = load_config(write(tmp_path, MINIMAL))
     assert cfg.data.train_dir == "data/train"
     assert cfg.model.name == "xvector"
-    assert cfg.loss.name == "triplet" and cfg.loss.mining == "semi_hard"
+    assert cfg.loss.name == "triplet" and mining_at(cfg.loss, 0) == "semi_hard"
     assert cfg.optim.name == "adam" and cfg.optim.scheduler == "cosine"
     assert cfg.train.device == "auto" and cfg.train.amp == "none"
     assert set(cfg.to_dict()) == {"data", "features", "augment", "model", "loss", "optim", "train"}
@@ -88,7 +90,7 @@ def test_overrides_are_yaml_typed(tmp_path):
         ],
     )
     assert cfg.optim.lr == 0.01 and isinstance(cfg.optim.lr, float)
-    assert cfg.loss.margin == 0.3
+    assert cfg.loss.args["margin"] == 0.3
     assert cfg.train.max_steps is None
     assert cfg.data.speed_perturb is True
     assert cfg.model.args == {"embed_dim": 96}
@@ -162,6 +164,36 @@ def test_apply_overrides_does_not_mutate_input():
             [],
             "not both",
         ),
+        # the loss class checks its own arguments; the message names the argument
+        (
+            {**MINIMAL, "loss": {"args": {"mining": "hardest"}}},
+            [],
+            "loss.mining: unknown value 'hardest'; valid: batch_all",
+        ),
+        (
+            {**MINIMAL, "loss": {"args": {"distance": "manhattan"}}},
+            [],
+            "loss.distance: unknown value 'manhattan'; valid: cosine",
+        ),
+        (MINIMAL, ["loss.args.margin=[1]"], "loss.margin: must be a number, got [1]"),
+        (MINIMAL, ["loss.args.margin=-0.1"], "loss.margin: must be >= 0, got -0.1"),
+        (MINIMAL, ["loss.args.num_hardest=0"], "loss.num_hardest: must be >= 1"),
+        (
+            {**MINIMAL, "loss": {"name": "info_nce", "args": {"temperature": 0}}},
+            [],
+            "loss.temperature: must be > 0, got 0",
+        ),
+        (
+            {**MINIMAL, "loss": {"name": "info_nce", "args": {"margin": 0.2}}},
+            [],
+            "loss.margin: loss 'info_nce' has no margin",
+        ),
+        (MINIMAL, ["loss.mining_warmup=hardest"], "loss.mining_warmup: unknown value 'hardest'"),
+        (
+            {**MINIMAL, "loss": {"mining": "batch_hard", "args": {"mining": "batch_all"}}},
+            [],
+            "loss: give mining as loss.mining or loss.args.mining, not both",
+        ),
         ({**MINIMAL, "data": {"train_dir": "d", "num_utts": 1}}, [], "data.num_utts: must be >= 2"),
         ({**MINIMAL, "optim": {"warmup_steps": 5, "warmup_epochs": 1}}, [], "not both"),
         ({"data": {}}, [], "data.train_dir: required"),
@@ -179,6 +211,73 @@ def test_errors_are_one_line_and_name_the_problem(tmp_path, payload, overrides, 
     message = str(info.value)
     assert needle in message
     assert "\n" not in message
+
+
+# The loss section of the VoxCeleb recipes, spelled as before issue 25 and as now.
+OLDER_LOSS = {
+    "name": "triplet",
+    "margin": 0.05,
+    "margin_start": 0.025,
+    "margin_warmup_epochs": 2,
+    "mining": "hard_negative",
+    "num_hardest": 10,
+    "hard_probability": 0.5,
+    "mining_warmup": "semi_hard",
+    "mining_warmup_epochs": 2,
+    "semi_hard_fallback": "drop",
+    "distance": "cosine",
+    "gather_distributed": True,
+}
+SCHEDULES = ("margin_start", "margin_warmup_epochs", "mining_warmup", "mining_warmup_epochs")
+LOSS = {
+    "name": "triplet",
+    "args": {key: value for key, value in OLDER_LOSS.items() if key not in ("name", *SCHEDULES)},
+    **{key: OLDER_LOSS[key] for key in SCHEDULES},
+}
+
+
+def test_the_loss_section_is_name_args_and_schedules_and_reads_its_older_spelling(tmp_path):
+    older = load_config(write(tmp_path, {**MINIMAL, "loss": OLDER_LOSS}))
+    current = load_config(write(tmp_path, {**MINIMAL, "loss": LOSS}, "current.yaml"))
+    assert older == current and older.to_dict()["loss"] == LOSS  # written in the new spelling
+    assert load_config(write(tmp_path, older.to_dict(), "again.yaml")) == older
+    # what every config saved then carried beside a loss that does not mine means nothing to it
+    saved = {"name": "contrastive", "margin": 0.5, "mining": "semi_hard", "distance": "cosine",
+             "soft_margin": False, "reduction": None, "gather_distributed": False,
+             "margin_start": None, "margin_warmup_epochs": 0.0, "mining_warmup": None,
+             "mining_warmup_epochs": 0, "semi_hard_fallback": None, "num_hardest": None,
+             "hard_probability": None, "args": {}}  # fmt: skip
+    contrastive = load_config(write(tmp_path, {**MINIMAL, "loss": saved}, "contrastive.yaml"))
+    assert contrastive.loss.args == {"margin": 0.5}  # ContrastiveLoss keeps its own distance
+    assert mining_at(contrastive.loss, 0) is None
+
+
+def test_the_recipe_configs_spell_the_loss_as_name_args_and_schedules():
+    from speakerverify.config import LossConfig
+
+    paths = sorted((Path(__file__).parents[1] / "recipes").glob("*/conf/*.yaml"))
+    assert len(paths) >= 8
+    for path in paths:
+        section = yaml.safe_load(path.read_text())["loss"]
+        assert set(section) <= {f.name for f in dataclasses.fields(LossConfig)}, path
+        assert load_config(path).to_dict()["loss"]["args"] == section["args"], path
+
+
+def test_the_configs_stored_in_the_bundled_model_still_read_as_they_trained(bundled_model_files):
+    """Checkpoints keep the config they were trained with, in the spelling of their day."""
+    from speakerverify import pretrained
+    from speakerverify.checkpoint import load_checkpoint
+    from speakerverify.training.schedules import margin_at
+
+    for stored in load_checkpoint(pretrained.bundled_checkpoint())["member_configs"]:
+        loss = Config.from_dict(stored).loss
+        assert loss.name == stored["loss"]["name"] == "triplet"
+        assert [mining_at(loss, epoch) for epoch in range(3)] == [
+            stored["loss"]["mining_warmup"],
+            stored["loss"]["mining"],
+            stored["loss"]["mining"],
+        ]
+        assert margin_at(loss, 0.0) == stored["loss"]["margin"]
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path):

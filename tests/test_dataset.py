@@ -119,6 +119,18 @@ def test_speed_perturbation_makes_new_speakers(corpus):
     assert dataset[(8, 0)]["wave"].shape == (SR,)  # a 0.5 s file at 1.1x still fills the crop
 
 
+def test_speaker_of_label_maps_perturbed_copies_to_their_source():
+    data = DataDir(
+        wav={"u1": "a.wav", "u2": "b.wav", "u3": "c.wav"},
+        utt2spk={"u1": "s1", "u2": "s2", "u3": "s3"},
+    )
+    dataset = CropDataset(data, speed_perturb=True)
+    labels = np.asarray(dataset.labels)
+    assert dataset.speaker_of_label.tolist() == [0, 1, 2] * 3
+    source = np.arange(len(labels)) % len(data)  # item of the unperturbed utterance
+    assert (dataset.speaker_of_label[labels] == labels[source]).all()
+
+
 def test_augmenter_gets_the_item_rng(corpus):
     data, _ = corpus
     calls = []

@@ -231,7 +231,7 @@ def test_voxceleb_configs_mine_like_voxceleb_trainer(name):
     assert mining_at(config.loss, 0) == "semi_hard" and warmup.semi_hard_fallback == "drop"
     assert loss_arguments(config.loss, 2, 2.0)["mining"] == mining_at(config.loss, 2)
     assert mining_at(config.loss, 2) == "hard_negative" and main.num_hardest == 10
-    assert main.mining == config.loss.mining == "hard_negative"  # the default of a call
+    assert main.mining == config.loss.args["mining"] == "hard_negative"  # the default of a call
     assert main.hard_probability == 0.5 and main.gather_distributed is False  # one process
     assert margin_at(config.loss, 0.0) == 0.025 and margin_at(config.loss, 2.0) == 0.05
     assert 0.025 < margin_at(config.loss, 1.0) < 0.05

@@ -268,11 +268,12 @@ def test_lr_schedule_shapes():
 
 
 def test_margin_and_mining_schedules():
-    loss = LossConfig(margin=0.3, margin_start=0.1, margin_warmup_epochs=2, mining="batch_hard",
-                      mining_warmup="semi_hard", mining_warmup_epochs=1)  # fmt: skip
+    loss = LossConfig(args={"margin": 0.3, "mining": "batch_hard"}, margin_start=0.1,
+                      margin_warmup_epochs=2, mining_warmup="semi_hard",
+                      mining_warmup_epochs=1)  # fmt: skip
     assert [margin_at(loss, e) for e in (0, 0.5, 2, 9)] == pytest.approx([0.1, 0.15, 0.3, 0.3])
     assert [mining_at(loss, e) for e in (0, 1, 5)] == ["semi_hard", "batch_hard", "batch_hard"]
-    plain = LossConfig(margin=0.2)
+    plain = LossConfig(args={"margin": 0.2})
     assert margin_at(plain, 0) == 0.2 and mining_at(plain, 0) == "semi_hard"
 
 

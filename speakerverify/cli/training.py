@@ -24,7 +24,7 @@ from speakerverify.files import OUTPUT_HELP
     "overrides",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override a config value, e.g. --set optim.lr=0.01 loss.margin=0.3 (repeatable).",
+    help="Override a config value, e.g. --set optim.lr=0.01 loss.args.margin=0.3 (repeatable).",
 )
 @click.option(
     "--resume",

@@ -4,7 +4,9 @@
 "contrastive", "info_nce", "angular_prototypical"); every loss is called as
 `loss_fn(embeddings (B, D), labels (B,)) -> LossOutput(value, stats)`. Each loss class declares
 its contract: `has_margin` (its forward also takes `margin=`, what a margin schedule drives) and
-`mines` (it also takes `mining=`, a strategy of `MINERS`, what a mining schedule drives).
+`mines` (it also takes `mining=`, a strategy of `MINERS`, what a mining schedule drives, and is
+built with `speaker_of_label=` to keep a speaker's speed-perturbed copies out of its negatives).
+A constructor's `ValueError` names the argument first (`margin: must be >= 0, got -1`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from speakerverify.losses.comparison import (
     InfoNceLoss,
 )
 from speakerverify.losses.distances import DISTANCES, distance_matrix, pair_distances
-from speakerverify.losses.mining import MINERS, STRATEGIES, MinerOptions, mine_triplets
+from speakerverify.losses.mining import (
+    DEFAULT_STRATEGY,
+    MINERS,
+    STRATEGIES,
+    MinerOptions,
+    WindowMiner,
+    mine_triplets,
+)
 from speakerverify.losses.output import LossOutput
 from speakerverify.losses.triplet import DEFAULT_REDUCTION, STAT_KEYS, TripletLoss
 
@@ -46,6 +55,7 @@ def build_loss(name: str, **args: object) -> nn.Module:
 
 __all__ = [
     "DEFAULT_REDUCTION",
+    "DEFAULT_STRATEGY",
     "DISTANCES",
     "LOSSES",
     "MINERS",
@@ -57,6 +67,7 @@ __all__ = [
     "LossOutput",
     "MinerOptions",
     "TripletLoss",
+    "WindowMiner",
     "build_loss",
     "distance_matrix",
     "mine_triplets",

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speakerverify.losses.distances import check_distance, distance_matrix
+from speakerverify.losses.distances import check_distance, check_margin, distance_matrix
 from speakerverify.losses.output import LossOutput
 
 
@@ -44,14 +44,14 @@ class ContrastiveLoss(nn.Module):
     def __init__(self, margin: float = 1.0, distance: str = "euclidean", normalize: bool = True):
         super().__init__()
         check_distance(distance)
-        self.margin = margin
+        self.margin = check_margin(margin)
         self.distance = distance
         self.normalize = normalize
 
     def forward(
         self, embeddings: torch.Tensor, labels: torch.Tensor, margin: float | None = None
     ) -> LossOutput:
-        margin = self.margin if margin is None else margin
+        margin = self.margin if margin is None else check_margin(margin)
         if self.normalize:
             embeddings = F.normalize(embeddings, dim=1)
         distances = distance_matrix(embeddings, self.distance)
@@ -87,7 +87,7 @@ class InfoNceLoss(nn.Module):
     def __init__(self, temperature: float = 0.1):
         super().__init__()
         if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+            raise ValueError(f"temperature: must be > 0, got {temperature!r}")
         self.temperature = temperature
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> LossOutput:

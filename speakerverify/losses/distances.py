@@ -8,6 +8,9 @@ losses. The pair form (`pair_distances`) gives differentiable distances of selec
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 DISTANCES: tuple[str, ...] = ("cosine", "euclidean", "squared_euclidean")
@@ -16,7 +19,18 @@ DISTANCES: tuple[str, ...] = ("cosine", "euclidean", "squared_euclidean")
 def check_distance(distance: str) -> None:
     """Raise `ValueError` naming the valid distances when `distance` is unknown."""
     if distance not in DISTANCES:
-        raise ValueError(f"unknown distance {distance!r}; valid: {', '.join(DISTANCES)}")
+        raise ValueError(f"distance: unknown value {distance!r}; valid: {', '.join(DISTANCES)}")
+
+
+def check_margin(margin: object) -> float:
+    """The margin (a distance) as a float; `ValueError` unless it is a finite number >= 0."""
+    if isinstance(margin, bool) or not isinstance(margin, numbers.Real):
+        raise ValueError(f"margin: must be a number, got {margin!r}")
+    if not math.isfinite(margin):
+        raise ValueError(f"margin: must be a finite number, got {margin!r}")
+    if margin < 0:
+        raise ValueError(f"margin: must be >= 0, got {margin!r}")
+    return float(margin)
 
 
 def _safe_sqrt(squared: torch.Tensor) -> torch.Tensor:

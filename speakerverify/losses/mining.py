@@ -1,11 +1,15 @@
 """Online triplet mining inside a mini-batch: pure functions of a distance matrix and labels.
 
-`MINERS` maps each strategy to one small function with one signature,
-`(distances, labels, margin, options) -> (anchor, positive, negative)`; `mine_triplets` checks
-its arguments and dispatches.
+`MINERS` is the one registry of strategies: each entry is called as
+`miner(distances, labels, margin, options) -> (anchor, positive, negative)` index tensors;
+`mine_triplets` checks its arguments and dispatches. The two dense strategies, which keep
+O(B²·K) triplets (batch_all, semi_hard_all), are `WindowMiner`s: their rule is a (B, B) window
+per positive rank, calling one lists the triplets of its windows, and the triplet loss reduces
+over the same windows without ever listing them.
 
-Every strategy works on (B, B) matrices only (semi-hard ones once per positive rank, i.e. K - 1
-times in a P×K batch), so memory is O(B²) plus the returned triplets: no (B, B, B) tensor.
+Every strategy works on (B, B) matrices only (once per positive rank, i.e. K - 1 times in a P×K
+batch, where it needs the ranks), so memory is O(B²) plus the returned triplets: no (B, B, B)
+tensor.
 
 A miner returns as many triplets as the data allows, so it reads a few sizes on the host
 (`torch.unique`, `nonzero`, the largest class): these are the training step's only deliberate
@@ -16,12 +20,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
+from speakerverify.losses.pairs import (
+    Rank,
+    class_mates,
+    negative_mask,
+    positive_pairs,
+    ranks,
+    row_search,
+)
+
+DEFAULT_STRATEGY = "semi_hard"  # what a loss that mines uses when nothing says otherwise
 SEMI_HARD_FALLBACKS: tuple[str, ...] = ("hardest", "drop")
-# Strategies keeping O(B²·K) triplets; `dense_windows` gives them as per-rank (B, B) masks.
-DENSE_STRATEGIES: tuple[str, ...] = ("batch_all", "semi_hard_all")
 
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -52,17 +65,57 @@ class MinerOptions:
 Miner = Callable[[torch.Tensor, torch.Tensor, float, MinerOptions], Triplets]
 
 
+class RankWindow(NamedTuple):
+    """The kept triplets of one positive rank r as a (B, B) mask: each anchor a (a row), its r-th
+    positive p_r(a) and each negative n marked in its row form a triplet (a, p_r(a), n)."""
+
+    d_ap: torch.Tensor  # (B, 1) d(a, p_r(a)), +inf in rows without a rank-r positive
+    positive_of: torch.Tensor  # (B,) p_r(a), 0 in rows without one
+    window: torch.Tensor  # (B, B) bool
+
+
+# A dense strategy's rule: (distances, labels, margin, options) -> one window per positive rank.
+WindowRule = Callable[[torch.Tensor, torch.Tensor, float, MinerOptions], Iterator[RankWindow]]
+
+
+@dataclass(frozen=True)
+class WindowMiner:
+    """The miner of a dense strategy (O(B²·K) triplets), defined by its window rule.
+
+    Called like every miner, it lists the triplets of its windows; the triplet loss reduces over
+    `windows` itself instead, so that it never lists them (O(B²) memory).
+
+    Attributes:
+        windows: the rule: one (B, B) window per positive rank, K - 1 in a P×K batch.
+        semi_hard_only: every kept triplet is semi-hard (d_ap < d_an < d_ap + m): all of them
+            are active and none is hard, so a loss need not count them.
+    """
+
+    windows: WindowRule
+    semi_hard_only: bool = False
+
+    def __call__(
+        self, distances: torch.Tensor, labels: torch.Tensor, margin: float, options: MinerOptions
+    ) -> Triplets:
+        found_anchor, found_positive, found_negative = [], [], []
+        for _, positive_of, window in self.windows(distances, labels, margin, options):
+            window_anchor, window_negative = window.nonzero(as_tuple=True)
+            found_anchor.append(window_anchor)
+            found_positive.append(positive_of[window_anchor])
+            found_negative.append(window_negative)
+        if not found_anchor:
+            return _empty(distances.device)
+        return torch.cat(found_anchor), torch.cat(found_positive), torch.cat(found_negative)
+
+
 def _empty(device: torch.device) -> Triplets:
     empty = torch.zeros(0, dtype=torch.long, device=device)
     return empty, empty.clone(), empty.clone()
 
 
-def negative_mask(labels: torch.Tensor, origins: torch.Tensor | None = None) -> torch.Tensor:
-    """(B, B) bool: n is a negative of a (another label, and another origin when given)."""
-    mask = labels[:, None] != labels[None, :]
-    if origins is not None:
-        mask &= origins[:, None] != origins[None, :]
-    return mask
+def in_semi_hard_window(d_an: torch.Tensor, d_ap: torch.Tensor, margin: float) -> torch.Tensor:
+    """Bool mask of the semi-hard negatives, d(a,p) < d(a,n) < d(a,p) + m (FaceNet)."""
+    return (d_an > d_ap) & (d_an < d_ap + margin)
 
 
 def _uniform_positions(limits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -72,37 +125,35 @@ def _uniform_positions(limits: torch.Tensor, generator: torch.Generator | None) 
     return torch.minimum((uniform * limits).long(), limits - 1)
 
 
-def mine_batch_all(
+def batch_all_windows(
     distances: torch.Tensor, labels: torch.Tensor, margin: float, options: MinerOptions
-) -> Triplets:
+) -> Iterator[RankWindow]:
     """Every valid triplet."""
-    return _from_windows(distances, labels, "batch_all", margin, options.origins)
+    for rank, positive_of, negatives in _dense_ranks(distances, labels, options.origins):
+        has_pair = torch.zeros(len(labels), 1, dtype=torch.bool, device=distances.device)
+        has_pair[rank.anchor] = True
+        yield RankWindow(rank.d_ap, positive_of, negatives & has_pair)
 
 
-def mine_semi_hard_all(
+def semi_hard_all_windows(
     distances: torch.Tensor, labels: torch.Tensor, margin: float, options: MinerOptions
-) -> Triplets:
+) -> Iterator[RankWindow]:
     """Every triplet with d(a,p) < d(a,n) < d(a,p) + m."""
-    return _from_windows(distances, labels, "semi_hard_all", margin, options.origins)
+    for rank, positive_of, negatives in _dense_ranks(distances, labels, options.origins):
+        window = negatives & in_semi_hard_window(distances, rank.d_ap, margin)
+        yield RankWindow(rank.d_ap, positive_of, window)
 
 
-def _from_windows(
-    distances: torch.Tensor,
-    labels: torch.Tensor,
-    strategy: str,
-    margin: float,
-    origins: torch.Tensor | None,
-) -> Triplets:
-    found_anchor, found_positive, found_negative = [], [], []
-    windows = dense_windows(distances, labels, strategy, margin, origins=origins)
-    for _, positive_of, window in windows:
-        window_anchor, window_negative = window.nonzero(as_tuple=True)
-        found_anchor.append(window_anchor)
-        found_positive.append(positive_of[window_anchor])
-        found_negative.append(window_negative)
-    if not found_anchor:
-        return _empty(distances.device)
-    return torch.cat(found_anchor), torch.cat(found_positive), torch.cat(found_negative)
+def _dense_ranks(
+    distances: torch.Tensor, labels: torch.Tensor, origins: torch.Tensor | None
+) -> Iterator[tuple[Rank, torch.Tensor, torch.Tensor]]:
+    """The ranks of the valid pairs (`_valid_pairs`), each with its (B,) positive_of, and the
+    (B, B) negative mask."""
+    anchor, positive, negatives = _valid_pairs(labels, origins)
+    for rank in ranks(distances, anchor, positive):
+        positive_of = torch.zeros(len(labels), dtype=torch.long, device=distances.device)
+        positive_of[rank.anchor] = rank.positive
+        yield rank, positive_of, negatives
 
 
 def mine_batch_hard(
@@ -112,7 +163,7 @@ def mine_batch_hard(
     batch = len(labels)
     _, inverse, class_sizes = torch.unique(labels, return_inverse=True, return_counts=True)
     # Positives through a (B, largest class) table: no (B, B) mask for the label test.
-    mates = _class_mates(inverse, class_sizes)
+    mates = class_mates(inverse, class_sizes)
     rows = torch.arange(batch, device=distances.device)[:, None]
     positive_distances = distances.gather(1, mates).masked_fill(mates == rows, float("-inf"))
     far = mates.gather(1, positive_distances.argmax(1, keepdim=True)).squeeze(1)
@@ -126,17 +177,25 @@ def mine_batch_hard(
     return rows.squeeze(1)[keep], far[keep], near[keep]
 
 
+def _valid_pairs(
+    labels: torch.Tensor, origins: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (anchor, positive) pairs, anchor-major, of anchors that have a negative, and the
+    (B, B) negative mask: what every strategy but batch_hard mines from."""
+    _, inverse, class_sizes = torch.unique(labels, return_inverse=True, return_counts=True)
+    negatives = negative_mask(labels, origins)
+    anchor, positive = positive_pairs(inverse, class_sizes, negatives.any(1))
+    return anchor, positive, negatives
+
+
 def _pairs_and_negatives(
     distances: torch.Tensor, labels: torch.Tensor, origins: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(anchor, positive) pairs of anchors with a negative, each anchor's number of negatives,
-    the negative mask and the distances with non-negative entries at +inf."""
-    _, inverse, class_sizes = torch.unique(labels, return_inverse=True, return_counts=True)
-    negatives = negative_mask(labels, origins)
-    num_negatives = negatives.sum(1)
-    anchor, positive = _positive_pairs(inverse, class_sizes, num_negatives > 0)
+    """The valid pairs, each anchor's number of negatives, the negative mask and the distances
+    with non-negative entries at +inf."""
+    anchor, positive, negatives = _valid_pairs(labels, origins)
     negative_distances = distances.masked_fill(~negatives, float("inf"))
-    return anchor, positive, num_negatives[anchor], negatives, negative_distances
+    return anchor, positive, negatives.sum(1)[anchor], negatives, negative_distances
 
 
 def mine_random(
@@ -158,7 +217,7 @@ def _random_negatives(
     """Per pair, a negative of its anchor drawn uniformly: the r-th negative (index order) for a
     uniform r in [0, count)."""
     rank = _uniform_positions(count, generator)
-    return _row_search(negatives.cumsum(1), anchor, rank, right=True)
+    return row_search(negatives.cumsum(1), anchor, rank, right=True)
 
 
 def mine_hard_negative(
@@ -196,20 +255,13 @@ def mine_semi_hard(
     )
     if len(anchor) == 0:
         return _empty(distances.device)
-    batch = len(labels)
-    # One (B, B) pass per positive rank.
     chosen = torch.zeros_like(anchor)
     found = torch.zeros_like(anchor, dtype=torch.bool)
-    column, num_ranks = _pair_ranks(anchor, batch)
-    for rank in range(num_ranks):
-        in_rank = column == rank
-        rank_anchor, rank_positive = anchor[in_rank], positive[in_rank]
-        d_ap = torch.full((batch, 1), float("inf"), dtype=distances.dtype, device=distances.device)
-        d_ap[rank_anchor, 0] = distances[rank_anchor, rank_positive]
-        window = (negative_distances > d_ap) & (negative_distances < d_ap + margin)
+    for rank in ranks(distances, anchor, positive):  # one (B, B) pass per positive rank
+        window = in_semi_hard_window(negative_distances, rank.d_ap, margin)
         closest, closest_index = torch.where(window, negative_distances, float("inf")).min(1)
-        chosen[in_rank] = closest_index[rank_anchor]
-        found[in_rank] = torch.isfinite(closest[rank_anchor])
+        chosen[rank.pairs] = closest_index[rank.anchor]
+        found[rank.pairs] = torch.isfinite(closest[rank.anchor])
     if options.semi_hard_fallback == "drop":
         return anchor[found], positive[found], chosen[found]
     hardest = negative_distances.min(1).indices
@@ -217,10 +269,10 @@ def mine_semi_hard(
 
 
 MINERS: dict[str, Miner] = {
-    "batch_all": mine_batch_all,
+    "batch_all": WindowMiner(batch_all_windows),
     "batch_hard": mine_batch_hard,
     "semi_hard": mine_semi_hard,
-    "semi_hard_all": mine_semi_hard_all,
+    "semi_hard_all": WindowMiner(semi_hard_all_windows, semi_hard_only=True),
     "hard_negative": mine_hard_negative,
     "random": mine_random,
 }
@@ -228,24 +280,25 @@ STRATEGIES: tuple[str, ...] = tuple(MINERS)
 
 
 def check_strategy(strategy: str) -> None:
-    """Raise `ValueError` naming the valid strategies when `strategy` is unknown."""
+    """Raise `ValueError` naming the valid strategies when `strategy` (a loss's `mining`) is
+    unknown."""
     if strategy not in MINERS:
-        raise ValueError(f"unknown mining strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+        raise ValueError(f"mining: unknown value {strategy!r}; valid: {', '.join(STRATEGIES)}")
 
 
 def check_mining_options(
     semi_hard_fallback: str, num_hardest: int, hard_probability: float
 ) -> None:
-    """ValueError naming the option when a miner setting is out of range."""
+    """`ValueError` naming the option first when a miner setting is out of range."""
     if semi_hard_fallback not in SEMI_HARD_FALLBACKS:
         raise ValueError(
-            f"unknown semi_hard_fallback {semi_hard_fallback!r}; "
+            f"semi_hard_fallback: unknown value {semi_hard_fallback!r}; "
             f"valid: {', '.join(SEMI_HARD_FALLBACKS)}"
         )
     if num_hardest < 1:
-        raise ValueError(f"num_hardest must be >= 1, got {num_hardest}")
+        raise ValueError(f"num_hardest: must be >= 1, got {num_hardest!r}")
     if not 0.0 <= hard_probability <= 1.0:
-        raise ValueError(f"hard_probability must be in [0, 1], got {hard_probability}")
+        raise ValueError(f"hard_probability: must be in [0, 1], got {hard_probability!r}")
 
 
 def mine_triplets(
@@ -310,107 +363,3 @@ def mine_triplets(
         raise ValueError(f"origins must be ({len(labels)},), got {tuple(origins.shape)}")
     options = MinerOptions(semi_hard_fallback, num_hardest, hard_probability, generator, origins)
     return MINERS[strategy](distances.detach(), labels, margin, options)
-
-
-def dense_windows(
-    distances: torch.Tensor,
-    labels: torch.Tensor,
-    strategy: str,
-    margin: float,
-    *,
-    origins: torch.Tensor | None = None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """The triplets of `batch_all` / `semi_hard_all` as (B, B) masks, one per positive rank.
-
-    Rank r holds, for every anchor, its r-th positive p_r(a) (anchors are rows); the window
-    marks the negatives n forming a kept triplet (a, p_r(a), n). K - 1 ranks in a P×K batch, so
-    time is O(B²·K) and memory O(B²), and a loss can reduce over the masks without ever listing
-    the O(B²·K) triplets.
-
-    Args:
-        distances: (B, B), no gradient.
-        labels: (B,).
-        strategy: "batch_all" or "semi_hard_all".
-        margin: m of the semi-hard window.
-        origins: (B,) original speakers (see `mine_triplets`), or None.
-
-    Yields:
-        d_ap (B, 1) with +inf in rows without a rank-r positive, positive_of (B,) the rank-r
-        positive of each row (0 where none), window (B, B) bool.
-    """
-    if strategy not in DENSE_STRATEGIES:
-        raise ValueError(f"dense_windows takes {', '.join(DENSE_STRATEGIES)}, got {strategy!r}")
-    distances = distances.detach()
-    batch = len(labels)
-    _, inverse, class_sizes = torch.unique(labels, return_inverse=True, return_counts=True)
-    negatives = negative_mask(labels, origins)
-    anchor, positive = _positive_pairs(inverse, class_sizes, negatives.any(1))
-    if len(anchor) == 0:
-        return
-    column, num_ranks = _pair_ranks(anchor, batch)
-    for rank in range(num_ranks):
-        in_rank = column == rank
-        rank_anchor, rank_positive = anchor[in_rank], positive[in_rank]
-        d_ap = torch.full((batch, 1), float("inf"), dtype=distances.dtype, device=distances.device)
-        d_ap[rank_anchor, 0] = distances[rank_anchor, rank_positive]
-        positive_of = torch.zeros(batch, dtype=torch.long, device=distances.device)
-        positive_of[rank_anchor] = rank_positive
-        if strategy == "batch_all":
-            has_pair = torch.zeros(batch, 1, dtype=torch.bool, device=distances.device)
-            has_pair[rank_anchor] = True
-            window = negatives & has_pair
-        else:
-            window = negatives & (distances > d_ap) & (distances < d_ap + margin)
-        yield d_ap, positive_of, window
-
-
-def _positive_pairs(
-    inverse: torch.Tensor, class_sizes: torch.Tensor, has_negative: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """All (anchor, positive) pairs, anchor-major, of anchors that have a negative.
-
-    Built from the (B, largest class) mates table, not from a (B, B) mask.
-    """
-    mates = _class_mates(inverse, class_sizes)
-    rows = torch.arange(len(inverse), device=inverse.device)[:, None]
-    row, slot = ((mates != rows) & has_negative[:, None]).nonzero(as_tuple=True)
-    return row, mates[row, slot]
-
-
-def _class_mates(inverse: torch.Tensor, class_sizes: torch.Tensor) -> torch.Tensor:
-    """(B, largest class) indices of the items sharing each item's label, padded with itself."""
-    batch = len(inverse)
-    order = torch.argsort(inverse, stable=True)
-    class_start = torch.cumsum(class_sizes, 0) - class_sizes
-    slot = torch.arange(batch, device=inverse.device) - class_start[inverse[order]]
-    table = torch.full(
-        (len(class_sizes), int(class_sizes.max())), -1, dtype=torch.long, device=inverse.device
-    )
-    table[inverse[order], slot] = order
-    mates = table[inverse]
-    itself = torch.arange(batch, device=inverse.device)[:, None].expand_as(mates)
-    return torch.where(mates >= 0, mates, itself)
-
-
-def _pair_ranks(anchor: torch.Tensor, batch: int) -> tuple[torch.Tensor, int]:
-    """Rank of each pair among its anchor's pairs (`anchor` non-decreasing), and the max count."""
-    per_row = torch.bincount(anchor, minlength=batch)
-    first = torch.cumsum(per_row, 0) - per_row
-    column = torch.arange(len(anchor), device=anchor.device) - first[anchor]
-    return column, int(per_row.max())
-
-
-def _row_search(
-    rows: torch.Tensor, anchor: torch.Tensor, values: torch.Tensor, *, right: bool
-) -> torch.Tensor:
-    """Insertion position of values[i] in the sorted row rows[anchor[i]], without row copies.
-
-    `anchor` must be non-decreasing (row-major pairs): the values are laid out as a
-    (B, max_per_row) table so that one batched `torch.searchsorted` covers them all.
-    """
-    batch = rows.shape[0]
-    column, width = _pair_ranks(anchor, batch)
-    table = torch.zeros(batch, width, dtype=values.dtype, device=values.device)
-    table[anchor, column] = values
-    found = torch.searchsorted(rows.contiguous(), table, right=right)
-    return found[anchor, column]

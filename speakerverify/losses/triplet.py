@@ -1,41 +1,43 @@
 """Triplet loss with online mining and mining statistics (the training objective of the project).
 
-Mining decides on a distance matrix built without autograd; the loss value comes from that
-matrix and the gradient flows only through the mined triplets that carry one (see objective.py).
+Mining (a strategy of `mining.MINERS`) decides on a distance matrix built without autograd; the
+loss value comes from that matrix and the gradient flows only through the mined triplets that
+carry one (see objective.py). A dense strategy's triplets are reduced over its per-rank windows,
+never listed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speakerverify.losses.distances import check_distance, distance_matrix
+from speakerverify.losses.distances import check_distance, check_margin, distance_matrix
 from speakerverify.losses.distributed import gather_batch
 from speakerverify.losses.mining import (
-    DENSE_STRATEGIES,
+    DEFAULT_STRATEGY,
+    MINERS,
+    MinerOptions,
+    RankWindow,
+    WindowMiner,
     check_mining_options,
     check_strategy,
-    dense_windows,
-    mine_triplets,
+    in_semi_hard_window,
 )
 from speakerverify.losses.objective import triplet_objective
 from speakerverify.losses.output import LossOutput
 
 REDUCTIONS: tuple[str, ...] = ("mean", "mean_active")
-# Strategies that keep many triplets per anchor average over the active ones (pytorch-metric-
-# learning's AvgNonZeroReducer); one-triplet-per-anchor/pair strategies average over all mined
-# triplets (Hermans et al. 2017), so easy batches give a small loss rather than a noisy one.
+# The dense strategies (`WindowMiner`s), which keep many triplets per anchor, average over the
+# active ones (pytorch-metric-learning's AvgNonZeroReducer); one-triplet-per-anchor/pair
+# strategies average over all mined triplets (Hermans et al. 2017), so easy batches give a small
+# loss rather than a noisy one.
 DEFAULT_REDUCTION: dict[str, str] = {
-    "batch_all": "mean_active",
-    "semi_hard_all": "mean_active",
-    "batch_hard": "mean",
-    "semi_hard": "mean",
-    "hard_negative": "mean",
-    "random": "mean",
+    strategy: "mean_active" if isinstance(miner, WindowMiner) else "mean"
+    for strategy, miner in MINERS.items()
 }
 STAT_KEYS: tuple[str, ...] = (
     "num_valid",
@@ -57,7 +59,7 @@ class TripletLoss(nn.Module):
 
     Args:
         margin: m, the default of each call; a margin schedule passes `margin=` per call instead.
-        mining: a strategy of `mine_triplets` ("semi_hard" by default), the default of each
+        mining: a strategy of `MINERS` ("semi_hard" by default), the default of each
             call; a mining schedule (e.g. a semi_hard warm-up) passes `mining=` per call instead.
         distance: "cosine" (1 - cos), "euclidean" or "squared_euclidean" (FaceNet).
         soft_margin: softplus instead of hinge.
@@ -90,7 +92,7 @@ class TripletLoss(nn.Module):
     def __init__(
         self,
         margin: float = 0.2,
-        mining: str = "semi_hard",
+        mining: str = DEFAULT_STRATEGY,
         distance: str = "cosine",
         soft_margin: bool = False,
         reduction: str | None = None,
@@ -106,7 +108,9 @@ class TripletLoss(nn.Module):
         super().__init__()
         check_distance(distance)
         if reduction is not None and reduction not in REDUCTIONS:
-            raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+            raise ValueError(
+                f"reduction: unknown value {reduction!r}; valid: {', '.join(REDUCTIONS)}"
+            )
         check_mining_options(semi_hard_fallback, num_hardest, hard_probability)
         check_strategy(mining)
         self._explicit_reduction = reduction
@@ -132,9 +136,7 @@ class TripletLoss(nn.Module):
 
     @margin.setter
     def margin(self, value: float) -> None:
-        if value < 0:
-            raise ValueError(f"margin must be >= 0, got {value}")
-        self._margin = float(value)
+        self._margin = check_margin(value)
 
     @property
     def mining(self) -> str:
@@ -188,10 +190,7 @@ class TripletLoss(nn.Module):
             embeddings = F.normalize(embeddings, dim=1)
         if self.gather_distributed:
             embeddings, labels = gather_batch(embeddings, labels)
-        if margin is None:
-            margin = self.margin
-        elif margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
+        margin = self.margin if margin is None else check_margin(margin)
         if mining is None:
             mining = self._mining
         else:
@@ -200,21 +199,20 @@ class TripletLoss(nn.Module):
         with torch.no_grad():
             distances = distance_matrix(embeddings.detach(), self.distance)
         origins = None if self.speaker_of_label is None else self.speaker_of_label[labels]
-        if mining in DENSE_STRATEGIES:
-            return self._dense_loss(
-                embeddings, distances, labels, margin, origins, mining, reduction
-            )
-        anchor, positive, negative = mine_triplets(
-            distances,
-            labels,
-            mining,
-            margin,
+        options = MinerOptions(
             semi_hard_fallback=self.semi_hard_fallback,
             num_hardest=self.num_hardest,
             hard_probability=self.hard_probability,
             generator=self.generator,
             origins=origins,
         )
+        miner = MINERS[mining]
+        if isinstance(miner, WindowMiner):  # O(B²·K) triplets: reduce over the windows instead
+            windows = miner.windows(distances, labels, margin, options)
+            return self._dense_loss(
+                embeddings, distances, windows, margin, reduction, miner.semi_hard_only
+            )
+        anchor, positive, negative = miner(distances, labels, margin, options)
         d_ap = distances[anchor, positive]
         d_an = distances[anchor, negative]
         z = d_ap - d_an + margin
@@ -246,20 +244,16 @@ class TripletLoss(nn.Module):
         self,
         embeddings: torch.Tensor,
         distances: torch.Tensor,
-        labels: torch.Tensor,
+        windows: Iterator[RankWindow],
         margin: float,
-        origins: torch.Tensor | None,
-        mining: str,
         reduction: str,
+        semi_hard_only: bool,
     ) -> LossOutput:
-        """batch_all / semi_hard_all reduced over per-rank (B, B) windows, no triplet list."""
-        batch = len(labels)
+        """A dense strategy's loss reduced over its per-rank (B, B) windows, no triplet list."""
         pair_weights = torch.zeros_like(distances)
         # total loss, num_valid, num_nonzero, num_active, Σd_ap, Σd_an, num_semi_hard, num_hard
         sums = torch.zeros(8, dtype=torch.float64, device=distances.device)
-        rows = torch.arange(batch, device=distances.device)
-        windows = dense_windows(distances, labels, mining, margin, origins=origins)
-        semi_hard_only = mining == "semi_hard_all"
+        rows = torch.arange(distances.shape[0], device=distances.device)
         for d_ap, positive_of, window in windows:
             sums += self._dense_window(
                 distances, d_ap, positive_of, window, margin, pair_weights, rows, semi_hard_only
@@ -342,7 +336,7 @@ class TripletLoss(nn.Module):
                 (z > 0).sum().to(z.dtype),
                 d_ap.sum(),
                 d_an.sum(),
-                ((d_an > d_ap) & (d_an < d_ap + margin)).sum().to(z.dtype),
+                in_semi_hard_window(d_an, d_ap, margin).sum().to(z.dtype),
                 (d_an < d_ap).sum().to(z.dtype),
             ]
         ).unbind()

@@ -40,15 +40,20 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+# Sections whose YAML keys are not just their fields: features spells FbankConfig's options
+# flat, loss still reads the keys it had before issue 25.
+_FROM_FLAT: tuple[type, ...] = (FeaturesConfig, LossConfig)
+
+
 def _section_keys(section_cls: type) -> tuple[str, ...]:
-    if section_cls is FeaturesConfig:
-        return FeaturesConfig.keys()
+    if section_cls in _FROM_FLAT:
+        return section_cls.keys()  # type: ignore[attr-defined]
     return tuple(f.name for f in fields(section_cls))
 
 
 def _build_section(section_cls: type, values: dict[str, Any]) -> Any:
-    if section_cls is FeaturesConfig:
-        return FeaturesConfig.from_flat(values)
+    if section_cls in _FROM_FLAT:
+        return section_cls.from_flat(values)  # type: ignore[attr-defined]
     return section_cls(**values)
 
 
@@ -157,7 +162,7 @@ def load_config(
 
     Args:
         path: YAML file with the sections data, features, augment, model, loss, optim, train.
-        overrides: e.g. `["optim.lr=0.01", "loss.margin=0.3"]`; values are parsed with
+        overrides: e.g. `["optim.lr=0.01", "loss.args.margin=0.3"]`; values are parsed with
             `yaml.safe_load`, so `true`, `null`, `[1, 2]` and numbers have their YAML types.
         defaults: whole sections used where the file (and the overrides) leave a section out,
             e.g. the model and front-end of a checkpoint to fine-tune.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from speakerverify.config import LossConfig, OptimConfig
-from speakerverify.losses import LOSSES
+from speakerverify.losses import DEFAULT_STRATEGY, LOSSES
 
 __all__ = ["LrSchedule", "loss_arguments", "margin_at", "mining_at", "warmup_steps_of"]
 
@@ -56,20 +56,22 @@ class LrSchedule:
 
 
 def margin_at(loss: LossConfig, epoch_progress: float) -> float | None:
-    """Margin at `epoch_progress` (fractional epochs since the start of training); None when the
-    config sets no margin, so the loss keeps its own.
+    """Margin at `epoch_progress` (fractional epochs since the start of training): from
+    `margin_start` up to `args.margin`; None when the config sets no margin, so the loss keeps
+    its own.
 
     >>> from speakerverify.config import LossConfig
-    >>> cfg = LossConfig(margin=0.3, margin_start=0.1, margin_warmup_epochs=2)
+    >>> cfg = LossConfig(args={"margin": 0.3}, margin_start=0.1, margin_warmup_epochs=2)
     >>> [round(margin_at(cfg, e), 3) for e in (0, 1, 2, 5)]
     [0.1, 0.2, 0.3, 0.3]
     """
-    if loss.margin is None:
+    margin = loss.args.get("margin")
+    if margin is None:
         return None
     if loss.margin_start is None or epoch_progress >= loss.margin_warmup_epochs:
-        return loss.margin
+        return margin
     fraction = epoch_progress / loss.margin_warmup_epochs
-    return loss.margin_start + (loss.margin - loss.margin_start) * fraction
+    return loss.margin_start + (margin - loss.margin_start) * fraction
 
 
 def loss_arguments(loss: LossConfig, epoch: int, epoch_progress: float) -> dict[str, float | str]:
@@ -78,7 +80,7 @@ def loss_arguments(loss: LossConfig, epoch: int, epoch_progress: float) -> dict[
     that only for losses that declare `has_margin`) and `mining` for a loss that `mines`.
 
     >>> from speakerverify.config import LossConfig
-    >>> cfg = LossConfig(margin=0.2, mining="batch_hard", mining_warmup="semi_hard",
+    >>> cfg = LossConfig(args={"margin": 0.2, "mining": "batch_hard"}, mining_warmup="semi_hard",
     ...                  mining_warmup_epochs=1)
     >>> loss_arguments(cfg, 0, 0.5), loss_arguments(cfg, 1, 1.5)
     ({'margin': 0.2, 'mining': 'semi_hard'}, {'margin': 0.2, 'mining': 'batch_hard'})
@@ -96,10 +98,10 @@ def loss_arguments(loss: LossConfig, epoch: int, epoch_progress: float) -> dict[
 
 
 def mining_at(loss: LossConfig, epoch: int) -> str | None:
-    """Mining strategy in (0-based) `epoch`: the warm-up strategy first, then `loss.mining`;
-    None for a loss that does not mine."""
+    """Mining strategy in (0-based) `epoch`: the warm-up strategy first, then `args.mining` (or
+    the default strategy); None for a loss that does not mine."""
     if not LOSSES[loss.name].mines:
         return None
     if loss.mining_warmup is not None and epoch < loss.mining_warmup_epochs:
         return loss.mining_warmup
-    return loss.mining
+    return loss.args.get("mining", DEFAULT_STRATEGY)

@@ -249,35 +249,22 @@ def build_optimizer(config: Config, params: Any) -> torch.optim.Optimizer:
 
 
 def build_loss_fn(config: Config, env: DistEnv, speaker_of_label: Any = None) -> nn.Module:
-    """The training loss of `config.loss`, on the device.
+    """The training loss of `config.loss` (its class built with `args`), on the device.
 
-    A margin set in the config is the loss's own default, as is the mining strategy of a loss
-    that mines (`config.loss.mining`); the schedules pass both per call
-    (`schedules.loss_arguments`).
-    `speaker_of_label` (the dataset's, (num_classes,)) keeps a speaker's speed-perturbed copies
-    out of its negatives when mining.
+    The schedules pass a loss's margin and mining strategy per call
+    (`schedules.loss_arguments`); `args` holds the values after the warm-ups, also the
+    defaults of a call. For a loss that mines, `speaker_of_label` (the dataset's,
+    (num_classes,)) keeps a speaker's speed-perturbed copies out of its negatives, and
+    `gather_distributed` only applies under DDP.
     """
     loss = config.loss
-    kwargs: dict[str, Any] = {}
-    if loss.margin is not None:
-        kwargs["margin"] = loss.margin
+    args = dict(loss.args)
     if LOSSES[loss.name].mines:
-        kwargs |= {
-            "mining": loss.mining,
-            "distance": loss.distance,
-            "soft_margin": loss.soft_margin,
-            "gather_distributed": loss.gather_distributed and env.distributed,
-        }
-        if loss.reduction is not None:
-            kwargs["reduction"] = loss.reduction
-        for key in ("semi_hard_fallback", "num_hardest", "hard_probability"):
-            if getattr(loss, key) is not None:
-                kwargs[key] = getattr(loss, key)
+        args["gather_distributed"] = bool(args.get("gather_distributed")) and env.distributed
         if speaker_of_label is not None:
-            kwargs["speaker_of_label"] = torch.as_tensor(speaker_of_label)
-    kwargs.update(loss.args)
+            args["speaker_of_label"] = torch.as_tensor(speaker_of_label)
     try:
-        return build_loss(loss.name, **kwargs).to(env.device)
+        return build_loss(loss.name, **args).to(env.device)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"loss: {err}") from None
 

@@ -1,71 +1,126 @@
-"""Miners with speed-perturbed copies (origins), voxceleb_trainer's hard-negative sampling and the
-semi-hard "drop" fallback, against brute-force loops in float64."""
+"""Miners against brute-force loops in float64: the triplets each strategy selects (with and
+without speed-perturbed copies), the random miners' invariants, voxceleb_trainer's hard-negative
+sampling, the semi-hard "drop" fallback, and the one call shape of the registry."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
+from triplet_reference import (
+    DETERMINISTIC,
+    DISTANCES,
+    brute_allowed,
+    brute_mined,
+    brute_triplets,
+    copies_batch,
+    mine,
+    random_batch,
+)
 
-from speakerverify.losses import STRATEGIES, TripletLoss, distance_matrix, mine_triplets
-
-
-def copies_batch(seed: int, num_items: int = 30, num_speakers: int = 4, dim: int = 5):
-    """A batch of speakers and their perturbed copies: label = speaker + copy * num_speakers,
-    with each copy's embeddings pulled towards its source speaker's (so, unmasked, copies are
-    the hardest negatives)."""
-    generator = torch.Generator().manual_seed(seed)
-    speaker = torch.randint(0, num_speakers, (num_items,), generator=generator)
-    copy = torch.randint(0, 3, (num_items,), generator=generator)
-    labels = speaker + copy * num_speakers
-    centres = torch.randn(num_speakers, dim, generator=generator, dtype=torch.float64)
-    noise = torch.randn(num_items, dim, generator=generator, dtype=torch.float64)
-    emb = 3 * centres[speaker] + noise
-    distances = distance_matrix(torch.nn.functional.normalize(emb, dim=1))
-    return distances, labels, labels % num_speakers
-
-
-def brute_allowed(labels, origins, a):
-    """Positives and negatives of anchor a by plain loops (copies are neither)."""
-    positives = [p for p in range(len(labels)) if p != a and labels[p] == labels[a]]
-    negatives = [n for n in range(len(labels)) if origins[n] != origins[a]]
-    return positives, negatives
+from speakerverify.losses import (
+    MINERS,
+    STRATEGIES,
+    MinerOptions,
+    TripletLoss,
+    distance_matrix,
+    mine_triplets,
+)
 
 
-def brute_mined(distances, labels, origins, strategy, margin):
-    """Sorted (d_ap, d_an) of what a deterministic strategy keeps, with copies excluded."""
-    d = distances.tolist()
-    kept = []
-    for a in range(len(labels)):
-        positives, negatives = brute_allowed(labels, origins, a)
-        if not positives or not negatives:
-            continue
-        if strategy == "batch_hard":
-            kept.append((max(d[a][p] for p in positives), min(d[a][n] for n in negatives)))
-            continue
-        for p in positives:
-            window = [d[a][n] for n in negatives if d[a][p] < d[a][n] < d[a][p] + margin]
-            if strategy == "batch_all":
-                kept += [(d[a][p], d[a][n]) for n in negatives]
-            elif strategy == "semi_hard_all":
-                kept += [(d[a][p], value) for value in window]
-            elif strategy == "hard_negative":
-                kept.append((d[a][p], min(d[a][n] for n in negatives)))
-            elif window:  # semi_hard, semi_hard_drop
-                kept.append((d[a][p], min(window)))
-            elif strategy == "semi_hard":
-                kept.append((d[a][p], min(d[a][n] for n in negatives)))
-    return sorted((round(x, 9), round(y, 9)) for x, y in kept)
-
-
-def mine(distances, labels, strategy, origins=None, **options):
+@pytest.mark.parametrize("distance", DISTANCES)
+@pytest.mark.parametrize("strategy", DETERMINISTIC)
+def test_mine_triplets_selects_the_brute_force_triplets(strategy, distance):
+    emb, labels = random_batch(seed=17, num_items=22, num_speakers=5)
+    normalized = torch.nn.functional.normalize(emb, dim=1)
+    distances = distance_matrix(normalized, distance)
     fallback = "drop" if strategy == "semi_hard_drop" else "hardest"
     base = "semi_hard" if strategy == "semi_hard_drop" else strategy
-    return mine_triplets(
-        distances, labels, base, 0.3, semi_hard_fallback=fallback, origins=origins, **options
+    anchor, positive, negative = mine_triplets(
+        distances, labels, base, 0.2, semi_hard_fallback=fallback
     )
+    lab = labels.tolist()
+    for a, p, n in zip(anchor.tolist(), positive.tolist(), negative.tolist(), strict=True):
+        assert a != p and lab[a] == lab[p] and lab[n] != lab[a]
+    mined = sorted(
+        (round(distances[a, p].item(), 9), round(distances[a, n].item(), 9))
+        for a, p, n in zip(anchor.tolist(), positive.tolist(), negative.tolist(), strict=True)
+    )
+    kept, _ = brute_triplets(emb.tolist(), lab, strategy, distance, 0.2)
+    assert mined == sorted((round(d_ap, 9), round(d_an, 9)) for d_ap, d_an in kept)
+    if base in ("batch_all", "semi_hard_all"):  # no ties to break: the exact index triplets
+        triplets = set(zip(anchor.tolist(), positive.tolist(), negative.tolist(), strict=True))
+        assert len(triplets) == len(anchor)
+
+
+def test_every_miner_has_the_one_signature_and_mine_triplets_dispatches_to_it():
+    emb, labels = random_batch(seed=19, num_items=16, num_speakers=4)
+    distances = distance_matrix(torch.nn.functional.normalize(emb, dim=1))
+    assert tuple(MINERS) == STRATEGIES
+    for strategy, miner in MINERS.items():
+        options = MinerOptions(num_hardest=2, generator=torch.Generator().manual_seed(0))
+        direct = miner(distances, labels, 0.2, options)
+        generator = torch.Generator().manual_seed(0)
+        via = mine_triplets(distances, labels, strategy, 0.2, num_hardest=2, generator=generator)
+        assert all(torch.equal(a, b) for a, b in zip(direct, via, strict=True)), strategy
+
+
+def test_batch_hard_doctest_case_and_batch_all_count():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    distances = torch.rand(6, 6, generator=torch.Generator().manual_seed(0))
+    anchor, positive, negative = mine_triplets(distances, labels, "batch_all", 0.2)
+    # anchors of speaker 0: 3×2 pairs × 3 negatives; speaker 1: 2×1 pairs × 4 negatives
+    assert len(anchor) == 3 * 2 * 3 + 2 * 1 * 4
+    assert len(set(zip(anchor.tolist(), positive.tolist(), negative.tolist(), strict=True))) == 26
+
+
+def valid_pairs(labels):
+    return {
+        (a, p)
+        for a in range(len(labels))
+        for p in range(len(labels))
+        if a != p and labels[a] == labels[p] and any(lab != labels[a] for lab in labels)
+    }
+
+
+@pytest.mark.parametrize("strategy", ["random", "hard_negative"])
+def test_random_miners_invariants_and_seeded_determinism(strategy):
+    emb, labels = random_batch(seed=5, num_items=24, num_speakers=5)
+    distances = distance_matrix(torch.nn.functional.normalize(emb, dim=1))
+    num_hardest = 3
+
+    def mine(seed):
+        generator = torch.Generator().manual_seed(seed)
+        return mine_triplets(
+            distances, labels, strategy, 0.2, num_hardest=num_hardest, generator=generator
+        )
+
+    anchor, positive, negative = mine(0)
+    lab = labels.tolist()
+    pairs = list(zip(anchor.tolist(), positive.tolist(), strict=True))
+    assert sorted(pairs) == sorted(valid_pairs(lab))  # each valid pair exactly once
+    for a, n in zip(anchor.tolist(), negative.tolist(), strict=True):
+        assert lab[n] != lab[a]
+        if strategy == "hard_negative":
+            negatives = sorted(distances[a, j].item() for j in range(len(lab)) if lab[j] != lab[a])
+            assert distances[a, n].item() <= negatives[num_hardest - 1]
+    again = mine(0)
+    assert all(torch.equal(x, y) for x, y in zip((anchor, positive, negative), again, strict=True))
+    others = [mine(seed)[2] for seed in range(1, 6)]
+    assert any(not torch.equal(negative, other) for other in others)
+
+
+def test_random_miner_covers_all_negatives():
+    labels = torch.tensor([0, 0, 1, 2, 3, 4])
+    distances = torch.rand(6, 6, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(1)
+    seen = set()
+    for _ in range(60):
+        seen |= set(
+            mine_triplets(distances, labels, "random", 0.2, generator=generator)[2].tolist()
+        )
+    assert seen == {2, 3, 4, 5}
 
 
 @pytest.mark.parametrize("strategy", [*STRATEGIES, "semi_hard_drop"])
@@ -94,21 +149,6 @@ def test_deterministic_miners_with_copies_equal_brute_force(strategy):
         for a, p, n in zip(anchor.tolist(), positive.tolist(), negative.tolist(), strict=True)
     )
     assert mined == brute_mined(distances, labels.tolist(), origins.tolist(), strategy, 0.3)
-
-
-def test_triplet_loss_masks_copies_through_its_label_map():
-    _, labels, origins = copies_batch(seed=5)
-    emb = torch.randn(len(labels), 4, generator=torch.Generator().manual_seed(1))
-    speaker_of_label = torch.arange(12) % 4
-    masked = TripletLoss(mining="batch_hard", speaker_of_label=speaker_of_label)
-    unmasked = TripletLoss(mining="batch_hard")
-    # the map reaches the miner: same result as mining with the origins directly
-    normalized = torch.nn.functional.normalize(emb, dim=1)
-    d = distance_matrix(normalized)
-    anchor, positive, negative = mine_triplets(d, labels, "batch_hard", 0.2, origins=origins)
-    expected = torch.relu(d[anchor, positive] - d[anchor, negative] + 0.2).mean()
-    assert masked(emb, labels).value.item() == pytest.approx(expected.item(), abs=1e-6)
-    assert unmasked(emb, labels).value.item() != pytest.approx(expected.item(), abs=1e-6)
 
 
 def test_semi_hard_drop_keeps_only_window_triplets_and_hardest_fills_the_rest():
@@ -191,17 +231,3 @@ def test_option_checks():
         TripletLoss(semi_hard_fallback="nearest")
     with pytest.raises(ValueError, match="hard_probability"):
         TripletLoss(hard_probability=-0.1)
-
-
-def test_speaker_of_label_maps_perturbed_copies_to_their_source():
-    from speakerverify.data import CropDataset, DataDir
-
-    data = DataDir(
-        wav={"u1": "a.wav", "u2": "b.wav", "u3": "c.wav"},
-        utt2spk={"u1": "s1", "u2": "s2", "u3": "s3"},
-    )
-    dataset = CropDataset(data, speed_perturb=True)
-    labels = np.asarray(dataset.labels)
-    assert dataset.speaker_of_label.tolist() == [0, 1, 2] * 3
-    source = np.arange(len(labels)) % len(data)  # item of the unperturbed utterance
-    assert (dataset.speaker_of_label[labels] == labels[source]).all()
