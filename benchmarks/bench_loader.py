@@ -18,8 +18,8 @@ import soundfile as sf
 import torch
 
 from speakerverify.data import CropDataset, PKSampler, collate_crops, prepare_voxceleb
+from speakerverify.data.augment import Augmenter
 from speakerverify.data.noise import prepare_musan, prepare_rirs
-from speakerverify.frontend.augment import Augmenter
 from speakerverify.frontend.features import Fbank
 from speakerverify.models import build_model
 from speakerverify.testing import make_voxceleb_corpus, speech_like

@@ -169,8 +169,8 @@ class AugmentConfig:
     """On-the-fly augmentation: MUSAN/RIRs when `data.musan_index` or `data.rir_index` is set,
     and a simulated recording channel per crop when `channel` is true (no download needed).
 
-    `args` are extra keyword arguments of `speakerverify.frontend.augment.Augmenter` (SNR ranges,
-    ...), `channel_args` of `speakerverify.frontend.simulate.ChannelSimulator` (stage
+    `args` are extra keyword arguments of `speakerverify.data.augment.Augmenter` (SNR ranges,
+    ...), `channel_args` of `speakerverify.data.simulate.ChannelSimulator` (stage
     probabilities and ranges, and `room`: "simple", the default, or "shoebox" for image-source
     rooms from pyroomacoustics, `pip install 'speakerverify[rooms]'`); both are checked against
     their signatures, and the channel's values, when training starts.

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import speakerverify.frontend.augment as augment
-from speakerverify.frontend.augment import Augmenter, mix_at_snr, reverberate
+import speakerverify.data.augment as augment
+from speakerverify.data.augment import Augmenter, mix_at_snr, reverberate
 from speakerverify.testing import speech_like
 
 SR = 16000
@@ -162,7 +162,7 @@ def test_output_stays_within_full_scale(sources):
 
 def test_missing_sources_are_skipped_and_logged_once(sources, speech, caplog):
     musan, _ = sources
-    with caplog.at_level(logging.WARNING, logger="speakerverify.frontend.augment"):
+    with caplog.at_level(logging.WARNING, logger="speakerverify.data.augment"):
         noise_only = Augmenter({"noise": musan["noise"]}, aug_prob=1.0)
         for s in range(10):
             noise_only(speech, np.random.default_rng(s))
@@ -170,7 +170,7 @@ def test_missing_sources_are_skipped_and_logged_once(sources, speech, caplog):
     assert len(caplog.records) == 1
     assert "without music, babble, reverb" in caplog.records[0].getMessage()
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="speakerverify.frontend.augment"):
+    with caplog.at_level(logging.WARNING, logger="speakerverify.data.augment"):
         nothing = Augmenter(aug_prob=1.0)
         assert nothing(speech, np.random.default_rng(0)) is speech
     assert len(caplog.records) == 1 and "pass through unchanged" in caplog.records[0].getMessage()

@@ -178,7 +178,7 @@ def test_prepare_musan_and_rirs_index_the_published_layouts(tmp_path):
     assert {k: len(v) for k, v in rirs.items()} == {"smallroom": 4, "mediumroom": 4, "largeroom": 4}
     assert rirs["smallroom"][0].endswith("simulated_rirs/smallroom/Room001/Room001-00001.wav")
 
-    from speakerverify.frontend.augment import Augmenter
+    from speakerverify.data.augment import Augmenter
 
     augmenter = Augmenter(tmp_path / "musan.txt", tmp_path / "rirs.txt", aug_prob=1.0)
     assert augmenter.methods == ["noise", "music", "babble", "reverb"]

@@ -10,8 +10,7 @@ from importlib.util import find_spec
 import numpy as np
 import pytest
 
-from speakerverify.errors import SpeakerVerifyError
-from speakerverify.frontend.simulate import (
+from speakerverify.data.simulate import (
     Channel,
     ChannelSimulator,
     MissingExtraError,
@@ -21,6 +20,7 @@ from speakerverify.frontend.simulate import (
     room_impulse_response,
     shoebox_impulse_response,
 )
+from speakerverify.errors import SpeakerVerifyError
 from speakerverify.testing import speech_like
 
 SR = 16000
@@ -194,7 +194,7 @@ def test_conditions_per_crop_do_not_depend_on_the_speaker(tmp_path):
     import soundfile as sf
 
     from speakerverify.data import CropDataset, DataDir, PKSampler
-    from speakerverify.frontend.augment import Augmenter
+    from speakerverify.data.augment import Augmenter
 
     wav_scp, utt2spk = [], []
     for spk in range(4):

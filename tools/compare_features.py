@@ -47,9 +47,9 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
+    from speakerverify.data.simulate import ChannelSimulator
     from speakerverify.frontend.fbank_config import FbankConfig
     from speakerverify.frontend.features import Fbank
-    from speakerverify.frontend.simulate import ChannelSimulator
 
     torch.set_num_threads(1)
     frontend = Fbank(FbankConfig(noise_floor_db=args.noise_floor_db)).eval()

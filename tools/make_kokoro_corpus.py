@@ -52,7 +52,7 @@ from make_mini_corpus import (
     write_wav_atomic,
 )
 
-from speakerverify.frontend.simulate import Channel, apply_channel
+from speakerverify.data.simulate import Channel, apply_channel
 
 VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 MALE_VOICES = {"jm_kumo"}

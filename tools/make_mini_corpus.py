@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from espeak import Espeak, VoiceVariant
 
-from speakerverify.frontend.simulate import (
+from speakerverify.data.simulate import (
     ROOMS,
     Channel,
     ChannelSimulator,

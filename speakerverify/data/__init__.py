@@ -1,5 +1,6 @@
-"""Data: Kaldi-style data dirs, VoxCeleb and any-layout scanning, trial lists, crop dataset and the
-P×K sampler."""
+"""Data: Kaldi-style data dirs, VoxCeleb and any-layout scanning, trial lists, crop dataset, the
+P×K sampler, and the augmentation and channel simulation of training crops (`augment`,
+`simulate`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The front-end: reading and resampling audio, voice detection, log-mel features, and
-the augmentation and channel simulation of training crops (numpy twins for the torch-free path).
+"""The front-end, what inference needs: reading and resampling audio, voice detection and log-mel
+features (numpy twins for the torch-free path). The augmentation and channel simulation of
+training crops belong to the data pipeline (`speakerverify.data.augment`, `.simulate`).
 
 Docstring only: import the modules themselves, so that importing this package imports no torch.
 """

@@ -18,7 +18,7 @@ from torch import nn
 
 from speakerverify.config import ConfigError, check_kwargs
 from speakerverify.data import CropDataset, DataDir, PKSampler, collate_crops
-from speakerverify.frontend.augment import Augmenter
+from speakerverify.data.augment import Augmenter
 from speakerverify.frontend.features import Fbank, SpecAugment
 from speakerverify.losses import LOSSES, build_loss
 from speakerverify.models import build_model
@@ -175,7 +175,7 @@ def _build_augmenter(config: Config) -> Augmenter | None:
     if not (data.musan_index or data.rir_index or config.augment.channel):
         logger.info("no musan_index/rir_index/augment.channel configured: no augmentation")
         return None
-    from speakerverify.frontend.simulate import ChannelSimulator
+    from speakerverify.data.simulate import ChannelSimulator
 
     channel = None
     if config.augment.channel:

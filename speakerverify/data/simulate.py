@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from speakerverify.data.augment import mix_at_snr
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.frontend.augment import mix_at_snr
 
 NOISE_KINDS = ("white", "pink", "brown", "hum", "babble")
 # Six log-spaced points of the random EQ curve, Hz.

@@ -1,6 +1,6 @@
 """On-the-fly augmentation of training crops: MUSAN noise, music and babble at a drawn SNR, and
 reverberation with RIRS_NOISES simulated room impulse responses (the Kaldi/WeSpeaker recipe),
-then optionally a recording channel simulated per crop (`speakerverify.frontend.simulate`), which
+then optionally a recording channel simulated per crop (`speakerverify.data.simulate`), which
 needs no download.
 
 Speed perturbation is not here: it makes new speakers, so it lives in `CropDataset`.
