@@ -1,4 +1,4 @@
-"""Test doubles shared by the speaker-command tests (test_verification, speaker_commands/): a
+"""Test doubles shared by the speaker-command tests (speakers/, speaker_commands/): a
 deterministic stand-in for a trained encoder and a dump of a speaker store's tables."""
 
 from __future__ import annotations

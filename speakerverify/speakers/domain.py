@@ -13,7 +13,7 @@ all adaptation pairs is pulled up by every pair that does). The share of adaptat
 above the threshold is reported as a check: an upper bound on the false-accept rate there, as
 some of those pairs are the same speaker. The nominal rate is approximate: AS-Norm keeps each
 side's closest cohort files, and a model averaged over several files scores wider than single
-files do (measured: 2.3 % on the Gaussian fixture of tests/test_domain.py, 0.1-0.2 % on
+files do (measured: 2.3 % on the Gaussian fixture of tests/speakers/test_domain.py, 0.1-0.2 % on
 synthetic speakers, none of 18 impostor claims on realdev).
 """
 

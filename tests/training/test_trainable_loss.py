@@ -21,7 +21,7 @@ from speakerverify.training.loop import fit
 from speakerverify.training.resume import Progress, load_train_state, save_train_checkpoint
 from speakerverify.training.setup import build_loader, build_parts
 
-TINY = Path(__file__).parent / "conf" / "tiny.yaml"
+TINY = Path(__file__).parents[1] / "conf" / "tiny.yaml"
 CPU = DistEnv(0, 1, 0, torch.device("cpu"), owns_group=False)
 # Every registered loss that has parameters of its own (today: angular_prototypical).
 WITH_PARAMETERS = sorted(name for name, cls in LOSSES.items() if list(cls().parameters()))

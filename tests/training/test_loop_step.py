@@ -19,7 +19,7 @@ from speakerverify.training.experiment_config import load_config
 from speakerverify.training.resume import Progress
 from speakerverify.training.setup import build_loader, build_parts
 
-TINY = Path(__file__).parent / "conf" / "tiny.yaml"
+TINY = Path(__file__).parents[1] / "conf" / "tiny.yaml"
 CPU = DistEnv(0, 1, 0, torch.device("cpu"), owns_group=False)
 # Python-level host reads of a tensor (what `.item()`, `float(t)`, `if t:` ... go through)
 HOST_READS = ("item", "tolist", "__float__", "__int__", "__bool__", "__index__")

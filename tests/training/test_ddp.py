@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_training_loop import TINY, make_corpus
+from test_loop import TINY, make_corpus
 
 from speakerverify.checkpoint import load_checkpoint, load_model
 

@@ -25,7 +25,7 @@ from speakerverify.training.finetune import (
 )
 from speakerverify.training.setup import build_parts
 
-TINY = Path(__file__).parent / "conf" / "tiny.yaml"
+TINY = Path(__file__).parents[1] / "conf" / "tiny.yaml"
 MODEL_ARGS = {"feat_dim": 24, "embed_dim": 32, "channels": 64, "stats_channels": 128}
 
 

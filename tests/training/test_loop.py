@@ -31,7 +31,7 @@ from speakerverify.training.loop import fit
 from speakerverify.training.schedules import LrSchedule, margin_at, mining_at, warmup_steps_of
 from speakerverify.training.validation import validate
 
-TINY = Path(__file__).parent / "conf" / "tiny.yaml"
+TINY = Path(__file__).parents[1] / "conf" / "tiny.yaml"
 
 
 def make_corpus(root: Path) -> Path:
