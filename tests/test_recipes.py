@@ -271,3 +271,76 @@ def test_stage_4_starts_one_extraction_job_per_gpu(tmp_path, ngpu, expected):
             assert "--jobs" not in args
         else:
             assert "cpu" in args and args[args.index("--jobs") + 1] == "7"
+
+
+STUB_CLI = """#!/usr/bin/env bash
+# records each call; `train` leaves two epoch checkpoints, `average` and `fuse` their --out
+echo "$*" >> "$STUB_LOG"
+command=$1; shift
+out=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --exp-dir) mkdir -p "$2/checkpoints"
+               touch "$2/checkpoints/epoch_001.pt" "$2/checkpoints/epoch_002.pt"; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    *) shift ;;
+  esac
+done
+[ -z "$out" ] || { mkdir -p "$(dirname "$out")"; touch "$out"; }
+"""
+
+
+def run_mini_training_stages(tmp_path, *options):
+    """Stages 2-3 of the mini recipe with a recording stand-in for the CLI: which models it
+    trains where, and what it averages and fuses."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stub = bin_dir / "speakerverify"
+    stub.write_text(STUB_CLI)
+    stub.chmod(0o755)
+    log = tmp_path / "calls.txt"
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SPEAKERVERIFY_")}
+    path = f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
+    environment.update(PATH=path, STUB_LOG=str(log), OMP_NUM_THREADS="1")
+    stages = ["--stage", "2", "--stop-stage", "3", "--workdir", str(tmp_path / "work")]
+    done = subprocess.run(
+        ["bash", str(MINI), *stages, *options], capture_output=True, text=True, env=environment,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = [line.split() for line in log.read_text().splitlines()]
+    conf = REPO / "recipes" / "mini" / "conf"
+    return [[word.replace(f"{conf}/", "conf/") for word in call] for call in calls]
+
+
+def test_mini_member_seeds_train_every_config_per_seed_and_fuse_them_in_order(tmp_path):
+    calls = run_mini_training_stages(
+        tmp_path, "--config", "conf/xvector_synth.yaml",
+        "--fuse-with", "conf/xvector_synth_trained.yaml", "--member-seeds", "0 1",
+    )  # fmt: skip
+    trains = [call for call in calls if call[0] == "train"]
+    assert [(call[1], call[call.index("--exp-dir") + 1]) for call in trains] == [
+        ("conf/xvector_synth.yaml", "exp/xvector_synth"),
+        ("conf/xvector_synth_trained.yaml", "exp/xvector_synth_trained"),
+        ("conf/xvector_synth.yaml", "exp/xvector_synth_s1"),
+        ("conf/xvector_synth_trained.yaml", "exp/xvector_synth_trained_s1"),
+    ]
+    assert ["train.seed=1" in call for call in trains] == [False, False, True, True]
+    (fuse,) = [call for call in calls if call[0] == "fuse"]
+    assert fuse[1:] == [
+        "exp/xvector_synth/final.pt",
+        "exp/xvector_synth_trained/final.pt",
+        "exp/xvector_synth_s1/final.pt",
+        "exp/xvector_synth_trained_s1/final.pt",
+        "--out",
+        "exp/xvector_synth_fused/final.pt",
+    ]
+    averages = [call[-1] for call in calls if call[0] == "average"]  # each member's --out
+    assert averages == fuse[1:5]
+
+
+def test_mini_one_member_trains_in_its_experiment_and_fuses_nothing(tmp_path):
+    calls = run_mini_training_stages(tmp_path, "--config", "conf/xvector_mini.yaml")
+    assert [call[0] for call in calls] == ["train", "average"]
+    assert calls[0][calls[0].index("--exp-dir") + 1] == "exp/xvector_mini"
+    assert calls[1][-2:] == ["--out", "exp/xvector_mini/final.pt"]

@@ -8,6 +8,7 @@
 #   bash recipes/mini/run.sh [--stage N] [--stop-stage M] [--config conf/xvector_mini.yaml]
 #                            [--corpus DIR] [--jobs N] [--set key=value ...] [--workdir DIR]
 #                            [--full] [--kokoro-speakers N] [--fuse-with CONFIG]
+#                            [--member-seeds "0 1 ..."]
 # data/ and exp/ are made in --workdir (default: this recipe's directory). --full trains the
 # bundled model instead, and stage 8 packages it into speakerverify/pretrained/: 200 Kokoro
 # speakers beside the eSpeak ones, conf/xvector_synth.yaml (frozen frame layers, five times the
@@ -16,7 +17,8 @@
 # tools/make_kokoro_corpus.py, `pip install 'speakerverify[kokoro]'`, ~0.5-1 s CPU per audio s).
 # --fuse-with CONFIG trains a second model and fuses the two (`speakerverify fuse`: the cosine
 # score is the mean of theirs); the members go to exp/<config name>, the fusion to
-# exp/<first name>_fused.
+# exp/<first name>_fused. --member-seeds trains every member config once per seed (train.seed;
+# seed 0 in exp/<config name>, seed S in exp/<config name>_sS) and fuses them all.
 set -euo pipefail
 
 stage=0
@@ -36,6 +38,7 @@ heldout_speakers=40
 num_average=2
 kokoro_speakers=0
 fuse_with=
+member_seeds=0
 overrides=()
 recipe=$(cd "$(dirname "$0")" && pwd)
 workdir=$recipe
@@ -54,9 +57,10 @@ while [ $# -gt 0 ]; do
     --workdir) workdir=$2; shift 2 ;;
     --kokoro-speakers) kokoro_speakers=$2; shift 2 ;;
     --fuse-with) fuse_with=$2; shift 2 ;;
+    --member-seeds) member_seeds=$2; shift 2 ;;
     --full) config=conf/xvector_synth.yaml; fuse_with=conf/xvector_synth_trained.yaml
             kokoro_speakers=200; package=true; stop_stage=8; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -64,12 +68,17 @@ done
 corpus=${corpus:-$data/corpus}
 [ -f "$config" ] || config=$recipe/$config  # conf/... names a file of this recipe
 config=$(realpath "$config")
-members=("$config")
+configs=("$config")
 if [ -n "$fuse_with" ]; then
   [ -f "$fuse_with" ] || fuse_with=$recipe/$fuse_with
   fuse_with=$(realpath "$fuse_with")
-  members+=("$fuse_with")
+  configs+=("$fuse_with")
 fi
+# the members, "CONFIG SEED" each, in the order they are fused: every config at one seed first
+members=()
+for member_seed in $member_seeds; do
+  for member_config in "${configs[@]}"; do members+=("$member_config $member_seed"); done
+done
 mkdir -p "$workdir"
 cd "$workdir"
 tools=$recipe/../../tools
@@ -84,10 +93,16 @@ verify_bundled() {
   echo "(exit status $status: $([ "$status" -eq 0 ] && echo accepted || echo rejected))"
 }
 name=$(basename "$config" .yaml)
-[ -z "$fuse_with" ] || name=${name}_fused
+[ "${#members[@]}" -eq 1 ] || name=${name}_fused
 exp=exp/$name
-# where a member config trains: exp/<its name>, or $exp itself when it is the only one
-member_exp() { if [ -z "$fuse_with" ]; then echo "$exp"; else echo "exp/$(basename "$1" .yaml)"; fi; }
+# where a member ("CONFIG SEED") trains: exp/<its name>[_s<seed>], or $exp itself when it is
+# the only one
+member_exp() {
+  local member_config=${1% *} member_seed=${1##* }
+  if [ "${#members[@]}" -eq 1 ]; then echo "$exp"; return; fi
+  local suffix=; [ "$member_seed" = 0 ] || suffix=_s$member_seed
+  echo "exp/$(basename "$member_config" .yaml)$suffix"
+}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$jobs}
 command -v speakerverify >/dev/null || { echo "speakerverify is not installed (make install)" >&2; exit 2; }
 SECONDS=0
@@ -138,10 +153,11 @@ fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   for member in "${members[@]}"; do
     member_dir=$(member_exp "$member")
-    echo "$(stamp)stage 2: train $member -> $member_dir"
+    seed_option=(); [ "${member##* }" = 0 ] || seed_option=(--set "train.seed=${member##* }")
+    echo "$(stamp)stage 2: train ${member% *} (seed ${member##* }) -> $member_dir"
     rm -rf "$member_dir/checkpoints"
-    speakerverify train "$member" --exp-dir "$member_dir" --set data.train_dir=$data/train \
-      "${overrides[@]}"
+    speakerverify train "${member% *}" --exp-dir "$member_dir" --set data.train_dir=$data/train \
+      "${seed_option[@]}" "${overrides[@]}"
   done
 fi
 
@@ -155,7 +171,7 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     speakerverify average $last --out "$member_dir/final.pt"
     finals+=("$member_dir/final.pt")
   done
-  [ -z "$fuse_with" ] || speakerverify fuse "${finals[@]}" --out "$exp/final.pt"
+  [ "${#finals[@]}" -eq 1 ] || speakerverify fuse "${finals[@]}" --out "$exp/final.pt"
   python "$local"/untrained_checkpoint.py "$config" "$exp/untrained.pt"
 fi
 
