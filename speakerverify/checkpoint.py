@@ -46,7 +46,7 @@ __all__ = [
     "build_payload",
     "derive_payload",
     "load_checkpoint",
-    "load_model",
+    "load_encoder",
     "model_fingerprint",
     "save_checkpoint",
     "write_checkpoint",
@@ -326,7 +326,7 @@ class LoadedModel:
     sample_rate: int
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+def load_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the front-end (`Fbank`) and encoder from a checkpoint, ready for inference.
 
     Raises:

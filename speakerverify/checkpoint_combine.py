@@ -112,7 +112,7 @@ def fuse_checkpoints(paths: Sequence[str | os.PathLike], out_path: str | os.Path
     }
     try:
         build_model("fusion", **model_args).load_state_dict(state_dict)
-    # as in load_model: arguments a member does not take (ValueError), mis-shaped weights
+    # as in load_encoder: arguments a member does not take (ValueError), mis-shaped weights
     # (RuntimeError), e.g. members trained on features of different sizes
     except (ValueError, RuntimeError) as err:
         raise CheckpointError(f"{out_path}: cannot fuse: {first_line(err)}") from None

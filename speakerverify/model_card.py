@@ -75,10 +75,10 @@ def describe_model(path: str | os.PathLike, card: dict[str, Any] | None = None) 
         checkpoint.CheckpointError: unreadable or foreign checkpoint.
     """
     from speakerverify.backend.calibration import default_calibration_path
-    from speakerverify.checkpoint import load_checkpoint, load_model
+    from speakerverify.checkpoint import load_checkpoint, load_encoder
 
     payload = load_checkpoint(path)
-    loaded = load_model(path)
+    loaded = load_encoder(path)
     calibration = default_calibration_path(path)
     info: dict[str, Any] = {
         "path": str(path),
@@ -126,10 +126,10 @@ def make_card(
         date: ISO date of training.
         commit: code revision it was trained at.
     """
-    from speakerverify.checkpoint import load_checkpoint, load_model
+    from speakerverify.checkpoint import load_checkpoint, load_encoder
 
     payload = load_checkpoint(path)
-    loaded = load_model(path)
+    loaded = load_encoder(path)
     return {
         "card_version": CARD_VERSION,
         "name": name,

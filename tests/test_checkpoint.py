@@ -17,7 +17,7 @@ from speakerverify.checkpoint import (
     build_payload,
     derive_payload,
     load_checkpoint,
-    load_model,
+    load_encoder,
     model_fingerprint,
     save_checkpoint,
 )
@@ -56,7 +56,7 @@ def test_save_load_same_embeddings(tmp_path, name):
     model = tiny_model(name)
     path = tmp_path / "model.pt"
     fingerprint = save(path, model, name)
-    loaded = load_model(path)
+    loaded = load_encoder(path)
     assert loaded.fingerprint == fingerprint and len(fingerprint) == 16
     int(fingerprint, 16)
     assert loaded.model_name == name and loaded.embed_dim == 16 and loaded.sample_rate == 16000
@@ -121,7 +121,7 @@ def test_tampered_checkpoint_with_pickled_object_is_refused(tmp_path, capsys):
     )
     assert "pwned" not in capsys.readouterr().out
     with pytest.raises(CheckpointError):
-        load_model(path)
+        load_encoder(path)
 
 
 @pytest.mark.parametrize(
@@ -177,7 +177,7 @@ def test_average_is_the_mean_of_weights(tmp_path):
             torch.testing.assert_close(value, expected.float())
         else:
             assert torch.equal(value, states[-1][key])
-    assert load_model(out).fingerprint == fingerprint
+    assert load_encoder(out).fingerprint == fingerprint
 
 
 def test_average_refuses_different_models(tmp_path):
@@ -196,7 +196,7 @@ def test_load_model_with_mismatched_weights_is_checkpoint_error(tmp_path):
     payload["model_args"] = {**payload["model_args"], "embed_dim": 8}
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="cannot rebuild the model"):
-        load_model(path)
+        load_encoder(path)
 
 
 # -- one payload for every writer ----------------------------------------------------------------

@@ -21,7 +21,7 @@ from speakerverify.checkpoint import (
     CheckpointError,
     build_payload,
     load_checkpoint,
-    load_model,
+    load_encoder,
 )
 from speakerverify.checkpoint_rules import MODEL_NAMES, check_payload, read_checkpoint
 from speakerverify.cli import main
@@ -164,7 +164,7 @@ def test_bundled_model_keeps_its_fingerprint_and_fast_path(bundled_model_files, 
     card = bundled_card()
     assert card["fingerprint"] == "9ccbb8f659f56b89"
     assert check_payload(path, *read_checkpoint(path)) == card["fingerprint"]
-    assert load_model(path).fingerprint == card["fingerprint"]
+    assert load_encoder(path).fingerprint == card["fingerprint"]
     calibration = json.loads(path.with_name(f"{path.stem}.calibration.json").read_text())
     assert calibration["model_fingerprint"] == card["fingerprint"]
     pytest.importorskip("onnxruntime")

@@ -19,7 +19,12 @@ from click.testing import CliRunner
 
 import speakerverify.pretrained as pretrained
 from speakerverify.backend.calibration import Calibration
-from speakerverify.checkpoint import load_checkpoint, load_model, model_fingerprint, save_checkpoint
+from speakerverify.checkpoint import (
+    load_checkpoint,
+    load_encoder,
+    model_fingerprint,
+    save_checkpoint,
+)
 from speakerverify.cli import main
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
@@ -61,7 +66,7 @@ def test_card_describes_the_bundled_checkpoint(bundled_model_files):
     assert card["fingerprint"] == model_fingerprint(
         restored, payload["features"], payload["model_args"]
     )
-    loaded = load_model(pretrained.bundled_checkpoint())
+    loaded = load_encoder(pretrained.bundled_checkpoint())
     assert card["embed_dim"] == loaded.embed_dim
     assert card["num_parameters"] == sum(p.numel() for p in loaded.encoder.parameters())
     assert card["architecture"] == payload["model_name"] and card["frontend"] == payload["features"]
@@ -149,7 +154,7 @@ def test_package_model_writes_checkpoint_calibration_and_card(trained, tmp_path)
     card = json.loads((tmp_path / "demo.card.json").read_text())
     assert set(card) >= CARD_KEYS and card["fingerprint"] == fingerprint
     assert card["num_parameters"] == sum(
-        p.numel() for p in load_model(tmp_path / "demo.pt").encoder.parameters()
+        p.numel() for p in load_encoder(tmp_path / "demo.pt").encoder.parameters()
     )
     assert card["embed_dim"] == 16 and card["metrics"] == {"eer": 0.25, "trials": "test"}
     assert card["training"]["steps"] == 228
@@ -169,7 +174,7 @@ def test_package_model_fp16_loads_as_float32(trained, tmp_path):
     assert not (tmp_path / "demo.onnx").exists()
     payload = load_checkpoint(tmp_path / "demo.pt")
     assert payload["state_dict"]["segment.weight"].dtype == torch.float16
-    loaded = load_model(tmp_path / "demo.pt")
+    loaded = load_encoder(tmp_path / "demo.pt")
     assert next(loaded.encoder.parameters()).dtype == torch.float32
     card = json.loads((tmp_path / "demo.card.json").read_text())
     restored = {
@@ -185,7 +190,7 @@ def test_package_model_fp16_loads_as_float32(trained, tmp_path):
         Calibration.load(tmp_path / "demo.calibration.json").model_fingerprint
         == card["fingerprint"]
     )
-    full = load_model(trained[0])
+    full = load_encoder(trained[0])
     feats = torch.randn(1, 300, 80)
     with torch.no_grad():
         torch.testing.assert_close(loaded.encoder(feats), full.encoder(feats), atol=5e-2, rtol=1e-2)

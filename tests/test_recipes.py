@@ -133,9 +133,9 @@ def test_every_stage_on_a_tiny_voxceleb_tree(tmp_path):
     epochs = [json.loads(line) for line in (exp / "train_log.jsonl").read_text().splitlines()]
     epochs = [record for record in epochs if record["kind"] == "epoch"]
     assert epochs and all(0.0 <= record["eer"] <= 100.0 for record in epochs)
-    from speakerverify.checkpoint import load_model
+    from speakerverify.checkpoint import load_encoder
 
-    assert load_model(exp / "avg.pt").embed_dim == 32
+    assert load_encoder(exp / "avg.pt").embed_dim == 32
     assert (exp / "avg.calibration.json").is_file()
     table = (exp / "results.md").read_text().splitlines()
     rows = [line for line in table if line.startswith("| Vox1")]

@@ -122,10 +122,10 @@ class Embedder:
     def from_checkpoint(
         cls, path: str | os.PathLike, device: str = "cpu", **options: Any
     ) -> Embedder:
-        """Load a checkpoint (`checkpoint.load_model`) into an embedder."""
-        from speakerverify.checkpoint import load_model
+        """Load a checkpoint (`checkpoint.load_encoder`) into an embedder."""
+        from speakerverify.checkpoint import load_encoder
 
-        loaded = load_model(path, device=device)
+        loaded = load_encoder(path, device=device)
         return cls(
             loaded.frontend,
             loaded.encoder,

@@ -74,7 +74,7 @@ def export_onnx(
         checkpoint.CheckpointError: unusable checkpoint.
         ExportError: onnx/onnxscript not installed, or the output cannot be written.
     """
-    from speakerverify.checkpoint import load_model
+    from speakerverify.checkpoint import load_encoder
 
     out = Path(out_path)
     if out.is_dir():
@@ -83,7 +83,7 @@ def export_onnx(
         raise ExportError(f"{out}: directory {out.parent} does not exist")
     resolve_output(out)  # a FIFO or device is refused before tracing, not after
     onnx = _import_onnx()
-    loaded = load_model(checkpoint_path)
+    loaded = load_encoder(checkpoint_path)
     encoder = loaded.encoder.eval()
     feat_dim = int(loaded.frontend.config.feat_dim)
     min_frames = encoder_min_frames(encoder)

@@ -53,11 +53,11 @@ class SpeakerModel:
 
 def load_speaker_model(path: str | os.PathLike, device: str = "cpu") -> SpeakerModel:
     """Load a checkpoint for inference (`checkpoint.CheckpointError` when it is not usable)."""
-    from speakerverify.checkpoint import CheckpointError, load_model
+    from speakerverify.checkpoint import CheckpointError, load_encoder
 
     if Path(path).is_dir():
         raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
-    loaded = load_model(path, device=device)
+    loaded = load_encoder(path, device=device)
     from speakerverify.backend.embedder import Embedder
 
     embedder = Embedder(

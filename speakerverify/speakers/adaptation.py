@@ -195,11 +195,11 @@ def adapt_batchnorm(
         audio.AudioError: an unreadable file.
         checkpoint.CheckpointError: unusable input checkpoint, or the output cannot be written.
     """
-    from speakerverify.checkpoint import load_checkpoint, load_model, model_fingerprint
+    from speakerverify.checkpoint import load_checkpoint, load_encoder, model_fingerprint
 
     out = _check_output(checkpoint_path, out_path, crop_seconds)
     payload = load_checkpoint(checkpoint_path)
-    loaded = load_model(checkpoint_path)
+    loaded = load_encoder(checkpoint_path)
     encoder = loaded.encoder.eval()
     num_files, inputs, speech_seconds = _speech_crops(
         loaded, checkpoint_path, audio_dir, crop_seconds, min_speech_seconds

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from speakerverify.backend.export import export_onnx
-from speakerverify.checkpoint import load_model, save_checkpoint
+from speakerverify.checkpoint import load_encoder, save_checkpoint
 from speakerverify.cli import main
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
@@ -53,7 +53,7 @@ def test_onnxruntime_equals_torch(checkpoint, tmp_path):
     out = tmp_path / "encoder.onnx"
     result = export_onnx(path, out)
     assert result.fingerprint == fingerprint and result.embed_dim == 24 and result.min_frames == 15
-    loaded = load_model(path)
+    loaded = load_encoder(path)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     for seconds, seed in [(3.0, 1), (4.7, 2), (0.5, 3)]:  # dynamic time axis
         feats = _features(loaded, seconds, seed)
@@ -123,7 +123,7 @@ def test_other_encoders_export_too(tmp_path, name, args):
     session = ort.InferenceSession(
         str(tmp_path / f"{name}.onnx"), providers=["CPUExecutionProvider"]
     )
-    loaded = load_model(path)
+    loaded = load_encoder(path)
     feats = _features(loaded, 3.0, 6)
     with torch.no_grad():
         expected = loaded.encoder(feats).numpy()

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from speakerverify.backend import engine
 from speakerverify.backend.speaker_model import embed_utterance, load_speaker_model
-from speakerverify.checkpoint import CheckpointError, load_checkpoint, load_model
+from speakerverify.checkpoint import CheckpointError, load_checkpoint, load_encoder
 from speakerverify.checkpoint_combine import fuse_checkpoints
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
@@ -76,7 +76,7 @@ def test_fused_checkpoint_embeds_as_its_members_side_by_side(members):
     assert payload["fingerprint"] == fingerprint and payload["model_name"] == "fusion"
     assert payload["fused_from"] == [str(a), str(b)] and payload["train_state"] is None
     assert [m["args"] for m in payload["model_args"]["members"]] == [FROZEN, TRAINED]
-    fused, first, second = (load_model(p) for p in (out, a, b))
+    fused, first, second = (load_encoder(p) for p in (out, a, b))
     feats = torch.randn(3, 80, fused.encoder.members[0].frame_layers[0].conv.in_channels)
     with torch.no_grad():
         expected = torch.cat(

@@ -18,7 +18,12 @@ from speakerverify.backend.speaker_model import (
     load_speaker_model,
     load_speech,
 )
-from speakerverify.checkpoint import load_checkpoint, load_model, model_fingerprint, save_checkpoint
+from speakerverify.checkpoint import (
+    load_checkpoint,
+    load_encoder,
+    model_fingerprint,
+    save_checkpoint,
+)
 from speakerverify.cli import main
 from speakerverify.frontend.fbank_config import FbankConfig
 from speakerverify.models import build_model
@@ -71,7 +76,7 @@ def adapted(parent, domain, tmp_path_factory):
 
 
 def _crops_features(parent, domain, crop_seconds=5.0):
-    loaded = load_model(parent)
+    loaded = load_encoder(parent)
     reader = SpeakerModel(None, loaded.fingerprint, 16000, str(parent))
     feats = []
     for path in sorted(domain.rglob("*.wav")):
@@ -83,7 +88,7 @@ def _crops_features(parent, domain, crop_seconds=5.0):
 
 def test_first_layer_statistics_equal_a_hand_computation(parent, domain, adapted):
     out, result = adapted
-    encoder = load_model(parent).encoder
+    encoder = load_encoder(parent).encoder
     first = encoder.frame_layers[0]
     with torch.no_grad():
         frames = torch.cat(
@@ -224,7 +229,7 @@ def test_every_layer_matches_its_inputs_at_inference(domain, tmp_path, name, arg
         features=FbankConfig().to_dict(),
     )  # fmt: skip
     result = adapt_batchnorm(parent, domain, tmp_path / "new.pt", crop_seconds=5.0)
-    encoder = load_model(tmp_path / "new.pt").encoder
+    encoder = load_encoder(tmp_path / "new.pt").encoder
     layers = {m: n for n, m in encoder.named_modules() if isinstance(m, _BatchNorm)}
     assert set(result.layers) == set(layers.values())
     seen: dict[str, list[torch.Tensor]] = {n: [] for n in layers.values()}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_loop import TINY, make_corpus
 
-from speakerverify.checkpoint import load_checkpoint, load_model
+from speakerverify.checkpoint import load_checkpoint, load_encoder
 
 
 def train_on_two_ranks(corpus: Path, exp_dir: Path, *settings: str) -> None:
@@ -46,7 +46,7 @@ def test_torchrun_two_gloo_ranks(tmp_path):
     checkpoint = load_checkpoint(exp_dir / "checkpoints" / "epoch_0002.pt")
     assert checkpoint["train_state"]["world_size"] == 2
     assert checkpoint["train_state"]["global_step"] == 6
-    assert load_model(exp_dir / "checkpoints" / "epoch_0002.pt").embed_dim == 32
+    assert load_encoder(exp_dir / "checkpoints" / "epoch_0002.pt").embed_dim == 32
 
 
 @pytest.mark.slow

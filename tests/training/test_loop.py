@@ -18,7 +18,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from speakerverify.checkpoint import CheckpointError, load_checkpoint, load_model
+from speakerverify.checkpoint import CheckpointError, load_checkpoint, load_encoder
 from speakerverify.cli import main
 from speakerverify.config import ConfigError, LossConfig, OptimConfig
 from speakerverify.data import DataDir, Trials, write_trials
@@ -107,7 +107,7 @@ def test_tiny_model_learns_and_beats_untrained(corpus, tmp_path):
     best = load_checkpoint(result)
     assert best["train_state"]["best_eer"] == trained_eer
     assert best["config"] == cfg.to_dict()
-    loaded = load_model(result)
+    loaded = load_encoder(result)
     assert loaded.embed_dim == 32 and loaded.model_name == "xvector"
     again = validate(loaded.encoder, best["features"], corpus / "valid", corpus / "trials.txt")
     assert again["eer"] == trained_eer
@@ -207,7 +207,7 @@ def test_signal_saves_a_loadable_checkpoint(corpus, tmp_path, signum, workers, w
     assert found is not None and found.name.startswith("epoch_")
     state = load_checkpoint(found)["train_state"]
     assert state["global_step"] >= 2
-    assert load_model(found).embed_dim == 32
+    assert load_encoder(found).embed_dim == 32
     if whole_group:
         return
     # ... and training continues from it.
