@@ -65,14 +65,7 @@ def verify_trial(
         _check_speaker(store_path, str(first))
     for path in [first, test_path] if pair else [test_path]:
         check_audio_file(path)
-    model = model() if callable(model) else model
-    rule = resolve_store_rule(
-        model,
-        store_path,
-        threshold=threshold,
-        calibration_path=calibration_path,
-        p_target=p_target,
-    )
+    model, rule = _model_and_rule(model, store_path, threshold, calibration_path, p_target)
     if not pair:
         return verify_against(
             store_path, model, rule, first, test_path, min_speech_seconds=min_speech_seconds
@@ -107,6 +100,14 @@ def identify_trial(
     with SpeakerStore(store_path, read_only=True):
         pass  # a missing, foreign-format or corrupt store fails here, in 0.2 s
     check_audio_file(test_path)
+    model, rule = _model_and_rule(model, store_path, threshold, calibration_path, p_target)
+    return identify(
+        store_path, model, rule, test_path, top_k=top_k, min_speech_seconds=min_speech_seconds
+    )
+
+
+def _model_and_rule(model, store_path, threshold, calibration_path, p_target):
+    """The model (loaded now if `model` is a loader, after the cheap checks) and its rule."""
     model = model() if callable(model) else model
     rule = resolve_store_rule(
         model,
@@ -115,9 +116,7 @@ def identify_trial(
         calibration_path=calibration_path,
         p_target=p_target,
     )
-    return identify(
-        store_path, model, rule, test_path, top_k=top_k, min_speech_seconds=min_speech_seconds
-    )
+    return model, rule
 
 
 def _check_speaker(store_path: str | os.PathLike, name: str) -> None:
