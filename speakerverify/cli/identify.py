@@ -33,6 +33,11 @@ def identify(
 ) -> None:
     """Who in the store speaks in WAV? Answers "unknown" when nobody passes the threshold.
 
+    A stranger meets every enrolled speaker, so the default rule holds each of the N
+    comparisons to the calibration's (or the adapted rule's) false-accept rate divided by N:
+    the whole search keeps the rate of one `verify` claim. --threshold and --p-target decide
+    exactly as given.
+
     \b
     Exit status: 0 identified, 1 unknown, 2 usage or input error, 130 interrupted.
     """
