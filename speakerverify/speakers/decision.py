@@ -19,7 +19,7 @@ from speakerverify.backend.calibration import CalibrationError, default_calibrat
 from speakerverify.backend.scoring import l2_normalize
 from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.speakers.domain import snorm_scores
+from speakerverify.speakers.domain import snorm_scores, snorm_threshold
 from speakerverify.speakers.records import DomainMean
 
 
@@ -108,10 +108,8 @@ class DecisionRule:
         if enrolled <= 1:
             return self
         if self.source == "adapted":
-            from statistics import NormalDist  # as in speakerverify.speakers.domain
-
             rate = self.domain.false_accept / enrolled
-            threshold = NormalDist().inv_cdf(1.0 - rate)
+            threshold = snorm_threshold(rate)
             return replace(self, threshold=threshold, comparisons=enrolled, per_comparison=rate)
         calibration = self.calibration
         base = getattr(calibration, "default_false_accept", None)

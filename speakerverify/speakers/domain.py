@@ -33,6 +33,7 @@ __all__ = [
     "cohort_top_k",
     "estimate_domain",
     "snorm_scores",
+    "snorm_threshold",
 ]
 
 # Nominal false-accept rate of the adapted rule's threshold: 1 % of non-target trials.
@@ -65,6 +66,18 @@ def snorm_scores(
     enroll_part = (scores - enroll_mean) / np.maximum(enroll_std, 1e-6)
     test_part = (scores - test_mean[0]) / max(float(test_std[0]), 1e-6)
     return 0.5 * (enroll_part + test_part)
+
+
+def snorm_threshold(false_accept: float) -> float:
+    """The S-norm value a share `false_accept` of non-target trials reach: the standard normal
+    quantile at 1 - false_accept (the adapted rule's threshold, per claim or per comparison).
+
+    >>> round(snorm_threshold(0.01), 3)
+    2.326
+    """
+    from statistics import NormalDist  # not on verify's cold path (decimal, fractions, regexes)
+
+    return NormalDist().inv_cdf(1.0 - false_accept)
 
 
 def _pairs_above(cohort: np.ndarray, top_k: int, threshold: float) -> float:
@@ -104,9 +117,7 @@ def estimate_domain(
     rows = np.unique(np.linspace(0, len(unit) - 1, min(len(unit), MAX_COHORT)).round().astype(int))
     cohort = l2_normalize(unit[rows] - mean).astype(np.float32)
     top_k = cohort_top_k(len(cohort))
-    from statistics import NormalDist  # not on verify's cold path (decimal, fractions, regexes)
-
-    threshold = NormalDist().inv_cdf(1.0 - false_accept)
+    threshold = snorm_threshold(false_accept)
     domain = DomainMean(mean.astype(np.float32), len(embeddings), source, now_iso())
     return replace(
         domain,
