@@ -74,6 +74,30 @@ def speech_like(
     return out.astype(np.float32)
 
 
+def write_voices(
+    root: Path,
+    names: list[str],
+    rng: np.random.Generator,
+    *,
+    per_speaker: int,
+    seconds: float,
+    seed_stride: int = 10,
+    sample_rate: int = 16000,
+) -> tuple[dict[str, Path], dict[str, SynthSpeaker]]:
+    """One `random_speaker(rng)` per name and `per_speaker` files `root/<name><u>.wav` each
+    (utterance seed `seed_stride * speaker index + u`): the files by stem, and the speakers (for
+    other renderings of one voice: another rate, stereo)."""
+    files: dict[str, Path] = {}
+    speakers: dict[str, SynthSpeaker] = {}
+    for s, name in enumerate(names):
+        speakers[name] = speaker = random_speaker(rng)
+        for u in range(per_speaker):
+            files[f"{name}{u}"] = path = root / f"{name}{u}.wav"
+            wave = speech_like(seconds, sample_rate, speaker, seed=seed_stride * s + u)
+            sf.write(path, wave, sample_rate)
+    return files, speakers
+
+
 def make_voxceleb_corpus(
     root: Path,
     num_speakers: int = 6,

@@ -25,7 +25,7 @@ from speakerverify.backend.onnx_embedder import OnnxEmbedder
 from speakerverify.backend.speaker_model import embed_utterance, load_speaker_model
 from speakerverify.checkpoint import load_checkpoint
 from speakerverify.cli import main
-from speakerverify.testing import random_speaker, speech_like
+from speakerverify.testing import random_speaker, speech_like, write_voices
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
@@ -47,16 +47,10 @@ def tiny(tmp_path_factory):
     fingerprint = _save_tiny(checkpoint, seed=3)
     export_onnx(checkpoint, root / "tiny.onnx")
     rng = np.random.default_rng(5)
-    files = {}
-    for s, name in enumerate(["ann", "bo"]):
-        speaker = random_speaker(rng)
-        for u in range(2):
-            files[f"{name}{u}"] = root / f"{name}{u}.wav"
-            sf.write(files[f"{name}{u}"], speech_like(4.0, 16000, speaker, seed=10 * s + u), 16000)
-        if name == "ann":  # the rates phones, desktops and espeak-ng record at
-            for rate in RATES:
-                files[f"ann_{rate}"] = root / f"ann_{rate}.wav"
-                sf.write(files[f"ann_{rate}"], speech_like(3.0, rate, speaker, seed=7), rate)
+    files, speakers = write_voices(root, ["ann", "bo"], rng, per_speaker=2, seconds=4.0)
+    for rate in RATES:  # the rates phones, desktops and espeak-ng record at
+        files[f"ann_{rate}"] = root / f"ann_{rate}.wav"
+        sf.write(files[f"ann_{rate}"], speech_like(3.0, rate, speakers["ann"], seed=7), rate)
     files["quiet"] = root / "quiet.wav"
     sf.write(files["quiet"], (1e-5 * rng.standard_normal(32000)).astype(np.float32), 16000)
     files["short"] = root / "short.wav"

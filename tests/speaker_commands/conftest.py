@@ -16,7 +16,7 @@ from speaker_helpers import FP, SpectrumEmbedder
 
 from speakerverify.backend import engine
 from speakerverify.backend.speaker_model import SpeakerModel
-from speakerverify.testing import random_speaker, speech_like
+from speakerverify.testing import random_speaker, speech_like, write_voices
 
 
 @pytest.fixture
@@ -37,18 +37,13 @@ def fake_model(monkeypatch, tmp_path):
 def voices(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_voices")
     rng = np.random.default_rng(3)
-    files = {}
-    for s, name in enumerate(["ann", "bo", "cy"]):
-        speaker = random_speaker(rng)
-        for u in range(3):
-            files[f"{name}{u}"] = root / f"{name}{u}.wav"
-            sf.write(files[f"{name}{u}"], speech_like(3.0, 16000, speaker, seed=10 * s + u), 16000)
-        if name == "ann":  # stereo 44.1 kHz and 8 kHz versions of ann
-            wave = speech_like(3.0, 44100, speaker, seed=77)
-            files["ann_stereo"] = root / "ann_stereo.flac"
-            sf.write(files["ann_stereo"], np.stack([wave, 0.5 * wave], axis=1), 44100)
-            files["ann_8k"] = root / "ann_8k.wav"
-            sf.write(files["ann_8k"], speech_like(3.0, 8000, speaker, seed=78), 8000)
+    files, speakers = write_voices(root, ["ann", "bo", "cy"], rng, per_speaker=3, seconds=3.0)
+    # stereo 44.1 kHz and 8 kHz versions of ann
+    wave = speech_like(3.0, 44100, speakers["ann"], seed=77)
+    files["ann_stereo"] = root / "ann_stereo.flac"
+    sf.write(files["ann_stereo"], np.stack([wave, 0.5 * wave], axis=1), 44100)
+    files["ann_8k"] = root / "ann_8k.wav"
+    sf.write(files["ann_8k"], speech_like(3.0, 8000, speakers["ann"], seed=78), 8000)
     files["quiet"] = root / "quiet.wav"
     sf.write(files["quiet"], (1e-5 * rng.standard_normal(32000)).astype(np.float32), 16000)
     files["short"] = root / "short.wav"

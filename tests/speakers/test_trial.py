@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-import soundfile as sf
 from speaker_helpers import FP, SpectrumEmbedder
 
 from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
@@ -22,20 +21,14 @@ from speakerverify.speakers.verification import (
     verify_against,
     verify_pair,
 )
-from speakerverify.testing import random_speaker, speech_like
+from speakerverify.testing import write_voices
 
 
 @pytest.fixture(scope="module")
 def voices(tmp_path_factory):
     root = tmp_path_factory.mktemp("trial_voices")
     rng = np.random.default_rng(11)
-    files = {}
-    for s, name in enumerate(["ann", "bo"]):
-        speaker = random_speaker(rng)
-        for u in range(2):
-            files[f"{name}{u}"] = root / f"{name}{u}.wav"
-            sf.write(files[f"{name}{u}"], speech_like(3.0, 16000, speaker, seed=10 * s + u), 16000)
-    return files
+    return write_voices(root, ["ann", "bo"], rng, per_speaker=2, seconds=3.0)[0]
 
 
 def model_at(tmp_path) -> SpeakerModel:

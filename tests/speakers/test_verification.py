@@ -28,7 +28,7 @@ from speakerverify.speakers.verification import (
     verify_against,
     verify_pair,
 )
-from speakerverify.testing import random_speaker, speech_like
+from speakerverify.testing import speech_like, write_voices
 
 
 class LinearCalibration:
@@ -51,17 +51,11 @@ def voices(tmp_path_factory):
     """Three speakers x three 3-second files, plus near-silence and an 8 kHz file."""
     root = tmp_path_factory.mktemp("voices")
     rng = np.random.default_rng(7)
-    files = {}
-    for s, name in enumerate(["ann", "bo", "cy"]):
-        speaker = random_speaker(rng)
-        for u in range(3):
-            path = root / f"{name}{u}.wav"
-            sf.write(path, speech_like(3.0, 16000, speaker, seed=100 * s + u), 16000)
-            files[f"{name}{u}"] = path
-        if name == "ann":
-            path = root / "ann_8k.wav"
-            sf.write(path, speech_like(3.0, 8000, speaker, seed=99), 8000)
-            files["ann_8k"] = path
+    names = ["ann", "bo", "cy"]
+    files, speakers = write_voices(root, names, rng, per_speaker=3, seconds=3.0, seed_stride=100)
+    path = root / "ann_8k.wav"
+    sf.write(path, speech_like(3.0, 8000, speakers["ann"], seed=99), 8000)
+    files["ann_8k"] = path
     quiet = 1e-5 * np.random.default_rng(0).standard_normal(32000)
     sf.write(root / "quiet.wav", quiet.astype(np.float32), 16000)
     files["quiet"] = root / "quiet.wav"
