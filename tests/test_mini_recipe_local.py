@@ -68,3 +68,34 @@ def test_attributes_name_a_speaker_missing_from_the_table(tmp_path):
     )
     assert done.returncode == 2 and "no row for id9" in done.stderr
     assert not (tmp_path / "data" / "spk2gender").exists()
+
+
+def test_report_lists_each_hard_list_it_finds(tmp_path):
+    import json
+
+    exp = tmp_path / "exp" / "xvector_mini"
+    eers = {"mfcc": 0.1, "untrained": 0.2, "final": 0.05}
+    for system, eer in eers.items():
+        (exp / system).mkdir(parents=True)
+        for variant, scale in [("scores", 1), ("scores_centred", 0.5), ("scores_same_gender", 2)]:
+            metrics = {"eer": eer * scale, "min_dcf_0.01": 0.5, "min_dcf_0.05": 0.25,
+                       "num_trials": 10, "num_targets": 5}  # fmt: skip
+            (exp / system / f"{variant}.json").write_text(json.dumps(metrics))
+    report = ROOT / "recipes" / "mini" / "local" / "report.py"
+
+    def run() -> list[str]:
+        done = subprocess.run([sys.executable, report, exp], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    lines = run()
+    assert "| trained encoder (triplet) | yes | 2.50 | 0.500 | 0.250 |" in lines
+    assert lines[-1].startswith("Same-gender non-targets (raw): MFCC mean/std + cosine 20.00 %")
+    assert not any("same-language" in line for line in lines)  # a run made before that list
+    for system, eer in eers.items():
+        metrics = {"eer": eer * 3, "num_trials": 10, "num_targets": 5}
+        (exp / system / "scores_same_lang_gender.json").write_text(json.dumps(metrics))
+    assert run()[-1] == (
+        "Same-gender, same-language non-targets (raw): MFCC mean/std + cosine 30.00 %, "
+        "untrained encoder 60.00 %, trained encoder (triplet) 15.00 % EER."
+    )

@@ -145,6 +145,10 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   python "$local"/speaker_attributes.py "$data/test" "$corpus/speakers.tsv"
   speakerverify prepare trials "$data/test" "$data/test/trials_same_gender.txt" --same gender \
     --num-targets 1665 --num-nontargets 1665
+  # harder still, the worst case on real speech (issue 21): impostors of one gender who speak
+  # the same language (the 40 test speakers hold about 2,000 such pairs of utterances)
+  speakerverify prepare trials "$data/test" "$data/test/trials_same_lang_gender.txt" \
+    --same gender --same lang --num-targets 1000 --num-nontargets 1000
   pairs=$(( heldout_speakers * utts_per_speaker * (utts_per_speaker - 1) / 2 ))
   speakerverify prepare trials "$data/heldout" "$data/heldout/trials.txt" --same gender \
     --num-targets $(( pairs < 1000 ? pairs : 1000 )) --num-nontargets 10000
@@ -193,8 +197,10 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     speakerverify score "$corpus/trials.txt" "$exp/$system/test" --out "$exp/$system/scores.txt"
     speakerverify score "$corpus/trials.txt" "$exp/$system/test" --mean-store "$exp/$system/test" \
       --out "$exp/$system/scores_centred.txt"
-    speakerverify score $data/test/trials_same_gender.txt "$exp/$system/test" \
-      --out "$exp/$system/scores_same_gender.txt"
+    for list in same_gender same_lang_gender; do
+      speakerverify score "$data/test/trials_$list.txt" "$exp/$system/test" \
+        --out "$exp/$system/scores_$list.txt"
+    done
   done
   speakerverify score $data/heldout/trials.txt "$exp/final/heldout" --out "$exp/final/heldout_scores.txt"
   # default operating point: 1 % of same-gender synthetic impostors accepted per claim, the
@@ -213,8 +219,10 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
       speakerverify evaluate "$corpus/trials.txt" "$exp/$system/$variant.txt" --json \
         > "$exp/$system/$variant.json"
     done
-    speakerverify evaluate $data/test/trials_same_gender.txt "$exp/$system/scores_same_gender.txt" \
-      --json > "$exp/$system/scores_same_gender.json"
+    for list in same_gender same_lang_gender; do
+      speakerverify evaluate "$data/test/trials_$list.txt" "$exp/$system/scores_$list.txt" \
+        --json > "$exp/$system/scores_$list.json"
+    done
   done
   speakerverify evaluate "$corpus/trials.txt" "$exp/final/scores.txt" \
     --plot "$exp/final/plots" > /dev/null

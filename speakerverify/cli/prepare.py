@@ -116,8 +116,9 @@ def _read_speaker_list(path: str) -> set[str]:
 @click.option("--all", "all_pairs", is_flag=True,
               help="Every valid pair instead of a sample (up to --max-trials).")  # fmt: skip
 @click.option("--max-trials", type=click.IntRange(min=1), default=10_000_000, show_default=True)
-@click.option("--same", metavar="ATTR",
-              help="Non-targets share this attribute (utt2ATTR/spk2ATTR in DATA_DIR).")  # fmt: skip
+@click.option("--same", metavar="ATTR", multiple=True,
+              help="Non-targets share this attribute (utt2ATTR/spk2ATTR in DATA_DIR); "
+              "repeat it for several (--same gender --same language).")  # fmt: skip
 @click.option("--cross-session/--any-session", default=True, show_default=True,
               help="Targets pair different sessions when DATA_DIR has utt2sess.")  # fmt: skip
 @click.option("--enroll-utts", type=click.IntRange(min=1), default=1, show_default=True,
@@ -135,7 +136,7 @@ def trials(
     num_nontargets: int | None,
     all_pairs: bool,
     max_trials: int,
-    same: str | None,
+    same: tuple[str, ...],
     cross_session: bool,
     enroll_utts: int,
     enroll_out: str | None,

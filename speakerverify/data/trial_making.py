@@ -6,7 +6,7 @@ for harder lists, and multi-utterance enrollment models (Kaldi `model test targe
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -297,7 +297,7 @@ def prepare_trials(
     out: str | os.PathLike,
     options: TrialOptions,
     *,
-    same: str | None = None,
+    same: str | Sequence[str] | None = None,
     cross_session: bool = True,
     format: str | None = None,
     enroll_out: str | os.PathLike | None = None,
@@ -305,7 +305,8 @@ def prepare_trials(
     """Make a trial list for the data dir `data_dir` and write it to `out`.
 
     Sessions come from `utt2sess` when present (targets then cross sessions unless
-    `cross_session` is False); `same` names an attribute file (`utt2<same>` or `spk2<same>`).
+    `cross_session` is False); `same` names an attribute (`utt2<same>` or `spk2<same>`), or
+    several, which non-targets then all share (e.g. `("gender", "language")`).
     Single-utterance lists are written in VoxCeleb format unless `format="kaldi"`;
     multi-utterance ones in Kaldi format, with the enroll map in `enroll_out`
     (default: `enroll` beside `out`).
@@ -323,7 +324,12 @@ def prepare_trials(
     sessions = None
     if cross_session and (Path(data_dir) / f"utt2{SESSION_ATTRIBUTE}").is_file():
         sessions = read_utterance_attribute(data, data_dir, SESSION_ATTRIBUTE)
-    groups = read_utterance_attribute(data, data_dir, same) if same else None
+    names = [same] if isinstance(same, str) else list(same or ())
+    groups = None
+    if names:
+        tables = [read_utterance_attribute(data, data_dir, name) for name in names]
+        # one group per combination of values (a tab never occurs inside a value)
+        groups = {u: "\t".join(table[u] for table in tables) for u in data.wav}
     multi = options.enroll_utts > 1
     if multi and format == "voxceleb":
         raise TrialsError("multi-utterance enrollment lists are written in Kaldi format only")

@@ -119,6 +119,31 @@ def test_cli_trials_read_back_against_the_data_dir(data_dir, tmp_path):
         assert gender[data.utt2spk[enroll]] == gender[data.utt2spk[test]]
 
 
+def test_cli_trials_share_every_attribute_given(data_dir, tmp_path):
+    # two attributes: gender by speaker parity, language split across genders, so only the
+    # pairs (spk0, spk4) and (spk1, spk5) share both, and the exhaustive list holds exactly their
+    # 2 x 6 x 6 = 72 non-target pairs (one order each)
+    languages = {f"spk{s}": "de" if s in (0, 1, 4, 5) else "fr" for s in range(6)}
+    (data_dir / "spk2language").write_text("".join(f"{k} {v}\n" for k, v in languages.items()))
+    out = tmp_path / "trials.txt"
+    result = invoke("prepare", "trials", data_dir, out, "--all", "--same", "gender",
+                    "--same", "language")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = DataDir.load(data_dir)
+    trials = read_trials(out, data)
+    pairs = {
+        frozenset((data.utt2spk[e], data.utt2spk[t]))
+        for e, t, label in zip(trials.enroll, trials.test, trials.labels, strict=True)
+        if not label
+    }
+    assert pairs == {frozenset(("spk0", "spk4")), frozenset(("spk1", "spk5"))}
+    assert int((trials.labels == 0).sum()) == 72
+    # one attribute alone pairs more speakers
+    invoke("prepare", "trials", data_dir, out, "--all", "--same", "language")
+    alone = read_trials(out, data)
+    assert int((alone.labels == 0).sum()) > 72
+
+
 def test_cli_multi_utterance_list_and_enroll_map(data_dir, tmp_path):
     out = tmp_path / "trials.txt"
     result = invoke("prepare", "trials", data_dir, out, "--enroll-utts", 3, "--num-targets", 6,

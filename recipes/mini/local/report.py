@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Markdown table of the mini recipe: MFCC baseline, untrained and trained encoder, each scored
 raw and centred on the test audio's mean, and raw on the test speakers' same-gender list (every
-non-target shares the speaker's gender), from the `speakerverify evaluate --json` outputs.
+non-target shares the speaker's gender) and same-gender, same-language list, from the
+`speakerverify evaluate --json` outputs.
 
     python local/report.py exp/xvector_mini > exp/xvector_mini/results.md
 """
@@ -19,6 +20,11 @@ SYSTEMS = {
     "final": "trained encoder (triplet)",
 }
 VARIANTS = {"scores": "no", "scores_centred": "yes"}
+# the test speakers' harder lists: every non-target shares the speaker's gender (and language)
+HARD_LISTS = {
+    "scores_same_gender": "Same-gender non-targets",
+    "scores_same_lang_gender": "Same-gender, same-language non-targets",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,17 +51,18 @@ def main(argv: list[str] | None = None) -> int:
             )
     trials = json.loads((exp / "final" / "scores.json").read_text())
     rows += ["", f"{trials['num_trials']} trials ({trials['num_targets']} target)."]
-    hard = {system: exp / system / "scores_same_gender.json" for system in SYSTEMS}
-    if all(path.is_file() for path in hard.values()):  # runs made before the list lack it
-        rows += [
-            "",
-            "Same-gender non-targets (raw): "
-            + ", ".join(
-                f"{label} {100 * json.loads(hard[system].read_text())['eer']:.2f} %"
-                for system, label in SYSTEMS.items()
-            )
-            + " EER.",
-        ]
+    for variant, title in HARD_LISTS.items():
+        hard = {system: exp / system / f"{variant}.json" for system in SYSTEMS}
+        if all(path.is_file() for path in hard.values()):  # runs made before a list lack it
+            rows += [
+                "",
+                f"{title} (raw): "
+                + ", ".join(
+                    f"{label} {100 * json.loads(hard[system].read_text())['eer']:.2f} %"
+                    for system, label in SYSTEMS.items()
+                )
+                + " EER.",
+            ]
     print("\n".join(rows))
     return 0
 
