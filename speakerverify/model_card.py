@@ -38,6 +38,8 @@ def training_summary(payload: dict[str, Any]) -> dict[str, Any]:
         "loss": loss.get("name"),
         **_mining_summary(loss),
         "frozen": list(train.get("freeze") or []),  # layers left as initialised
+        # 0.9x / 1.1x speed copies of every utterance trained as new speakers
+        "speed_perturb": bool(data.get("speed_perturb", False)),
     }
 
 

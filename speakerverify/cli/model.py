@@ -37,9 +37,10 @@ def _mining_text(training: dict) -> str:
 
 
 def _training_details(training: dict) -> str:
-    """E.g. "20 epochs, triplet loss, semi-hard mining ..., frame_layers frozen"."""
+    """E.g. "20 epochs, speed-perturbed speakers, triplet loss, ..., frame_layers frozen"."""
     details = [
         f"{training['epochs']} epochs" if training.get("epochs") else "",
+        "speed-perturbed speakers" if training.get("speed_perturb") else "",
         f"{training['loss']} loss" if training.get("loss") else "",
         _mining_text(training),
         f"{', '.join(training['frozen'])} frozen" if training.get("frozen") else "",
