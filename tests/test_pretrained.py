@@ -287,11 +287,16 @@ def test_model_info_bundled(bundled_model_files, tmp_path):
     configs = load_checkpoint(pretrained.bundled_checkpoint())["member_configs"]
     assert [c["train"]["freeze"] for c in configs] == [["frame_layers"], []]
     assert "member 1: 20 epochs, triplet loss," in text.stdout
-    assert "frame_layers frozen; member 2: 4 epochs, triplet loss," in text.stdout
+    assert "frame_layers frozen; member 2: 6 epochs, speed-perturbed speakers, triplet loss," in (
+        text.stdout
+    )
     # Regression (issue 24): it said "batch_hard mining"; the config warms up with semi-hard.
+    # (stored configs spell the loss either way: flat keys or name + args)
+    from speakerverify.config import LossConfig
+
     for config in configs:
-        loss = config["loss"]
-        assert (loss["mining_warmup"], loss["mining_warmup_epochs"], loss["mining"]) == (
+        loss = LossConfig.from_flat(config["loss"])
+        assert (loss.mining_warmup, loss.mining_warmup_epochs, loss.args["mining"]) == (
             "semi_hard",
             1,
             "batch_hard",
@@ -353,7 +358,22 @@ def test_model_info_of_a_plain_checkpoint(trained, tmp_path):
     assert info["training"]["step"] == 7 and info["versions"]["torch"] == torch.__version__
     text = run(["model", "info", checkpoint]).stdout
     assert "saved:" in text and "calibration:   " in text and "frozen" not in text
-    assert info["training"]["frozen"] == []
+    assert info["training"]["frozen"] == [] and info["training"]["speed_perturb"] is False
+    assert "speed-perturbed" not in text
+
+
+def test_model_info_names_speed_perturbed_members():
+    from speakerverify.cli.model import _training_line
+    from speakerverify.model_card import training_summary
+
+    configs = [
+        {"data": {"train_dir": "data/train"}, "train": {"epochs": 20}},
+        {"data": {"train_dir": "data/train", "speed_perturb": True}, "train": {"epochs": 6}},
+    ]
+    summary = training_summary({"member_configs": configs})
+    assert [m["speed_perturb"] for m in summary["members"]] == [False, True]
+    line = _training_line(summary)
+    assert "member 2: 6 epochs, speed-perturbed speakers," in line and line.count("speed") == 1
 
 
 @pytest.mark.parametrize("content", [None, b"not a checkpoint"])

