@@ -106,6 +106,9 @@ member_exp() {
 }
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$jobs}
 command -v speakerverify >/dev/null || { echo "speakerverify is not installed (make install)" >&2; exit 2; }
+# the test speakers' harder lists (stage 1 makes them): non-targets of the speaker's gender,
+# and of the speaker's gender and language
+hard_lists=(same_gender same_lang_gender)
 SECONDS=0
 stamp() { printf '[%3d s] ' "$SECONDS"; }
 
@@ -200,7 +203,7 @@ if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
     speakerverify score "$corpus/trials.txt" "$exp/$system/test" --out "$exp/$system/scores.txt"
     speakerverify score "$corpus/trials.txt" "$exp/$system/test" --mean-store "$exp/$system/test" \
       --out "$exp/$system/scores_centred.txt"
-    for list in same_gender same_lang_gender; do
+    for list in "${hard_lists[@]}"; do
       speakerverify score "$data/test/trials_$list.txt" "$exp/$system/test" \
         --out "$exp/$system/scores_$list.txt"
     done
@@ -222,7 +225,7 @@ if [ "$stage" -le 6 ] && [ "$stop_stage" -ge 6 ]; then
       speakerverify evaluate "$corpus/trials.txt" "$exp/$system/$variant.txt" --json \
         > "$exp/$system/$variant.json"
     done
-    for list in same_gender same_lang_gender; do
+    for list in "${hard_lists[@]}"; do
       speakerverify evaluate "$data/test/trials_$list.txt" "$exp/$system/scores_$list.txt" \
         --json > "$exp/$system/scores_$list.json"
     done
