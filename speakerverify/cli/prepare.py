@@ -170,18 +170,42 @@ def trials(
 @click.argument(
     "data_dirs", nargs=-1, required=True, type=CheckedPath(exists=True, file_okay=False)
 )
-@click.option("--hold-out-speakers", "num_heldout", type=click.IntRange(min=1), required=True,
-              help="Speakers (with >= 2 utterances) moved to the held-out side.")  # fmt: skip
+@click.option("--hold-out-speakers", "num_heldout", type=click.IntRange(min=0), required=True,
+              help="Speakers (with >= 2 utterances) drawn from DATA_DIRS for the held-out side "
+                   "(0 with --add-heldout: none).")  # fmt: skip
+@click.option("--add-train", "train_dirs", multiple=True,
+              type=CheckedPath(exists=True, file_okay=False),
+              help="A data dir whose speakers all join the training side, outside the draw; "
+                   "repeatable.")  # fmt: skip
+@click.option("--add-heldout", "heldout_dirs", multiple=True,
+              type=CheckedPath(exists=True, file_okay=False),
+              help="A data dir whose speakers all join the held-out side (speakers made for "
+                   "calibration, never trained on); repeatable.")  # fmt: skip
 @click.option("--train-out", required=True, type=CheckedPath(file_okay=False))
 @click.option("--heldout-out", required=True, type=CheckedPath(file_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True)
 def split(
-    data_dirs: tuple[str, ...], num_heldout: int, train_out: str, heldout_out: str, seed: int
+    data_dirs: tuple[str, ...],
+    num_heldout: int,
+    train_dirs: tuple[str, ...],
+    heldout_dirs: tuple[str, ...],
+    train_out: str,
+    heldout_out: str,
+    seed: int,
 ) -> None:
-    """Merge DATA_DIRS and split them by speaker into training and held-out data dirs."""
+    """Merge DATA_DIRS and split them by speaker into training and held-out data dirs.
+
+    The speakers of --add-train and --add-heldout dirs go to their side whole, so the draw
+    from DATA_DIRS does not change when they grow (e.g. a fixed set of calibration speakers).
+    """
     from speakerverify.data.split import prepare_split
 
-    done = prepare_split(data_dirs, train_out, heldout_out, num_heldout, seed=seed)
+    if num_heldout == 0 and not heldout_dirs:
+        raise click.UsageError("--hold-out-speakers 0 needs --add-heldout (no held-out speakers)")
+    done = prepare_split(
+        data_dirs, train_out, heldout_out, num_heldout, seed=seed,
+        train_sources=train_dirs, heldout_sources=heldout_dirs,
+    )  # fmt: skip
     for name, side in ((train_out, done.train), (heldout_out, done.heldout)):
         click.echo(f"{name}: {len(side.speakers)} speakers, {len(side)} utterances")
 

@@ -42,19 +42,27 @@ def merge_data_dirs(paths: Sequence[str | os.PathLike]) -> DataDir:
         raise DataDirError("no data dirs to merge")
     data = DataDir.load(paths[0])
     for path in paths[1:]:
-        more = DataDir.load(path)
-        clash = sorted(set(more.wav) & set(data.wav))
-        if clash:
-            raise DataDirError(
-                f"{path}: {len(clash)} utterance ids also in {paths[0]} (e.g. {clash[0]})"
-            )
-        both = data.utt2dur is not None and more.utt2dur is not None
-        data = DataDir(
-            wav={**data.wav, **more.wav},
-            utt2spk={**data.utt2spk, **more.utt2spk},
-            utt2dur={**data.utt2dur, **more.utt2dur} if both else None,  # type: ignore[dict-item]
-        )
+        clash = f"{path}: {{count}} utterance ids also in {paths[0]}"
+        data = _join(data, DataDir.load(path), clash)
     return data
+
+
+def _join(first: DataDir, second: DataDir, clash_message: str) -> DataDir:
+    """Two DataDirs with disjoint utterance ids as one; utt2dur is kept only if both have it.
+
+    Raises:
+        DataDirError: `clash_message` (with `{count}` filled in) and an example, when an
+            utterance id is in both.
+    """
+    clash = sorted(set(first.wav) & set(second.wav))
+    if clash:
+        raise DataDirError(f"{clash_message.format(count=len(clash))} (e.g. {clash[0]})")
+    both = first.utt2dur is not None and second.utt2dur is not None
+    return DataDir(
+        wav={**first.wav, **second.wav},
+        utt2spk={**first.utt2spk, **second.utt2spk},
+        utt2dur={**first.utt2dur, **second.utt2dur} if both else None,  # type: ignore[dict-item]
+    )
 
 
 def split_speakers(data: DataDir, num_heldout: int, *, seed: int = 0) -> SpeakerSplit:
@@ -117,14 +125,47 @@ def prepare_split(
     num_heldout: int,
     *,
     seed: int = 0,
+    train_sources: Sequence[str | os.PathLike] = (),
+    heldout_sources: Sequence[str | os.PathLike] = (),
 ) -> SpeakerSplit:
     """Merge the data dirs `sources`, hold out `num_heldout` speakers and write both sides.
 
+    Every speaker of `train_sources` joins the training side and every speaker of
+    `heldout_sources` (data dirs made for calibration, e.g. speakers synthesised apart from the
+    training pool) the held-out side, whole, without taking part in the draw: the draw from
+    `sources` stays the same when either grows. `num_heldout` may be 0 when `heldout_sources`
+    are given.
+
     Raises:
-        DataDirError: unreadable sources, too few speakers, or outputs that are one directory
-            or a source (the second write would replace the first, or the input).
+        DataDirError: unreadable sources, too few speakers, a speaker in two of the three
+            groups, or outputs that are one directory or a source (the second write would
+            replace the first, or the input).
     """
-    _check_outputs(sources, train_out, heldout_out)
-    split = split_speakers(merge_data_dirs(sources), num_heldout, seed=seed)
-    save_split(split, sources, train_out, heldout_out)
+    everything = [*sources, *train_sources, *heldout_sources]
+    _check_outputs(everything, train_out, heldout_out)
+    groups = [(sources[0], merge_data_dirs(sources))]
+    for dirs in (train_sources, heldout_sources):
+        if dirs:
+            groups.append((dirs[0], merge_data_dirs(dirs)))
+    for i, (name, data) in enumerate(groups):
+        for other_name, other in groups[:i]:
+            shared = sorted(set(data.speakers) & set(other.speakers))
+            if shared:
+                raise DataDirError(
+                    f"{name}: {len(shared)} speakers also in {other_name} (e.g. {shared[0]}); "
+                    "the training and held-out sides must not share a speaker"
+                )
+    pool = groups[0][1]
+    to_heldout = groups[-1][1] if heldout_sources else None
+    if num_heldout == 0 and to_heldout is not None:
+        split = SpeakerSplit(train=pool, heldout=to_heldout)
+    else:
+        split = split_speakers(pool, num_heldout, seed=seed)
+        if to_heldout is not None:
+            clash = f"{heldout_sources[0]}: {{count}} utterance ids also in {sources[0]}"
+            split = SpeakerSplit(split.train, _join(split.heldout, to_heldout, clash))
+    if train_sources:
+        clash = f"{train_sources[0]}: {{count}} utterance ids also in {sources[0]}"
+        split = SpeakerSplit(_join(split.train, groups[1][1], clash), split.heldout)
+    save_split(split, everything, train_out, heldout_out)
     return split

@@ -207,6 +207,61 @@ def test_cli_split_error_and_clash(data_dir, tmp_path):
     assert result.exit_code == 2 and "36 utterance ids also in" in result.output
 
 
+def test_cli_split_add_heldout_keeps_the_draw_and_joins_whole(data_dir, tmp_path):
+    # a calibration set made apart from the pool: all its speakers are held out, and the draw
+    # from the pool is the one made without it, so the held-out side does not move with it
+    calib, _ = make_data(num_speakers=2)
+    calib = DataDir(
+        wav={f"c/{u}": p for u, p in calib.wav.items()},
+        utt2spk={f"c/{u}": f"c{s}" for u, s in calib.utt2spk.items()},
+    )
+    calib.save(tmp_path / "calib")
+    plain = ["prepare", "split", data_dir, "--hold-out-speakers", 2]
+    assert invoke(*plain, "--train-out", tmp_path / "t1", "--heldout-out", tmp_path / "h1",
+                  ).exit_code == 0  # fmt: skip
+    result = invoke(*plain, "--add-heldout", tmp_path / "calib",
+                    "--train-out", tmp_path / "t2", "--heldout-out", tmp_path / "h2")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    drawn = DataDir.load(tmp_path / "h1").speakers
+    held = DataDir.load(tmp_path / "h2")
+    assert sorted(held.speakers) == sorted([*drawn, "cspk0", "cspk1"])
+    assert DataDir.load(tmp_path / "t2").wav == DataDir.load(tmp_path / "t1").wav
+    assert len(held) == 2 * 6 + 2 * 6
+    # none drawn: the training side is the whole pool
+    result = invoke("prepare", "split", data_dir, "--hold-out-speakers", 0,
+                    "--add-heldout", tmp_path / "calib",
+                    "--train-out", tmp_path / "t3", "--heldout-out", tmp_path / "h3")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert len(DataDir.load(tmp_path / "t3")) == 36
+    assert DataDir.load(tmp_path / "h3").speakers == ["cspk0", "cspk1"]
+
+
+def test_cli_split_add_heldout_errors(data_dir, tmp_path):
+    result = invoke("prepare", "split", data_dir, "--hold-out-speakers", 0,
+                    "--train-out", tmp_path / "t", "--heldout-out", tmp_path / "h")  # fmt: skip
+    assert result.exit_code == 2 and "needs --add-heldout" in result.output
+    # a held-out dir that shares speakers with the pool would leak them into training
+    result = invoke("prepare", "split", data_dir, "--hold-out-speakers", 1,
+                    "--add-heldout", data_dir,
+                    "--train-out", tmp_path / "t", "--heldout-out", tmp_path / "h")  # fmt: skip
+    assert result.exit_code == 2 and "6 speakers also in" in result.output
+    assert not (tmp_path / "t").exists() and not (tmp_path / "h").exists()
+    assert len(result.output.strip().splitlines()) == 1
+    # --add-train joins the training side whole; it may not share speakers with --add-heldout
+    calib = tmp_path / "calib"
+    extra = DataDir(wav={"x/1": "/a/1.wav", "x/2": "/a/2.wav"}, utt2spk={"x/1": "x", "x/2": "x"})
+    extra.save(calib)
+    result = invoke("prepare", "split", data_dir, "--hold-out-speakers", 1,
+                    "--add-train", calib, "--add-heldout", calib,
+                    "--train-out", tmp_path / "t", "--heldout-out", tmp_path / "h")  # fmt: skip
+    assert result.exit_code == 2 and "1 speakers also in" in result.output
+    result = invoke("prepare", "split", data_dir, "--hold-out-speakers", 1, "--add-train", calib,
+                    "--train-out", tmp_path / "t", "--heldout-out", tmp_path / "h")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    train = DataDir.load(tmp_path / "t")
+    assert "x" in train.speakers and len(train) == 30 + 2
+
+
 def test_score_with_enroll_map_averages_normalised_utterances(tmp_path):
     vectors = {"a1": [3.0, 0.0], "a2": [0.0, 1.0], "t1": [1.0, 1.0], "t2": [1.0, -1.0]}
     save_embeddings(tmp_path / "emb", list(vectors), np.asarray(list(vectors.values())))
