@@ -59,6 +59,46 @@ def test_attributes_feed_same_gender_trials(tmp_path):
     assert all(gender[a.split("/")[0]] == gender[b.split("/")[0]] for _, a, b in nontargets)
 
 
+def test_generator_attribute_keeps_impostors_within_one_synthesiser(tmp_path):
+    # an eSpeak table (its corpus.json names no generator) and a Kokoro one: the calibration's
+    # non-targets pair speakers of one gender made by one synthesiser
+    espeak, kokoro = tmp_path / "corpus", tmp_path / "kokoro_corpus"
+    espeak.mkdir()
+    kokoro.mkdir()
+    (espeak / "corpus.json").write_text('{"seed": 0}')
+    (kokoro / "corpus.json").write_text('{"generator": "kokoro", "seed": 0}')
+    header = "spk_id\tsplit\tgender\tlanguage\n"
+    (espeak / "speakers.tsv").write_text(header + "id1\tdev\tfemale\tja\nid2\tdev\tfemale\tde\n")
+    (kokoro / "speakers.tsv").write_text(
+        header + "id20000\tdev\tfemale\tja\nid20001\tdev\tfemale\tja\n"
+    )
+    data = tmp_path / "data"
+    write_data_dir(data, {"id1": 4, "id2": 4, "id20000": 4, "id20001": 4})
+    tables = [espeak / "speakers.tsv", kokoro / "speakers.tsv"]
+    done = subprocess.run(
+        [sys.executable, ATTRIBUTES, data, *tables], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    generator = dict(line.split() for line in (data / "spk2generator").read_text().splitlines())
+    assert generator == {"id1": "espeak", "id2": "espeak", "id20000": "kokoro", "id20001": "kokoro"}
+    from click.testing import CliRunner
+
+    from speakerverify.cli import main
+
+    trials = tmp_path / "trials.txt"
+    result = CliRunner().invoke(
+        main,
+        ["prepare", "trials", str(data), str(trials), "--same", "gender", "--same", "generator",
+         "--all", "--any-session"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    nontargets = [line.split() for line in trials.read_text().splitlines() if line[0] == "0"]
+    # 2 pairs of speakers within a synthesiser, 4 x 4 utterances each; id1 and id20000 share a
+    # gender and a language but not a synthesiser
+    pairs = {tuple(sorted((a.split("/")[0], b.split("/")[0]))) for _, a, b in nontargets}
+    assert pairs == {("id1", "id2"), ("id20000", "id20001")} and len(nontargets) == 2 * 16
+
+
 def test_attributes_name_a_speaker_missing_from_the_table(tmp_path):
     tsv = tmp_path / "speakers.tsv"
     tsv.write_text("spk_id\tsplit\tgender\tlanguage\nid1\tdev\tfemale\tde\n")
