@@ -35,14 +35,14 @@ LIMITS = (
     "Trained only on synthetic speech (eSpeak NG voices and blends of five Kokoro-82M neural TTS "
     "voices): it has never heard a real person, and its accuracy on real speech (one small set, "
     "realdev; see the README's model card) is far below models trained on real speakers. Its "
-    "default operating point accepts 1 % of synthetic same-gender impostors per claim, and "
-    "identify keeps that 1 % over a whole search: on realdev pair verify accepted 2 % of random "
-    "and 6 % of same-pitch impostor pairs and rejected 12 % of genuine single-file pairs; with 9 "
-    "speakers enrolled, no impostor claim was accepted, every stranger was answered unknown and "
-    "94 % of enrolled speakers were identified. `speakerverify adapt DIR` on a few hundred "
-    "unlabelled recordings of your domain fits the store's decision rule to them. Fine for "
-    "demos, tests and pipelines, not for decisions about people; train on VoxCeleb "
-    "(recipes/voxceleb) for real use."
+    "default operating point accepts 1 % of synthetic impostors of the claimant's gender made by "
+    "the claimant's own synthesiser, per claim, and identify keeps that 1 % over a whole search: "
+    "on realdev pair verify accepted 0 % of random and 4 % of same-pitch impostor pairs and "
+    "rejected 13 % of genuine single-file pairs; with 9 speakers enrolled, no impostor claim was "
+    "accepted, every stranger was answered unknown and 94 % of enrolled speakers were "
+    "identified. `speakerverify adapt DIR` on a few hundred unlabelled recordings of your domain "
+    "fits the store's decision rule to them. Fine for demos, tests and pipelines, not for "
+    "decisions about people; train on VoxCeleb (recipes/voxceleb) for real use."
 )
 
 
