@@ -42,21 +42,24 @@ def merge_data_dirs(paths: Sequence[str | os.PathLike]) -> DataDir:
         raise DataDirError("no data dirs to merge")
     data = DataDir.load(paths[0])
     for path in paths[1:]:
-        clash = f"{path}: {{count}} utterance ids also in {paths[0]}"
-        data = _join(data, DataDir.load(path), clash)
+        data = _join(data, DataDir.load(path), source=path, other=paths[0])
     return data
 
 
-def _join(first: DataDir, second: DataDir, clash_message: str) -> DataDir:
+def _join(
+    first: DataDir, second: DataDir, *, source: str | os.PathLike, other: str | os.PathLike
+) -> DataDir:
     """Two DataDirs with disjoint utterance ids as one; utt2dur is kept only if both have it.
 
     Raises:
-        DataDirError: `clash_message` (with `{count}` filled in) and an example, when an
-            utterance id is in both.
+        DataDirError: an utterance id in both, named as "`source`: N utterance ids also in
+            `other`".
     """
     clash = sorted(set(first.wav) & set(second.wav))
     if clash:
-        raise DataDirError(f"{clash_message.format(count=len(clash))} (e.g. {clash[0]})")
+        raise DataDirError(
+            f"{source}: {len(clash)} utterance ids also in {other} (e.g. {clash[0]})"
+        )
     both = first.utt2dur is not None and second.utt2dur is not None
     return DataDir(
         wav={**first.wav, **second.wav},
@@ -162,10 +165,10 @@ def prepare_split(
     else:
         split = split_speakers(pool, num_heldout, seed=seed)
         if to_heldout is not None:
-            clash = f"{heldout_sources[0]}: {{count}} utterance ids also in {sources[0]}"
-            split = SpeakerSplit(split.train, _join(split.heldout, to_heldout, clash))
+            joined = _join(split.heldout, to_heldout, source=heldout_sources[0], other=sources[0])
+            split = SpeakerSplit(split.train, joined)
     if train_sources:
-        clash = f"{train_sources[0]}: {{count}} utterance ids also in {sources[0]}"
-        split = SpeakerSplit(_join(split.train, groups[1][1], clash), split.heldout)
+        joined = _join(split.train, groups[1][1], source=train_sources[0], other=sources[0])
+        split = SpeakerSplit(joined, split.heldout)
     save_split(split, everything, train_out, heldout_out)
     return split
