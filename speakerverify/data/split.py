@@ -146,10 +146,14 @@ def prepare_split(
     """
     everything = [*sources, *train_sources, *heldout_sources]
     _check_outputs(everything, train_out, heldout_out)
-    groups = [(sources[0], merge_data_dirs(sources))]
-    for dirs in (train_sources, heldout_sources):
-        if dirs:
-            groups.append((dirs[0], merge_data_dirs(dirs)))
+    pool = merge_data_dirs(sources)
+    to_train = merge_data_dirs(train_sources) if train_sources else None
+    to_heldout = merge_data_dirs(heldout_sources) if heldout_sources else None
+    groups = [(sources[0], pool)]
+    if to_train is not None:
+        groups.append((train_sources[0], to_train))
+    if to_heldout is not None:
+        groups.append((heldout_sources[0], to_heldout))
     for i, (name, data) in enumerate(groups):
         for other_name, other in groups[:i]:
             shared = sorted(set(data.speakers) & set(other.speakers))
@@ -158,8 +162,6 @@ def prepare_split(
                     f"{name}: {len(shared)} speakers also in {other_name} (e.g. {shared[0]}); "
                     "the training and held-out sides must not share a speaker"
                 )
-    pool = groups[0][1]
-    to_heldout = groups[-1][1] if heldout_sources else None
     if num_heldout == 0 and to_heldout is not None:
         split = SpeakerSplit(train=pool, heldout=to_heldout)
     else:
@@ -167,8 +169,8 @@ def prepare_split(
         if to_heldout is not None:
             joined = _join(split.heldout, to_heldout, source=heldout_sources[0], other=sources[0])
             split = SpeakerSplit(split.train, joined)
-    if train_sources:
-        joined = _join(split.train, groups[1][1], source=train_sources[0], other=sources[0])
+    if to_train is not None:
+        joined = _join(split.train, to_train, source=train_sources[0], other=sources[0])
         split = SpeakerSplit(joined, split.heldout)
     save_split(split, everything, train_out, heldout_out)
     return split

@@ -29,6 +29,15 @@ def make_data(num_speakers: int = 6, sessions: int = 2, utts: int = 3) -> tuple[
     return DataDir(wav=wav, utt2spk=utt2spk), utt2sess
 
 
+def prefixed_data(prefix: str, num_speakers: int = 2) -> DataDir:
+    """`make_data` with every utterance and speaker id prefixed, to sit beside the fixture's."""
+    data, _ = make_data(num_speakers=num_speakers)
+    return DataDir(
+        wav={f"{prefix}/{u}": p for u, p in data.wav.items()},
+        utt2spk={f"{prefix}/{u}": f"{prefix}{s}" for u, s in data.utt2spk.items()},
+    )
+
+
 @pytest.fixture
 def data_dir(tmp_path) -> Path:
     data, sessions = make_data()
@@ -173,12 +182,7 @@ def test_cli_trials_errors_are_one_line(data_dir, tmp_path, args, needle):
 
 
 def test_cli_split_merges_and_carries_attributes(data_dir, tmp_path):
-    other, _ = make_data(num_speakers=2)
-    other = DataDir(
-        wav={f"b/{u}": p for u, p in other.wav.items()},
-        utt2spk={f"b/{u}": f"b{s}" for u, s in other.utt2spk.items()},
-    )
-    other.save(tmp_path / "other")
+    prefixed_data("b").save(tmp_path / "other")
     result = invoke("prepare", "split", data_dir, tmp_path / "other", "--hold-out-speakers", 3,
                     "--train-out", tmp_path / "train",
                     "--heldout-out", tmp_path / "held")  # fmt: skip
@@ -210,12 +214,7 @@ def test_cli_split_error_and_clash(data_dir, tmp_path):
 def test_cli_split_add_heldout_keeps_the_draw_and_joins_whole(data_dir, tmp_path):
     # a calibration set made apart from the pool: all its speakers are held out, and the draw
     # from the pool is the one made without it, so the held-out side does not move with it
-    calib, _ = make_data(num_speakers=2)
-    calib = DataDir(
-        wav={f"c/{u}": p for u, p in calib.wav.items()},
-        utt2spk={f"c/{u}": f"c{s}" for u, s in calib.utt2spk.items()},
-    )
-    calib.save(tmp_path / "calib")
+    prefixed_data("c").save(tmp_path / "calib")
     plain = ["prepare", "split", data_dir, "--hold-out-speakers", 2]
     assert invoke(*plain, "--train-out", tmp_path / "t1", "--heldout-out", tmp_path / "h1",
                   ).exit_code == 0  # fmt: skip
