@@ -79,6 +79,12 @@ class DataConfig:
         musan_index: MUSAN index from `speakerverify prepare musan` (noise/music/babble), or None.
         rir_index: RIR index from `speakerverify prepare rirs`, or None.
         valid_max_seconds: longest validation audio embedded at once (longer files are cut).
+        group_by: speaker attributes (`spk2<name>` files of `train_dir`, e.g. ["lang",
+            "gender"]) whose combinations group the speakers: each step is then drawn in blocks
+            of `group_size` speakers of one group, so every batch holds impostors of the
+            anchor's own language and gender for batch-hard mining (`sampler.PKSampler`).
+            Empty (the default): speakers are drawn uniformly.
+        group_size: speakers per block of one group (must divide `num_speakers`).
     """
 
     train_dir: str = ""
@@ -93,6 +99,8 @@ class DataConfig:
     musan_index: str | None = None
     rir_index: str | None = None
     valid_max_seconds: float = 20.0
+    group_by: tuple[str, ...] = ()
+    group_size: int = 4
 
     def __post_init__(self) -> None:
         if not self.train_dir:
@@ -106,6 +114,21 @@ class DataConfig:
             raise ConfigError(f"data.num_utts: must be >= 2 (K), got {self.num_utts!r}")
         _positive("data", "num_workers", self.num_workers, allow_zero=True)
         _choice("data", "small_speakers", self.small_speakers, SMALL_SPEAKERS)
+        group_by = [self.group_by] if isinstance(self.group_by, str) else self.group_by
+        if not isinstance(group_by, list | tuple) or not all(
+            isinstance(name, str) and name.isidentifier() for name in group_by
+        ):
+            raise ConfigError(
+                f"data.group_by: expected a list of attribute names, got {self.group_by!r}"
+            )
+        object.__setattr__(self, "group_by", tuple(group_by))
+        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int):
+            raise ConfigError(f"data.group_size: must be an integer, got {self.group_size!r}")
+        if group_by and (self.group_size < 2 or self.num_speakers % self.group_size):
+            raise ConfigError(
+                f"data.group_size: must be >= 2 and divide data.num_speakers="
+                f"{self.num_speakers}, got {self.group_size}"
+            )
 
 
 _FBANK_KEYS: tuple[str, ...] = tuple(f.name for f in fields(FbankConfig))

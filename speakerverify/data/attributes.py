@@ -63,6 +63,30 @@ def read_utterance_attribute(data: DataDir, path: str | os.PathLike, name: str) 
     raise DataDirError(f"{root}: no utt2{name} or spk2{name} file")
 
 
+def read_speaker_groups(
+    path: str | os.PathLike, speakers: list[str], names: tuple[str, ...]
+) -> list[tuple[str, ...]]:
+    """Each speaker's values of the attributes `names`, from the `spk2<name>` files of `path`.
+
+    Raises:
+        DataDirError: a file is missing or lacks one of `speakers`.
+    """
+    root = Path(path)
+    columns = []
+    for name in names:
+        spk_file = root / f"spk2{name}"
+        if not spk_file.is_file():
+            raise DataDirError(f"{spk_file}: not found (a speaker attribute to group by)")
+        table = _read_table(spk_file)
+        missing = [s for s in speakers if s not in table]
+        if missing:
+            raise DataDirError(
+                f"{spk_file}: {len(missing)} speakers have no {name} (e.g. {missing[0]})"
+            )
+        columns.append([table[s] for s in speakers])
+    return list(zip(*columns, strict=True)) if columns else [() for _ in speakers]
+
+
 def read_common_attributes(paths: list[str | os.PathLike]) -> dict[str, dict[str, str]]:
     """The attribute tables every data dir in `paths` has, merged: `{file name: {key: value}}`."""
     if not paths:

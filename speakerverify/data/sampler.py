@@ -4,6 +4,14 @@ An epoch's plan is a pure function of (seed, epoch): every rank builds the same 
 takes its own P speakers of each step, so ranks never share a speaker within a step and all ranks
 get the same number of batches. Each item carries its own seed, so the crop and augmentation of an
 item do not depend on the worker that loads it or on where a run was resumed.
+
+With speaker groups (e.g. language and gender, `data.group_by`), a step's speakers come in blocks
+of `group_size` speakers of one group: batch-hard mining then meets impostors who share the
+anchor's language and gender in every batch. A uniform draw from a corpus of dozens of languages
+seldom brings one (an eSpeak speaker of the bundled model's corpus meets one of its 6 or so
+same-language, same-gender peers in about one batch in five), so the hardest negative mining
+finds is usually a speaker of another language, and the model learns to tell languages apart
+rather than two similar voices of one language, the worst case on real speech.
 """
 
 from __future__ import annotations
@@ -67,6 +75,14 @@ class PKSampler:
         num_batches: batches per epoch per rank; default: total K-groups / (P * world_size).
         start_batch: first batch of the next iteration (for resuming mid-epoch); reset to 0 after
             that iteration.
+        speaker_groups: group of each speaker label (indexable by label, e.g. a language and
+            gender id), or None for a uniform draw. A step is then made of blocks of
+            `group_size` speakers of one group: the blocks' groups are drawn without
+            replacement with probability proportional to their K-groups, and each block's
+            speakers likewise within the group. Groups of fewer than `group_size` eligible
+            speakers are pooled into one mixed group (logged once; left out if even the pool is
+            smaller than a block).
+        group_size: speakers per block; must divide P, so no block straddles two ranks.
 
     >>> sampler = PKSampler([0, 0, 1, 1, 2, 2, 2, 2], num_speakers=2, num_utts=2, seed=1)
     >>> len(sampler), len(next(iter(sampler)))
@@ -84,6 +100,8 @@ class PKSampler:
         small_speakers: str = "replace",
         num_batches: int | None = None,
         start_batch: int = 0,
+        speaker_groups: Sequence[object] | None = None,
+        group_size: int = 4,
     ) -> None:
         if num_utts < 2:
             raise ValueError(f"num_utts (K) must be >= 2 for triplets, got {num_utts}")
@@ -115,10 +133,49 @@ class PKSampler:
                 f"{len(groups)} eligible speakers, but a step needs P*world_size = {step_speakers} "
                 "distinct speakers; lower num_speakers"
             )
+        self._blocks: list[np.ndarray] | None = None
+        if speaker_groups is not None:
+            self._blocks = self._speaker_blocks(speaker_groups, group_size, step_speakers)
+            self.group_size = group_size
+            weights = self._num_groups.astype(np.float64)
+            self._block_weights = np.array([weights[b].sum() for b in self._blocks])
         default_batches = int(self._num_groups.sum()) // step_speakers
         self.num_batches = max(1, default_batches) if num_batches is None else num_batches
         self._plan_epoch: int | None = None
         self._plan: np.ndarray | None = None  # (num_batches, P*world_size*K, 2) index, seed
+
+    def _speaker_blocks(
+        self, speaker_groups: Sequence[object], group_size: int, step_speakers: int
+    ) -> list[np.ndarray]:
+        """Positions (into the eligible speakers) of each group's members; small groups pooled."""
+        if group_size < 2 or self.num_speakers % group_size:
+            raise ValueError(
+                f"group_size must be >= 2 and divide P={self.num_speakers}, got {group_size}"
+            )
+        by_group: dict[object, list[int]] = {}
+        for position, label in enumerate(self.speaker_labels):
+            by_group.setdefault(speaker_groups[int(label)], []).append(position)
+        blocks = [np.array(v) for v in by_group.values() if len(v) >= group_size]
+        pooled = [p for v in by_group.values() if len(v) < group_size for p in v]
+        if pooled:
+            small = sum(1 for v in by_group.values() if len(v) < group_size)
+            kept = len(pooled) >= group_size
+            logger.warning(
+                "%d speaker groups have fewer than %d speakers: their %d speakers %s",
+                small,
+                group_size,
+                len(pooled),
+                "are pooled into one mixed group" if kept else "are left out",
+            )
+            if kept:
+                blocks.append(np.array(pooled))
+        needed = step_speakers // group_size
+        if len(blocks) < needed:
+            raise ValueError(
+                f"{len(blocks)} speaker groups of >= {group_size} speakers, but a step of "
+                f"P*world_size = {step_speakers} speakers needs {needed}; lower group_size or P"
+            )
+        return blocks
 
     def __len__(self) -> int:
         """Batches per epoch on this rank (a resumed epoch yields `len - start_batch`)."""
@@ -161,15 +218,10 @@ class PKSampler:
         step_speakers = self.num_speakers * self.world_size
         k = self.num_utts
         weights = self._num_groups.astype(np.float64)
-        # Weighted sampling without replacement (Efraimidis-Spirakis): top keys log(u)/w.
-        # Blocks of batches keep the key matrix small (VoxCeleb2: ~4k batches x 6k speakers).
-        chosen = np.empty((self.num_batches, step_speakers), dtype=np.int64)
-        for lo in range(0, self.num_batches, 256):
-            hi = min(lo + 256, self.num_batches)
-            keys = np.log(rng.random((hi - lo, len(weights)))) / weights
-            top = np.argpartition(-keys, step_speakers - 1, axis=1)[:, :step_speakers]
-            top.sort(axis=1)
-            chosen[lo:hi] = rng.permuted(top, axis=1)  # no speaker-id order inside a batch
+        if self._blocks is None:
+            chosen = _weighted_draws(rng, weights, self.num_batches, step_speakers)
+        else:
+            chosen = self._grouped_draws(rng, weights, step_speakers)
         # Each speaker's groups for the epoch at once, then scattered to its slots in batch order.
         flat = chosen.ravel()
         slots = np.argsort(flat, kind="stable")
@@ -186,6 +238,21 @@ class PKSampler:
         self._plan_epoch = self.epoch
         return self._plan
 
+    def _grouped_draws(
+        self, rng: np.random.Generator, weights: np.ndarray, step_speakers: int
+    ) -> np.ndarray:
+        """`(num_batches, step_speakers)` eligible-speaker positions in blocks of one group."""
+        blocks = self._blocks or []
+        size = self.group_size
+        per_step = step_speakers // size
+        picked = _weighted_draws(rng, self._block_weights, self.num_batches, per_step)
+        chosen = np.empty((self.num_batches, per_step, size), dtype=np.int64)
+        for group in np.unique(picked):  # every block of one group at once
+            where = picked == group
+            members = blocks[group]
+            chosen[where] = members[_weighted_draws(rng, weights[members], int(where.sum()), size)]
+        return chosen.reshape(self.num_batches, step_speakers)
+
     def _groups(self, spk: int, count: int, rng: np.random.Generator) -> np.ndarray:
         """`count` K-groups of speaker `spk`: disjoint within each reshuffled pass over its utts."""
         members = self._members[spk]
@@ -198,3 +265,22 @@ class PKSampler:
             for _ in range(-(-count // per_pass))
         ]
         return np.concatenate(passes)[:count]
+
+
+def _weighted_draws(
+    rng: np.random.Generator, weights: np.ndarray, rows: int, size: int
+) -> np.ndarray:
+    """`(rows, size)` positions drawn without replacement within each row, with probability
+    proportional to `weights`, in random order (no id order inside a batch).
+
+    Efraimidis-Spirakis: the `size` largest keys log(u) / w. Chunks of 256 rows keep the key
+    matrix small (VoxCeleb2: ~4k batches x 6k speakers).
+    """
+    out = np.empty((rows, size), dtype=np.int64)
+    for lo in range(0, rows, 256):
+        hi = min(lo + 256, rows)
+        keys = np.log(rng.random((hi - lo, len(weights)))) / weights
+        top = np.argpartition(-keys, size - 1, axis=1)[:, :size]
+        top.sort(axis=1)
+        out[lo:hi] = rng.permuted(top, axis=1)
+    return out

@@ -18,7 +18,9 @@ from torch import nn
 
 from speakerverify.config import ConfigError, check_kwargs
 from speakerverify.data import CropDataset, DataDir, PKSampler, collate_crops
+from speakerverify.data.attributes import read_speaker_groups
 from speakerverify.data.augment import Augmenter
+from speakerverify.data.datadir import DataDirError
 from speakerverify.frontend.features import Fbank, SpecAugment
 from speakerverify.losses import LOSSES, build_loss
 from speakerverify.models import build_model
@@ -198,8 +200,18 @@ def _build_augmenter(config: Config) -> Augmenter | None:
 
 
 def _build_sampler(dataset: CropDataset, config: Config, env: DistEnv) -> PKSampler:
-    """The P×K sampler of this rank; too few speakers for one step is a ConfigError."""
+    """The P×K sampler of this rank (in blocks of one speaker group with `data.group_by`); too
+    few speakers (or groups) for one step, or a missing attribute file, is a ConfigError."""
     data = config.data
+    groups = None
+    if data.group_by:
+        base = dataset.speakers[: len(dataset.speakers) // len(dataset.factors)]
+        try:
+            by_speaker = read_speaker_groups(data.train_dir, base, data.group_by)
+        except DataDirError as error:
+            raise ConfigError(f"data.group_by: {error}") from None
+        # a speed copy ("sp0.9-<spk>") is in its speaker's group
+        groups = [by_speaker[int(base_label)] for base_label in dataset.speaker_of_label]
     try:
         return PKSampler(
             dataset.labels,
@@ -209,8 +221,10 @@ def _build_sampler(dataset: CropDataset, config: Config, env: DistEnv) -> PKSamp
             rank=env.rank,
             world_size=env.world_size,
             small_speakers=data.small_speakers,
+            speaker_groups=groups,
+            group_size=data.group_size,
         )
-    except ValueError as error:  # too few speakers for one P×K step across the ranks
+    except ValueError as error:  # too few speakers (or groups) for one P×K step across the ranks
         raise ConfigError(f"data: {data.train_dir}: {error}") from None
 
 

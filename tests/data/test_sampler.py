@@ -139,3 +139,78 @@ def test_plan_for_voxceleb2_sized_labels_is_fast():
     elapsed = time.perf_counter() - start
     assert len(sampler) == 5994 * 91 // 128 and len(first) == 256
     assert elapsed < 20.0, f"epoch plan took {elapsed:.1f} s"
+
+
+def grouped_labels(rng, sizes):
+    """Labels of speakers 0..N-1 (3-9 utterances each) and the group of each speaker: group g
+    holds `sizes[g]` speakers."""
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    labels = make_labels(rng, num_speakers=len(groups), low=3, high=9)
+    return labels, [f"lang{g}" for g in groups]
+
+
+@pytest.mark.parametrize(("world_size", "size"), [(1, 2), (1, 4), (2, 4)])
+def test_grouped_steps_are_blocks_of_one_group_split_whole_between_ranks(rng, world_size, size):
+    labels, groups = grouped_labels(rng, [5, 9, 4, 12, 7, 6])
+    samplers = [
+        PKSampler(
+            labels,
+            num_speakers=8,
+            num_utts=2,
+            seed=4,
+            rank=r,
+            world_size=world_size,
+            speaker_groups=groups,
+            group_size=size,
+        )
+        for r in range(world_size)
+    ]
+    uniform = PKSampler(labels, num_speakers=8, num_utts=2, seed=4, world_size=world_size)
+    assert len(samplers[0]) == len(uniform)  # grouping changes which speakers, not how many
+    for step in zip(*(list(s) for s in samplers), strict=True):
+        seen = []
+        for batch in step:
+            items = [labels[i] for i, _ in batch]
+            assert items[::2] == items[1::2]  # each speaker's K=2 items are adjacent
+            speakers = items[::2]
+            for lo in range(0, 8, size):  # a rank holds whole blocks, each of one group
+                assert len({groups[s] for s in speakers[lo : lo + size]}) == 1
+            seen += speakers
+        assert len(set(seen)) == 8 * world_size  # distinct speakers across the whole step
+
+
+def test_grouped_draw_reaches_every_speaker_in_proportion_and_is_reproducible(rng):
+    labels, groups = grouped_labels(rng, [6, 10, 8, 4])
+    sampler = PKSampler(labels, num_speakers=4, num_utts=2, seed=2, speaker_groups=groups)
+    counts = Counter()
+    for epoch in range(200):
+        sampler.set_epoch(epoch)
+        counts.update(labels[i] for batch in sampler for i, _ in batch[::2])
+    per_utt = Counter(labels)
+    k_groups = {s: per_utt[s] // 2 for s in per_utt}
+    # every speaker is drawn, about in proportion to its K-groups as in the uniform draw
+    share = np.array([counts[s] / sum(counts.values()) for s in sorted(k_groups)])
+    expected = np.array([k_groups[s] / sum(k_groups.values()) for s in sorted(k_groups)])
+    assert share.min() > 0
+    assert np.abs(share - expected).max() < 0.35 * expected.max()
+    again = PKSampler(labels, num_speakers=4, num_utts=2, seed=2, speaker_groups=groups)
+    again.set_epoch(199)
+    assert list(again) == list(sampler)
+
+
+def test_grouped_draw_pools_small_groups_and_refuses_too_few(rng, caplog):
+    labels, groups = grouped_labels(rng, [6, 6, 1, 2, 1])  # 3, 4 speakers: one pool of 4
+    with caplog.at_level(logging.WARNING, logger="speakerverify.data.sampler"):
+        sampler = PKSampler(labels, num_speakers=8, num_utts=2, speaker_groups=groups)
+    assert "3 speaker groups have fewer than 4 speakers: their 4 speakers are pooled" in caplog.text
+    pooled = {"lang2", "lang3", "lang4"}
+    for batch in sampler:
+        speakers = [labels[i] for i, _ in batch][::2]
+        for lo in (0, 4):
+            block = {groups[s] for s in speakers[lo : lo + 4]}
+            assert len(block) == 1 or block <= pooled
+    three = ["a"] * 6 + ["b"] * 6 + ["c"] * 4
+    with pytest.raises(ValueError, match=r"3 speaker groups of >= 4 speakers, .* needs 4"):
+        PKSampler(labels, num_speakers=16, num_utts=2, speaker_groups=three)
+    with pytest.raises(ValueError, match="divide P=6"):
+        PKSampler(labels, num_speakers=6, num_utts=2, speaker_groups=groups, group_size=4)
