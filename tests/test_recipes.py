@@ -313,11 +313,17 @@ def run_mini_training_stages(tmp_path, *options):
     return [[word.replace(f"{conf}/", "conf/") for word in call] for call in calls]
 
 
-def test_mini_member_seeds_train_every_config_per_seed_and_fuse_them_in_order(tmp_path):
-    calls = run_mini_training_stages(
-        tmp_path, "--config", "conf/xvector_synth.yaml",
-        "--fuse-with", "conf/xvector_synth_trained.yaml", "--member-seeds", "0 1",
-    )  # fmt: skip
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--config", "conf/xvector_synth.yaml", "--fuse-with", "conf/xvector_synth_trained.yaml",
+         "--member-seeds", "0 1"],
+        ["--full", "--stop-stage", "3"],  # the bundled model: both configs at seeds 0 and 1
+    ],
+    ids=["explicit", "full"],
+)  # fmt: skip
+def test_mini_member_seeds_train_every_config_per_seed_and_fuse_them_in_order(tmp_path, options):
+    calls = run_mini_training_stages(tmp_path, *options)
     trains = [call for call in calls if call[0] == "train"]
     assert [(call[1], call[call.index("--exp-dir") + 1]) for call in trains] == [
         ("conf/xvector_synth.yaml", "exp/xvector_synth"),
