@@ -282,12 +282,16 @@ def test_model_info_bundled(bundled_model_files, tmp_path):
     # one aligned line of metrics, not one row per key (which widened every label)
     assert f"test metrics:  EER {card['metrics']['eer']:.2%}" in text.stdout
     assert "threshold" not in text.stdout and "None" not in text.stdout
-    # a fusion: each member's training from its own config (member 1's frame layers stayed at
-    # their initialisation, member 2 was trained whole)
+    # a fusion: each member's training from its own config (members 1 and 3 kept their frame
+    # layers at their initialisation, members 2 and 4 were trained whole; two seeds)
     configs = load_checkpoint(pretrained.bundled_checkpoint())["member_configs"]
-    assert [c["train"]["freeze"] for c in configs] == [["frame_layers"], []]
+    assert [c["train"]["freeze"] for c in configs] == [["frame_layers"], []] * 2
+    assert [c["train"]["seed"] for c in configs] == [0, 0, 1, 1]
     assert "member 1: 20 epochs, triplet loss," in text.stdout
     assert "frame_layers frozen; member 2: 6 epochs, speed-perturbed speakers, triplet loss," in (
+        text.stdout
+    )
+    assert "frame_layers frozen; member 4: 6 epochs, speed-perturbed speakers, triplet loss," in (
         text.stdout
     )
     # Regression (issue 24): it said "batch_hard mining"; the config warms up with semi-hard.
@@ -301,7 +305,7 @@ def test_model_info_bundled(bundled_model_files, tmp_path):
             1,
             "batch_hard",
         )
-    assert text.stdout.count("triplet loss, semi-hard mining for 1 epoch, then batch-hard") == 2
+    assert text.stdout.count("triplet loss, semi-hard mining for 1 epoch, then batch-hard") == 4
     as_json = json.loads(run(["model", "info", "--json"], env={"SPEAKERVERIFY_MODEL": ""}).stdout)
     assert as_json["fingerprint"] == card["fingerprint"] and as_json["card"] == card
     assert as_json["embed_dim"] == card["embed_dim"] and as_json["name"] == card["name"]
