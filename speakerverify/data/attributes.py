@@ -53,14 +53,20 @@ def read_utterance_attribute(data: DataDir, path: str | os.PathLike, name: str) 
             )
         return {u: table[u] for u in data.wav}
     if spk_file.is_file():
-        table = _read_table(spk_file)
-        missing = [s for s in data.speakers if s not in table]
-        if missing:
-            raise DataDirError(
-                f"{spk_file}: {len(missing)} speakers have no {name} (e.g. {missing[0]})"
-            )
+        table = _speaker_table(spk_file, data.speakers, name)
         return {u: table[s] for u, s in data.utt2spk.items()}
     raise DataDirError(f"{root}: no utt2{name} or spk2{name} file")
+
+
+def _speaker_table(spk_file: Path, speakers: list[str], name: str) -> dict[str, str]:
+    """The `spk2<name>` table at `spk_file`, which must name every one of `speakers`."""
+    table = _read_table(spk_file)
+    missing = [s for s in speakers if s not in table]
+    if missing:
+        raise DataDirError(
+            f"{spk_file}: {len(missing)} speakers have no {name} (e.g. {missing[0]})"
+        )
+    return table
 
 
 def read_speaker_groups(
@@ -77,12 +83,7 @@ def read_speaker_groups(
         spk_file = root / f"spk2{name}"
         if not spk_file.is_file():
             raise DataDirError(f"{spk_file}: not found (a speaker attribute to group by)")
-        table = _read_table(spk_file)
-        missing = [s for s in speakers if s not in table]
-        if missing:
-            raise DataDirError(
-                f"{spk_file}: {len(missing)} speakers have no {name} (e.g. {missing[0]})"
-            )
+        table = _speaker_table(spk_file, speakers, name)
         columns.append([table[s] for s in speakers])
     return list(zip(*columns, strict=True)) if columns else [() for _ in speakers]
 

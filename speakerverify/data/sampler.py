@@ -120,6 +120,7 @@ class PKSampler:
         self.rank = rank
         self.world_size = world_size
         self.small_speakers = small_speakers
+        self.group_size = group_size
         self.epoch = 0
         self.start_batch = start_batch
 
@@ -136,7 +137,6 @@ class PKSampler:
         self._blocks: list[np.ndarray] | None = None
         if speaker_groups is not None:
             self._blocks = self._speaker_blocks(speaker_groups, group_size, step_speakers)
-            self.group_size = group_size
             weights = self._num_groups.astype(np.float64)
             self._block_weights = np.array([weights[b].sum() for b in self._blocks])
         default_batches = int(self._num_groups.sum()) // step_speakers
@@ -221,7 +221,7 @@ class PKSampler:
         if self._blocks is None:
             chosen = _weighted_draws(rng, weights, self.num_batches, step_speakers)
         else:
-            chosen = self._grouped_draws(rng, weights, step_speakers)
+            chosen = self._grouped_draws(rng, self._blocks, weights, step_speakers)
         # Each speaker's groups for the epoch at once, then scattered to its slots in batch order.
         flat = chosen.ravel()
         slots = np.argsort(flat, kind="stable")
@@ -239,10 +239,13 @@ class PKSampler:
         return self._plan
 
     def _grouped_draws(
-        self, rng: np.random.Generator, weights: np.ndarray, step_speakers: int
+        self,
+        rng: np.random.Generator,
+        blocks: list[np.ndarray],
+        weights: np.ndarray,
+        step_speakers: int,
     ) -> np.ndarray:
         """`(num_batches, step_speakers)` eligible-speaker positions in blocks of one group."""
-        blocks = self._blocks or []
         size = self.group_size
         per_step = step_speakers // size
         picked = _weighted_draws(rng, self._block_weights, self.num_batches, per_step)
