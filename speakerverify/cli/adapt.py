@@ -52,17 +52,33 @@ from speakerverify.files import OUTPUT_HELP
     show_default=True,
     help="With --out: longer speech is fed to the encoder in crops of at most this.",
 )
+@click.option(
+    "--whiten/--no-whiten",
+    default=True,
+    show_default=True,
+    help="Whiten scores with the domain's own covariance (from 40 files; every other file "
+    "estimates it, the rest are the S-norm cohort). --no-whiten: centring only.",
+)
 @json_option
 def adapt(
-    audio_dir, embeddings_dir, model_path, store_path, min_speech, out_path, crop_seconds, as_json
+    audio_dir,
+    embeddings_dir,
+    model_path,
+    store_path,
+    min_speech,
+    out_path,
+    crop_seconds,
+    whiten,
+    as_json,
 ) -> None:
     """Adapt to your domain with unlabelled in-domain audio: centre scores, or --out a new model.
 
     \b
     Without --out: embeds every audio file under AUDIO_DIR (or reads --embeddings DIR; at least
     20 files, better a few hundred of many speakers) and stores the adapted decision rule in the
-    speaker store: cosine of embeddings centred on the domain's mean, S-normalised against the
-    domain's own files, accepted at a nominal 1 % false-accept rate. `verify` and `identify`
+    speaker store: cosine of embeddings centred on the domain's mean and whitened with its
+    covariance (estimated from every other file, Ledoit-Wolf shrinkage), S-normalised against
+    the domain's other files, accepted at a nominal 1 % false-accept rate. `verify` and `identify`
     on the store then use it (unless --threshold, --calibration or --p-target is given).
     With --out NEW.pt: re-estimates the encoder's BatchNorm statistics on the speech under
     AUDIO_DIR and writes a new checkpoint (new fingerprint, so a new store; the store is not
@@ -88,6 +104,7 @@ def adapt(
         audio_dir=audio_dir,
         embeddings_dir=embeddings_dir,
         min_speech_seconds=min_speech,
+        whiten=whiten,
     )
     print_warnings(result.warnings)
     if as_json:

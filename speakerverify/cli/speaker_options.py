@@ -117,8 +117,9 @@ def print_warnings(warnings: list[str]) -> None:
 def centring_line(centring: dict | None) -> str:
     if centring is None:
         return "cosine; not adapted: `speakerverify adapt DIR` fits the rule to your domain"
+    kind = "centred and whitened" if centring.get("whitened") else "centred"
     return (
-        f"cosine of centred embeddings; domain of {centring['num_embeddings']} "
+        f"cosine of {kind} embeddings; domain of {centring['num_embeddings']} "
         f"embeddings from {centring['source']}"
     )
 

@@ -28,8 +28,11 @@ def _domain_json(domain, with_mean: bool) -> dict | None:
         "updated": domain.updated,
     }
     if domain.has_rule:
+        from speakerverify.speakers.domain import whitening_json
+
         out["rule"] = {
-            "cohort_size": len(domain.cohort),
+            "cohort_size": domain.cohort_size,
+            "whitening": whitening_json(domain),
             "top_k": domain.top_k,
             "threshold": domain.threshold,
             "false_accept": domain.false_accept,

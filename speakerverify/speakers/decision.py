@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 
 from speakerverify.backend.calibration import CalibrationError, default_calibration_path
-from speakerverify.backend.scoring import l2_normalize
 from speakerverify.backend.speaker_model import SpeakerModel, VerificationError
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.speakers.domain import snorm_scores, snorm_threshold
+from speakerverify.speakers.domain import domain_scores, snorm_threshold, whitening_json
 from speakerverify.speakers.records import DomainMean
 
 
@@ -130,9 +129,16 @@ class DecisionRule:
         """One line saying where the threshold came from."""
         if self.source == "adapted":
             domain = self.domain
+            how = f"S-norm against {domain.cohort_size} in-domain files"
+            if domain.whitened:
+                sizes = " + ".join(str(len(fold.cohort)) for fold in domain.folds)
+                how = (
+                    f"whitened in two halves of {sizes} in-domain files (Ledoit-Wolf), "
+                    "each half S-normed against the other, averaged"
+                )
             return (
-                f"adapted: S-norm against {len(domain.cohort)} in-domain files (top "
-                f"{domain.top_k}); accept when >= {self.threshold:.3f} (nominal "
+                f"adapted: {how} (top {domain.top_k}); accept when >= {self.threshold:.3f} "
+                "(nominal "
                 f"{100 * domain.false_accept:g} % false accepts{self._open_set_words()})"
             )
         if self.source == "calibration":
@@ -178,10 +184,11 @@ class DecisionRule:
             }
         if self.source == "adapted":
             document["adapted"] = {
-                "cohort_size": len(self.domain.cohort),
+                "cohort_size": self.domain.cohort_size,
                 "top_k": self.domain.top_k,
                 "false_accept": self.domain.false_accept,
                 "adaptation_pairs_above": self.domain.pairs_above,
+                "whitening": whitening_json(self.domain),
             }
         return document
 
@@ -197,7 +204,8 @@ class Scored:
 
     Attributes:
         rule: The rule that decided (after `DecisionRule.for_domain`).
-        scores: `(N,)` cosine scores (of centred embeddings when a domain is set).
+        scores: `(N,)` cosine scores (of centred embeddings when a domain is set; centred and
+            whitened, averaged over the two folds, when `adapt` whitened).
         values: `(N,)` what the threshold applies to (LLR, score or S-norm).
         llrs: `(N,)` calibrated LLRs, or None without a calibration.
         accepted: `(N,)` bool.
@@ -215,19 +223,14 @@ def score_against(
 ) -> Scored:
     """Score enrolled embeddings `(N, D)` against one test embedding `(D,)` and decide.
 
-    Embeddings are centred on the domain mean when `adapt` saved one; a default rule then
-    gives way to the adapted rule (S-Norm against the domain's cohort).
+    Embeddings are centred on the domain mean when `adapt` saved one (and whitened when it
+    whitened: `domain.domain_scores`); a default rule then gives way to the adapted rule
+    (S-Norm against the domain's cohort).
     """
     rule = rule.for_domain(domain)
-    mean = None if domain is None else domain.mean
-    enroll = l2_normalize(np.atleast_2d(enroll), mean)
-    test = l2_normalize(np.asarray(test)[None, :], mean)[0]
-    scores = enroll @ test
+    scores, snorm = domain_scores(domain, enroll, test)
     llrs = rule.llr(scores)
-    if rule.scale == "snorm":
-        values = snorm_scores(scores, enroll, test, rule.domain.cohort, rule.domain.top_k)
-    else:
-        values = llrs if rule.scale == "llr" else scores
+    values = {"snorm": snorm, "llr": llrs}.get(rule.scale, scores)
     return Scored(rule, scores, values, llrs, np.asarray(values >= rule.threshold))
 
 

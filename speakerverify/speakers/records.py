@@ -15,7 +15,14 @@ import numpy as np
 
 MAX_NAME_CHARS = 128
 
-__all__ = ["MAX_NAME_CHARS", "DomainMean", "SpeakerRecord", "now_iso", "validate_name"]
+__all__ = [
+    "MAX_NAME_CHARS",
+    "CohortFold",
+    "DomainMean",
+    "SpeakerRecord",
+    "now_iso",
+    "validate_name",
+]
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,28 @@ class SpeakerRecord:
 
 
 @dataclass(frozen=True)
+class CohortFold:
+    """One half of the adapted rule's scoring: a cohort, and the whitening scores go through.
+
+    Attributes:
+        cohort: (C, D) float32 in-domain embeddings as this fold scores them: centred on the
+            domain mean, whitened when the fold whitens, and L2-normalised.
+        whitening: (R, D) float32 orthonormal principal directions of the other adaptation
+            files (centred on the domain mean), or None: centring only.
+        whitening_scale: (R,) float32 share of each direction's component taken away (0..1).
+        shrinkage: The Ledoit-Wolf shrinkage the whitening was estimated with.
+        whitening_files: How many adaptation files estimated the whitening (none of them is
+            in this fold's cohort).
+    """
+
+    cohort: np.ndarray
+    whitening: np.ndarray | None = None
+    whitening_scale: np.ndarray | None = None
+    shrinkage: float | None = None
+    whitening_files: int = 0
+
+
+@dataclass(frozen=True)
 class DomainMean:
     """What `adapt` saved from unlabelled in-domain audio: the mean embedding and, from 20 files
     on, the adapted decision rule (`speakerverify.speakers.domain`).
@@ -59,10 +88,11 @@ class DomainMean:
         num_embeddings: How many embeddings were averaged.
         source: Where they came from (a directory path).
         updated: ISO 8601 UTC time it was saved.
-        cohort: (C, D) float32 centred, L2-normalised in-domain embeddings (the S-Norm cohort),
-            or None for a mean saved without a rule.
+        folds: The rule's scoring folds: one centred cohort of every file, or two whitened
+            halves, each whitened by the other's covariance; empty for a mean saved without a
+            rule.
         top_k: AS-Norm cohort size per side.
-        threshold: Accept when the S-normalised score reaches this.
+        threshold: Accept when the S-normalised score (averaged over the folds) reaches this.
         false_accept: The nominal false-accept rate the threshold stands for.
         pairs_above: Share of adaptation-file pairs at or above the threshold (a check).
     """
@@ -71,7 +101,7 @@ class DomainMean:
     num_embeddings: int
     source: str
     updated: str
-    cohort: np.ndarray | None = None
+    folds: tuple[CohortFold, ...] = ()
     top_k: int = 0
     threshold: float | None = None
     false_accept: float | None = None
@@ -80,7 +110,17 @@ class DomainMean:
     @property
     def has_rule(self) -> bool:
         """Whether the adapted decision rule is there (a cohort and its threshold)."""
-        return self.cohort is not None and self.threshold is not None
+        return bool(self.folds) and self.threshold is not None
+
+    @property
+    def cohort_size(self) -> int:
+        """Cohort files over all folds."""
+        return sum(len(fold.cohort) for fold in self.folds)
+
+    @property
+    def whitened(self) -> bool:
+        """Whether scores are whitened (the folds then whiten each other's halves)."""
+        return any(fold.whitening is not None for fold in self.folds)
 
 
 def validate_name(name: str, *, existing: bool = False) -> str:

@@ -18,11 +18,14 @@ def _centring_json(domain: DomainMean | None) -> dict | None:
         "num_embeddings": domain.num_embeddings,
         "source": domain.source,
         "updated": domain.updated,
+        "whitened": domain.whitened,
     }
 
 
 def _score_kind(domain: DomainMean | None) -> str:
-    return "centred_cosine" if domain else "cosine"
+    if domain is None:
+        return "cosine"
+    return "whitened_cosine" if domain.whitened else "centred_cosine"
 
 
 def _decision_json(

@@ -17,6 +17,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,13 @@ import numpy as np
 from speakerverify.backend.scoring import l2_normalize
 from speakerverify.checkpoint_rules import model_mismatch
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.speakers.records import DomainMean, SpeakerRecord, now_iso, validate_name
+from speakerverify.speakers.records import (
+    CohortFold,
+    DomainMean,
+    SpeakerRecord,
+    now_iso,
+    validate_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -448,22 +455,16 @@ class SpeakerStore:
         mean = np.asarray(domain.mean, dtype="<f4").reshape(-1)
         if not np.all(np.isfinite(mean)):
             raise ValueError("domain mean is not finite")
-        cohort = None
-        if domain.cohort is not None:
-            cohort = np.ascontiguousarray(domain.cohort, dtype="<f4")
-            if cohort.ndim != 2 or cohort.shape[1] != mean.shape[0]:
-                raise ValueError("domain cohort does not match the mean's dimension")
-            if not np.all(np.isfinite(cohort)):
-                raise ValueError("domain cohort is not finite")
         values: dict[str, object] = {
             "domain_mean": mean.tobytes(),
             "domain_num_embeddings": int(domain.num_embeddings),
             "domain_source": str(domain.source),
             "domain_updated": domain.updated or now_iso(),
         }
-        if cohort is not None and domain.threshold is not None:
+        if domain.has_rule:
+            for index, fold in enumerate(domain.folds):
+                values.update(_fold_rows(fold, _fold_suffix(index), mean.shape[0]))
             values.update(
-                domain_cohort=cohort.tobytes(),
                 domain_top_k=int(domain.top_k),
                 domain_threshold=float(domain.threshold),
                 domain_false_accept=float(domain.false_accept or 0.0),
@@ -491,12 +492,10 @@ class SpeakerStore:
         count = rows.get("domain_num_embeddings", 0)
         if not isinstance(count, int) or count < 0:
             raise StoreError(f"{self.path}: corrupt store (meta row domain_num_embeddings)")
-        cohort, rule = None, {}
-        if "domain_cohort" in rows:
-            cohort = _vector(rows["domain_cohort"], "<f4", None)
-            if cohort is None or cohort.size % mean.shape[0] or not np.isfinite(cohort).all():
-                raise StoreError(f"{self.path}: corrupt store (meta row domain_cohort)")
-            cohort = cohort.reshape(-1, mean.shape[0]).astype(np.float32)
+        folds, rule = [], {}
+        while f"domain_cohort{_fold_suffix(len(folds))}" in rows:
+            folds.append(self._read_fold(rows, _fold_suffix(len(folds)), mean.shape[0]))
+        if folds:
             for key, kind in (
                 ("top_k", int),
                 ("threshold", float),
@@ -514,9 +513,74 @@ class SpeakerStore:
             count,
             str(rows.get("domain_source", "")),
             str(rows.get("domain_updated", "")),
-            cohort=cohort,
+            folds=tuple(folds),
             **rule,
         )
+
+    def _read_fold(self, rows: dict, suffix: str, dim: int) -> CohortFold:
+        """One fold of the adapted rule (meta rows domain_cohort<suffix>, and
+        domain_whitening<suffix>, domain_whitening_scale<suffix>, domain_shrinkage<suffix>,
+        domain_whitening_files<suffix> when it whitens)."""
+
+        def corrupt(key: str) -> StoreError:
+            return StoreError(f"{self.path}: corrupt store (meta row {key}{suffix})")
+
+        cohort = _vector(rows[f"domain_cohort{suffix}"], "<f4", None)
+        if cohort is None or cohort.size % dim or not np.isfinite(cohort).all():
+            raise corrupt("domain_cohort")
+        fold = CohortFold(cohort.reshape(-1, dim).astype(np.float32))
+        if f"domain_whitening{suffix}" not in rows:
+            return fold
+        basis = _vector(rows[f"domain_whitening{suffix}"], "<f4", None)
+        if basis is None or basis.size % dim or not np.isfinite(basis).all():
+            raise corrupt("domain_whitening")
+        basis = basis.reshape(-1, dim).astype(np.float32)
+        scale = _vector(rows.get(f"domain_whitening_scale{suffix}", b""), "<f4", len(basis))
+        if scale is None or not (np.all(scale >= 0.0) and np.all(scale <= 1.0)):
+            raise corrupt("domain_whitening_scale")
+        shrinkage = rows.get(f"domain_shrinkage{suffix}")
+        if isinstance(shrinkage, bool) or not isinstance(shrinkage, int | float):
+            raise corrupt("domain_shrinkage")
+        if not 0.0 < shrinkage <= 1.0:
+            raise corrupt("domain_shrinkage")
+        files = rows.get(f"domain_whitening_files{suffix}")
+        if isinstance(files, bool) or not isinstance(files, int) or files < 1:
+            raise corrupt("domain_whitening_files")
+        return replace(
+            fold,
+            whitening=basis,
+            whitening_scale=scale.astype(np.float32),
+            shrinkage=float(shrinkage),
+            whitening_files=files,
+        )
+
+
+def _fold_suffix(index: int) -> str:
+    """Meta-row suffix of fold `index`: none for the first (the rows stores had before folds)."""
+    return "" if index == 0 else f"_{index}"
+
+
+def _fold_rows(fold: CohortFold, suffix: str, dim: int) -> dict[str, object]:
+    """The meta rows of one fold, checked as the reader will check them."""
+    cohort = np.ascontiguousarray(fold.cohort, dtype="<f4")
+    if cohort.ndim != 2 or cohort.shape[1] != dim:
+        raise ValueError("domain cohort does not match the mean's dimension")
+    if not np.all(np.isfinite(cohort)):
+        raise ValueError("domain cohort is not finite")
+    rows: dict[str, object] = {f"domain_cohort{suffix}": cohort.tobytes()}
+    if fold.whitening is None:
+        return rows
+    basis = np.ascontiguousarray(fold.whitening, dtype="<f4")
+    scale = np.ascontiguousarray(fold.whitening_scale, dtype="<f4").reshape(-1)
+    if basis.ndim != 2 or basis.shape[1] != dim or len(scale) != len(basis):
+        raise ValueError("domain whitening does not match the mean's dimension")
+    if not (np.isfinite(basis).all() and np.all(scale >= 0.0) and np.all(scale <= 1.0)):
+        raise ValueError("domain whitening is not finite or its scale is outside [0, 1]")
+    rows[f"domain_whitening{suffix}"] = basis.tobytes()
+    rows[f"domain_whitening_scale{suffix}"] = scale.tobytes()
+    rows[f"domain_shrinkage{suffix}"] = float(fold.shrinkage or 0.0)
+    rows[f"domain_whitening_files{suffix}"] = int(fold.whitening_files)
+    return rows
 
 
 def _link_new(source: Path, target: Path) -> None:

@@ -273,12 +273,15 @@ def adapt(
     audio_dir: str | os.PathLike | None = None,
     embeddings_dir: str | os.PathLike | None = None,
     min_speech_seconds: float = 1.0,
+    whiten: bool = True,
 ) -> AdaptResult:
     """Estimate the adapted decision rule from unlabelled in-domain audio and save it in the store.
 
     The rule (`speakerverify.speakers.domain`): scores are cosines of embeddings centred on the
-    in-domain mean, S-normalised against the in-domain embeddings, and accepted at the standard
-    normal quantile of a nominal 1 % false-accept rate. `verify` and `identify` on the store use
+    in-domain mean (and, with `whiten` and at least `domain.MIN_WHITENING` files, whitened in
+    two folds, each half of the files whitening the other), S-normalised against in-domain
+    embeddings, and accepted at the standard normal quantile of a nominal 1 % false-accept
+    rate. `verify` and `identify` on the store use
     it unless told otherwise (--threshold, --calibration, --p-target).
 
     Give either `audio_dir` (embedded with `model`) or `embeddings_dir` (an `embed` output whose
@@ -320,7 +323,7 @@ def adapt(
         source = str(embeddings_dir)
         _check_store_early(store_path, fingerprint, source)
         _check_domain_size(source, len(embeddings))
-    domain = estimate_domain(embeddings, source)
+    domain = estimate_domain(embeddings, source, whiten=whiten)
     if len(embeddings) < 100:
         warnings.append(
             f"{source}: the adapted rule comes from only {len(embeddings)} files; a few hundred "

@@ -68,3 +68,29 @@ def test_adapt_from_embeddings_needs_no_model(enrolled, tmp_path):
     assert json.loads(result.stdout)["num_embeddings"] == 100 and result.stderr == ""
     both = run(["adapt", tmp_path, "--embeddings", tmp_path / "emb", "--store", enrolled])
     assert_clean_error(both, "either AUDIO_DIR or --embeddings")
+
+
+def test_adapt_whitens_from_100_files_and_says_so_unless_told_not_to(
+    enrolled, fake_model, voices, tmp_path
+):
+    domain = tmp_path / "domain"
+    write_domain_audio(domain, num_speakers=25, files_each=4)
+    adapted = run(["adapt", domain, "--model", fake_model, "--store", enrolled, "--json"])
+    assert adapted.exit_code == 0, adapted.output
+    folds = json.loads(adapted.stdout)["rule"]["adapted"]["whitening"]
+    assert len(folds) == 2 and sum(fold["files"] for fold in folds) == 100
+    assert [fold["files"] for fold in folds] == [fold["cohort_files"] for fold in folds[::-1]]
+    verdict = run(["verify", "ann", voices["ann2"], "--model", fake_model, "--store", enrolled])
+    assert verdict.exit_code in (0, 1), verdict.output
+    assert "adapted: whitened in two halves of" in verdict.stdout
+    assert "cosine of centred and whitened embeddings; domain of 100" in verdict.stdout
+    listed = json.loads(run(["speakers", "list", "--store", enrolled, "--json"]).stdout)
+    assert listed["domain_mean"]["rule"]["whitening"] == folds
+    plain = run(
+        ["adapt", domain, "--no-whiten", "--model", fake_model, "--store", enrolled, "--json"]
+    )
+    assert plain.exit_code == 0, plain.output
+    assert json.loads(plain.stdout)["rule"]["adapted"]["whitening"] is None
+    verdict = run(["verify", "ann", voices["ann2"], "--model", fake_model, "--store", enrolled])
+    assert "adapted: S-norm against 100 in-domain files" in verdict.stdout
+    assert "cosine of centred embeddings" in verdict.stdout

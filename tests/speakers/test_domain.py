@@ -1,5 +1,7 @@
 """The adapted decision rule (speakerverify.speakers.domain): AS-Norm against a brute-force
-reference, and the whole rule on a synthetic domain whose right answers are known."""
+reference, Ledoit-Wolf shrinkage against scikit-learn, the whitening against the inverse square
+root of the shrunk covariance, and the whole rule on synthetic domains whose right answers are
+known."""
 
 from __future__ import annotations
 
@@ -7,12 +9,17 @@ import numpy as np
 import pytest
 from speaker_helpers import FP
 
-from speakerverify.speakers.decision import DecisionRule, score_against
+from speakerverify.speakers.decision import DecisionRule, adapted_rule, score_against
 from speakerverify.speakers.domain import (
     MIN_COHORT,
+    MIN_WHITENING,
     cohort_top_k,
+    domain_scores,
     estimate_domain,
+    fit_whitening,
+    ledoit_wolf_shrinkage,
     snorm_scores,
+    split_by_similarity,
 )
 from speakerverify.speakers.store import SpeakerStore, StoreError
 
@@ -45,7 +52,10 @@ def domain_embeddings(rng, num_speakers, per_speaker, offset, dim=64):
     return unit(offset + speakers[:, None, :] + noise)
 
 
-def test_adapted_rule_holds_its_false_accept_rate_where_raw_cosine_accepts_everyone(rng):
+@pytest.mark.parametrize("whiten, cohort_size", [(False, 300), (True, 150)])  # 2 folds of 150
+def test_adapted_rule_holds_its_false_accept_rate_where_raw_cosine_accepts_everyone(
+    rng, whiten, cohort_size
+):
     # Known answer: in this domain any two recordings score high raw cosine (the offset), so a
     # threshold fitted elsewhere accepts impostors; the adapted rule, estimated from unlabelled
     # recordings of other speakers of the domain, must reject them and accept genuine trials.
@@ -53,9 +63,10 @@ def test_adapted_rule_holds_its_false_accept_rate_where_raw_cosine_accepts_every
     offset = 6.0 * unit(rng.standard_normal(dim))
     pool = domain_embeddings(rng, 30, 10, offset).reshape(-1, dim)  # unlabelled, 30 speakers
     people = domain_embeddings(rng, 40, 3, offset)  # disjoint from the pool
-    domain = estimate_domain(pool, "domain/")
-    assert domain.has_rule and domain.cohort.shape == (300, dim)
-    assert domain.top_k == cohort_top_k(300) == 60
+    domain = estimate_domain(pool, "domain/", whiten=whiten)
+    assert domain.has_rule and domain.cohort_size == 300 and domain.whitened == whiten
+    assert [fold.cohort.shape for fold in domain.folds] == [(cohort_size, dim)] * (1 + whiten)
+    assert domain.top_k == cohort_top_k(cohort_size) == cohort_size // 5
     assert domain.threshold == pytest.approx(2.3263, abs=1e-4) and domain.false_accept == 0.01
     assert domain.pairs_above < 0.15  # same-speaker pool pairs pass, others do not
     models = unit(people[:, :2].mean(axis=1))  # enrolled with two recordings each
@@ -105,14 +116,135 @@ def test_store_round_trips_the_adapted_rule_and_names_corrupt_values(tmp_path, r
     with SpeakerStore(tmp_path / "s.db", create=True) as store:
         saved = store.set_domain(domain, fingerprint=FP)
         assert saved.has_rule and saved.source == "/audio/domain"
-        np.testing.assert_array_equal(saved.cohort, domain.cohort)
+        np.testing.assert_array_equal(saved.folds[0].cohort, domain.folds[0].cohort)
         np.testing.assert_array_equal(saved.mean, domain.mean)
         assert (saved.top_k, saved.threshold, saved.num_embeddings) == (10, domain.threshold, 30)
         # a mean saved without a rule replaces the whole earlier domain, rule included
         store.set_domain_mean(np.ones(8), 5, "x", fingerprint=FP)
-        assert not store.domain_mean.has_rule and store.domain_mean.cohort is None
+        assert not store.domain_mean.has_rule and store.domain_mean.folds == ()
         store.set_domain(domain, fingerprint=FP)
         store._conn.execute("UPDATE meta SET value = x'0102' WHERE key = 'domain_cohort'")
         store._conn.commit()
         with pytest.raises(StoreError, match=r"corrupt store \(meta row domain_cohort\)"):
             _ = store.domain_mean
+
+
+def test_ledoit_wolf_shrinkage_matches_scikit_learn(rng):
+    from sklearn.covariance import ledoit_wolf_shrinkage as reference
+
+    for num, dim in ((50, 300), (300, 40), (30, 8)):
+        x = rng.standard_normal((num, dim)) * np.linspace(0.1, 3.0, dim)
+        x -= x.mean(axis=0)
+        assert ledoit_wolf_shrinkage(x) == pytest.approx(reference(x, assume_centered=True))
+
+
+@pytest.mark.parametrize("num", [300, 30])  # full rank, and fewer rows than dimensions
+def test_fit_whitening_is_the_inverse_square_root_of_the_shrunk_covariance(rng, num):
+    dim = 40
+    x = rng.standard_normal((num, dim)) * np.linspace(0.1, 3.0, dim)
+    x -= x.mean(axis=0)
+    basis, scale, shrinkage = fit_whitening(x)
+    np.testing.assert_allclose(basis @ basis.T, np.eye(len(basis)), atol=1e-10)
+    assert len(basis) == min(num - 1, dim) and np.all((scale >= 0) & (scale < 1))
+    covariance = x.T @ x / num
+    floor = shrinkage * np.trace(covariance) / dim
+    shrunk = (1 - shrinkage) * covariance + floor * np.eye(dim)
+    values, vectors = np.linalg.eigh(shrunk)
+    reference = vectors @ np.diag(values**-0.5) @ vectors.T
+    got = (np.eye(dim) - basis.T @ np.diag(scale) @ basis) / np.sqrt(floor)
+    np.testing.assert_allclose(got, reference, rtol=1e-8, atol=1e-8)
+
+
+def test_split_by_similarity_keeps_each_speakers_files_on_one_side(rng):
+    dim, speakers, per = 64, 30, 10
+    offset = 6.0 * unit(rng.standard_normal(dim))
+    pool = domain_embeddings(rng, speakers, per, offset, dim).reshape(-1, dim)
+    order = rng.permutation(len(pool))  # the grouping must not lean on the file order
+    first, second = split_by_similarity(pool[order] - pool.mean(axis=0))
+    assert sorted(np.concatenate([first, second]).tolist()) == list(range(len(pool)))
+    speaker = order // per
+    assert not set(speaker[first]) & set(speaker[second])
+    assert abs(len(first) - len(second)) <= 2 * per
+
+
+def test_whitening_separates_speakers_a_loud_nuisance_hides_from_centred_scores(rng):
+    # Known answer: recordings of the domain vary most along a few directions that have nothing
+    # to do with the speaker (level, tilt, the words), four times the speakers' spread. Centred
+    # cosine is dominated by them; whitened cosine, estimated without labels from other
+    # speakers of the domain, takes their weight off and separates the speakers.
+    dim = 64
+    nuisance = np.linalg.qr(rng.standard_normal((dim, 4)))[0].T  # (4, dim) orthonormal
+
+    def recordings(num_speakers, per_speaker):
+        speakers = rng.standard_normal((num_speakers, 1, dim))
+        loud = 4.0 * rng.standard_normal((num_speakers, per_speaker, 4)) @ nuisance
+        return unit(3.0 + speakers + 0.3 * rng.standard_normal(loud.shape) + loud)
+
+    pool = recordings(40, 8).reshape(-1, dim)
+    people = recordings(30, 3)
+    models, tests = unit(people[:, :2].mean(axis=1)), people[:, 2]
+    rates = {}
+    for whiten in (False, True):
+        domain = estimate_domain(pool, "d", whiten=whiten)
+        rule = DecisionRule("calibration", 0.0, "llr", default=True).for_domain(domain)
+        genuine = [score_against(rule, domain, models[i], tests[i]).accepted[0] for i in range(30)]
+        impostor = [
+            score_against(rule, domain, models[j], tests[i]).accepted[0]
+            for i in range(30)
+            for j in range(30)
+            if i != j
+        ]
+        rates[whiten] = (1 - np.mean(genuine), np.mean(impostor))
+    assert rates[True][0] <= 0.05 and rates[True][1] <= 0.03
+    assert rates[False][0] >= 0.3  # centring alone rejects many genuine claims here
+    whitened = estimate_domain(pool, "d")
+    first, second = whitened.folds  # each half whitens the other, its cohort
+    assert first.whitening_files == len(second.cohort) and second.whitening_files == len(
+        first.cohort
+    )
+    assert first.whitening_files + second.whitening_files == len(pool)
+    assert "whitened in two halves of" in adapted_rule(whitened).describe()
+
+
+def test_whitening_needs_enough_files_and_can_be_turned_off(rng):
+    few = unit(rng.standard_normal((MIN_WHITENING - 1, 8)))
+    assert not estimate_domain(few, "d").whitened
+    many = unit(rng.standard_normal((MIN_WHITENING, 8)))
+    whitened = estimate_domain(many, "d")
+    assert whitened.whitened and len(whitened.folds) == 2
+    described = adapted_rule(whitened).to_json()["adapted"]["whitening"]
+    assert [fold["files"] for fold in described] == [
+        len(whitened.folds[1].cohort),
+        len(whitened.folds[0].cohort),
+    ]
+    off = estimate_domain(many, "d", whiten=False)
+    assert not off.whitened and off.cohort_size == MIN_WHITENING and len(off.folds) == 1
+    assert adapted_rule(off).to_json()["adapted"]["whitening"] is None
+
+
+def test_store_round_trips_the_whitening_and_names_corrupt_rows(tmp_path, rng):
+    domain = estimate_domain(rng.standard_normal((120, 8)) + 2.0, "/audio/domain")
+    enroll, test = unit(rng.standard_normal((3, 8))), unit(rng.standard_normal(8))
+    with SpeakerStore(tmp_path / "s.db", create=True) as store:
+        saved = store.set_domain(domain, fingerprint=FP)
+        assert len(saved.folds) == 2
+        for got, want in zip(saved.folds, domain.folds, strict=True):
+            for field in ("cohort", "whitening", "whitening_scale"):
+                np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+            assert (got.shrinkage, got.whitening_files) == (want.shrinkage, want.whitening_files)
+        for got, want in zip(
+            domain_scores(saved, enroll, test), domain_scores(domain, enroll, test), strict=True
+        ):
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+        for key, value in (
+            ("domain_whitening", "x'0102'"),
+            ("domain_whitening_scale_1", "x'0000c07f'"),  # one NaN: the wrong length, too
+            ("domain_shrinkage", "0"),
+            ("domain_whitening_files_1", "'many'"),
+            ("domain_cohort_1", "x'01'"),
+        ):
+            store.set_domain(domain, fingerprint=FP)
+            store._conn.execute(f"UPDATE meta SET value = {value} WHERE key = '{key}'")
+            store._conn.commit()
+            with pytest.raises(StoreError, match=rf"corrupt store \(meta row {key}\)"):
+                _ = store.domain_mean
