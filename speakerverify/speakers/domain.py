@@ -157,21 +157,26 @@ def fit_whitening(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
 def split_by_similarity(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Indices of two halves of the rows of `centred` `(N, D)` (N >= 2) made of whole groups of
     similar rows: average-linkage clusters of cosine distance, about FILES_PER_GROUP rows each,
-    handed out largest first to the half with fewer rows so far. Deterministic."""
+    handed out largest first to the half with fewer rows so far. When one group is too large
+    for the smaller half to hold 40 % of the rows (a dense bulk and a few outlying files), the
+    tree is cut into twice as many groups, down to single rows. Deterministic."""
     from scipy.cluster.hierarchy import fcluster, linkage  # scipy comes with scikit-learn
 
     num = len(centred)
-    groups = max(2, round(num / FILES_PER_GROUP))
     tree = linkage(l2_normalize(np.asarray(centred, dtype=np.float64)), "average", "cosine")
-    labels = fcluster(tree, t=groups, criterion="maxclust")
-    names, sizes = np.unique(labels, return_counts=True)
-    side = np.zeros(num, dtype=bool)
-    totals = [0, 0]
-    for index in np.argsort(-sizes, kind="stable"):
-        second = totals[0] > totals[1]
-        side[labels == names[index]] = second
-        totals[second] += int(sizes[index])
-    return np.flatnonzero(~side), np.flatnonzero(side)
+    groups = max(2, round(num / FILES_PER_GROUP))
+    while True:
+        labels = fcluster(tree, t=min(groups, num), criterion="maxclust")
+        names, sizes = np.unique(labels, return_counts=True)
+        side = np.zeros(num, dtype=bool)
+        totals = [0, 0]
+        for index in np.argsort(-sizes, kind="stable"):
+            second = totals[0] > totals[1]
+            side[labels == names[index]] = second
+            totals[second] += int(sizes[index])
+        if min(totals) >= 0.4 * num or groups >= num:
+            return np.flatnonzero(~side), np.flatnonzero(side)
+        groups *= 2
 
 
 def normalise(

@@ -248,3 +248,15 @@ def test_store_round_trips_the_whitening_and_names_corrupt_rows(tmp_path, rng):
             store._conn.commit()
             with pytest.raises(StoreError, match=rf"corrupt store \(meta row {key}\)"):
                 _ = store.domain_mean
+
+
+def test_split_by_similarity_stays_balanced_around_a_dense_bulk(rng):
+    # one tight crowd of 90 files and 10 far-off ones: groups of the crowd must be cut finer
+    # rather than leave the outliers a half of their own
+    dim = 32
+    bulk = unit(5.0 + 0.05 * rng.standard_normal((90, dim)))
+    outliers = unit(rng.standard_normal((10, dim)) * 10.0)
+    rows = np.concatenate([bulk, outliers])
+    first, second = split_by_similarity(rows - rows.mean(axis=0))
+    assert min(len(first), len(second)) >= 40
+    assert sorted(np.concatenate([first, second]).tolist()) == list(range(100))
