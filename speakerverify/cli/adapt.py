@@ -113,9 +113,9 @@ def adapt(
         rule = result.rule
         click.echo(
             f"saved the domain of {result.num_embeddings} files from {result.source} in "
-            f"{result.store}; verify and identify now decide by the adapted rule: "
-            f"{rule['description']}"
+            f"{result.store}; verify and identify now decide by its rule"
         )
+        click.echo(f"threshold: {rule['description']}")
         click.echo(
             f"check: {100 * rule['adapted']['adaptation_pairs_above']:.2f} % of pairs of "
             "different adaptation files pass it (an upper bound on false accepts in this "

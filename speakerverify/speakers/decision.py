@@ -133,8 +133,9 @@ class DecisionRule:
             if domain.whitened:
                 sizes = " + ".join(str(len(fold.cohort)) for fold in domain.folds)
                 how = (
-                    f"whitened in two halves of {sizes} in-domain files (Ledoit-Wolf), "
-                    "each half S-normed against the other, averaged"
+                    f"whitened in two halves of {sizes} in-domain files (each half's "
+                    "shrunk covariance whitens the other, its S-norm cohort), the two "
+                    "folds' S-norm averaged"
                 )
             return (
                 f"adapted: {how} (top {domain.top_k}); accept when >= {self.threshold:.3f} "
