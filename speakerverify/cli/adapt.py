@@ -56,8 +56,9 @@ from speakerverify.files import OUTPUT_HELP
     "--whiten/--no-whiten",
     default=True,
     show_default=True,
-    help="Whiten scores with the domain's own covariance (from 40 files; every other file "
-    "estimates it, the rest are the S-norm cohort). --no-whiten: centring only.",
+    help="Whiten scores with the domain's own covariance (from 100 files, in two halves that "
+    "whiten each other). It assumes recordings of many speakers: for audio of a few people, "
+    "--no-whiten (centring only) accepts fewer impostors.",
 )
 @json_option
 def adapt(
@@ -121,6 +122,11 @@ def adapt(
             "different adaptation files pass it (an upper bound on false accepts in this "
             "domain: some of those pairs are the same speaker)"
         )
+        if rule["adapted"]["whitening"]:
+            click.echo(
+                "note: whitening assumes the audio holds many speakers (10 or more); with "
+                "recordings of only a few people, run adapt again with --no-whiten"
+            )
 
 
 def _adapt_model(audio_dir, model_path, out_path, crop_seconds, min_speech, as_json) -> None:

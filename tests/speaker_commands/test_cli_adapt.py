@@ -86,6 +86,8 @@ def test_adapt_whitens_from_100_files_and_says_so_unless_told_not_to(
     assert "cosine of centred and whitened embeddings; domain of 100" in verdict.stdout
     listed = json.loads(run(["speakers", "list", "--store", enrolled, "--json"]).stdout)
     assert listed["domain_mean"]["rule"]["whitening"] == folds
+    told = run(["adapt", domain, "--model", fake_model, "--store", enrolled])
+    assert "note: whitening assumes the audio holds many speakers" in told.stdout
     plain = run(
         ["adapt", domain, "--no-whiten", "--model", fake_model, "--store", enrolled, "--json"]
     )
