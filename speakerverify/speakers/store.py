@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import errno
 import logging
-import math
 import os
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +23,8 @@ import numpy as np
 from speakerverify.backend.scoring import l2_normalize
 from speakerverify.checkpoint_rules import model_mismatch
 from speakerverify.errors import SpeakerVerifyError
-from speakerverify.speakers.records import (
-    CohortFold,
-    DomainMean,
-    SpeakerRecord,
-    now_iso,
-    validate_name,
-)
+from speakerverify.speakers.domain_rows import CorruptRow, blob_array, domain_from_rows, domain_rows
+from speakerverify.speakers.records import DomainMean, SpeakerRecord, now_iso, validate_name
 
 logger = logging.getLogger(__name__)
 
@@ -58,16 +51,6 @@ class StoreError(SpeakerVerifyError):
 
 class UnknownSpeakerError(StoreError):
     """A speaker name that is not enrolled in the store."""
-
-
-def _vector(value: object, dtype: str, dim: int | None) -> np.ndarray | None:
-    """A stored BLOB as a 1-D array of `dtype` (of `dim` elements when given), or None when it
-    is not one: a corrupt value, which callers report with the store and the row."""
-    size = np.dtype(dtype).itemsize
-    if not isinstance(value, bytes) or not value or len(value) % size:
-        return None
-    vector = np.frombuffer(value, dtype=dtype)
-    return vector if dim is None or vector.shape[0] == dim else None
 
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -357,7 +340,7 @@ class SpeakerStore:
                 total, count, seconds = added_sum, vectors.shape[0], float(speech_seconds)
                 created = stamp
             else:
-                total = _vector(row[0], "<f8", added_sum.shape[0])
+                total = blob_array(row[0], "<f8", added_sum.shape[0])
                 corrupt = total is None or not np.all(np.isfinite(total))
                 if corrupt or not isinstance(row[1], int) or row[1] <= 0:
                     raise StoreError(
@@ -452,26 +435,10 @@ class SpeakerStore:
     def set_domain(self, domain: DomainMean, *, fingerprint: str) -> DomainMean:
         """Save what `adapt` estimated (mean, and the adapted rule when it has one), replacing
         any earlier domain in one transaction."""
-        mean = np.asarray(domain.mean, dtype="<f4").reshape(-1)
-        if not np.all(np.isfinite(mean)):
-            raise ValueError("domain mean is not finite")
-        values: dict[str, object] = {
-            "domain_mean": mean.tobytes(),
-            "domain_num_embeddings": int(domain.num_embeddings),
-            "domain_source": str(domain.source),
-            "domain_updated": domain.updated or now_iso(),
-        }
-        if domain.has_rule:
-            for index, fold in enumerate(domain.folds):
-                values.update(_fold_rows(fold, _fold_suffix(index), mean.shape[0]))
-            values.update(
-                domain_top_k=int(domain.top_k),
-                domain_threshold=float(domain.threshold),
-                domain_false_accept=float(domain.false_accept or 0.0),
-                domain_pairs_above=float(domain.pairs_above or 0.0),
-            )
+        values = domain_rows(domain)
+        dim = len(np.asarray(domain.mean).reshape(-1))
         with self.transaction() as conn:
-            self._bind(fingerprint, int(mean.shape[0]))
+            self._bind(fingerprint, dim)
             conn.execute("DELETE FROM meta WHERE key LIKE 'domain\\_%' ESCAPE '\\'")
             for key, value in values.items():
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
@@ -483,104 +450,10 @@ class SpeakerStore:
         rows = dict(
             self._read("SELECT key, value FROM meta WHERE key LIKE 'domain\\_%' ESCAPE '\\'")
         )
-        if "domain_mean" not in rows:
-            return None
-        dim = self.embed_dim
-        mean = _vector(rows["domain_mean"], "<f4", dim)
-        if mean is None or not math.isfinite(float(mean.sum())):
-            raise StoreError(f"{self.path}: corrupt store (meta row domain_mean)")
-        count = rows.get("domain_num_embeddings", 0)
-        if not isinstance(count, int) or count < 0:
-            raise StoreError(f"{self.path}: corrupt store (meta row domain_num_embeddings)")
-        folds, rule = [], {}
-        while f"domain_cohort{_fold_suffix(len(folds))}" in rows:
-            folds.append(self._read_fold(rows, _fold_suffix(len(folds)), mean.shape[0]))
-        if folds:
-            for key, kind in (
-                ("top_k", int),
-                ("threshold", float),
-                ("false_accept", float),
-                ("pairs_above", float),
-            ):
-                value = rows.get(f"domain_{key}")
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise StoreError(f"{self.path}: corrupt store (meta row domain_{key})")
-                if not math.isfinite(value) or (key == "top_k" and value < 1):
-                    raise StoreError(f"{self.path}: corrupt store (meta row domain_{key})")
-                rule[key] = kind(value)
-        return DomainMean(
-            mean.astype(np.float32),
-            count,
-            str(rows.get("domain_source", "")),
-            str(rows.get("domain_updated", "")),
-            folds=tuple(folds),
-            **rule,
-        )
-
-    def _read_fold(self, rows: dict, suffix: str, dim: int) -> CohortFold:
-        """One fold of the adapted rule (meta rows domain_cohort<suffix>, and
-        domain_whitening<suffix>, domain_whitening_scale<suffix>, domain_shrinkage<suffix>,
-        domain_whitening_files<suffix> when it whitens)."""
-
-        def corrupt(key: str) -> StoreError:
-            return StoreError(f"{self.path}: corrupt store (meta row {key}{suffix})")
-
-        cohort = _vector(rows[f"domain_cohort{suffix}"], "<f4", None)
-        if cohort is None or cohort.size % dim or not np.isfinite(cohort).all():
-            raise corrupt("domain_cohort")
-        fold = CohortFold(cohort.reshape(-1, dim).astype(np.float32))
-        if f"domain_whitening{suffix}" not in rows:
-            return fold
-        basis = _vector(rows[f"domain_whitening{suffix}"], "<f4", None)
-        if basis is None or basis.size % dim or not np.isfinite(basis).all():
-            raise corrupt("domain_whitening")
-        basis = basis.reshape(-1, dim).astype(np.float32)
-        scale = _vector(rows.get(f"domain_whitening_scale{suffix}", b""), "<f4", len(basis))
-        if scale is None or not (np.all(scale >= 0.0) and np.all(scale <= 1.0)):
-            raise corrupt("domain_whitening_scale")
-        shrinkage = rows.get(f"domain_shrinkage{suffix}")
-        if isinstance(shrinkage, bool) or not isinstance(shrinkage, int | float):
-            raise corrupt("domain_shrinkage")
-        if not 0.0 < shrinkage <= 1.0:
-            raise corrupt("domain_shrinkage")
-        files = rows.get(f"domain_whitening_files{suffix}")
-        if isinstance(files, bool) or not isinstance(files, int) or files < 1:
-            raise corrupt("domain_whitening_files")
-        return replace(
-            fold,
-            whitening=basis,
-            whitening_scale=scale.astype(np.float32),
-            shrinkage=float(shrinkage),
-            whitening_files=files,
-        )
-
-
-def _fold_suffix(index: int) -> str:
-    """Meta-row suffix of fold `index`: none for the first (the rows stores had before folds)."""
-    return "" if index == 0 else f"_{index}"
-
-
-def _fold_rows(fold: CohortFold, suffix: str, dim: int) -> dict[str, object]:
-    """The meta rows of one fold, checked as the reader will check them."""
-    cohort = np.ascontiguousarray(fold.cohort, dtype="<f4")
-    if cohort.ndim != 2 or cohort.shape[1] != dim:
-        raise ValueError("domain cohort does not match the mean's dimension")
-    if not np.all(np.isfinite(cohort)):
-        raise ValueError("domain cohort is not finite")
-    rows: dict[str, object] = {f"domain_cohort{suffix}": cohort.tobytes()}
-    if fold.whitening is None:
-        return rows
-    basis = np.ascontiguousarray(fold.whitening, dtype="<f4")
-    scale = np.ascontiguousarray(fold.whitening_scale, dtype="<f4").reshape(-1)
-    if basis.ndim != 2 or basis.shape[1] != dim or len(scale) != len(basis):
-        raise ValueError("domain whitening does not match the mean's dimension")
-    if not (np.isfinite(basis).all() and np.all(scale >= 0.0) and np.all(scale <= 1.0)):
-        raise ValueError("domain whitening is not finite or its scale is outside [0, 1]")
-    rows[f"domain_whitening{suffix}"] = basis.tobytes()
-    rows[f"domain_whitening_scale{suffix}"] = scale.tobytes()
-    rows[f"domain_shrinkage{suffix}"] = float(fold.shrinkage or 0.0)
-    rows[f"domain_whitening_files{suffix}"] = int(fold.whitening_files)
-    return rows
+        try:
+            return domain_from_rows(rows, self.embed_dim)
+        except CorruptRow as error:
+            raise StoreError(f"{self.path}: corrupt store (meta row {error.key})") from None
 
 
 def _link_new(source: Path, target: Path) -> None:
