@@ -77,10 +77,11 @@ def adapt(
     \b
     Without --out: embeds every audio file under AUDIO_DIR (or reads --embeddings DIR; at least
     20 files, better a few hundred of many speakers) and stores the adapted decision rule in the
-    speaker store: cosine of embeddings centred on the domain's mean and whitened with its
-    covariance (estimated from every other file, Ledoit-Wolf shrinkage), S-normalised against
-    the domain's other files, accepted at a nominal 1 % false-accept rate. `verify` and `identify`
-    on the store then use it (unless --threshold, --calibration or --p-target is given).
+    speaker store: cosine of embeddings centred on the domain's mean and, from 100 files,
+    whitened with its covariance (two halves of the files whiten each other), S-normalised
+    against the files each whitening did not see, accepted at a nominal 1 % false-accept rate.
+    `verify` and `identify` on the store then use it (unless --threshold, --calibration or
+    --p-target is given).
     With --out NEW.pt: re-estimates the encoder's BatchNorm statistics on the speech under
     AUDIO_DIR and writes a new checkpoint (new fingerprint, so a new store; the store is not
     touched). Then run `adapt AUDIO_DIR --model NEW.pt --store NEW.db` to fit its decision rule.

@@ -53,6 +53,7 @@ __all__ = [
     "MIN_COHORT",
     "MIN_WHITENING",
     "cohort_top_k",
+    "domain_scores",
     "estimate_domain",
     "fit_whitening",
     "ledoit_wolf_shrinkage",
