@@ -40,8 +40,6 @@ in one fold's cohort, which is what keeps AS-Norm's "unknown" answers for them.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from speakerverify.backend.scoring import cohort_statistics, l2_normalize
@@ -123,8 +121,12 @@ def ledoit_wolf_shrinkage(centred: np.ndarray) -> float:
     `(N, N)` Gram matrix, so it costs nothing extra when D is much larger than N.
     """
     x = np.asarray(centred, dtype=np.float64)
-    num, dim = x.shape
-    gram = x @ x.T
+    return _shrinkage_of_gram(x @ x.T, x.shape[1])
+
+
+def _shrinkage_of_gram(gram: np.ndarray, dim: int) -> float:
+    """`ledoit_wolf_shrinkage` of the rows whose Gram matrix `X X^T` `(N, N)` is `gram`."""
+    num = len(gram)
     squared_norms = np.diag(gram)
     mu = float(squared_norms.sum()) / (num * dim)  # tr(S) / D
     frobenius = float(np.sum(gram * gram)) / num**2  # ||S||_F^2
@@ -145,8 +147,9 @@ def fit_whitening(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """
     x = np.asarray(centred, dtype=np.float64)
     num, dim = x.shape
-    shrinkage = max(ledoit_wolf_shrinkage(x), 1e-6)
-    eigenvalues, vectors = np.linalg.eigh(x @ x.T / num)
+    gram = x @ x.T  # (N, N): both the shrinkage and the eigenvectors come from it
+    shrinkage = max(_shrinkage_of_gram(gram, dim), 1e-6)
+    eigenvalues, vectors = np.linalg.eigh(gram / num)
     keep = eigenvalues > 1e-10 * max(float(eigenvalues.max()), 1e-300)
     eigenvalues, vectors = eigenvalues[keep][::-1], vectors[:, keep][:, ::-1]
     basis = (x.T @ vectors / np.sqrt(num * eigenvalues)).T  # unit rows: V^T
@@ -190,9 +193,14 @@ def normalise(
     x = np.asarray(embeddings, dtype=np.float64)
     if mean is not None:
         x = x - np.asarray(mean, dtype=np.float64)
-    basis = np.asarray(fold.whitening, dtype=np.float64)
-    x -= ((x @ basis.T) * np.asarray(fold.whitening_scale, dtype=np.float64)) @ basis
-    return l2_normalize(x, copy=False)
+    return l2_normalize(_whiten(x, fold.whitening, fold.whitening_scale), copy=False)
+
+
+def _whiten(centred: np.ndarray, basis: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """`centred` rows `(N, D)` times `I - basis^T diag(scale) basis` (`fit_whitening`), float64."""
+    x = np.asarray(centred, dtype=np.float64)
+    basis = np.asarray(basis, dtype=np.float64)
+    return x - ((x @ basis.T) * np.asarray(scale, dtype=np.float64)) @ basis
 
 
 def domain_scores(
@@ -304,20 +312,19 @@ def estimate_domain(
 def _whitened_fold(whitening: np.ndarray, cohort: np.ndarray, mean: np.ndarray) -> CohortFold:
     """The fold whose `cohort` files are whitened by the shrunk covariance of `whitening`'s."""
     basis, scale, shrinkage = fit_whitening(whitening - mean)
-    fold = CohortFold(
-        np.empty((0, len(mean)), np.float32),
-        whitening=basis.astype(np.float32),
-        whitening_scale=scale.astype(np.float32),
+    basis, scale = basis.astype(np.float32), scale.astype(np.float32)  # as stored and scored
+    return CohortFold(
+        l2_normalize(_whiten(cohort - mean, basis, scale), copy=False).astype(np.float32),
+        whitening=basis,
+        whitening_scale=scale,
         shrinkage=shrinkage,
         whitening_files=len(whitening),
     )
-    return replace(fold, cohort=normalise(cohort, mean, fold).astype(np.float32))
 
 
 def _whitened(centred: np.ndarray) -> np.ndarray:
     """`centred` rows whitened with their own shrunk covariance (for grouping them only)."""
-    basis, scale, _ = fit_whitening(centred)
-    return centred - ((centred @ basis.T) * scale) @ basis
+    return _whiten(centred, *fit_whitening(centred)[:2])
 
 
 def _spread(rows: np.ndarray) -> np.ndarray:
